@@ -1,0 +1,93 @@
+/**
+ * Quickstart: train on this machine, no cloud account.
+ *
+ * Syncs the sample project in training/, trains train_mnist_e2e.py with hyperparameters, shows
+ * progress from the event stream, and prints the latest checkpoint after verifying it byte for byte.
+ *
+ *   npx tsx examples/quickstart.ts
+ */
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { Runctl, local, localDir, type HyperparamValue, type RunResult, type Checkpoint, type CheckpointVerification, type RunEvent } from "runctl";
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** Knobs the tests turn; a user runs it with the defaults. */
+export interface QuickstartOptions {
+  /** Folder for committed checkpoints. @defaultValue ".runctl/checkpoints" */
+  readonly checkpointDir?: string;
+  /** The script to train, inside training/. @defaultValue "train_mnist_e2e.py" */
+  readonly script?: string;
+  /** Hyperparameters merged over the defaults. */
+  readonly hyperparams?: Readonly<Record<string, HyperparamValue>>;
+  /** Print progress. @defaultValue true */
+  readonly verbose?: boolean;
+  /** Called with every event (tests collect them). */
+  readonly onEvent?: (event: RunEvent) => void;
+}
+
+/** What the quickstart returns. */
+export interface QuickstartOutcome {
+  readonly result: RunResult;
+  readonly latest: Checkpoint | undefined;
+  readonly verification: CheckpointVerification | undefined;
+}
+
+export async function main(options: QuickstartOptions = {}): Promise<QuickstartOutcome> {
+  const say = options.verbose === false ? () => {} : (line: string) => console.log(line);
+  const run = Runctl.instance(local())
+    .sync(join(here, "..", "training"))
+    .checkpoints({ storage: localDir(options.checkpointDir ?? ".runctl/checkpoints"), keep: 3 })
+    .train(options.script ?? "train_mnist_e2e.py", {
+      hyperparams: { lr: 0.5, steps: 60, "batch-size": 32, "checkpoint-every": 20, ...options.hyperparams },
+    });
+
+  say(`run ${run.runId}`);
+  for await (const event of run) {
+    options.onEvent?.(event);
+    switch (event.type) {
+      case "phase":
+        say(`• ${event.phase}`);
+        break;
+      case "sync":
+        say(`  synced ${event.files} files (${event.uploadedFiles} sent) in ${event.durationMs} ms`);
+        break;
+      case "metric":
+        if (event.step !== undefined && event.step % 10 === 0) say(`  step ${event.step}  loss ${fmt(event.values["loss"])}  acc ${fmt(event.values["accuracy"])}`);
+        break;
+      case "checkpoint":
+        say(`  checkpoint ${event.name} committed (${event.files} files, ${event.bytes} bytes)`);
+        break;
+      case "warning":
+        say(`  warning: ${event.message}`);
+        break;
+      case "exit":
+        say(`• exit: ${event.status}${event.exitCode !== null ? ` (code ${event.exitCode})` : ""}${event.error ? ` — ${event.error.message}` : ""}`);
+        break;
+    }
+  }
+
+  const result = await run;
+  const latest = await run.checkpoints().latest();
+  const verification = await latest?.verify();
+  if (latest && verification) {
+    say(`latest checkpoint: ${latest.name} (step ${latest.step}, ${latest.totalBytes} bytes, ${latest.manifest.files.length} files) — ${verification.ok ? "sha256 verified" : `CORRUPT: ${JSON.stringify(verification.problems)}`}`);
+  } else {
+    say("no checkpoint was committed");
+  }
+  return { result, latest, verification };
+}
+
+function fmt(value: unknown): string {
+  return typeof value === "number" ? value.toFixed(4) : String(value);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  main().then(
+    ({ result, verification }) => process.exit(result.status === "succeeded" && verification?.ok ? 0 : 1),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,1878 @@
+#!/usr/bin/env python3
+"""runctl-agent: the machine-side supervisor of one runctl run.
+
+One file, standard library only, Python >= 3.8. The contract with the TypeScript side is
+docs/agent-protocol.md: every command prints JSON on stdout; the run itself is driven by a detached
+daemon (`supervise`) that writes everything to files in the run directory, so no client connection
+ever has to stay up.
+"""
+
+import datetime
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import traceback
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3  # also "already running"
+EXIT_NO_RUN = 4
+EXIT_LOST = 5
+EXIT_VERIFY = 6
+EXIT_UNSAFE = 7
+
+TAIL_BYTES = 4096
+CHUNK = 1 << 20
+FOLLOW_POLL_S = 0.1
+FOLLOW_HB_S = 2.0
+FOLLOW_MAX_LINE = 1 << 20  # a longer unterminated line is sent in pieces, so memory stays bounded
+COMMIT_TRIES = 3
+
+USAGE = (
+    "usage: runctl_agent.py launch RUN_DIR < spec.json | follow RUN_DIR [--log-offset N] [--events-offset M]"
+    " | signal RUN_DIR interrupt|kill | status RUN_DIR | manifest DIR | sync-apply DIR < tar"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+class UsageError(Exception):
+    pass
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def now_iso():
+    t = datetime.datetime.now(datetime.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
+
+
+def print_json(obj):
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def tmp_name(path):
+    d, b = os.path.split(path)
+    return os.path.join(d, ".%s.tmp-%d-%s" % (b[:80], os.getpid(), secrets.token_hex(4)))
+
+
+def atomic_write(path, data, fsync=False, mode=0o644):
+    """Write to a temporary name in the same folder, then rename: readers see old or new, never half."""
+    tmp = tmp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        if fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quiet(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quiet(tmp)
+        raise
+
+
+def _unlink_quiet(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def read_json_file(path):
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(CHUNK)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def canonical_json(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def signal_name(signum):
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "SIG%d" % signum
+
+
+def safe_rel(name):
+    """Normalise a relative path; None when it is absolute, climbs with `..`, or is empty."""
+    if not isinstance(name, str) or name.startswith("/") or "\x00" in name:
+        return None
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        return None
+    return "/".join(parts)
+
+
+def agent_alive(run_dir):
+    """A live agent holds an exclusive flock on RUN_DIR/agent.lock for its whole life.
+
+    Unlike `kill -0 $(cat agent.pid)` this cannot be fooled by pid reuse or by a zombie, and the
+    kernel drops the lock the moment the agent dies, even by SIGKILL.
+    """
+    try:
+        fd = os.open(os.path.join(run_dir, "agent.lock"), os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return True
+        raise
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def read_pid(run_dir):
+    try:
+        with open(os.path.join(run_dir, "agent.pid")) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def last_event(run_dir):
+    """The last complete event line of events.jsonl (the exit event, once the run has ended)."""
+    path = os.path.join(run_dir, "events.jsonl")
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            data = f.read()
+    except OSError:
+        return None
+    for line in reversed(data.split(b"\n")):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            return json.loads(line.decode("utf-8"))
+        except ValueError:
+            return None
+    return None
+
+
+def exit_event(run_dir):
+    ev = last_event(run_dir)
+    return ev if isinstance(ev, dict) and ev.get("type") == "exit" else None
+
+
+# ---------------------------------------------------------------------------------------------
+# storage: one small class per kind, so `s3` can sit next to `dir` later
+
+
+class StorageError(Exception):
+    pass
+
+
+class DirStorage:
+    """A storage root that is a folder the machine can see. Keys are `a/b/c` relative paths."""
+
+    kind = "dir"
+
+    def __init__(self, root):
+        if not isinstance(root, str) or not root:
+            raise StorageError("dir storage needs a path")
+        self.root = os.path.abspath(root)
+
+    def _path(self, key):
+        rel = safe_rel(key)
+        if rel is None:
+            raise StorageError("invalid storage key %r" % key)
+        return os.path.join(self.root, *rel.split("/"))
+
+    def location(self, key):
+        return self._path(key)
+
+    def put_file(self, key, src):
+        """Copy src to key atomically; returns (size, sha256) of exactly the bytes stored."""
+        dest = self._path(key)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        tmp = tmp_name(dest)
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with open(src, "rb") as fin, open(tmp, "xb") as fout:
+                while True:
+                    b = fin.read(CHUNK)
+                    if not b:
+                        break
+                    h.update(b)
+                    size += len(b)
+                    fout.write(b)
+                fout.flush()
+                os.fsync(fout.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        return size, h.hexdigest()
+
+    def put_bytes(self, key, data):
+        dest = self._path(key)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        atomic_write(dest, data, fsync=True)
+
+    def get_bytes(self, key):
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def get_file(self, key, dest):
+        """Copy key to dest; returns (size, sha256), or None when the object does not exist."""
+        h = hashlib.sha256()
+        size = 0
+        try:
+            fin = open(self._path(key), "rb")
+        except FileNotFoundError:
+            return None
+        with fin, open(dest, "wb") as fout:
+            while True:
+                b = fin.read(CHUNK)
+                if not b:
+                    break
+                h.update(b)
+                size += len(b)
+                fout.write(b)
+        return size, h.hexdigest()
+
+    def list(self, prefix):
+        """Every key below prefix (a folder-like `a/b/`), sorted."""
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        out = []
+        for dirpath, _dirs, files in os.walk(base):
+            for fn in files:
+                full = os.path.join(dirpath, fn)
+                out.append(os.path.relpath(full, self.root).replace(os.sep, "/"))
+        out.sort()
+        return out
+
+    def delete(self, key):
+        _unlink_quiet(self._path(key))
+
+    def delete_prefix(self, prefix):
+        shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
+
+
+def open_storage(desc):
+    if not isinstance(desc, dict):
+        raise StorageError("storage descriptor must be an object")
+    kind = desc.get("kind")
+    if kind == "dir":
+        return DirStorage(desc.get("path"))
+    raise StorageError("storage kind %r is not supported by this agent" % (kind,))
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+CKPT_SKIP_SUFFIXES = (".tmp", ".partial", "~", ".done")
+
+
+def is_candidate(name):
+    return not name.startswith(".") and not name.endswith(CKPT_SKIP_SUFFIXES)
+
+
+def entry_signature(path):
+    """(relpath, size, mtime_ns) of every regular file of a checkpoint entry; None if not one.
+
+    A single-file checkpoint has relpath "". Symlinks are skipped so a link can never pull files
+    from outside the checkpoint into storage.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISREG(st.st_mode):
+        return (("", st.st_size, st.st_mtime_ns),)
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    sig = []
+    for dirpath, dirs, files in os.walk(path):
+        dirs.sort()
+        for fn in files:
+            full = os.path.join(dirpath, fn)
+            try:
+                fst = os.lstat(full)
+            except OSError:
+                continue
+            if stat.S_ISREG(fst.st_mode):
+                rel = os.path.relpath(full, path).replace(os.sep, "/")
+                sig.append((rel, fst.st_size, fst.st_mtime_ns))
+    sig.sort()
+    return tuple(sig) or None
+
+
+def step_of(ckpt_dir, name):
+    """`step` from `<name>.done` JSON if present, else the last run of digits in the name."""
+    done = read_json_file(os.path.join(ckpt_dir, name + ".done"))
+    if isinstance(done, dict) and isinstance(done.get("step"), int) and not isinstance(done.get("step"), bool):
+        return done["step"]
+    digits = re.findall(r"\d+", name)
+    return int(digits[-1]) if digits else None
+
+
+class CheckpointChanged(Exception):
+    """The entry changed while it was being copied: not an error, it is committed once it settles."""
+
+
+class CheckpointCorrupt(Exception):
+    pass
+
+
+class CheckpointWatcher:
+    """Polls the checkpoint folder and commits finished entries to storage (docs/agent-protocol.md)."""
+
+    def __init__(self, sup, storage, run_id, cfg, hp_hash):
+        self.sup = sup
+        self.storage = storage
+        self.run_id = run_id
+        self.dir = cfg["dir"]
+        self.settle_s = max(0, cfg["settleMs"]) / 1000.0
+        self.poll_s = max(10, cfg["pollMs"]) / 1000.0
+        keep = cfg.get("keep")
+        # keep < 1 would delete even the newest checkpoint; treat it as 1.
+        self.keep = None if keep is None else max(1, int(keep))
+        self.hp_hash = hp_hash
+        self.known = {}  # name -> signature that needs no commit (committed, restored, or failed)
+        self.pending = {}  # name -> (signature, monotonic time it was first seen like that)
+        self.committed = []  # [{"name", "seq", "files"}] of this run in storage, oldest first
+        self.next_seq = 1
+        self.stop_event = threading.Event()
+        self.thread = None
+        self._load_existing()
+
+    def _prefix(self, name):
+        return "%s/checkpoints/%s" % (self.run_id, name)
+
+    def _load_existing(self):
+        """A run restarted with the same runId continues its seq and retention from storage."""
+        for m in list_manifests(self.storage, self.run_id):
+            self.committed.append({"name": m["name"], "seq": m["seq"], "files": m.get("files") or []})
+        self.committed.sort(key=lambda c: c["seq"])
+        if self.committed:
+            self.next_seq = self.committed[-1]["seq"] + 1
+
+    def mark_known(self, name, sig):
+        if sig:
+            self.known[name] = sig
+
+    def start(self):
+        self.thread = threading.Thread(target=self._loop, name="ckpt-watcher", daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.stop_event.set()
+        if self.thread:
+            self.thread.join()
+
+    def _loop(self):
+        while not self.stop_event.is_set():
+            try:
+                self.scan(final=False)
+            except Exception:
+                self.sup.debug("checkpoint scan failed:\n" + traceback.format_exc())
+            self.stop_event.wait(self.poll_s)
+
+    def scan(self, final, should_stop=None):
+        try:
+            names = [n for n in os.listdir(self.dir) if is_candidate(n)]
+        except FileNotFoundError:
+            return
+        found = []
+        for name in names:
+            sig = entry_signature(os.path.join(self.dir, name))
+            if sig:
+                found.append((max(s[2] for s in sig), name, sig))
+        # Oldest first, so seq follows the order the trainer wrote them in.
+        found.sort()
+        now = time.monotonic()
+        for _mtime, name, sig in found:
+            if should_stop and should_stop():
+                return
+            if not final and self.stop_event.is_set():
+                return
+            if self.known.get(name) == sig:
+                self.pending.pop(name, None)
+                continue
+            prev = self.pending.get(name)
+            if prev is None or prev[0] != sig:
+                self.pending[name] = prev = (sig, now)
+            done = os.path.exists(os.path.join(self.dir, name + ".done"))
+            if final or done or now - prev[1] >= self.settle_s:
+                self._commit_with_retries(name, sig, final)
+
+    def _commit_with_retries(self, name, sig, final):
+        err = None
+        for attempt in range(COMMIT_TRIES):
+            try:
+                self.commit(name, sig)
+                return
+            except CheckpointChanged:
+                self.pending.pop(name, None)
+                return
+            except Exception as e:
+                err = e
+                self.sup.debug("commit of %s failed (try %d): %s" % (name, attempt + 1, traceback.format_exc()))
+                if attempt + 1 < COMMIT_TRIES:
+                    time.sleep(0.5 * (2 ** attempt))
+        self.sup.events.emit("warning", message="checkpoint %s was not committed after %d tries: %s" % (name, COMMIT_TRIES, err))
+        # Do not retry until the entry changes again; a retry loop would hammer broken storage.
+        self.known[name] = sig
+        self.pending.pop(name, None)
+
+    def _stored(self, name):
+        for c in self.committed:
+            if c["name"] == name:
+                return c
+        return None
+
+    def _same_as_stored(self, path, is_dir, rels, stored):
+        by_path = {f.get("path"): f for f in stored.get("files") or []}
+        if len(by_path) != len(rels):
+            return False
+        for rel in rels:
+            src = os.path.join(path, rel) if is_dir else path
+            f = by_path.get(rel if is_dir else os.path.basename(path))
+            if not f or f.get("size") != os.path.getsize(src) or f.get("sha256") != sha256_file(src):
+                return False
+        return True
+
+    def commit(self, name, sig):
+        t0 = time.monotonic()
+        path = os.path.join(self.dir, name)
+        is_dir = sig[0][0] != ""
+        rels = [s[0] for s in sig]
+        prefix = self._prefix(name)
+        stored = self._stored(name)
+        if stored is not None:
+            if self._same_as_stored(path, is_dir, rels, stored):
+                # Same bytes as the committed manifest (e.g. a restarted run): nothing to upload.
+                self.known[name] = sig
+                self.pending.pop(name, None)
+                return
+            # Recommit: readers must fall back to the previous checkpoint while this one uploads.
+            self.storage.delete(prefix + "/manifest.json")
+            self.committed = [c for c in self.committed if c["name"] != name]
+            self.storage.delete_prefix(prefix + "/files")
+        files = []
+        total = 0
+        for rel in rels:
+            src = os.path.join(path, rel) if is_dir else path
+            fpath = rel if is_dir else name
+            size, digest = self.storage.put_file(prefix + "/files/" + fpath, src)
+            files.append({"path": fpath, "size": size, "sha256": digest})
+            total += size
+        if entry_signature(path) != sig:
+            raise CheckpointChanged()
+        seq = self.next_seq
+        manifest = {
+            "version": 1,
+            "runId": self.run_id,
+            "name": name,
+            "kind": "dir" if is_dir else "file",
+            "step": step_of(self.dir, name),
+            "seq": seq,
+            "createdAt": now_iso(),
+            "hyperparamsHash": self.hp_hash,
+            "files": files,
+            "totalBytes": total,
+        }
+        self.storage.put_bytes(prefix + "/manifest.json", json.dumps(manifest, separators=(",", ":")).encode("utf-8"))
+        self.storage.put_bytes(self.run_id + "/LATEST", name.encode("utf-8"))
+        self.next_seq = seq + 1
+        self.committed.append({"name": name, "seq": seq, "files": files})
+        self.known[name] = sig
+        self.pending.pop(name, None)
+        self.sup.events.emit(
+            "checkpoint",
+            name=name,
+            step=manifest["step"],
+            commitSeq=seq,  # `seq` is the event's own number; this is the commit's (manifest seq)
+            files=len(files),
+            bytes=total,
+            location=self.storage.location(prefix),
+            durationMs=int((time.monotonic() - t0) * 1000),
+        )
+        self._retention()
+
+    def _retention(self):
+        if self.keep is None:
+            return
+        while len(self.committed) > self.keep:
+            old = self.committed[0]
+            prefix = self._prefix(old["name"])
+            try:
+                # Manifest first: a checkpoint stops existing for readers before its bytes go.
+                self.storage.delete(prefix + "/manifest.json")
+                self.storage.delete_prefix(prefix)
+            except Exception as e:
+                self.sup.events.emit("warning", message="retention could not delete checkpoint %s: %s" % (old["name"], e))
+                return
+            self.committed.pop(0)
+
+
+def list_manifests(storage, run_id):
+    """Every readable manifest.json of a run (directly under checkpoints/<name>/)."""
+    out = []
+    prefix = "%s/checkpoints/" % run_id
+    for key in storage.list(prefix):
+        rest = key[len(prefix):]
+        parts = rest.split("/")
+        if len(parts) != 2 or parts[1] != "manifest.json":
+            continue
+        raw = storage.get_bytes(key)
+        try:
+            m = json.loads(raw.decode("utf-8")) if raw is not None else None
+        except ValueError:
+            m = None
+        if isinstance(m, dict) and m.get("name") == parts[0] and isinstance(m.get("seq"), int):
+            out.append(m)
+    return out
+
+
+def restore_checkpoint(storage, from_run, manifest, ckpt_dir):
+    """Download one checkpoint into ckpt_dir/<name>, verifying every sha256; returns its path."""
+    name = manifest.get("name")
+    kind = manifest.get("kind")
+    files = manifest.get("files")
+    if not isinstance(name, str) or safe_rel(name) != name or "/" in name or kind not in ("file", "dir") or not isinstance(files, list) or not files:
+        raise CheckpointCorrupt("checkpoint %r has an invalid manifest" % (name,))
+    if kind == "file" and (len(files) != 1 or files[0].get("path") != name):
+        raise CheckpointCorrupt("checkpoint %s has an invalid manifest (file kind)" % name)
+    os.makedirs(ckpt_dir, exist_ok=True)
+    staging = os.path.join(ckpt_dir, ".runctl-restore-%s-%s" % (name, secrets.token_hex(4)))
+    os.makedirs(staging)
+    try:
+        for f in files:
+            rel = safe_rel(f.get("path"))
+            if rel is None:
+                raise CheckpointCorrupt("checkpoint %s lists an unsafe path %r" % (name, f.get("path")))
+            dest = os.path.join(staging, *rel.split("/"))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            got = storage.get_file("%s/checkpoints/%s/files/%s" % (from_run, name, rel), dest)
+            if got is None:
+                raise CheckpointCorrupt("checkpoint %s is corrupt: %s is missing" % (name, rel))
+            if got[0] != f.get("size") or got[1] != f.get("sha256"):
+                raise CheckpointCorrupt(
+                    "checkpoint %s is corrupt: %s has sha256 %s (size %d), manifest says %s (size %s)"
+                    % (name, rel, got[1], got[0], f.get("sha256"), f.get("size"))
+                )
+        target = os.path.join(ckpt_dir, name)
+        if os.path.lexists(target):
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            else:
+                os.unlink(target)
+        if kind == "dir":
+            os.rename(staging, target)
+        else:
+            os.rename(os.path.join(staging, name), target)
+            os.rmdir(staging)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the supervisor daemon
+
+
+class PhaseFailed(Exception):
+    def __init__(self, code, message, reason, output_tail=None):
+        Exception.__init__(self, message)
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.output_tail = output_tail
+
+
+class Aborted(Exception):
+    pass
+
+
+class EventLog:
+    def __init__(self, path):
+        self.lock = threading.Lock()
+        self.seq = 0
+        try:
+            with open(path, "rb") as f:
+                self.seq = sum(1 for line in f if line.strip())
+        except OSError:
+            pass
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def emit(self, type_, **fields):
+        with self.lock:
+            self.seq += 1
+            ev = {"seq": self.seq, "time": now_iso(), "type": type_}
+            for k, v in fields.items():
+                if k not in ev:  # seq/time/type belong to the event itself
+                    ev[k] = v
+            line = (json.dumps(ev, separators=(",", ":")) + "\n").encode("utf-8")
+            # One write on an O_APPEND fd: a reader never sees two events interleaved.
+            os.write(self.fd, line)
+            if type_ == "exit":
+                os.fsync(self.fd)
+            return ev
+
+
+def _num(v, default, name, allow_none=False):
+    if v is None:
+        if allow_none:
+            return None
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise UsageError("spec.%s must be a non-negative number%s" % (name, " or null" if allow_none else ""))
+    return int(v)
+
+
+def normalize_spec(spec, run_dir):
+    """Fill defaults and check types; raises UsageError with a readable message."""
+    if not isinstance(spec, dict):
+        raise UsageError("spec must be a JSON object")
+    s = dict(spec)
+    run_dir = os.path.abspath(run_dir)
+    s["runId"] = s.get("runId") or os.path.basename(run_dir)
+    s["runDir"] = run_dir
+    if not isinstance(s["runId"], str) or safe_rel(s["runId"]) != s["runId"] or "/" in s["runId"]:
+        raise UsageError("spec.runId must be a plain name")
+    workdir = s.get("workdir") or os.path.join(run_dir, "code")
+    if not isinstance(workdir, str):
+        raise UsageError("spec.workdir must be a path")
+    s["workdir"] = os.path.join(run_dir, workdir) if not os.path.isabs(workdir) else workdir
+    wd = s["workdir"]
+
+    def path_in(v, name):
+        if v is None:
+            return None
+        if not isinstance(v, str) or not v:
+            raise UsageError("spec.%s must be a path" % name)
+        return v if os.path.isabs(v) else os.path.join(wd, v)
+
+    argv = s.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise UsageError("spec.argv must be a non-empty list of strings (script first)")
+    s["python"] = s.get("python") or "python3"
+    env = s.get("env") or {}
+    if not isinstance(env, dict):
+        raise UsageError("spec.env must be an object")
+    s["env"] = env
+    s["hyperparams"] = s.get("hyperparams") if s.get("hyperparams") is not None else {}
+    s["mirrorDir"] = path_in(s.get("mirrorDir"), "mirrorDir")
+    setup = s.get("setup")
+    if setup is not None:
+        if not isinstance(setup, dict):
+            raise UsageError("spec.setup must be an object or null")
+        setup = dict(setup)
+        pip = dict(setup.get("pip") or {})
+        pip["findLinks"] = list(pip.get("findLinks") or [])
+        pip["noIndex"] = bool(pip.get("noIndex"))
+        pip["indexUrl"] = pip.get("indexUrl") or None
+        pip["extraArgs"] = [str(a) for a in (pip.get("extraArgs") or [])]
+        setup["pip"] = pip
+        setup["systemSitePackages"] = bool(setup.get("systemSitePackages"))
+        cmds = setup.get("commands") or []
+        if not isinstance(cmds, list) or not all(isinstance(c, str) for c in cmds):
+            raise UsageError("spec.setup.commands must be a list of strings")
+        setup["commands"] = cmds
+        setup["venvRoot"] = setup.get("venvRoot") or os.path.join(os.path.dirname(os.path.dirname(run_dir)), "venvs")
+        if not os.path.isabs(setup["venvRoot"]):
+            raise UsageError("spec.setup.venvRoot must be absolute")
+    s["setup"] = setup
+    data = s.get("data") or []
+    if not isinstance(data, list):
+        raise UsageError("spec.data must be a list")
+    norm = []
+    for d in data:
+        if not isinstance(d, dict) or not isinstance(d.get("source"), dict) or not isinstance(d.get("to"), str):
+            raise UsageError("spec.data entries need source and to")
+        norm.append({"source": d["source"], "to": path_in(d["to"], "data[].to")})
+    s["data"] = norm
+    s["dataDir"] = path_in(s.get("dataDir"), "dataDir")
+    s["outputDir"] = path_in(s.get("outputDir"), "outputDir") or os.path.join(run_dir, "outputs")
+    ck = dict(s.get("checkpoints") or {})
+    ck["dir"] = path_in(ck.get("dir"), "checkpoints.dir") or os.path.join(run_dir, "checkpoints")
+    ck["storage"] = ck.get("storage")
+    ck["keep"] = _num(ck.get("keep"), None, "checkpoints.keep", allow_none=True)
+    ck["settleMs"] = _num(ck.get("settleMs"), 2000, "checkpoints.settleMs")
+    ck["pollMs"] = _num(ck.get("pollMs"), 500, "checkpoints.pollMs")
+    s["checkpoints"] = ck
+    resume = s.get("resume")
+    if resume is not None and (not isinstance(resume, dict) or not isinstance(resume.get("runId"), str)):
+        raise UsageError("spec.resume needs storage and runId")
+    s["resume"] = resume
+    lim = dict(s.get("limits") or {})
+    lim["maxDurationMs"] = _num(lim.get("maxDurationMs"), None, "limits.maxDurationMs", allow_none=True)
+    lim["graceMs"] = _num(lim.get("graceMs"), 30000, "limits.graceMs")
+    s["limits"] = lim
+    return s
+
+
+class Supervisor:
+    def __init__(self, run_dir):
+        self.run_dir = os.path.abspath(run_dir)
+        self.t0 = time.monotonic()
+        self.phase = "starting"
+        self.trainer_pid = None
+        self.child_pgid = None  # process group of whatever child runs now (setup step or trainer)
+        self.pending_signals = []  # filled by signal handlers, drained by the main thread only
+        self.abort_reason = None  # cancel | kill | max-duration
+        self.term_deadline = None
+        self.kill_sent = False
+        self.trainer_done = False
+        self.stop_commits = False
+        self.status_lock = threading.Lock()
+        self.hb_stop = threading.Event()
+        self.events = None
+        self.watcher = None
+        self.venv = None
+        self.spec = {"limits": {"graceMs": 0, "maxDurationMs": None}}  # until spec.json is read
+
+    # -- plumbing
+
+    def debug(self, msg):
+        try:
+            sys.stderr.write("[%s] %s\n" % (now_iso(), msg))
+            sys.stderr.flush()
+        except Exception:
+            pass
+
+    def path(self, name):
+        return os.path.join(self.run_dir, name)
+
+    def log_note(self, text):
+        """A line of the agent's own in train.log, so setup steps are readable next to their output."""
+        os.write(self.log_fd, ("[runctl] %s\n" % text).encode("utf-8", "replace"))
+
+    def write_status(self):
+        with self.status_lock:
+            st = {
+                "phase": self.phase,
+                "agentPid": os.getpid(),
+                "trainerPid": self.trainer_pid,
+                "heartbeatMs": now_ms(),
+            }
+            try:
+                atomic_write(self.path("status.json"), json.dumps(st).encode("utf-8"))
+            except OSError:
+                self.debug("status.json write failed:\n" + traceback.format_exc())
+
+    def set_phase(self, phase, emit=True):
+        self.phase = phase
+        if emit:
+            self.events.emit("phase", phase=phase)
+        self.write_status()
+
+    def _heartbeat(self):
+        while not self.hb_stop.wait(1.0):
+            self.write_status()
+
+    def elapsed_ms(self):
+        return int((time.monotonic() - self.t0) * 1000)
+
+    # -- signals and limits (sending happens on the main thread only, never in a handler)
+
+    def _on_signal(self, signum, _frame):
+        self.pending_signals.append("kill" if signum == signal.SIGUSR1 else "cancel")
+
+    def poll_abort(self):
+        while self.pending_signals:
+            self._request(self.pending_signals.pop(0))
+        max_ms = self.spec["limits"].get("maxDurationMs")
+        if max_ms is not None and self.abort_reason is None and not self.trainer_done and self.elapsed_ms() >= max_ms:
+            self._request("max-duration")
+        if self.term_deadline is not None and not self.kill_sent and time.monotonic() >= self.term_deadline:
+            self._send(signal.SIGKILL, self.abort_reason)
+
+    def _request(self, what):
+        if self.trainer_done:
+            # The trainer has ended; only a kill matters now: it stops the final commits.
+            self.debug("%s requested after the trainer exited" % what)
+            if what == "kill":
+                self.stop_commits = True
+            return
+        if what == "kill":
+            if self.kill_sent:
+                return
+            self.abort_reason = "kill"
+            self._send(signal.SIGKILL, "kill")
+            return
+        if self.abort_reason is not None:
+            return  # already stopping
+        self.abort_reason = what
+        self.term_deadline = time.monotonic() + self.spec["limits"]["graceMs"] / 1000.0
+        self._send(signal.SIGTERM, what)
+
+    def _send(self, sig, reason):
+        self.events.emit("signal", signal=signal_name(sig), reason=reason)
+        if sig == signal.SIGKILL:
+            self.kill_sent = True
+        pg = self.child_pgid
+        if pg:
+            try:
+                os.killpg(pg, sig)
+            except OSError:
+                pass
+
+    def check_abort(self):
+        self.poll_abort()
+        if self.abort_reason is not None:
+            raise Aborted()
+
+    # -- child processes
+
+    def run_step(self, argv, label, code, reason, cwd, env, shown=None):
+        """Run one setup step with output into train.log; PhaseFailed with the output's tail if it fails."""
+        self.check_abort()
+        start = os.fstat(self.log_fd).st_size
+        self.log_note("$ " + (shown or label))
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self.log_fd, stderr=self.log_fd,
+                start_new_session=True, close_fds=True,
+            )
+        except OSError as e:
+            self.log_note("%s: %s" % (label, e))
+            raise PhaseFailed(code, "%s could not start: %s" % (label, e), reason, self.log_tail(start))
+        rc = self._wait_child(proc)
+        if self.abort_reason is not None:
+            raise Aborted()
+        if rc != 0:
+            how = "exit code %d" % rc if rc >= 0 else "signal %s" % signal_name(-rc)
+            self.log_note("%s failed (%s)" % (label, how))
+            raise PhaseFailed(code, "%s failed (%s)" % (label, how), reason, self.log_tail(start))
+        return rc
+
+    def _wait_child(self, proc):
+        """Wait for a child (its own process group), relaying cancel/kill/max-duration to the group."""
+        self.child_pgid = proc.pid
+        try:
+            while True:
+                self.poll_abort()
+                rc = self._exited(proc)
+                if rc is not None:
+                    return rc
+                time.sleep(0.05)
+        except BaseException:
+            # The agent itself failed: never leave the child running unsupervised.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
+            raise
+        finally:
+            self.child_pgid = None
+
+    def _exited(self, proc):
+        """The child's return code once it has exited, else None.
+
+        Leftovers of its process group (workers, shells) are SIGKILLed before the leader is reaped:
+        while the leader is an unreaped zombie its pgid cannot be reused, so killpg hits only them.
+        """
+        waitid = getattr(os, "waitid", None)
+        if waitid is not None:
+            try:
+                info = waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                info = True
+            if info is None:
+                return None
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            return proc.wait()
+        rc = proc.poll()
+        if rc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return rc
+
+    def log_tail(self, start):
+        try:
+            with open(self.path("train.log"), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                end = f.tell()
+                f.seek(max(start, end - TAIL_BYTES))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return None
+
+    def base_env(self):
+        spec = self.spec
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        for k, v in spec["env"].items():
+            if v is None:
+                env.pop(str(k), None)
+            else:
+                env[str(k)] = v if isinstance(v, str) else json.dumps(v)
+        env["RUNCTL_RUN_ID"] = spec["runId"]
+        env["RUNCTL_CHECKPOINT_DIR"] = spec["checkpoints"]["dir"]
+        env["RUNCTL_OUTPUT_DIR"] = spec["outputDir"]
+        env["RUNCTL_HPARAMS"] = json.dumps(spec["hyperparams"], separators=(",", ":"))
+        env["RUNCTL_NODE_RANK"] = "0"
+        env["RUNCTL_NUM_NODES"] = "1"
+        if spec["dataDir"]:
+            env["RUNCTL_DATA_DIR"] = spec["dataDir"]
+        if self.venv:
+            env["VIRTUAL_ENV"] = self.venv
+            env["PATH"] = os.path.join(self.venv, "bin") + os.pathsep + env.get("PATH", os.defpath)
+            env.pop("PYTHONHOME", None)
+        return env
+
+    # -- phases
+
+    def phase_setup(self):
+        spec = self.spec
+        setup = spec["setup"]
+        wd = spec["workdir"]
+        if not spec["mirrorDir"] and not setup:
+            return
+        self.set_phase("setup")
+        if spec["mirrorDir"]:
+            self.log_note("copy %s -> %s" % (spec["mirrorDir"], wd))
+            try:
+                shutil.copytree(spec["mirrorDir"], wd, symlinks=True, dirs_exist_ok=True, copy_function=self._copy_checked)
+            except Aborted:
+                raise
+            except Exception as e:
+                raise PhaseFailed("SETUP_FAILED", "copying the code from %s failed: %s" % (spec["mirrorDir"], e), "setup")
+        if not setup:
+            return
+        self.prepare_venv(setup)
+        env = self.base_env()
+        for cmd in setup["commands"]:
+            self.run_step(["sh", "-c", cmd], cmd, "SETUP_FAILED", "setup", wd, env)
+
+    def _python_identity(self, python):
+        try:
+            out = subprocess.run(
+                [python, "-c", "import sys; print(sys.version); print(sys.executable)"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise PhaseFailed("SETUP_FAILED", "the interpreter %r cannot be run: %s" % (python, e), "setup")
+        text = out.stdout.decode("utf-8", "replace")
+        if out.returncode != 0:
+            raise PhaseFailed("SETUP_FAILED", "the interpreter %r failed: %s" % (python, text.strip()[-500:]), "setup", text[-TAIL_BYTES:])
+        lines = text.strip().splitlines()
+        return lines[0] if lines else "", os.path.realpath(lines[-1]) if lines else ""
+
+    def prepare_venv(self, setup):
+        spec = self.spec
+        wd = spec["workdir"]
+        python = spec["python"]
+        pip = setup["pip"]
+        req_rel = setup.get("requirements")
+        req_path = None
+        req_text = None
+        if req_rel:
+            req_path = req_rel if os.path.isabs(req_rel) else os.path.join(wd, req_rel)
+            try:
+                with open(req_path, "rb") as f:
+                    req_text = f.read().decode("utf-8", "replace")
+            except OSError as e:
+                raise PhaseFailed("SETUP_FAILED", "requirements file %s cannot be read: %s" % (req_rel, e), "setup")
+        version, executable = self._python_identity(python)
+        # The executable joins the key because a venv is bound to the interpreter that made it.
+        key_src = canonical_json({
+            "requirements": req_text,
+            "python": version,
+            "executable": executable,
+            "pip": {k: pip[k] for k in ("findLinks", "noIndex", "indexUrl", "extraArgs")},
+            "systemSitePackages": setup["systemSitePackages"],
+        })
+        digest = hashlib.sha256(key_src.encode("utf-8")).hexdigest()
+        root = setup["venvRoot"]
+        venv = os.path.join(root, digest[:16])
+        marker = os.path.join(venv, ".runctl-ready")
+        t0 = time.monotonic()
+        os.makedirs(root, exist_ok=True)
+        lock_fd = os.open(venv + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # Another run building the same venv holds the lock; wait for it (stay cancellable).
+            waited = False
+            while True:
+                try:
+                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise
+                    if not waited:
+                        self.log_note("waiting for another run building %s" % venv)
+                        waited = True
+                    self.check_abort()
+                    time.sleep(0.1)
+            reused = os.path.exists(marker)
+            if not reused:
+                ok = False
+                try:
+                    if os.path.lexists(venv):
+                        shutil.rmtree(venv)  # a half-built venv from an attempt that died
+                    argv = [python, "-m", "venv"] + (["--system-site-packages"] if setup["systemSitePackages"] else []) + [venv]
+                    self.run_step(argv, " ".join(argv), "SETUP_FAILED", "setup", wd, None)
+                    if req_path:
+                        argv = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check"]
+                        if pip["noIndex"]:
+                            argv.append("--no-index")
+                        for link in pip["findLinks"]:
+                            argv += ["--find-links", str(link)]
+                        if pip["indexUrl"]:
+                            argv += ["--index-url", str(pip["indexUrl"])]
+                        argv += pip["extraArgs"] + ["-r", req_path]
+                        self.run_step(argv, "pip install -r %s" % req_rel, "SETUP_FAILED", "setup", wd, None,
+                                      shown=" ".join(shlex.quote(a) for a in argv))
+                    # Written last: its presence is what makes the venv reusable.
+                    atomic_write(marker, (canonical_json({"key": digest, "createdAt": now_iso()}) + "\n").encode("utf-8"))
+                    ok = True
+                finally:
+                    if not ok:
+                        shutil.rmtree(venv, ignore_errors=True)
+        finally:
+            os.close(lock_fd)
+        self.venv = venv
+        self.events.emit("venv", path=venv, reused=reused, durationMs=int((time.monotonic() - t0) * 1000))
+        if reused:
+            self.log_note("reusing venv %s" % venv)
+
+    def _copy_checked(self, src, dst, *args, **kwargs):
+        self.check_abort()
+        return shutil.copy2(src, dst)
+
+    def phase_data(self):
+        spec = self.spec
+        if not spec["data"] and not spec["resume"]:
+            return
+        self.set_phase("data")
+        for item in spec["data"]:
+            src_desc = item["source"]
+            to = item["to"]
+            if src_desc.get("kind") != "dir":
+                raise PhaseFailed("DATA_FAILED", "data source kind %r is not supported by this agent" % (src_desc.get("kind"),), "data")
+            src = src_desc.get("path")
+            self.log_note("data: copy %s -> %s" % (src, to))
+            try:
+                if not isinstance(src, str) or not os.path.exists(src):
+                    raise PhaseFailed("DATA_FAILED", "data source %s does not exist" % (src,), "data")
+                if os.path.isdir(src):
+                    shutil.copytree(src, to, dirs_exist_ok=True, copy_function=self._copy_checked)
+                else:
+                    dest = to
+                    if to.endswith("/") or os.path.isdir(to):
+                        dest = os.path.join(to, os.path.basename(src))
+                    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+                    self.check_abort()
+                    shutil.copy2(src, dest)
+            except (Aborted, PhaseFailed):
+                raise
+            except Exception as e:
+                raise PhaseFailed("DATA_FAILED", "copying data from %s to %s failed: %s" % (src, to, e), "data")
+        if spec["resume"]:
+            self.restore()
+
+    def restore(self):
+        r = self.spec["resume"]
+        from_run = r["runId"]
+        name = r.get("name")
+        ckpt_dir = self.spec["checkpoints"]["dir"]
+        try:
+            storage = open_storage(r.get("storage"))
+        except StorageError as e:
+            raise PhaseFailed("CHECKPOINT_NOT_FOUND", "cannot read the resume storage: %s" % e, "resume")
+        chosen = None
+        path = None
+        if name:
+            raw = storage.get_bytes("%s/checkpoints/%s/manifest.json" % (from_run, name)) if safe_rel(name) == name and "/" not in name else None
+            try:
+                m = json.loads(raw.decode("utf-8")) if raw is not None else None
+            except ValueError:
+                m = None
+            if not isinstance(m, dict):
+                raise PhaseFailed("CHECKPOINT_NOT_FOUND", "checkpoint %s of run %s was not found in %s" % (name, from_run, storage.location(from_run)), "resume")
+            try:
+                path = restore_checkpoint(storage, from_run, m, ckpt_dir)
+            except CheckpointCorrupt as e:
+                raise PhaseFailed("CHECKPOINT_CORRUPT", str(e), "resume")
+            chosen = m
+        else:
+            manifests = sorted(list_manifests(storage, from_run), key=lambda m: m["seq"], reverse=True)
+            latest = (storage.get_bytes(from_run + "/LATEST") or b"").decode("utf-8", "replace").strip()
+            manifests.sort(key=lambda m: 0 if m["name"] == latest else 1)  # stable: LATEST first, then by seq
+            corrupt = []
+            for m in manifests:
+                self.check_abort()
+                try:
+                    path = restore_checkpoint(storage, from_run, m, ckpt_dir)
+                    chosen = m
+                    break
+                except CheckpointCorrupt as e:
+                    corrupt.append(m["name"])
+                    self.events.emit("warning", message="%s; falling back to an older checkpoint" % e)
+            if chosen is None:
+                if corrupt:
+                    raise PhaseFailed("CHECKPOINT_CORRUPT", "every checkpoint of run %s failed verification: %s" % (from_run, ", ".join(corrupt)), "resume")
+                raise PhaseFailed("CHECKPOINT_NOT_FOUND", "run %s has no committed checkpoint in %s" % (from_run, storage.location(from_run)), "resume")
+        self.restored = (chosen["name"], entry_signature(path))
+        self.resume_from = path
+        self.log_note("restored checkpoint %s of run %s to %s" % (chosen["name"], from_run, path))
+        self.events.emit("checkpoint-restored", name=chosen["name"], step=chosen.get("step"), path=path, fromRunId=from_run)
+
+    def phase_training(self):
+        spec = self.spec
+        wd = spec["workdir"]
+        script = spec["argv"][0]
+        script_path = script if os.path.isabs(script) else os.path.join(wd, script)
+        if not os.path.isfile(script_path):
+            raise PhaseFailed("SCRIPT_NOT_FOUND", "script %s not found in %s" % (script, wd), "script")
+        self.check_abort()
+        interp = os.path.join(self.venv, "bin", "python") if self.venv else spec["python"]
+        env = self.base_env()
+        if self.resume_from:
+            env["RUNCTL_RESUME_FROM"] = self.resume_from
+        if self.ckpt_storage is not None:
+            self.watcher = CheckpointWatcher(self, self.ckpt_storage, spec["runId"], spec["checkpoints"], self.hp_hash)
+            if self.restored:
+                self.watcher.mark_known(*self.restored)
+            self.watcher.start()
+        self.set_phase("training")
+        try:
+            proc = subprocess.Popen(
+                [interp, "-u"] + spec["argv"], cwd=wd, env=env, stdin=subprocess.DEVNULL,
+                stdout=self.log_fd, stderr=self.log_fd, start_new_session=True, close_fds=True,
+            )
+        except OSError as e:
+            raise PhaseFailed("SETUP_FAILED", "the interpreter %s could not start: %s" % (interp, e), "setup")
+        self.trainer_pid = proc.pid
+        self.write_status()
+        try:
+            return self._wait_child(proc)
+        finally:
+            self.trainer_done = True
+
+    def final_commits(self):
+        if self.watcher is None:
+            return
+        self.watcher.stop()
+
+        def should_stop():
+            self.poll_abort()
+            return self.stop_commits
+
+        try:
+            self.watcher.scan(final=True, should_stop=should_stop)
+        except Exception as e:
+            self.debug("final checkpoint pass failed:\n" + traceback.format_exc())
+            self.events.emit("warning", message="final checkpoint pass failed: %s" % e)
+
+    # -- main
+
+    def main(self):
+        fcntl_fd = os.open(self.path("agent.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                fcntl.flock(fcntl_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                # A status probe holds it for microseconds; a second agent holds it for good.
+                if time.monotonic() > deadline:
+                    self.debug("another agent owns %s" % self.run_dir)
+                    return EXIT_NOT_RUNNING
+                time.sleep(0.02)
+        self.lock_fd = fcntl_fd  # kept open (and locked) until this process ends
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.events = EventLog(self.path("events.jsonl"))
+        self.log_fd = os.open(self.path("train.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        atomic_write(self.path("agent.pid"), ("%d\n" % os.getpid()).encode())
+        self.write_status()
+        hb = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        hb.start()
+        self.debug("agent %d supervising %s" % (os.getpid(), self.run_dir))
+
+        status, reason, exit_code, sig_name = "failed", "agent", None, None
+        self.resume_from = None
+        self.restored = None
+        self.ckpt_storage = None
+        try:
+            try:
+                self.spec = spec = normalize_spec(read_json_file(self.path("spec.json")), self.run_dir)
+            except UsageError as e:
+                raise PhaseFailed("AGENT_FAILED", "invalid spec.json: %s" % e, "agent")
+            self.hp_hash = hashlib.sha256(canonical_json(spec["hyperparams"]).encode("utf-8")).hexdigest()
+            try:
+                if spec["checkpoints"]["storage"] is not None:
+                    self.ckpt_storage = open_storage(spec["checkpoints"]["storage"])
+                if spec["resume"] is not None:
+                    open_storage(spec["resume"].get("storage"))
+            except StorageError as e:
+                raise PhaseFailed("AGENT_FAILED", str(e), "agent")
+            for d in (spec["workdir"], spec["outputDir"], spec["checkpoints"]["dir"]):
+                os.makedirs(d, exist_ok=True)
+            self.check_abort()
+            self.phase_setup()
+            self.phase_data()
+            if spec["dataDir"]:
+                os.makedirs(spec["dataDir"], exist_ok=True)
+            rc = self.phase_training()
+            if rc < 0:
+                sig_name = signal_name(-rc)
+            else:
+                exit_code = rc
+            if self.abort_reason in ("cancel", "kill"):
+                status, reason = "canceled", self.abort_reason
+            elif self.abort_reason == "max-duration":
+                status, reason = "failed", "max-duration"
+            else:
+                status, reason = ("succeeded" if rc == 0 else "failed"), "exit"
+        except Aborted:
+            status = "canceled" if self.abort_reason in ("cancel", "kill") else "failed"
+            reason = self.abort_reason
+        except PhaseFailed as e:
+            self.events.emit("error", code=e.code, message=e.message, outputTail=e.output_tail)
+            status, reason = "failed", e.reason
+        except Exception as e:
+            self.debug(traceback.format_exc())
+            if self.child_pgid:
+                try:
+                    os.killpg(self.child_pgid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.events.emit("error", code="AGENT_FAILED", message="agent error: %s: %s" % (type(e).__name__, e), outputTail=None)
+            status, reason = "failed", "agent"
+        self.trainer_done = True
+        if self.trainer_pid is not None or self.watcher is not None:
+            self.set_phase("teardown")
+            self.final_commits()
+        if exit_code is not None:
+            file_code = exit_code
+        elif sig_name is not None:
+            file_code = 128 + int(getattr(signal, sig_name, 0))
+        else:
+            file_code = 1  # the trainer never ran: a phase failed or the run was stopped before it
+        try:
+            atomic_write(self.path("exit_code"), ("%d\n" % file_code).encode(), fsync=True)
+        except OSError:
+            self.debug(traceback.format_exc())
+        self.events.emit(
+            "exit", status=status, exitCode=exit_code, signal=sig_name, durationMs=self.elapsed_ms(), reason=reason,
+        )
+        self.hb_stop.set()
+        hb.join()
+        self.phase = "done"
+        self.write_status()
+        self.debug("run ended: %s (%s)" % (status, reason))
+        return EXIT_OK
+
+
+def cmd_supervise(run_dir):
+    return Supervisor(run_dir).main()
+
+
+# ---------------------------------------------------------------------------------------------
+# launch / signal / status
+
+
+STATE_FILES = ("agent.pid", "exit_code", "status.json", "events.jsonl", "train.log")
+
+
+def spawn_daemon(run_dir):
+    """Double fork + setsid: the daemon has no controlling terminal, is not a child of the caller,
+    and lives in its own session, so closing the SSH session or killing the client leaves it running."""
+    agent = os.path.abspath(__file__)
+    python = sys.executable or "python3"
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # SIG_IGN survives exec
+        devnull = os.open(os.devnull, os.O_RDWR)
+        log = os.open(os.path.join(run_dir, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.dup2(log, 2)
+        # Inherited descriptors (an SSH channel, a Node pipe) would keep the caller waiting on EOF.
+        try:
+            fds = [int(x) for x in os.listdir("/proc/self/fd")]
+        except OSError:
+            fds = range(3, 1024)
+        for fd in fds:
+            if fd > 2:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        os.chdir("/")
+        os.execv(python, [python, agent, "supervise", run_dir])
+    except BaseException:
+        try:
+            os.write(2, traceback.format_exc().encode())
+        finally:
+            os._exit(127)
+
+
+def cmd_launch(run_dir):
+    raw = sys.stdin.buffer.read()
+    try:
+        spec = json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        raise UsageError("the spec on stdin is not JSON: %s" % e)
+    normalize_spec(spec, run_dir)  # validate before anything starts
+    run_dir = os.path.abspath(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    lock_fd = os.open(os.path.join(run_dir, ".launch.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        if agent_alive(run_dir):
+            print_json({"error": "an agent is already running in %s" % run_dir, "pid": read_pid(run_dir)})
+            return EXIT_NOT_RUNNING
+        # A relaunch is a new run: stale records would end a follower at once.
+        for name in STATE_FILES:
+            _unlink_quiet(os.path.join(run_dir, name))
+        atomic_write(os.path.join(run_dir, "spec.json"), json.dumps(spec, indent=2).encode("utf-8"))
+        try:
+            log_start = os.path.getsize(os.path.join(run_dir, "agent.log"))
+        except OSError:
+            log_start = 0
+        spawn_daemon(run_dir)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pid = read_pid(run_dir)
+            if pid:
+                print_json({"pid": pid})
+                return EXIT_OK
+            time.sleep(0.01)
+        tail = ""
+        try:
+            with open(os.path.join(run_dir, "agent.log"), "rb") as f:
+                f.seek(log_start)
+                tail = f.read()[-2000:].decode("utf-8", "replace")
+        except OSError:
+            pass
+        print_json({"error": "the agent did not start within 30 s", "agentLog": tail})
+        return EXIT_ERROR
+    finally:
+        os.close(lock_fd)
+
+
+def cmd_signal(run_dir, action):
+    sig = {"interrupt": signal.SIGTERM, "kill": signal.SIGUSR1}.get(action)
+    if sig is None:
+        raise UsageError("signal action must be interrupt or kill")
+    if not os.path.isdir(run_dir):
+        print_json({"error": "no such run directory: %s" % run_dir})
+        return EXIT_NO_RUN
+    pid = read_pid(run_dir)
+    if not agent_alive(run_dir) or not pid:
+        print_json({"error": "no agent is running in %s" % run_dir})
+        return EXIT_NOT_RUNNING
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        print_json({"error": "no agent is running in %s" % run_dir})
+        return EXIT_NOT_RUNNING
+    print_json({"ok": True, "pid": pid, "signal": signal_name(sig)})
+    return EXIT_OK
+
+
+def cmd_status(run_dir):
+    if not os.path.isdir(run_dir):
+        print_json({"error": "no such run directory: %s" % run_dir})
+        return EXIT_NO_RUN
+    st = read_json_file(os.path.join(run_dir, "status.json")) or {}
+    code = None
+    try:
+        with open(os.path.join(run_dir, "exit_code")) as f:
+            code = int(f.read().strip())
+    except (OSError, ValueError):
+        pass
+    print_json({
+        "alive": agent_alive(run_dir),
+        "phase": st.get("phase"),
+        "exit": exit_event(run_dir),
+        "agentPid": st.get("agentPid"),
+        "trainerPid": st.get("trainerPid"),
+        "heartbeatMs": st.get("heartbeatMs"),
+        "exitCode": code,
+    })
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# follow
+
+
+class Follower:
+    def __init__(self, run_dir, log_off, ev_off):
+        self.run_dir = run_dir
+        self.log_path = os.path.join(run_dir, "train.log")
+        self.ev_path = os.path.join(run_dir, "events.jsonl")
+        self.log_off = log_off
+        self.ev_off = ev_off
+        self.sent = 0
+        self.exit_seen = False
+        self.out = sys.stdout
+
+    def send(self, frame):
+        self.out.write(json.dumps(frame, separators=(",", ":")) + "\n")
+        self.sent += 1
+
+    @staticmethod
+    def _read(path, off):
+        try:
+            with open(path, "rb") as f:
+                f.seek(off)
+                return f.read(FOLLOW_MAX_LINE)
+        except OSError:
+            return b""
+
+    def pump_log(self, final=False):
+        """Send complete lines from log_off; with final, also the unterminated rest. True if any."""
+        any_sent = False
+        # A bounded amount per poll while running, so a chatty trainer cannot starve events.
+        for _ in range(1 << 30 if final else 16):
+            data = self._read(self.log_path, self.log_off)
+            if not data:
+                return any_sent
+            nl = data.rfind(b"\n")
+            if nl >= 0:
+                lines = data[:nl].split(b"\n")
+            elif final or len(data) >= FOLLOW_MAX_LINE:
+                lines = [data]  # the final unterminated line, or a piece of an over-long one
+            else:
+                return any_sent
+            for line in lines:
+                self.log_off += len(line) + (1 if nl >= 0 else 0)
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                self.send({"k": "log", "o": self.log_off, "l": line.decode("utf-8", "replace")})
+            any_sent = True
+        return any_sent
+
+    def pump_events(self):
+        any_sent = False
+        while not self.exit_seen:
+            data = self._read(self.ev_path, self.ev_off)
+            end = data.rfind(b"\n")
+            if end < 0:
+                return any_sent
+            for line in data[: end + 1].split(b"\n")[:-1]:
+                self.ev_off += len(line) + 1
+                try:
+                    ev = json.loads(line.decode("utf-8"))
+                except ValueError:
+                    continue
+                self.send({"k": "ev", "o": self.ev_off, "e": ev})
+                any_sent = True
+                if isinstance(ev, dict) and ev.get("type") == "exit":
+                    self.exit_seen = True
+                    break
+            if len(data) < FOLLOW_MAX_LINE:
+                return any_sent
+        return any_sent
+
+    def finish(self):
+        self.pump_log(final=True)
+        self.send({"k": "end"})
+        self.out.flush()
+        return EXIT_OK
+
+    def run(self):
+        last_sent = time.monotonic()
+        last_alive = 0.0
+        while True:
+            sent = self.pump_log()
+            sent = self.pump_events() or sent
+            if self.exit_seen:
+                return self.finish()
+            now = time.monotonic()
+            if sent:
+                last_sent = now
+            elif now - last_sent >= FOLLOW_HB_S:
+                st = read_json_file(os.path.join(self.run_dir, "status.json")) or {}
+                self.send({"k": "hb", "t": now_ms(), "phase": st.get("phase")})
+                last_sent = now
+            self.out.flush()
+            if now - last_alive >= 1.0:
+                last_alive = now
+                if not agent_alive(self.run_dir):
+                    # The exit event may have landed just before the agent ended: look once more.
+                    time.sleep(0.5)
+                    self.pump_log()
+                    self.pump_events()
+                    if self.exit_seen:
+                        return self.finish()
+                    self.send({"k": "lost", "message": "the agent (pid %s) is gone without an exit record" % read_pid(self.run_dir)})
+                    self.out.flush()
+                    return EXIT_LOST
+            time.sleep(FOLLOW_POLL_S)
+
+
+def cmd_follow(run_dir, log_off, ev_off):
+    if not os.path.isdir(run_dir):
+        print_json({"error": "no such run directory: %s" % run_dir})
+        return EXIT_NO_RUN
+    try:
+        return Follower(run_dir, log_off, ev_off).run()
+    except BrokenPipeError:
+        # The reader went away (client closed the channel): nothing left to do.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        except OSError:
+            pass
+        return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# manifest / sync-apply
+
+
+def cache_path_for(root):
+    root = os.path.abspath(root)
+    return os.path.join(os.path.dirname(root), "." + os.path.basename(root) + ".hashcache.json")
+
+
+def load_hash_cache(root):
+    c = read_json_file(cache_path_for(root))
+    if isinstance(c, dict) and c.get("version") == 1 and isinstance(c.get("entries"), dict):
+        return c["entries"]
+    return {}
+
+
+def build_manifest(root, cache=None):
+    """{rel: {size, mode, sha256}} of every regular file below root; hashes reused from the cache
+    when path, size and mtime_ns all match, and the cache rewritten with what is there now."""
+    root = os.path.abspath(root)
+    if cache is None:
+        cache = load_hash_cache(root)
+    files = {}
+    new_cache = {}
+    if not os.path.isdir(root):
+        return files
+    for dirpath, dirs, names in os.walk(root):
+        dirs.sort()
+        for fn in sorted(names):
+            full = os.path.join(dirpath, fn)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            c = cache.get(rel)
+            # mtimeNs is stored as a string: nanoseconds since 1970 exceed a JS number's exact range.
+            if isinstance(c, dict) and c.get("size") == st.st_size and c.get("mtimeNs") == str(st.st_mtime_ns) and c.get("sha256"):
+                digest = c["sha256"]
+            else:
+                digest = sha256_file(full)
+            files[rel] = {"size": st.st_size, "mode": stat.S_IMODE(st.st_mode), "sha256": digest}
+            new_cache[rel] = {"size": st.st_size, "mtimeNs": str(st.st_mtime_ns), "sha256": digest}
+    try:
+        atomic_write(cache_path_for(root), json.dumps({"version": 1, "entries": new_cache}, separators=(",", ":")).encode("utf-8"))
+    except OSError:
+        pass  # a read-only parent only costs re-hashing next time
+    return files
+
+
+def cmd_manifest(root):
+    print_json({"files": build_manifest(root)})
+    return EXIT_OK
+
+
+class UnsafePath(Exception):
+    pass
+
+
+def _prepare_dirs(root, parts, rel):
+    """Create root/parts..., refusing to pass through a symlink (which could lead outside root)."""
+    cur = root
+    for p in parts:
+        cur = os.path.join(cur, p)
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            os.mkdir(cur)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePath("%s: %s is a symlink" % (rel, os.path.relpath(cur, root)))
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(cur)  # a file became a folder
+            os.mkdir(cur)
+    return cur
+
+
+def _check_parents(root, parts, rel):
+    cur = root
+    for p in parts:
+        cur = os.path.join(cur, p)
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePath("%s: %s is a symlink" % (rel, os.path.relpath(cur, root)))
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+    return True
+
+
+def cmd_sync_apply(root):
+    root = os.path.abspath(root)
+    os.makedirs(root, exist_ok=True)
+    cache = load_hash_cache(root)
+    written = 0
+    deleted = 0
+    try:
+        tf = tarfile.open(fileobj=sys.stdin.buffer, mode="r|*")
+    except tarfile.TarError as e:
+        print_json({"ok": False, "error": "stdin is not a tar stream: %s" % e})
+        return EXIT_USAGE
+    control = None
+    try:
+        for m in tf:
+            if control is None:
+                if m.name != ".runctl-sync/control.json" or not m.isreg():
+                    print_json({"ok": False, "error": "the first tar member must be .runctl-sync/control.json, got %r" % m.name})
+                    return EXIT_USAGE
+                try:
+                    control = json.loads(tf.extractfile(m).read().decode("utf-8"))
+                    if not isinstance(control, dict):
+                        raise ValueError("not an object")
+                except ValueError as e:
+                    print_json({"ok": False, "error": "control.json is invalid: %s" % e})
+                    return EXIT_USAGE
+                continue
+            rel = safe_rel(m.name)
+            if rel is None:
+                if m.isdir() and m.name in (".", "./"):
+                    continue  # "./" itself
+                raise UnsafePath("%s: absolute or climbing path" % m.name)
+            if not (m.isreg() or m.isdir()):
+                raise UnsafePath("%s: not a regular file or folder" % m.name)
+            parts = rel.split("/")
+            if m.isdir():
+                _prepare_dirs(root, parts, rel)
+                continue
+            parent = _prepare_dirs(root, parts[:-1], rel)
+            target = os.path.join(parent, parts[-1])
+            tmp = tmp_name(target)
+            h = hashlib.sha256()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                src = tf.extractfile(m)
+                while True:
+                    b = src.read(CHUNK)
+                    if not b:
+                        break
+                    h.update(b)
+                    os.write(fd, b)
+                # Permission bits only: setuid/setgid from a tar are never applied.
+                os.fchmod(fd, m.mode & 0o777)
+            except BaseException:
+                os.close(fd)
+                _unlink_quiet(tmp)
+                raise
+            os.close(fd)
+            try:
+                st = os.lstat(target)
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(target)  # a folder became a file
+            except FileNotFoundError:
+                pass
+            os.replace(tmp, target)
+            st = os.lstat(target)
+            # We hashed exactly the bytes we wrote; verification below can trust this entry.
+            cache[rel] = {"size": st.st_size, "mtimeNs": str(st.st_mtime_ns), "sha256": h.hexdigest()}
+            written += 1
+        if control is None:
+            print_json({"ok": False, "error": "empty tar stream: .runctl-sync/control.json is missing"})
+            return EXIT_USAGE
+        for name in control.get("delete") or []:
+            rel = safe_rel(name)
+            if rel is None:
+                raise UnsafePath("%s: absolute or climbing path in delete" % name)
+            parts = rel.split("/")
+            if not _check_parents(root, parts[:-1], rel):
+                continue
+            target = os.path.join(root, *parts)
+            try:
+                st = os.lstat(target)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(target)
+            else:
+                os.unlink(target)
+            deleted += 1
+            # Prune the folders this emptied, up to (not including) root.
+            d = os.path.dirname(target)
+            while d != root and d.startswith(root + os.sep):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    break
+                d = os.path.dirname(d)
+    except UnsafePath as e:
+        print_json({"ok": False, "error": "unsafe path in tar stream: %s" % e})
+        return EXIT_UNSAFE
+    except tarfile.TarError as e:
+        print_json({"ok": False, "error": "bad tar stream: %s" % e})
+        return EXIT_ERROR
+    files = build_manifest(root, cache)
+    expect = control.get("expect")
+    if not isinstance(expect, dict):
+        expect = {}
+    mismatches = []
+    for rel in sorted(expect):
+        exp = expect[rel] or {}
+        got = files.get(rel)
+        if got is None:
+            mismatches.append({"path": rel, "reason": "missing"})
+        elif exp.get("size") is not None and got["size"] != exp.get("size"):
+            mismatches.append({"path": rel, "reason": "size %d != expected %s" % (got["size"], exp.get("size"))})
+        elif exp.get("sha256") is not None and got["sha256"] != exp.get("sha256"):
+            mismatches.append({"path": rel, "reason": "sha256 differs"})
+        elif exp.get("mode") is not None and got["mode"] != exp.get("mode"):
+            mismatches.append({"path": rel, "reason": "mode %o != expected %o" % (got["mode"], exp.get("mode"))})
+    for rel in sorted(set(files) - set(expect)):
+        mismatches.append({"path": rel, "reason": "unexpected"})
+    if mismatches:
+        print_json({"ok": False, "mismatches": mismatches, "written": written, "deleted": deleted})
+        return EXIT_VERIFY
+    print_json({"ok": True, "written": written, "deleted": deleted})
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def parse_follow(args):
+    if not args:
+        raise UsageError("follow needs RUN_DIR")
+    run_dir = args[0]
+    offs = {"--log-offset": 0, "--events-offset": 0}
+    i = 1
+    while i < len(args):
+        flag = args[i]
+        val = None
+        if "=" in flag:
+            flag, val = flag.split("=", 1)
+        elif i + 1 < len(args):
+            val = args[i + 1]
+            i += 1
+        if flag not in offs or val is None:
+            raise UsageError("unknown or incomplete option %s" % args[i])
+        try:
+            offs[flag] = int(val)
+        except ValueError:
+            raise UsageError("%s needs a byte offset" % flag)
+        if offs[flag] < 0:
+            raise UsageError("%s needs a byte offset" % flag)
+        i += 1
+    return run_dir, offs["--log-offset"], offs["--events-offset"]
+
+
+def main(argv):
+    if not argv:
+        raise UsageError("no command")
+    cmd, args = argv[0], argv[1:]
+
+    def one(n):
+        if len(args) != n:
+            raise UsageError("%s takes %d argument(s)" % (cmd, n))
+        return args
+
+    if cmd == "launch":
+        return cmd_launch(one(1)[0])
+    if cmd == "supervise":
+        return cmd_supervise(one(1)[0])
+    if cmd == "follow":
+        return cmd_follow(*parse_follow(args))
+    if cmd == "signal":
+        a = one(2)
+        return cmd_signal(a[0], a[1])
+    if cmd == "status":
+        return cmd_status(one(1)[0])
+    if cmd == "manifest":
+        return cmd_manifest(one(1)[0])
+    if cmd == "sync-apply":
+        return cmd_sync_apply(one(1)[0])
+    raise UsageError("unknown command %r" % cmd)
+
+
+if __name__ == "__main__":
+    try:
+        code = main(sys.argv[1:])
+    except UsageError as e:
+        print_json({"error": str(e), "usage": USAGE})
+        code = EXIT_USAGE
+    except Exception as e:
+        sys.stderr.write(traceback.format_exc())
+        try:
+            print_json({"error": "%s: %s" % (type(e).__name__, e)})
+        except Exception:
+            pass
+        code = EXIT_ERROR
+    sys.exit(code)

@@ -1,0 +1,91 @@
+import { posix } from "node:path";
+import type { PlanState, TrainOptions } from "../plan/plan-types.js";
+import type { HyperparamValue } from "../plan/hyperparams.js";
+import { hyperparamArgs } from "../plan/hyperparams.js";
+import type { StorageDescriptor } from "../storage/types.js";
+
+/** The `spec.json` the agent runs (docs/agent-protocol.md). */
+export interface AgentSpec {
+  readonly version: 1;
+  readonly runId: string;
+  readonly runDir: string;
+  readonly workdir: string;
+  readonly mirrorDir: string | null;
+  readonly python: string;
+  readonly argv: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly hyperparams: Readonly<Record<string, HyperparamValue>>;
+  readonly setup: {
+    readonly requirements: string | null;
+    readonly pip: { readonly findLinks: readonly string[]; readonly noIndex: boolean; readonly indexUrl: string | null; readonly extraArgs: readonly string[] };
+    readonly systemSitePackages: boolean;
+    readonly commands: readonly string[];
+    readonly venvRoot: string;
+  } | null;
+  readonly data: readonly { readonly source: StorageDescriptor; readonly to: string }[];
+  readonly dataDir: string | null;
+  readonly outputDir: string;
+  readonly checkpoints: { readonly dir: string; readonly storage: StorageDescriptor | null; readonly keep: number | null; readonly settleMs: number; readonly pollMs: number };
+  readonly resume: { readonly storage: StorageDescriptor; readonly runId: string; readonly name: string | null } | null;
+  readonly limits: { readonly maxDurationMs: number | null; readonly graceMs: number };
+}
+
+/** Inputs of {@link buildAgentSpec}. */
+export interface AgentSpecInput {
+  readonly state: PlanState;
+  readonly runId: string;
+  readonly rootDir: string;
+  readonly workdir: string;
+  readonly mirrorDir: string | null;
+  readonly python: string;
+  readonly script: string;
+  readonly options: TrainOptions & { readonly hyperparams: Readonly<Record<string, HyperparamValue>> };
+  readonly storage: StorageDescriptor | null;
+  readonly resume: AgentSpec["resume"];
+}
+
+/** Turns a validated plan into the agent's spec for one machine. Pure. */
+export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
+  const { state, runId, rootDir, workdir } = input;
+  const runDir = posix.join(rootDir, "runs", runId);
+  const inWorkdir = (p: string): string => (posix.isAbsolute(p) ? p : posix.join(workdir, p));
+  const setup = state.setup;
+  const data = state.data.map((d) => ({ source: { kind: "dir" as const, path: d.path }, to: inWorkdir(d.to) }));
+  return {
+    version: 1,
+    runId,
+    runDir,
+    workdir,
+    mirrorDir: input.mirrorDir,
+    python: input.python,
+    argv: [input.script, ...hyperparamArgs(input.options.hyperparams), ...(input.options.args ?? [])],
+    env: state.env,
+    hyperparams: input.options.hyperparams,
+    setup: setup
+      ? {
+          requirements: setup.requirements ?? null,
+          pip: {
+            findLinks: setup.pip?.findLinks ?? [],
+            noIndex: setup.pip?.noIndex ?? false,
+            indexUrl: setup.pip?.indexUrl ?? null,
+            extraArgs: setup.pip?.extraArgs ?? [],
+          },
+          systemSitePackages: setup.systemSitePackages ?? true,
+          commands: setup.commands ?? [],
+          venvRoot: posix.join(rootDir, "venvs"),
+        }
+      : null,
+    data,
+    dataDir: data[0]?.to ?? null,
+    outputDir: posix.join(runDir, "outputs"),
+    checkpoints: {
+      dir: state.checkpoints?.dir ? inWorkdir(state.checkpoints.dir) : posix.join(runDir, "checkpoints"),
+      storage: input.storage,
+      keep: state.checkpoints?.keep ?? null,
+      settleMs: state.checkpoints?.settleMs ?? 2000,
+      pollMs: 250,
+    },
+    resume: input.resume,
+    limits: { maxDurationMs: state.budget?.maxDurationMs ?? null, graceMs: input.options.graceMs ?? 30_000 },
+  };
+}

@@ -1,0 +1,187 @@
+import pRetry from "p-retry";
+import { CommandError, RunctlError, isRunctlError } from "../errors/runctl-error.js";
+import type { Machine } from "../providers/types.js";
+import type { RunEventInput } from "../run/events.js";
+import type { FollowCursor } from "../run/journal.js";
+
+/** The agent's `exit` event (docs/agent-protocol.md). */
+export interface AgentExit {
+  readonly status: "succeeded" | "failed" | "canceled";
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly durationMs: number;
+  readonly reason: string;
+}
+
+/** The agent's `error` event. */
+export interface AgentError {
+  readonly code: string;
+  readonly message: string;
+  readonly outputTail?: string;
+}
+
+/** How following ended. */
+export type FollowOutcome =
+  | { readonly kind: "end"; readonly exit: AgentExit; readonly error: AgentError | undefined }
+  | { readonly kind: "lost"; readonly message: string; readonly error: AgentError | undefined }
+  | { readonly kind: "detached" };
+
+/** What {@link followRun} needs. */
+export interface FollowContext {
+  readonly machine: Machine;
+  readonly agentPath: string;
+  readonly agentPython: string;
+  readonly runDir: string;
+  readonly start: FollowCursor;
+  /** Records one event with the cursor just past it. */
+  readonly emit: (event: RunEventInput, cursor: FollowCursor) => void;
+  readonly metricPattern?: RegExp | undefined;
+  /** Aborting stops following (detach); the run on the machine is untouched. */
+  readonly signal: AbortSignal;
+  /** Called when a dropped connection is being retried. */
+  readonly onReconnect?: (error: RunctlError, attempt: number) => void;
+}
+
+/**
+ * Follows a launched run to its end by streaming the agent's `follow` frames, resuming from the
+ * byte cursor after a dropped connection (so no line is lost or repeated). A dropped connection is
+ * retried with backoff; it never ends the run.
+ */
+export async function followRun(ctx: FollowContext): Promise<FollowOutcome> {
+  let cursor = ctx.start;
+  let pendingError: AgentError | undefined;
+  let exit: AgentExit | undefined;
+
+  const once = async (): Promise<FollowOutcome> => {
+    const argv = [ctx.agentPython, ctx.agentPath, "follow", ctx.runDir, "--log-offset", String(cursor.log), "--events-offset", String(cursor.events)];
+    const handle = ctx.machine.transport.exec(argv, { signal: ctx.signal, captureStdout: false, tailBytes: 8192 });
+    let buffered = "";
+    let outcome: FollowOutcome | undefined;
+    const onFrame = (raw: string): void => {
+      if (raw === "" || outcome) return;
+      const frame = JSON.parse(raw) as { k: string; o?: number; l?: string; e?: Record<string, unknown>; message?: string };
+      switch (frame.k) {
+        case "log": {
+          cursor = { ...cursor, log: frame.o ?? cursor.log };
+          const line = frame.l ?? "";
+          ctx.emit({ type: "log", line, offset: cursor.log }, cursor);
+          const metric = parseMetric(line, ctx.metricPattern);
+          if (metric) ctx.emit(metric, cursor);
+          break;
+        }
+        case "ev": {
+          cursor = { ...cursor, events: frame.o ?? cursor.events };
+          const e = frame.e ?? {};
+          if (e["type"] === "error") pendingError = { code: String(e["code"]), message: String(e["message"]), ...(typeof e["outputTail"] === "string" ? { outputTail: e["outputTail"] } : {}) };
+          if (e["type"] === "exit") exit = e as unknown as AgentExit;
+          const event = translateAgentEvent(e);
+          if (event) ctx.emit(event, cursor);
+          break;
+        }
+        case "end":
+          if (!exit) throw new RunctlError("AGENT_FAILED", "The agent ended following without an exit record.");
+          outcome = { kind: "end", exit, error: pendingError };
+          break;
+        case "lost":
+          outcome = { kind: "lost", message: frame.message ?? "the agent is gone", error: pendingError };
+          break;
+        default:
+          break; // heartbeats and future frame kinds
+      }
+    };
+    for await (const chunk of handle) {
+      if (chunk.stream !== "stdout") continue;
+      buffered += Buffer.from(chunk.data).toString("utf8");
+      let newline: number;
+      while ((newline = buffered.indexOf("\n")) !== -1) {
+        onFrame(buffered.slice(0, newline));
+        buffered = buffered.slice(newline + 1);
+      }
+    }
+    const result = await handle;
+    onFrame(buffered);
+    if (outcome) return outcome;
+    throw new CommandError(
+      { command: argv.join(" "), host: ctx.machine.address, exitCode: result.exitCode, signal: result.signal, durationMs: result.durationMs, stdoutTail: result.stdoutTail, stderrTail: result.stderrTail },
+      { code: "AGENT_FAILED", message: `Following run folder ${ctx.runDir} on ${ctx.machine.address} failed (exit ${result.exitCode}): ${result.stderrTail.trim()}` },
+    );
+  };
+
+  try {
+    return await pRetry(once, {
+      retries: 40,
+      minTimeout: 250,
+      maxTimeout: 5000,
+      factor: 2,
+      signal: ctx.signal,
+      shouldRetry: ({ error }) => isRunctlError(error) && error.retryable && !ctx.signal.aborted,
+      onFailedAttempt: ({ error, attemptNumber }) => {
+        if (isRunctlError(error) && error.retryable) ctx.onReconnect?.(error, attemptNumber);
+      },
+    });
+  } catch (err) {
+    if (ctx.signal.aborted) return { kind: "detached" };
+    throw err;
+  }
+}
+
+/** Agent events that become client events; others (errors, exits) are folded into the result. */
+function translateAgentEvent(e: Record<string, unknown>): RunEventInput | undefined {
+  switch (e["type"]) {
+    case "phase": {
+      const phase = e["phase"];
+      if (phase === "setup" || phase === "data" || phase === "training" || phase === "teardown") return { type: "phase", phase };
+      return undefined;
+    }
+    case "venv":
+      return { type: "setup", venv: String(e["path"]), reused: e["reused"] === true, durationMs: Number(e["durationMs"] ?? 0) };
+    case "checkpoint-restored":
+      return { type: "resumed", name: String(e["name"]), step: numberOrNull(e["step"]), fromRunId: String(e["fromRunId"] ?? ""), path: String(e["path"]) };
+    case "checkpoint":
+      return {
+        type: "checkpoint",
+        name: String(e["name"]),
+        step: numberOrNull(e["step"]),
+        commitSeq: Number(e["commitSeq"] ?? 0),
+        files: Number(e["files"] ?? 0),
+        bytes: Number(e["bytes"] ?? 0),
+        location: String(e["location"] ?? ""),
+      };
+    case "warning":
+      return { type: "warning", message: String(e["message"]) };
+    case "signal":
+      return { type: "warning", code: "SIGNAL", message: `Sent ${String(e["signal"])} to the trainer (${String(e["reason"])}).` };
+    default:
+      return undefined;
+  }
+}
+
+function numberOrNull(value: unknown): number | null {
+  return typeof value === "number" && Number.isFinite(value) ? value : null;
+}
+
+/**
+ * Parses a metric line: `RUNCTL_METRIC {json object}`, or the user's pattern (named groups; numeric
+ * strings become numbers).
+ */
+export function parseMetric(line: string, pattern: RegExp | undefined): RunEventInput | undefined {
+  let values: Record<string, unknown> | undefined;
+  const marker = "RUNCTL_METRIC ";
+  const at = line.indexOf(marker);
+  if (at !== -1) {
+    try {
+      const parsed = JSON.parse(line.slice(at + marker.length)) as unknown;
+      if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) values = parsed as Record<string, unknown>;
+    } catch {
+      values = undefined;
+    }
+  } else if (pattern) {
+    const groups = pattern.exec(line)?.groups;
+    if (groups) {
+      values = Object.fromEntries(Object.entries(groups).map(([k, v]) => [k, v !== undefined && v.trim() !== "" && Number.isFinite(Number(v)) ? Number(v) : v]));
+    }
+  }
+  if (!values) return undefined;
+  const step = values["step"];
+  return typeof step === "number" ? { type: "metric", values, step } : { type: "metric", values };
+}

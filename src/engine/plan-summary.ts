@@ -1,0 +1,61 @@
+import type { PlanState } from "../plan/plan-types.js";
+import type { PlannedResource } from "../providers/types.js";
+import { planSync, type SyncPlan } from "../sync/sync-tree.js";
+import { resolveStorage } from "./start-run.js";
+
+/**
+ * The dry run of a plan: what would happen, what would be created, what it would cost.
+ *
+ * @example
+ * ```ts
+ * const s = await plan.plan("train.py");
+ * console.log(s.steps, s.sync?.files, s.estimate.hourlyUsd);
+ * ```
+ */
+export interface PlanSummary {
+  /** The provider's name. */
+  readonly provider: string;
+  /** The steps in order, in words. */
+  readonly steps: readonly string[];
+  /** Resources the provider would create, with their tags. */
+  readonly resources: readonly PlannedResource[];
+  /** What the sync would send (no machine is contacted). */
+  readonly sync?: Pick<SyncPlan, "root" | "files" | "bytes" | "largest" | "warnings" | "tooLarge">;
+  /** Where checkpoints would be committed. */
+  readonly checkpoints: { readonly storage: string | null; readonly keep: number | null };
+  /** Cost estimate: price per hour, and the total when a maximum duration is set. */
+  readonly estimate: { readonly hourlyUsd: number; readonly maxDurationMs: number | null; readonly maxTotalUsd: number | null };
+}
+
+/** Builds the {@link PlanSummary}. Reads local files only; creates nothing. */
+export async function summarizePlan(state: PlanState, script: string | undefined): Promise<PlanSummary> {
+  const providerPlan = state.provider.plan?.() ?? { resources: [], hourlyPriceUsd: 0 };
+  const storage = resolveStorage(state);
+  const sync = state.sync
+    ? await planSync({ localDir: state.sync.dir, ignore: state.sync.options.ignore ?? [], hash: false, ...(state.sync.options.maxBytes ? { maxBytes: state.sync.options.maxBytes } : {}), ...(state.sync.options.maxFiles ? { maxFiles: state.sync.options.maxFiles } : {}) })
+    : undefined;
+  const steps = [
+    `provision a machine from ${state.provider.name}`,
+    ...(sync ? [`sync ${sync.files} files (${sync.bytes} bytes) from ${sync.root}`] : []),
+    ...(state.setup?.requirements ? [`install ${state.setup.requirements} into a cached venv`] : []),
+    ...(state.setup?.commands ?? []).map((c) => `run setup command: ${c}`),
+    ...state.data.map((d) => `fetch ${d.uri} into ${d.to}`),
+    ...(state.resumeFrom !== undefined ? ["restore the latest verified checkpoint of the resumed run"] : []),
+    `train ${script ?? "(script given to .train())"}`,
+    ...(storage ? [`commit checkpoints to ${storage.uri}${state.checkpoints?.keep ? `, keeping ${state.checkpoints.keep}` : ""}`] : []),
+    `release the machine`,
+  ];
+  const maxDurationMs = state.budget?.maxDurationMs ?? null;
+  return {
+    provider: state.provider.name,
+    steps,
+    resources: providerPlan.resources,
+    ...(sync ? { sync: { root: sync.root, files: sync.files, bytes: sync.bytes, largest: sync.largest, warnings: sync.warnings, ...(sync.tooLarge ? { tooLarge: sync.tooLarge } : {}) } } : {}),
+    checkpoints: { storage: storage?.uri ?? null, keep: state.checkpoints?.keep ?? null },
+    estimate: {
+      hourlyUsd: providerPlan.hourlyPriceUsd,
+      maxDurationMs,
+      maxTotalUsd: maxDurationMs === null ? null : (providerPlan.hourlyPriceUsd * maxDurationMs) / 3_600_000,
+    },
+  };
+}

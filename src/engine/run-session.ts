@@ -1,0 +1,153 @@
+import { RunctlError, isRunctlError } from "../errors/runctl-error.js";
+import type { Machine, Provider } from "../providers/types.js";
+import type { ExitEvent, RunErrorInfo, RunEvent, RunEventInput, RunStatus } from "../run/events.js";
+import type { FollowCursor, RunJournal } from "../run/journal.js";
+import type { CommittedCheckpoint, RunResult } from "../run/run-result.js";
+import { AsyncQueue } from "../util/async-queue.js";
+import { followRun, type FollowOutcome } from "./follow-run.js";
+
+/** Where a launched run lives, enough to follow and signal it. */
+export interface LaunchedRun {
+  readonly machine: Machine;
+  readonly agentPath: string;
+  /** The interpreter that runs the agent. */
+  readonly agentPython: string;
+  readonly runDir: string;
+}
+
+/**
+ * The client side of one run, shared by `.train()` and `Runctl.attach()`: the journal, the live
+ * event queue, following, signalling and the final result.
+ */
+export class RunSession {
+  readonly checkpoints: CommittedCheckpoint[] = [];
+  readonly followAbort = new AbortController();
+  private finished = false;
+
+  constructor(
+    readonly journal: RunJournal,
+    readonly startedAt: number,
+    /** The live stream; a takeover session keeps publishing into its predecessor's. */
+    readonly events: AsyncQueue<RunEvent> = new AsyncQueue<RunEvent>(),
+  ) {
+    for (const event of journal.events) this.remember(event);
+  }
+
+  get runId(): string {
+    return this.journal.runId;
+  }
+
+  get ended(): boolean {
+    return this.finished;
+  }
+
+  /** Pushes already-journaled events (replay) into the live queue. */
+  replay(): void {
+    for (const event of this.journal.events) this.events.push(event);
+  }
+
+  /** Records and publishes one event. */
+  emit(input: RunEventInput, cursor?: FollowCursor): RunEvent {
+    const event = this.journal.append(input, cursor);
+    this.remember(event);
+    this.events.push(event);
+    return event;
+  }
+
+  private remember(event: RunEvent): void {
+    if (event.type === "checkpoint") {
+      this.checkpoints.push({ name: event.name, step: event.step, commitSeq: event.commitSeq, location: event.location });
+    }
+  }
+
+  /** Asks the agent to stop the trainer (`interrupt`: SIGTERM then grace; `kill`: SIGKILL). */
+  async signal(run: LaunchedRun, how: "interrupt" | "kill"): Promise<void> {
+    const result = await run.machine.transport.exec([run.agentPython, run.agentPath, "signal", run.runDir, how]);
+    // Exit 3: the agent is no longer running (the run already ended); following reports the end.
+    if (result.exitCode !== 0 && result.exitCode !== 3) {
+      throw new RunctlError("AGENT_FAILED", `Could not ${how} run ${this.runId} on ${run.machine.address}: ${result.stderrTail.trim()}`);
+    }
+  }
+
+  /** Follows a launched run to its end, then releases the machine and settles the result. */
+  async followToEnd(run: LaunchedRun, provider: Provider, metricPattern: RegExp | undefined): Promise<RunResult> {
+    const outcome: FollowOutcome = await followRun({
+      machine: run.machine,
+      agentPath: run.agentPath,
+      agentPython: run.agentPython,
+      runDir: run.runDir,
+      start: this.journal.cursor,
+      emit: (event, cursor) => this.emit(event, cursor),
+      metricPattern,
+      signal: this.followAbort.signal,
+      onReconnect: (error, attempt) =>
+        this.emit({ type: "warning", code: "RECONNECTING", message: `Lost the connection to ${run.machine.address} (${error.message}); reconnecting (attempt ${attempt}). The run goes on.` }),
+    });
+    if (outcome.kind === "detached") return this.detach(run.machine);
+    await provider.release(run.machine).catch((err: unknown) => {
+      this.emit({ type: "warning", code: "RELEASE_FAILED", message: `Could not release ${run.machine.address}: ${(err as Error).message}` });
+    });
+    if (outcome.kind === "lost") {
+      return this.finish("failed", null, null, { code: "AGENT_FAILED", message: `The agent on ${run.machine.address} stopped without recording an exit: ${outcome.message}`, ...tailOf(outcome.error) }, run.machine);
+    }
+    const { exit, error } = outcome;
+    const status: RunStatus = exit.status;
+    let info: RunErrorInfo | undefined;
+    if (status === "failed") {
+      if (error) info = { code: error.code, message: error.message, ...tailOf(error) };
+      else if (exit.reason === "max-duration") info = { code: "MAX_DURATION_EXCEEDED", message: `The run exceeded its maximum duration and was stopped.` };
+      else info = { code: "TRAINING_FAILED", message: exit.exitCode !== null ? `The trainer exited with code ${exit.exitCode}.` : `The trainer was killed by ${exit.signal ?? "a signal"}.` };
+    }
+    return this.finish(status, exit.exitCode, exit.signal, info, run.machine);
+  }
+
+  /** Stops following; the run goes on and can be reattached. Nothing is released. */
+  detach(machine: Machine | undefined): RunResult {
+    this.finished = true;
+    this.journal.releaseWriter();
+    this.events.end();
+    return this.result("detached", null, null, undefined, machine);
+  }
+
+  /** Records the exit event, ends the stream and returns the result. */
+  finish(status: RunStatus, exitCode: number | null, signal: string | null, error: RunErrorInfo | undefined, machine: Machine | undefined): RunResult {
+    const result = this.result(status, exitCode, signal, error, machine);
+    this.emit({ type: "phase", phase: "done" });
+    const exit: Omit<ExitEvent, "seq" | "time" | "runId"> = { type: "exit", status, exitCode, signal, durationMs: result.durationMs, ...(error ? { error } : {}) };
+    this.emit(exit);
+    this.finished = true;
+    this.journal.releaseWriter();
+    this.events.end();
+    return result;
+  }
+
+  /** Ends the run with an error that stopped it before or while following. */
+  fail(err: unknown): never {
+    const error = isRunctlError(err) ? err : new RunctlError("AGENT_FAILED", (err as Error)?.message ?? String(err), { cause: err });
+    if (!this.finished) {
+      this.emit({ type: "exit", status: "failed", exitCode: null, signal: null, durationMs: Date.now() - this.startedAt, error: { code: error.code, message: error.message } });
+      this.finished = true;
+      this.journal.releaseWriter();
+      this.events.end(error);
+    }
+    throw error;
+  }
+
+  private result(status: RunStatus, exitCode: number | null, signal: string | null, error: RunErrorInfo | undefined, machine: Machine | undefined): RunResult {
+    return {
+      runId: this.runId,
+      status,
+      exitCode,
+      signal,
+      durationMs: Date.now() - this.startedAt,
+      checkpoints: [...this.checkpoints],
+      restarts: 0,
+      ...(error ? { error } : {}),
+      ...(machine ? { machine: { provider: machine.provider, id: machine.id, address: machine.address } } : {}),
+    };
+  }
+}
+
+function tailOf(error: { outputTail?: string } | undefined): { outputTail?: string } {
+  return error?.outputTail !== undefined ? { outputTail: error.outputTail } : {};
+}

@@ -1,0 +1,178 @@
+import { createHash } from "node:crypto";
+import { join, posix } from "node:path";
+import { ensureAgent } from "../agent/install-agent.js";
+import { CommandError, RunctlError, throwIfAborted } from "../errors/runctl-error.js";
+import type { HyperparamValue } from "../plan/hyperparams.js";
+import type { CancelStrategy, PlanState, TrainOptions } from "../plan/plan-types.js";
+import type { Machine } from "../providers/types.js";
+import { RunJournal } from "../run/journal.js";
+import { newRunId } from "../run/run-id.js";
+import { TrainingRun } from "../run/training-run.js";
+import type { RunResult } from "../run/run-result.js";
+import { localDir } from "../storage/local-dir/local-dir-storage.js";
+import type { Storage, StorageDescriptor } from "../storage/types.js";
+import { syncTree } from "../sync/sync-tree.js";
+import { runctlHome } from "../util/runctl-home.js";
+import { buildAgentSpec, type AgentSpec } from "./agent-spec.js";
+import { RunSession, type LaunchedRun } from "./run-session.js";
+
+/** A validated `.train()` call. */
+export interface TrainRequest {
+  readonly script: string;
+  readonly options: TrainOptions & { readonly hyperparams: Readonly<Record<string, HyperparamValue>> };
+}
+
+/**
+ * The checkpoint storage of a plan: the one given, else a local folder for machines that share this
+ * filesystem, else none (checkpoints then stay on the machine).
+ */
+export function resolveStorage(state: PlanState): Storage | undefined {
+  if (state.checkpoints?.storage) return state.checkpoints.storage;
+  return state.provider.sharesLocalFilesystem ? localDir(join(runctlHome(), "checkpoints")) : undefined;
+}
+
+function descriptorOf(storage: Storage, state: PlanState): StorageDescriptor {
+  const descriptor = storage.machineDescriptor?.({ sharesLocalFilesystem: state.provider.sharesLocalFilesystem });
+  if (!descriptor) throw new RunctlError("STORAGE_UNREACHABLE", `Machines of the ${state.provider.name} provider cannot reach ${storage.uri}.`);
+  return descriptor;
+}
+
+function resolveResume(state: PlanState, storage: Storage | undefined): AgentSpec["resume"] {
+  const source = state.resumeFrom;
+  if (source === undefined) return null;
+  if (typeof source === "string") {
+    if (!storage) throw new RunctlError("INVALID_ARGUMENT", ".resumeFrom(runId) needs checkpoint storage; pass { runId, storage }.");
+    return { storage: descriptorOf(storage, state), runId: source, name: null };
+  }
+  const from = source.storage ?? storage;
+  if (!from) throw new RunctlError("INVALID_ARGUMENT", ".resumeFrom() needs checkpoint storage; pass { runId, storage }.");
+  const name = "manifest" in source ? source.name : (source.name ?? null);
+  return { storage: descriptorOf(from, state), runId: source.runId, name };
+}
+
+/** Where a synced folder is mirrored on a machine: one mirror per local folder, updated incrementally. */
+function mirrorKey(localDirPath: string): string {
+  return createHash("sha256").update(localDirPath).digest("hex").slice(0, 16);
+}
+
+/**
+ * Starts a run eagerly and returns its handle. Input was validated by the plan; what is checked
+ * here (storage reachability, resume source) still fails before anything is created.
+ */
+export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
+  const { options } = request;
+  const storage = resolveStorage(state);
+  const storageDescriptor = storage ? descriptorOf(storage, state) : null;
+  const resume = resolveResume(state, storage);
+  const runId = options.runId ?? newRunId();
+  const journal = RunJournal.create({
+    version: 1,
+    runId,
+    createdAt: new Date().toISOString(),
+    provider: state.provider.name,
+    script: request.script,
+    ...(storage && storageDescriptor ? { storage: { uri: storage.uri, descriptor: storageDescriptor } } : {}),
+  });
+  const session = new RunSession(journal, Date.now());
+  const prelaunch = new AbortController();
+  let launched: LaunchedRun | undefined;
+  let cancelRequested: Exclude<CancelStrategy, "detach"> | undefined;
+
+  const pipeline = async (): Promise<RunResult> => {
+    let machine: Machine | undefined;
+    const signal = prelaunch.signal;
+    try {
+      session.emit({ type: "phase", phase: "provisioning" });
+      machine = await state.provider.provision({ runId }, { signal });
+      journal.update({ machine: machine.record });
+      if (!storage) {
+        session.emit({ type: "warning", code: "NO_CHECKPOINT_STORAGE", message: `No checkpoint storage configured: checkpoints stay on ${machine.address} only.` });
+      }
+      const agent = await ensureAgent(machine, { signal });
+      const runDir = posix.join(machine.rootDir, "runs", runId);
+      let mirrorDir: string | null = null;
+      if (state.sync) {
+        session.emit({ type: "phase", phase: "syncing" });
+        mirrorDir = posix.join(machine.rootDir, "work", mirrorKey(state.sync.dir));
+        const synced = await syncTree({
+          transport: machine.transport,
+          python: agent.python,
+          agentPath: agent.path,
+          localDir: state.sync.dir,
+          remoteDir: mirrorDir,
+          ignore: state.sync.options.ignore ?? [],
+          extraExcludes: state.checkpoints?.dir && !posix.isAbsolute(state.checkpoints.dir) ? [`/${state.checkpoints.dir}`] : [],
+          hashCachePath: join(runctlHome(), "cache", `hashes-${mirrorKey(state.sync.dir)}.json`),
+          signal,
+          ...(state.sync.options.maxBytes !== undefined ? { maxBytes: state.sync.options.maxBytes } : {}),
+          ...(state.sync.options.maxFiles !== undefined ? { maxFiles: state.sync.options.maxFiles } : {}),
+        });
+        for (const warning of synced.warnings) session.emit({ type: "warning", code: "SYNC", message: warning });
+        session.emit({
+          type: "sync",
+          files: synced.files,
+          bytes: synced.bytes,
+          uploadedFiles: synced.uploadedFiles,
+          uploadedBytes: synced.uploadedBytes,
+          deletedFiles: synced.deletedFiles,
+          durationMs: synced.durationMs,
+        });
+      }
+      const workdir = state.sync || !machine.sharesLocalFilesystem ? posix.join(runDir, "code") : process.cwd();
+      const spec = buildAgentSpec({
+        state,
+        runId,
+        rootDir: machine.rootDir,
+        workdir,
+        mirrorDir,
+        python: options.python ?? machine.python,
+        script: request.script,
+        options,
+        storage: storageDescriptor,
+        resume,
+      });
+      throwIfAborted(signal);
+      const argv = [agent.python, agent.path, "launch", runDir];
+      const started = await machine.transport.exec(argv, { stdin: JSON.stringify(spec) });
+      if (started.exitCode !== 0) {
+        throw new CommandError(
+          { command: argv.join(" "), host: machine.address, exitCode: started.exitCode, signal: started.signal, durationMs: started.durationMs, stdoutTail: started.stdoutTail, stderrTail: started.stderrTail },
+          { code: "AGENT_FAILED" },
+        );
+      }
+      journal.update({ runDir, agentPath: agent.path, agentPython: agent.python });
+      launched = { machine, agentPath: agent.path, agentPython: agent.python, runDir };
+      if (cancelRequested) await session.signal(launched, cancelRequested);
+      return await session.followToEnd(launched, state.provider, options.metricPattern);
+    } catch (err) {
+      if (!launched && machine) await state.provider.release(machine).catch(() => {});
+      if (!launched && cancelRequested && prelaunch.signal.aborted) {
+        return session.finish("canceled", null, null, undefined, machine);
+      }
+      return session.fail(err);
+    }
+  };
+
+  const result = pipeline();
+  result.catch(() => {});
+
+  const cancel = async (strategy: CancelStrategy): Promise<void> => {
+    if (session.ended) return;
+    if (!launched) {
+      // Nothing runs yet: any strategy stops the pipeline before the trainer starts.
+      cancelRequested = strategy === "kill" ? "kill" : "interrupt";
+      prelaunch.abort();
+      return;
+    }
+    if (strategy === "detach") session.followAbort.abort();
+    else await session.signal(launched, strategy);
+  };
+
+  if (options.signal) {
+    const onAbort = (): void => void cancel(options.cancelStrategy ?? "interrupt").catch(() => {});
+    if (options.signal.aborted) onAbort();
+    else options.signal.addEventListener("abort", onAbort, { once: true });
+  }
+
+  return new TrainingRun({ runId, events: session.events, result, storage, cancel });
+}

@@ -1,0 +1,151 @@
+/**
+ * Stable error codes. A code is part of runctl's semver contract: it never changes meaning.
+ *
+ * @example
+ * ```ts
+ * try { plan.train("missing.py") } catch (e) {
+ *   if (e instanceof RunctlError && e.code === "SCRIPT_NOT_FOUND") console.error(e.message);
+ * }
+ * ```
+ */
+export type RunctlErrorCode =
+  | "INVALID_ARGUMENT"
+  | "INVALID_URI"
+  | "INVALID_STORAGE_KEY"
+  | "HYPERPARAM_NOT_SERIALIZABLE"
+  | "SCRIPT_NOT_FOUND"
+  | "SYNC_DIR_NOT_FOUND"
+  | "SYNC_TOO_LARGE"
+  | "SYNC_VERIFY_FAILED"
+  | "UNSAFE_PATH"
+  | "STORAGE_UNREACHABLE"
+  | "STORAGE_ERROR"
+  | "NOT_FOUND"
+  | "TRANSPORT_ERROR"
+  | "HOST_UNREACHABLE"
+  | "AUTH_FAILED"
+  | "HOST_KEY_MISMATCH"
+  | "COMMAND_FAILED"
+  | "AGENT_FAILED"
+  | "SETUP_FAILED"
+  | "DATA_FAILED"
+  | "TRAINING_FAILED"
+  | "MAX_DURATION_EXCEEDED"
+  | "CHECKPOINT_NOT_FOUND"
+  | "CHECKPOINT_CORRUPT"
+  | "RUN_NOT_FOUND"
+  | "NO_FREE_HOST"
+  | "UNSUPPORTED"
+  | "ABORTED";
+
+/** Options accepted by {@link RunctlError}'s constructor. */
+export interface RunctlErrorOptions {
+  /** Whether repeating the same call may succeed (a dropped connection, throttling). @defaultValue false */
+  readonly retryable?: boolean;
+  /** The underlying error. */
+  readonly cause?: unknown;
+  /** Extra structured facts (never secrets). */
+  readonly details?: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * The one base class of every error runctl throws or reports.
+ *
+ * @example
+ * ```ts
+ * if (err instanceof RunctlError && err.retryable) await retryLater();
+ * ```
+ */
+export class RunctlError extends Error {
+  /** Stable machine-readable code. */
+  readonly code: RunctlErrorCode;
+  /** Whether the same call may succeed when repeated. @defaultValue false */
+  readonly retryable: boolean;
+  /** Structured facts about the failure (never secrets). @defaultValue `{}` */
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: RunctlErrorCode, message: string, options: RunctlErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "RunctlError";
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+    this.details = options.details ?? {};
+  }
+
+  /** A JSON-safe form, used in event journals and `error` fields of results. */
+  toJSON(): { name: string; code: RunctlErrorCode; message: string; retryable: boolean; details: Readonly<Record<string, unknown>> } {
+    return { name: this.name, code: this.code, message: this.message, retryable: this.retryable, details: this.details };
+  }
+}
+
+/** Facts carried by a {@link CommandError}. */
+export interface CommandFailure {
+  /** The command as the user would read it (argv joined with quoting). */
+  readonly command: string;
+  /** The machine it ran on. */
+  readonly host: string;
+  /** Exit code, or null when the process was killed by a signal or the connection dropped. */
+  readonly exitCode: number | null;
+  /** Terminating signal name, if any. */
+  readonly signal: string | null;
+  /** Wall time of the command. */
+  readonly durationMs: number;
+  /** The last bytes of stdout (bounded). */
+  readonly stdoutTail: string;
+  /** The last bytes of stderr (bounded). */
+  readonly stderrTail: string;
+}
+
+/**
+ * A command on a machine failed. Carries exit code, signal, duration and bounded output tails.
+ *
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof CommandError) console.error(e.exitCode, e.stderrTail); }
+ * ```
+ */
+export class CommandError extends RunctlError implements CommandFailure {
+  readonly command: string;
+  readonly host: string;
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly durationMs: number;
+  readonly stdoutTail: string;
+  readonly stderrTail: string;
+
+  constructor(
+    failure: CommandFailure,
+    options: RunctlErrorOptions & { code?: RunctlErrorCode; message?: string } = {},
+  ) {
+    const how = failure.exitCode !== null ? `exit code ${failure.exitCode}` : failure.signal ? `signal ${failure.signal}` : "a dropped connection";
+    const tail = failure.stderrTail.trim() || failure.stdoutTail.trim();
+    super(
+      options.code ?? "COMMAND_FAILED",
+      options.message ?? `Command on ${failure.host} failed with ${how} after ${failure.durationMs} ms: ${failure.command}${tail ? `\n${tail}` : ""}`,
+      { ...options, details: { ...failure, ...options.details } },
+    );
+    this.name = "CommandError";
+    this.command = failure.command;
+    this.host = failure.host;
+    this.exitCode = failure.exitCode;
+    this.signal = failure.signal;
+    this.durationMs = failure.durationMs;
+    this.stdoutTail = failure.stdoutTail;
+    this.stderrTail = failure.stderrTail;
+  }
+}
+
+/** Whether `value` is a {@link RunctlError}, also across duplicated package copies. */
+export function isRunctlError(value: unknown): value is RunctlError {
+  return value instanceof RunctlError || (typeof value === "object" && value !== null && typeof (value as { code?: unknown }).code === "string" && typeof (value as { retryable?: unknown }).retryable === "boolean");
+}
+
+/** Turns an AbortSignal's reason into a typed ABORTED error. */
+export function abortError(signal: AbortSignal): RunctlError {
+  return new RunctlError("ABORTED", "The operation was aborted.", { cause: signal.reason });
+}
+
+/** Throws ABORTED when the signal has fired. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw abortError(signal);
+}

@@ -1,0 +1,39 @@
+export { Runctl } from "./runctl.js";
+export { RunPlan } from "./plan/run-plan.js";
+export type {
+  SyncOptions,
+  SetupOptions,
+  PipOptions,
+  DataOptions,
+  CheckpointOptions,
+  BudgetOptions,
+  ResumeSource,
+  CancelStrategy,
+  TrainOptions,
+} from "./plan/plan-types.js";
+export type { HyperparamValue } from "./plan/hyperparams.js";
+export { TrainingRun } from "./run/training-run.js";
+export type { LogsOptions } from "./run/training-run.js";
+export type { RunResult, CommittedCheckpoint } from "./run/run-result.js";
+export type * from "./run/events.js";
+export type { AttachOptions } from "./engine/attach-run.js";
+export type { PlanSummary } from "./engine/plan-summary.js";
+export type { ProvisionedMachine } from "./engine/provisioned-machine.js";
+
+export { local } from "./providers/local/index.js";
+export type { LocalProviderOptions } from "./providers/local/index.js";
+export type { Provider, Machine, MachineRecord, MachineState, ProvisionRequest, PlannedResource, ProviderPlan } from "./providers/types.js";
+
+export { localTransport } from "./transport/local/index.js";
+export { shellQuote, shellJoin } from "./transport/shell-quote.js";
+export type { Transport, Command, ExecOptions, ExecResult, ExecHandle, OutputChunk } from "./transport/types.js";
+
+export { localDir } from "./storage/local-dir/index.js";
+export { validateStorageKey } from "./storage/storage-key.js";
+export type { Storage, StorageObjectInfo, StorageCallOptions, StorageDescriptor } from "./storage/types.js";
+
+export { checkpointStore } from "./checkpoints/index.js";
+export type { Checkpoint, CheckpointStore, CheckpointVerification, CheckpointCallOptions, CheckpointManifest } from "./checkpoints/index.js";
+
+export { RunctlError, CommandError, isRunctlError } from "./errors/index.js";
+export type { RunctlErrorCode, RunctlErrorOptions, CommandFailure } from "./errors/index.js";

@@ -1,0 +1,103 @@
+import type { Provider } from "../providers/types.js";
+import type { Storage } from "../storage/types.js";
+import type { HyperparamValue } from "./hyperparams.js";
+import type { Checkpoint } from "../checkpoints/checkpoint-store.js";
+
+/** Options of `.sync(dir, options)`. */
+export interface SyncOptions {
+  /** Extra ignore patterns (gitignore syntax, relative to `dir`), applied after `.gitignore` and `.runctlignore`. @defaultValue `[]` */
+  readonly ignore?: readonly string[];
+  /** Refuse to sync a tree larger than this, naming its largest entries. @defaultValue 1 GiB */
+  readonly maxBytes?: number;
+  /** Refuse to sync more files than this. @defaultValue 50000 */
+  readonly maxFiles?: number;
+}
+
+/** pip options that pass through to `pip install`, so installs work offline or from a mirror. */
+export interface PipOptions {
+  /** `--find-links` folders or URLs (folders are paths on the machine). @defaultValue `[]` */
+  readonly findLinks?: readonly string[];
+  /** `--no-index`: install only from `findLinks`. @defaultValue false */
+  readonly noIndex?: boolean;
+  /** `--index-url`. @defaultValue pip's default */
+  readonly indexUrl?: string;
+  /** Any other pip arguments, appended verbatim. @defaultValue `[]` */
+  readonly extraArgs?: readonly string[];
+}
+
+/** Options of `.setup(options)`. */
+export interface SetupOptions {
+  /** A requirements file relative to the synced folder, installed into a venv keyed by its content hash and reused while unchanged. */
+  readonly requirements?: string;
+  /** Shell commands run in the workdir after the install (they are shell on purpose; runctl does not quote them). @defaultValue `[]` */
+  readonly commands?: readonly string[];
+  /** Options passed to pip. */
+  readonly pip?: PipOptions;
+  /** Let the venv see the machine's system packages (torch on a Deep Learning AMI). @defaultValue true */
+  readonly systemSitePackages?: boolean;
+}
+
+/** Options of `.data(uri, options)`. */
+export interface DataOptions {
+  /** Where the data lands, relative to the workdir. The first `.data()` call's folder is `RUNCTL_DATA_DIR`. @defaultValue `"data"` */
+  readonly to?: string;
+}
+
+/** Options of `.checkpoints(options)`. */
+export interface CheckpointOptions {
+  /** Where committed checkpoints go. @defaultValue `localDir("$RUNCTL_HOME/checkpoints")` for `local()` */
+  readonly storage?: Storage;
+  /** Keep only the newest `keep` committed checkpoints. @defaultValue all */
+  readonly keep?: number;
+  /** The trainer's checkpoint folder (`RUNCTL_CHECKPOINT_DIR`), relative to the workdir or absolute on the machine. @defaultValue the run folder's `checkpoints/` */
+  readonly dir?: string;
+  /** A checkpoint without a `.done` marker counts as finished once unchanged for this long. @defaultValue 2000 */
+  readonly settleMs?: number;
+}
+
+/** Options of `.budget(options)`. */
+export interface BudgetOptions {
+  /** Stop the run (SIGTERM, grace, then SIGKILL) once it has run this long; enforced on the machine. */
+  readonly maxDurationMs?: number;
+}
+
+/** What `.resumeFrom()` accepts: a checkpoint, a run id, or a run id with its storage and a checkpoint name. */
+export type ResumeSource =
+  | Checkpoint
+  | string
+  | { readonly runId: string; readonly storage?: Storage; readonly name?: string };
+
+/** How a canceled run is stopped. `detach` leaves it running and stops following it. */
+export type CancelStrategy = "detach" | "interrupt" | "kill";
+
+/** Options of `.train(script, options)`. */
+export interface TrainOptions {
+  /** Hyperparameters: passed as `--name value` arguments and as `RUNCTL_HPARAMS` (JSON). @defaultValue `{}` */
+  readonly hyperparams?: Readonly<Record<string, HyperparamValue>>;
+  /** Extra arguments after the hyperparameters, passed verbatim. @defaultValue `[]` */
+  readonly args?: readonly string[];
+  /** Python interpreter for the trainer (and for creating the venv). @defaultValue the machine's `python3` */
+  readonly python?: string;
+  /** Aborting cancels the run with `cancelStrategy`. */
+  readonly signal?: AbortSignal;
+  /** What aborting `signal` does. @defaultValue `"interrupt"` */
+  readonly cancelStrategy?: CancelStrategy;
+  /** A pattern with named groups that turns a log line into a metric event, besides `RUNCTL_METRIC {...}` lines. */
+  readonly metricPattern?: RegExp;
+  /** Time the trainer gets after SIGTERM (cancel, max duration) before SIGKILL. @defaultValue 30000 */
+  readonly graceMs?: number;
+  /** Use this run id instead of a generated one (letters, digits, `-`, `_`). */
+  readonly runId?: string;
+}
+
+/** The fluent plan's data: plain, immutable, validated on every call. */
+export interface PlanState {
+  readonly provider: Provider;
+  readonly sync?: { readonly dir: string; readonly options: SyncOptions };
+  readonly setup?: SetupOptions;
+  readonly data: readonly { readonly uri: string; readonly path: string; readonly to: string }[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly checkpoints?: CheckpointOptions;
+  readonly budget?: BudgetOptions;
+  readonly resumeFrom?: ResumeSource;
+}

@@ -1,0 +1,228 @@
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { RunctlError } from "../errors/runctl-error.js";
+import type { Provider } from "../providers/types.js";
+import { startRun } from "../engine/start-run.js";
+import { summarizePlan, type PlanSummary } from "../engine/plan-summary.js";
+import { provisionMachine, type ProvisionedMachine } from "../engine/provisioned-machine.js";
+import type { TrainingRun } from "../run/training-run.js";
+import { validateHyperparams } from "./hyperparams.js";
+import type { BudgetOptions, CheckpointOptions, DataOptions, PlanState, ResumeSource, SetupOptions, SyncOptions, TrainOptions } from "./plan-types.js";
+import {
+  budgetOptionsSchema,
+  checkpointOptionsSchema,
+  existingDir,
+  parseDataUri,
+  parseOptions,
+  setupOptionsSchema,
+  syncOptionsSchema,
+  trainOptionsSchema,
+  validateEnv,
+  validateRelativePath,
+} from "./validate.js";
+
+/**
+ * An immutable run plan. Every call returns a new plan, so a base plan can be shared and branched
+ * (one base, many `.train()` calls for a sweep). Bad input throws a typed {@link RunctlError} at the
+ * call that received it, before anything is created.
+ *
+ * @example
+ * ```ts
+ * const base = Runctl.instance(local()).sync("./project").setup({ requirements: "requirements.txt" });
+ * const a = base.train("train.py", { hyperparams: { lr: 1e-3 } });
+ * const b = base.train("train.py", { hyperparams: { lr: 1e-2 } });
+ * ```
+ */
+export class RunPlan {
+  /** @internal */
+  readonly state: PlanState;
+
+  /** @internal Use `Runctl.instance(provider)`. */
+  constructor(state: PlanState) {
+    this.state = Object.freeze(state);
+  }
+
+  /** @internal */
+  static of(provider: Provider): RunPlan {
+    if (typeof provider !== "object" || provider === null || typeof provider.provision !== "function") {
+      throw new RunctlError("INVALID_ARGUMENT", "Runctl.instance(provider): provider must be a Provider such as local(), sshHosts(...) or ec2(...).");
+    }
+    return new RunPlan({ provider, data: [], env: {} });
+  }
+
+  private with(patch: Partial<PlanState>): RunPlan {
+    return new RunPlan({ ...this.state, ...patch });
+  }
+
+  /**
+   * Syncs a local folder to the machine before the run (content manifest: only changed files travel).
+   * Honours default excludes, `.gitignore` at every level, `.runctlignore` and `options.ignore`.
+   *
+   * @example
+   * ```ts
+   * plan.sync("./", { ignore: ["data/", "*.ckpt"] })
+   * ```
+   */
+  sync(dir: string, options: SyncOptions = {}): RunPlan {
+    const parsed = parseOptions(syncOptionsSchema, options, ".sync()") as SyncOptions;
+    return this.with({ sync: { dir: existingDir(dir), options: parsed } });
+  }
+
+  /**
+   * Installs dependencies on the machine: `requirements` into a venv cached by content hash, then
+   * `commands`. A failed install fails the run with pip's output; training never starts.
+   *
+   * @example
+   * ```ts
+   * plan.setup({ requirements: "requirements.txt", pip: { noIndex: true, findLinks: ["/opt/wheels"] } })
+   * ```
+   */
+  setup(options: SetupOptions): RunPlan {
+    const parsed = parseOptions(setupOptionsSchema, options, ".setup()") as SetupOptions;
+    if (parsed.requirements !== undefined) validateRelativePath(parsed.requirements, ".setup() requirements");
+    return this.with({ setup: parsed });
+  }
+
+  /**
+   * Fetches input data on the machine before training, into `options.to` (relative to the workdir).
+   *
+   * @example
+   * ```ts
+   * plan.data("/datasets/mnist", { to: "data" })
+   * ```
+   */
+  data(uri: string, options: DataOptions = {}): RunPlan {
+    const to = validateRelativePath(options.to ?? "data", ".data() to");
+    const path = parseDataUri(uri, this.state.provider.sharesLocalFilesystem);
+    return this.with({ data: [...this.state.data, { uri, path, to }] });
+  }
+
+  /**
+   * Adds environment variables for setup commands and the trainer. Merged over earlier calls.
+   *
+   * @example
+   * ```ts
+   * plan.env({ WANDB_MODE: "offline" })
+   * ```
+   */
+  env(vars: Readonly<Record<string, string>>): RunPlan {
+    return this.with({ env: { ...this.state.env, ...validateEnv(vars) } });
+  }
+
+  /**
+   * Where finished checkpoints are committed (manifest with sha256 written last), and how many to keep.
+   *
+   * @example
+   * ```ts
+   * plan.checkpoints({ storage: localDir("./ckpt"), keep: 3 })
+   * ```
+   */
+  checkpoints(options: CheckpointOptions): RunPlan {
+    const parsed = parseOptions(checkpointOptionsSchema, options, ".checkpoints()") as CheckpointOptions;
+    if (parsed.storage?.machineDescriptor?.({ sharesLocalFilesystem: this.state.provider.sharesLocalFilesystem }) === undefined && parsed.storage) {
+      throw new RunctlError(
+        "STORAGE_UNREACHABLE",
+        `.checkpoints(): machines of the ${this.state.provider.name} provider cannot write to ${parsed.storage.uri}; use a storage they can reach.`,
+      );
+    }
+    return this.with({ checkpoints: parsed });
+  }
+
+  /**
+   * Limits the run. `maxDurationMs` is enforced on the machine by the agent, so it holds when the
+   * client is gone.
+   *
+   * @example
+   * ```ts
+   * plan.budget({ maxDurationMs: 6 * 3600_000 })
+   * ```
+   */
+  budget(options: BudgetOptions): RunPlan {
+    return this.with({ budget: parseOptions(budgetOptionsSchema, options, ".budget()") as BudgetOptions });
+  }
+
+  /**
+   * Starts from a checkpoint of another run: restored (sha256-verified) into the checkpoint folder
+   * before training, with `RUNCTL_RESUME_FROM` set. Without a name, the latest that verifies.
+   *
+   * @example
+   * ```ts
+   * plan.resumeFrom(previousRunId)
+   * plan.resumeFrom(await oldRun.checkpoints().latest())
+   * ```
+   */
+  resumeFrom(source: ResumeSource): RunPlan {
+    if (source === undefined || source === null || (typeof source !== "string" && typeof source !== "object")) {
+      throw new RunctlError("INVALID_ARGUMENT", ".resumeFrom(): give a checkpoint, a run id, or { runId, storage?, name? }.");
+    }
+    return this.with({ resumeFrom: source });
+  }
+
+  /**
+   * Starts the run, once, eagerly, and returns its handle: await it for the {@link RunResult},
+   * iterate it for {@link RunEvent}s. Throws synchronously on invalid input (unknown script,
+   * bad hyperparameters) before anything is created.
+   *
+   * @example
+   * ```ts
+   * const run = plan.train("train.py", { hyperparams: { lr: 1e-3, epochs: 10 } });
+   * for await (const e of run) if (e.type === "log") console.log(e.line);
+   * const result = await run;
+   * ```
+   */
+  train(script: string, options: TrainOptions = {}): TrainingRun {
+    const parsed = parseOptions(trainOptionsSchema, options, ".train()") as TrainOptions;
+    const hyperparams = validateHyperparams(parsed.hyperparams ?? {});
+    this.checkScript(script);
+    return startRun(this.state, { script, options: { ...parsed, hyperparams } });
+  }
+
+  /**
+   * The dry run: every step, the resources that would be created (with tags), the sync summary and
+   * a cost estimate. No side effects.
+   *
+   * @example
+   * ```ts
+   * const summary = await plan.plan("train.py");
+   * console.log(summary.steps.join("\n"));
+   * ```
+   */
+  plan(script?: string, options: TrainOptions = {}): Promise<PlanSummary> {
+    if (script !== undefined) {
+      parseOptions(trainOptionsSchema, options, ".plan()");
+      validateHyperparams(options.hyperparams ?? {});
+      this.checkScript(script);
+    }
+    return summarizePlan(this.state, script);
+  }
+
+  /**
+   * Provisions the machine and hands it to you to drive step by step (exec, sync, files, release).
+   *
+   * @example
+   * ```ts
+   * await using machine = await Runctl.instance(local()).provision();
+   * await machine.exec(["nvidia-smi"]);
+   * ```
+   */
+  provision(options: { readonly signal?: AbortSignal } = {}): Promise<ProvisionedMachine> {
+    return provisionMachine(this.state.provider, options);
+  }
+
+  private checkScript(script: string): void {
+    if (typeof script !== "string" || script.length === 0) {
+      throw new RunctlError("SCRIPT_NOT_FOUND", ".train(script): script must be a path to a Python file.");
+    }
+    if (this.state.sync) {
+      const rel = validateRelativePath(script, ".train() script");
+      const full = join(this.state.sync.dir, rel);
+      if (!existsSync(full) || !statSync(full).isFile()) {
+        throw new RunctlError("SCRIPT_NOT_FOUND", `.train(${JSON.stringify(script)}): ${full} does not exist; the script must be inside the synced folder ${this.state.sync.dir}.`);
+      }
+    } else if (this.state.provider.sharesLocalFilesystem) {
+      if (!existsSync(script) || !statSync(script).isFile()) {
+        throw new RunctlError("SCRIPT_NOT_FOUND", `.train(${JSON.stringify(script)}): no such file (relative paths are relative to ${process.cwd()}).`);
+      }
+    }
+  }
+}

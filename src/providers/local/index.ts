@@ -1,0 +1,2 @@
+export { local } from "./local-provider.js";
+export type { LocalProviderOptions } from "./local-provider.js";

@@ -1,0 +1,64 @@
+import { hostname } from "node:os";
+import { join, resolve } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { RunctlError, throwIfAborted } from "../../errors/runctl-error.js";
+import { localTransport } from "../../transport/local/local-transport.js";
+import { runctlHome } from "../../util/runctl-home.js";
+import type { Machine, MachineRecord, Provider } from "../types.js";
+
+/** Options of {@link local}. */
+export interface LocalProviderOptions {
+  /** runctl's machine-side root folder. @defaultValue `$RUNCTL_HOME/local` */
+  readonly rootDir?: string;
+  /** Python 3 interpreter that runs the agent. @defaultValue `"python3"` */
+  readonly python?: string;
+}
+
+/**
+ * The embedded default provider: runs on this machine, needs no account, creates nothing.
+ *
+ * @example
+ * ```ts
+ * const run = Runctl.instance(local()).sync("./project").train("train.py");
+ * ```
+ */
+export function local(options: LocalProviderOptions = {}): Provider {
+  const machineFor = (rootDir: string): Machine => {
+    const record: MachineRecord = { provider: "local", id: "localhost", rootDir };
+    return {
+      id: "localhost",
+      provider: "local",
+      address: hostname(),
+      transport: localTransport(),
+      rootDir,
+      python: options.python ?? "python3",
+      sharesLocalFilesystem: true,
+      tags: {},
+      hourlyPriceUsd: 0,
+      record,
+    };
+  };
+  return {
+    name: "local",
+    sharesLocalFilesystem: true,
+    async provision(_request, opts) {
+      throwIfAborted(opts?.signal);
+      const rootDir = resolve(options.rootDir ?? join(runctlHome(), "local"));
+      await mkdir(rootDir, { recursive: true });
+      return machineFor(rootDir);
+    },
+    async release() {},
+    async describe() {
+      return "running";
+    },
+    async reattach(record) {
+      if (record.provider !== "local" || typeof record["rootDir"] !== "string") {
+        throw new RunctlError("INVALID_ARGUMENT", `The local provider cannot reattach a ${record.provider} machine.`);
+      }
+      return machineFor(record["rootDir"]);
+    },
+    plan() {
+      return { resources: [], hourlyPriceUsd: 0 };
+    },
+  };
+}

@@ -1,0 +1,98 @@
+import type { Transport } from "../transport/types.js";
+
+/** JSON facts about a machine, kept in the run journal so `Runctl.attach` can reach it again. */
+export interface MachineRecord {
+  /** The provider's name (`local`, `ssh-hosts`, `ec2`). */
+  readonly provider: string;
+  /** The machine's id within its provider. */
+  readonly id: string;
+  /** Everything else the provider needs to reconnect (never secrets). */
+  readonly [key: string]: unknown;
+}
+
+/**
+ * A machine a provider handed out: where it is, how to talk to it, and what it costs.
+ *
+ * @example
+ * ```ts
+ * const m = await local().provision({ runId: "r1" });
+ * const r = await m.transport.exec(["hostname"]);
+ * ```
+ */
+export interface Machine {
+  /** The provider's id for this machine. */
+  readonly id: string;
+  /** The provider's name. */
+  readonly provider: string;
+  /** Host name or address, for messages. */
+  readonly address: string;
+  /** How to run commands and move files on it. */
+  readonly transport: Transport;
+  /** runctl's absolute root folder on the machine (runs, venvs, synced code, the agent). */
+  readonly rootDir: string;
+  /** The Python 3 interpreter on the machine that runs the agent. @defaultValue `"python3"` */
+  readonly python: string;
+  /** Whether the machine sees this process's filesystem (true only for `local()`). */
+  readonly sharesLocalFilesystem: boolean;
+  /** Tags the provider put on resources it created for this machine. */
+  readonly tags: Readonly<Record<string, string>>;
+  /** Price per hour in USD (0 for machines you already own). */
+  readonly hourlyPriceUsd: number;
+  /** JSON facts for reattaching. */
+  readonly record: MachineRecord;
+}
+
+/** What the engine asks a provider for. */
+export interface ProvisionRequest {
+  /** The run this machine is for; used in tags and names. */
+  readonly runId: string;
+}
+
+/** Cloud truth about a machine. */
+export type MachineState = "pending" | "running" | "stopping" | "stopped" | "terminated" | "interrupted" | "unreachable" | "unknown";
+
+/** A resource a provider would create, shown by `.plan()`. */
+export interface PlannedResource {
+  /** Kind of resource (`instance`, `volume`, `security-group`, `host-lease`, ...). */
+  readonly kind: string;
+  /** What it is, in words. */
+  readonly description: string;
+  /** Tags it would carry. */
+  readonly tags: Readonly<Record<string, string>>;
+}
+
+/** What a provider says about itself for `.plan()`. */
+export interface ProviderPlan {
+  /** Resources that would be created. */
+  readonly resources: readonly PlannedResource[];
+  /** Expected price per hour in USD. */
+  readonly hourlyPriceUsd: number;
+}
+
+/**
+ * Where machines come from. Small and structural: implement it to add a provider.
+ * `describe` and `reattach` are optional capabilities.
+ *
+ * @example
+ * ```ts
+ * const provider: Provider = local();
+ * const machine = await provider.provision({ runId: "r1" });
+ * await provider.release(machine);
+ * ```
+ */
+export interface Provider {
+  /** The provider's name, as recorded in journals. */
+  readonly name: string;
+  /** Whether its machines see this process's filesystem (local folders are reachable). */
+  readonly sharesLocalFilesystem: boolean;
+  /** Hands out a ready machine (reachable, Python 3 present, root folder known). */
+  provision(request: ProvisionRequest, options?: { readonly signal?: AbortSignal }): Promise<Machine>;
+  /** Gives a machine back (a pool host is freed; a cloud instance is terminated). Idempotent. */
+  release(machine: Machine, options?: { readonly signal?: AbortSignal }): Promise<void>;
+  /** Cloud truth about a machine. */
+  describe?(machine: Machine, options?: { readonly signal?: AbortSignal }): Promise<MachineState>;
+  /** Reconnects to a machine from its journal record (for `Runctl.attach`). */
+  reattach?(record: MachineRecord, options?: { readonly signal?: AbortSignal }): Promise<Machine>;
+  /** Dry-run facts for `.plan()`. No side effects. */
+  plan?(): ProviderPlan;
+}

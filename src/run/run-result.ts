@@ -1,0 +1,39 @@
+import type { RunErrorInfo, RunStatus } from "./events.js";
+
+/** A checkpoint committed during the run, as reported by the agent. */
+export interface CommittedCheckpoint {
+  readonly name: string;
+  readonly step: number | null;
+  /** Commit number within the run. */
+  readonly commitSeq: number;
+  readonly location: string;
+}
+
+/**
+ * How a run ended. `status` is derived from the trainer's exit code (the source of truth): exit 0
+ * is `succeeded`, anything else `failed`; a cancel is `canceled`.
+ *
+ * @example
+ * ```ts
+ * const result = await run;
+ * if (result.status !== "succeeded") throw new Error(result.error?.message ?? `exit ${result.exitCode}`);
+ * ```
+ */
+export interface RunResult {
+  readonly runId: string;
+  readonly status: RunStatus;
+  /** The trainer's exit code; null if it never ran or was killed by a signal. */
+  readonly exitCode: number | null;
+  /** The signal that ended the trainer, if any. */
+  readonly signal: string | null;
+  /** Wall time from `.train()` to the end. */
+  readonly durationMs: number;
+  /** Checkpoints committed by this run, oldest first. */
+  readonly checkpoints: readonly CommittedCheckpoint[];
+  /** Why the run failed (setup output, exit code, time limit). */
+  readonly error?: RunErrorInfo;
+  /** Restarts after interruptions (recovery arrives with the spot issue). */
+  readonly restarts: number;
+  /** Where it ran. */
+  readonly machine?: { readonly provider: string; readonly id: string; readonly address: string };
+}

@@ -1,0 +1,1 @@
+export { localDir } from "./local-dir-storage.js";

@@ -1,0 +1,56 @@
+import type { Readable } from "node:stream";
+
+/** What {@link Storage.stat} and {@link Storage.list} report about one object. */
+export interface StorageObjectInfo {
+  /** The object's key, relative to the storage root. */
+  readonly key: string;
+  /** Size in bytes. */
+  readonly size: number;
+  /** Last modification time, when the backend knows it. */
+  readonly modifiedAt?: Date;
+  /** The backend's content tag (S3 ETag), when there is one. */
+  readonly etag?: string;
+}
+
+/** Options every storage call accepts. */
+export interface StorageCallOptions {
+  /** Aborts the call with ABORTED. */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * How the agent on a machine reaches a storage: a folder it can see, or (S3 issue) a bucket.
+ * Plain JSON; it is written into the machine's `spec.json`.
+ */
+export type StorageDescriptor = { readonly kind: "dir"; readonly path: string };
+
+/**
+ * Where checkpoints, data and run records live. Small and structural: implement it to add a backend.
+ * Keys are relative POSIX paths (validated: no `..`, no absolute paths, no empty parts).
+ *
+ * @example
+ * ```ts
+ * const store: Storage = localDir("./ckpt");
+ * await store.put("a/b.txt", "hello");
+ * for await (const o of store.list("a/")) console.log(o.key, o.size);
+ * ```
+ */
+export interface Storage {
+  /** Where this storage points, as a URI (`file:///abs`, `s3://bucket/prefix`). */
+  readonly uri: string;
+  /** Writes an object atomically: readers see the old object or the whole new one. */
+  put(key: string, body: string | Uint8Array | Readable, options?: StorageCallOptions): Promise<void>;
+  /** Reads an object as a stream; NOT_FOUND when it does not exist. */
+  get(key: string, options?: StorageCallOptions): Promise<Readable>;
+  /** Facts about an object, or undefined when it does not exist. */
+  stat(key: string, options?: StorageCallOptions): Promise<StorageObjectInfo | undefined>;
+  /** Every object whose key starts with `prefix`, in no particular order. */
+  list(prefix: string, options?: StorageCallOptions): AsyncIterable<StorageObjectInfo>;
+  /** Deletes objects; missing ones are not an error. */
+  delete(keys: string | readonly string[], options?: StorageCallOptions): Promise<void>;
+  /**
+   * How the agent on a machine reaches this storage, or undefined when it cannot (for example a
+   * local folder seen from a remote host). Optional capability.
+   */
+  machineDescriptor?(context: { readonly sharesLocalFilesystem: boolean }): StorageDescriptor | undefined;
+}

@@ -1,0 +1,376 @@
+import { posix } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { RunctlError, abortError, throwIfAborted } from "../errors/runctl-error.js";
+import type { ExecResult, Transport } from "../transport/types.js";
+import { parseApplyReply, parseManifestReply } from "./agent-sync-replies.js";
+import { diffManifests } from "./diff.js";
+import { hashScan, manifestDigest, type Manifest } from "./manifest.js";
+import { scanTree } from "./scan-tree.js";
+import { DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, checkSizeLimits, largestEntries, type LargestEntries } from "./size-guard.js";
+import { packSyncTar } from "./tar-pack.js";
+
+/**
+ * The stage a sync is in, reported through {@link SyncTreeOptions.onProgress}.
+ *
+ * @defaultValue none (a union of literals)
+ * @example
+ * ```ts
+ * const phase: SyncPhase = "uploading";
+ * ```
+ */
+export type SyncPhase = "scanning" | "hashing" | "comparing" | "uploading" | "applying" | "done";
+
+/**
+ * A progress report. Counts refer to the phase: hashed files while hashing, packed files while uploading.
+ *
+ * @defaultValue none (every field is always set; counts are 0 where they do not apply)
+ * @example
+ * ```ts
+ * onProgress: (p: SyncProgress) => console.log(p.phase, `${p.files}/${p.totalFiles}`),
+ * ```
+ */
+export interface SyncProgress {
+  /** What is happening. */
+  readonly phase: SyncPhase;
+  /** Files done in this phase. */
+  readonly files: number;
+  /** Files this phase will handle. */
+  readonly totalFiles: number;
+  /** Content bytes sent so far (uploading), else 0. */
+  readonly bytes: number;
+  /** Content bytes this phase will send (uploading), else 0. */
+  readonly totalBytes: number;
+}
+
+/**
+ * What decides which local files are synced; shared by {@link syncTree} and {@link planSync}.
+ *
+ * @defaultValue only `localDir` is required; see each field
+ * @example
+ * ```ts
+ * const selection: SyncSelection = { localDir: "./", ignore: ["data/"], maxBytes: 2 * 2 ** 30 };
+ * ```
+ */
+export interface SyncSelection {
+  /** The local folder to sync. It is the sync root: nothing above it is sent (rust-lessons F8). */
+  readonly localDir: string;
+  /** Extra patterns (gitignore syntax, relative to `localDir`), applied after every ignore file. @defaultValue `[]` */
+  readonly ignore?: readonly string[];
+  /** Excludes added to the defaults, e.g. the checkpoint folder. @defaultValue `[]` */
+  readonly extraExcludes?: readonly string[];
+  /** Refuse (SYNC_TOO_LARGE) above this many bytes. @defaultValue 1 GiB */
+  readonly maxBytes?: number;
+  /** Refuse (SYNC_TOO_LARGE) above this many files. @defaultValue 50_000 */
+  readonly maxFiles?: number;
+  /** JSON file caching local hashes by (path, size, mtime, inode), e.g. `~/.runctl/cache/sync-hashes.json`. @defaultValue undefined (no cache) */
+  readonly hashCachePath?: string;
+  /** Cancels with ABORTED. */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Options of {@link syncTree}.
+ *
+ * @defaultValue see each field; `transport`, `python`, `agentPath`, `localDir` and `remoteDir` are required
+ * @example
+ * ```ts
+ * const options: SyncTreeOptions = {
+ *   transport: localTransport(), python: "python3", agentPath: "/home/me/.runctl/agent/runctl-agent.py",
+ *   localDir: "./", remoteDir: "/home/me/.runctl/work/proj",
+ * };
+ * ```
+ */
+export interface SyncTreeOptions extends SyncSelection {
+  /** How to reach the machine. */
+  readonly transport: Transport;
+  /** Python interpreter on the machine that runs the agent, e.g. `"python3"`. */
+  readonly python: string;
+  /** Absolute path of the runctl agent file on the machine. */
+  readonly agentPath: string;
+  /**
+   * Absolute folder on the machine that becomes an exact mirror of the local tree. runctl owns it:
+   * every file in it that is not in the local manifest is deleted. Never point it at a folder with
+   * other data (such as a home directory).
+   */
+  readonly remoteDir: string;
+  /** Called as the sync progresses. @defaultValue undefined */
+  readonly onProgress?: (progress: SyncProgress) => void;
+  /**
+   * Extra attempts after a retryable failure: a local file that changed while it was sent, or a
+   * retryable transport error (dropped connection). Each attempt rebuilds both manifests, so it resumes
+   * where the last one stopped. @defaultValue 2
+   */
+  readonly retries?: number;
+}
+
+/**
+ * The outcome of {@link syncTree}.
+ *
+ * @defaultValue none (every field is always set)
+ * @example
+ * ```ts
+ * const r: SyncResult = await syncTree(options);
+ * console.log(`${r.uploadedFiles}/${r.files} files sent in ${r.durationMs} ms`);
+ * ```
+ */
+export interface SyncResult {
+  /** Files in the synced tree (local manifest). */
+  readonly files: number;
+  /** Bytes in the synced tree. */
+  readonly bytes: number;
+  /** Files sent in the last attempt (0 for a no-op). */
+  readonly uploadedFiles: number;
+  /** Content bytes sent in the last attempt. */
+  readonly uploadedBytes: number;
+  /** Files deleted on the machine. */
+  readonly deletedFiles: number;
+  /** Wall time of the whole call, retries included. */
+  readonly durationMs: number;
+  /** {@link manifestDigest} of the tree now on the machine. */
+  readonly digest: string;
+  /** Skipped symlinks and special files, for people. */
+  readonly warnings: readonly string[];
+}
+
+/**
+ * Makes `remoteDir` on the machine an exact, verified copy of `localDir`'s sync manifest:
+ * 1. scans the local tree (ignore rules, no symlinks) and refuses a tree over `maxBytes`/`maxFiles`
+ *    with SYNC_TOO_LARGE before reading a file or touching the machine;
+ * 2. hashes the files (cached by path, size, mtime, inode) while, at the same time, one remote call
+ *    (`agent manifest remoteDir`) lists the machine's side; then a diff. When nothing differs the sync
+ *    ends here (a no-op is one remote call);
+ * 3. otherwise one `agent sync-apply remoteDir` call whose stdin is a tar stream of the changed files
+ *    with the full manifest as `expect`; the agent writes atomically, deletes vanished files, and
+ *    verifies the whole folder (exit 6: SYNC_VERIFY_FAILED with the mismatches; exit 7: UNSAFE_PATH).
+ * A file edited behind runctl's back on the machine has a different hash, so the next sync repairs it.
+ *
+ * @defaultValue maxBytes = 1 GiB, maxFiles = 50_000, retries = 2, no hash cache
+ * @example
+ * ```ts
+ * const result = await syncTree({
+ *   transport: localTransport(), python: "python3", agentPath: "/home/me/.runctl/agent/runctl-agent.py",
+ *   localDir: "./", remoteDir: "/home/me/.runctl/work/proj", ignore: ["data/"],
+ * });
+ * console.log(`${result.uploadedFiles} files sent, ${result.deletedFiles} deleted`);
+ * ```
+ */
+export async function syncTree(options: SyncTreeOptions): Promise<SyncResult> {
+  const started = performance.now();
+  validateRemoteDir(options.remoteDir);
+  const retries = options.retries ?? 2;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await syncOnce(options, started);
+    } catch (error) {
+      throwIfAborted(options.signal);
+      const retryable = error instanceof RunctlError && error.retryable;
+      if (!retryable || attempt > retries) throw error;
+      // Transport hiccups get a short backoff; a changed local file retries at once.
+      const reason = error.details["reason"];
+      if (reason !== "changed-while-packing") await abortableSleep(250 * 2 ** (attempt - 1), options.signal);
+    }
+  }
+}
+
+/**
+ * A dry run of a sync, from {@link planSync}.
+ *
+ * @defaultValue `digest` and `tooLarge` are absent when not computed / not exceeded
+ * @example
+ * ```ts
+ * const plan: SyncPlan = await planSync({ localDir: "./" });
+ * if (plan.tooLarge) console.warn(plan.tooLarge);
+ * ```
+ */
+export interface SyncPlan {
+  /** The absolute local root. */
+  readonly root: string;
+  /** Files that would be synced. */
+  readonly files: number;
+  /** Their total bytes. */
+  readonly bytes: number;
+  /** Every file that would be synced (sha256 only when hashed), sorted by path. */
+  readonly entries: readonly { readonly path: string; readonly size: number; readonly mode: number; readonly sha256?: string }[];
+  /** The largest files and top-level folders. */
+  readonly largest: LargestEntries;
+  /** {@link manifestDigest} of the tree, when it was hashed. */
+  readonly digest?: string;
+  /** Skipped symlinks and special files. */
+  readonly warnings: readonly string[];
+  /** When the tree is over a limit: the SYNC_TOO_LARGE message a real sync would fail with. */
+  readonly tooLarge?: string;
+}
+
+/**
+ * Options of {@link planSync}.
+ *
+ * @defaultValue see each field; only `localDir` is required
+ * @example
+ * ```ts
+ * const options: PlanSyncOptions = { localDir: "./", ignore: ["data/"], hash: false };
+ * ```
+ */
+export interface PlanSyncOptions extends SyncSelection {
+  /** Hash the files too (needed for `digest`; fast with a hash cache). Never done for a too-large tree. @defaultValue true */
+  readonly hash?: boolean;
+}
+
+/**
+ * The sync part of a dry run: which files would be synced, their sizes, the largest entries and
+ * whether the tree is over the limits. Reads only local files; never contacts a machine and never
+ * throws SYNC_TOO_LARGE (it reports `tooLarge`). Throws SYNC_DIR_NOT_FOUND for a missing folder.
+ *
+ * @defaultValue hash = true, maxBytes = 1 GiB, maxFiles = 50_000
+ * @example
+ * ```ts
+ * const plan = await planSync({ localDir: "./", ignore: ["data/"] });
+ * console.log(plan.files, plan.bytes, plan.largest.files.slice(0, 3), plan.tooLarge ?? "fits");
+ * ```
+ */
+export async function planSync(options: PlanSyncOptions): Promise<SyncPlan> {
+  const maxFiles = options.maxFiles ?? DEFAULT_MAX_FILES;
+  const scan = await scanTree(options.localDir, { ...selectionOf(options), stopAfterFiles: maxFiles });
+  const tooLarge = checkSizeLimits(scan.root, scan.files, { maxBytes: options.maxBytes ?? DEFAULT_MAX_BYTES, maxFiles }, scan.truncated);
+  if (tooLarge || options.hash === false) {
+    return {
+      root: scan.root,
+      files: scan.files.length,
+      bytes: scan.totalBytes,
+      entries: scan.files.map((f) => ({ path: f.path, size: f.size, mode: f.mode })),
+      largest: largestEntries(scan.files),
+      warnings: scan.warnings,
+      ...(tooLarge ? { tooLarge: tooLarge.message } : {}),
+    };
+  }
+  const manifest = await hashScan(scan, hashOptionsOf(options));
+  return {
+    root: manifest.root,
+    files: manifest.entries.length,
+    bytes: manifest.totalBytes,
+    entries: manifest.entries.map((e) => ({ path: e.path, size: e.size, mode: e.mode, sha256: e.sha256 })),
+    largest: largestEntries(manifest.entries),
+    digest: manifestDigest(manifest.entries),
+    warnings: manifest.warnings,
+  };
+}
+
+async function syncOnce(options: SyncTreeOptions, started: number): Promise<SyncResult> {
+  const { transport, signal } = options;
+  const progress = (phase: SyncPhase, files = 0, totalFiles = 0, bytes = 0, totalBytes = 0): void =>
+    options.onProgress?.({ phase, files, totalFiles, bytes, totalBytes });
+
+  progress("scanning");
+  const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+  const maxFiles = options.maxFiles ?? DEFAULT_MAX_FILES;
+  const scan = await scanTree(options.localDir, { ...selectionOf(options), stopAfterFiles: maxFiles });
+  // The guard runs before any file is read and before the machine is contacted.
+  const tooLarge = checkSizeLimits(scan.root, scan.files, { maxBytes, maxFiles }, scan.truncated);
+  if (tooLarge) throw tooLarge;
+
+  // Hashing and the remote manifest do not depend on each other: overlap them.
+  const manifestArgv = [options.python, options.agentPath, "manifest", options.remoteDir];
+  const [hashed, listed] = await Promise.allSettled([
+    hashScan(scan, { ...hashOptionsOf(options), onFileHashed: (done, total) => progress("hashing", done, total) }),
+    Promise.resolve(transport.exec(manifestArgv, withSignal(signal))).then((reply) => parseManifestReply(reply, { argv: manifestArgv, host: transport.host })),
+  ]);
+  throwIfAborted(signal);
+  if (hashed.status === "rejected") throw hashed.reason;
+  if (listed.status === "rejected") throw listed.reason;
+  const manifest: Manifest = hashed.value;
+  const remote = listed.value;
+  progress("comparing");
+  const diff = diffManifests(manifest.entries, remote);
+  const result = (uploadedFiles: number, uploadedBytes: number, deletedFiles: number): SyncResult => ({
+    files: manifest.entries.length,
+    bytes: manifest.totalBytes,
+    uploadedFiles,
+    uploadedBytes,
+    deletedFiles,
+    durationMs: Math.round(performance.now() - started),
+    digest: manifestDigest(manifest.entries),
+    warnings: manifest.warnings,
+  });
+  if (diff.upload.length === 0 && diff.delete.length === 0) {
+    progress("done");
+    return result(0, 0, 0);
+  }
+
+  // Our own controller: a failed pack must stop the remote apply, not leave it waiting on stdin.
+  const controller = new AbortController();
+  const onOuterAbort = (): void => controller.abort(signal?.reason);
+  signal?.addEventListener("abort", onOuterAbort, { once: true });
+  try {
+    const tar = packSyncTar({
+      root: manifest.root,
+      entries: manifest.entries,
+      upload: diff.upload,
+      delete: diff.delete,
+      signal: controller.signal,
+      onFilePacked: (files, bytes) => progress("uploading", files, diff.upload.length, bytes, diff.uploadBytes),
+    });
+    tar.done.then(
+      () => progress("applying"),
+      () => controller.abort(),
+    );
+    const applyArgv = [options.python, options.agentPath, "sync-apply", options.remoteDir];
+    const apply: Promise<ExecResult> = Promise.resolve(transport.exec(applyArgv, { stdin: tar.stream, signal: controller.signal })).finally(() => {
+      // The agent is gone: unblock a pack that waits for a reader (no-op once everything was read).
+      tar.stream.destroy();
+    });
+    const [packed, ran] = await Promise.allSettled([tar.done, apply]);
+    throwIfAborted(signal);
+    // A file that changed, an fs error or ABORTED explains more than the killed command it caused; a
+    // stream closed by the agent's exit is explained by the agent's own reply.
+    if (packed.status === "rejected" && !isStreamClosed(packed.reason)) throw packed.reason;
+    if (ran.status === "rejected") throw ran.reason;
+    const reply = parseApplyReply(ran.value, { argv: applyArgv, host: transport.host });
+    progress("done", diff.upload.length, diff.upload.length, diff.uploadBytes, diff.uploadBytes);
+    return result(diff.upload.length, diff.uploadBytes, reply.deleted);
+  } finally {
+    signal?.removeEventListener("abort", onOuterAbort);
+  }
+}
+
+function isStreamClosed(error: unknown): boolean {
+  return error instanceof RunctlError && error.details["reason"] === "stream-closed";
+}
+
+function selectionOf(options: SyncSelection): { ignore?: readonly string[]; extraExcludes?: readonly string[]; signal?: AbortSignal } {
+  return {
+    ...(options.ignore ? { ignore: options.ignore } : {}),
+    ...(options.extraExcludes ? { extraExcludes: options.extraExcludes } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+  };
+}
+
+function hashOptionsOf(options: SyncSelection): { hashCachePath?: string; signal?: AbortSignal } {
+  return {
+    ...(options.hashCachePath === undefined ? {} : { hashCachePath: options.hashCachePath }),
+    ...(options.signal ? { signal: options.signal } : {}),
+  };
+}
+
+function withSignal(signal: AbortSignal | undefined): { signal?: AbortSignal } {
+  return signal ? { signal } : {};
+}
+
+/** The remote mirror is wiped of anything not in the local tree, so refuse paths where that is a disaster. */
+function validateRemoteDir(remoteDir: string): void {
+  const normal = posix.normalize(remoteDir);
+  if (!remoteDir.startsWith("/") || normal === "/" || remoteDir.split("/").includes("..")) {
+    throw new RunctlError(
+      "INVALID_ARGUMENT",
+      `remoteDir must be an absolute folder below / without ".." parts (got ${JSON.stringify(remoteDir)}); it becomes an exact mirror of the local tree.`,
+      { details: { remoteDir } },
+    );
+  }
+}
+
+async function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    await sleep(ms, undefined, signal ? { signal } : {});
+  } catch (cause) {
+    if (signal?.aborted) throw abortError(signal);
+    throw cause;
+  }
+}

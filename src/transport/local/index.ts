@@ -1,0 +1,1 @@
+export { localTransport, localExec } from "./local-transport.js";

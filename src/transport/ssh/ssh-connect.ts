@@ -1,0 +1,244 @@
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { homedir, userInfo } from "node:os";
+import { join } from "node:path";
+import ssh2 from "ssh2";
+import type { Client, ConnectConfig, ServerHostKeyAlgorithm } from "ssh2";
+import { RunctlError, abortError } from "../../errors/runctl-error.js";
+import { checkHostKey, hostKeyAlgorithmsFor, keyFingerprint, keyTypeOfBlob, knownHostsName, parseKnownHosts, type KnownHostEntry } from "./known-hosts.js";
+import { SSH_TRANSPORT_DEFAULTS, type SshTransportOptions } from "./ssh-transport-options.js";
+
+/**
+ * Expands a leading `~/` to the home folder.
+ *
+ * @example
+ * ```ts
+ * expandHome("~/.ssh/known_hosts"); // "/home/me/.ssh/known_hosts"
+ * ```
+ */
+export function expandHome(path: string): string {
+  return path === "~" ? homedir() : path.startsWith("~/") ? join(homedir(), path.slice(2)) : path;
+}
+
+/**
+ * Human-readable name of a host for messages: `host`, or `host:port` when the port is not 22.
+ *
+ * @example
+ * ```ts
+ * displayHost({ host: "10.0.0.5", port: 2222 }); // "10.0.0.5:2222"
+ * ```
+ */
+export function displayHost(options: Pick<SshTransportOptions, "host" | "port">): string {
+  const port = options.port ?? SSH_TRANSPORT_DEFAULTS.port;
+  return port === 22 ? options.host : `${options.host}:${port}`;
+}
+
+type Auth = Pick<ConnectConfig, "privateKey" | "passphrase" | "agent">;
+
+async function resolveAuth(options: SshTransportOptions, where: string): Promise<Auth> {
+  let key: Buffer | undefined;
+  if (options.privateKey !== undefined) {
+    key = typeof options.privateKey === "string" ? Buffer.from(options.privateKey) : Buffer.from(options.privateKey);
+  } else if (options.privateKeyPath !== undefined) {
+    const path = expandHome(options.privateKeyPath);
+    try {
+      key = await readFile(path);
+    } catch (cause) {
+      throw new RunctlError("INVALID_ARGUMENT", `Cannot read the SSH private key file ${path} for ${where}: ${(cause as NodeJS.ErrnoException).code ?? "error"}.`, {
+        cause,
+        details: { host: where, privateKeyPath: path },
+      });
+    }
+  } else {
+    const agent = options.agent ?? process.env["SSH_AUTH_SOCK"];
+    if (agent !== undefined && agent !== "") return { agent };
+    for (const name of ["id_ed25519", "id_ecdsa", "id_rsa"]) {
+      const path = join(homedir(), ".ssh", name);
+      if (existsSync(path)) {
+        key = await readFile(path);
+        break;
+      }
+    }
+    if (key === undefined) {
+      throw new RunctlError(
+        "AUTH_FAILED",
+        `No SSH credentials for ${where}: pass privateKey, privateKeyPath or agent, or start an ssh-agent (SSH_AUTH_SOCK), or create ~/.ssh/id_ed25519.`,
+        { details: { host: where } },
+      );
+    }
+  }
+  const parsed = ssh2.utils.parseKey(key, options.passphrase);
+  if (parsed instanceof Error) {
+    const encrypted = /encrypted|passphrase/i.test(parsed.message);
+    throw new RunctlError(
+      "AUTH_FAILED",
+      encrypted
+        ? `The SSH private key for ${where} is encrypted and the passphrase is missing or wrong.`
+        : `The SSH private key for ${where} could not be read (unsupported or corrupt key format).`,
+      { details: { host: where } },
+    );
+  }
+  return options.passphrase === undefined ? { privateKey: key } : { privateKey: key, passphrase: options.passphrase };
+}
+
+async function readKnownHosts(path: string): Promise<KnownHostEntry[]> {
+  try {
+    return parseKnownHosts(await readFile(path, "utf8"));
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw new RunctlError("INVALID_ARGUMENT", `Cannot read known_hosts file ${path}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/**
+ * Options of {@link openSshConnection}.
+ *
+ * @example
+ * ```ts
+ * await openSshConnection(options, { signal: AbortSignal.timeout(30_000) });
+ * ```
+ */
+export interface OpenConnectionOptions {
+  /** Aborts the attempt (the half-open connection is destroyed). @defaultValue none */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Opens one authenticated SSH connection (no retries), verifying the host key against known_hosts.
+ * The returned client always has an 'error' listener attached.
+ *
+ * Errors: HOST_KEY_MISMATCH (unknown, changed or revoked host key; not retryable), AUTH_FAILED,
+ * HOST_UNREACHABLE (refused, no route, timeout; retryable), ABORTED, INVALID_ARGUMENT.
+ *
+ * @example
+ * ```ts
+ * const client = await openSshConnection({ host: "10.0.0.5", username: "me", privateKeyPath: "~/.ssh/id_ed25519" });
+ * client.end();
+ * ```
+ */
+export async function openSshConnection(options: SshTransportOptions, open: OpenConnectionOptions = {}): Promise<Client> {
+  const where = displayHost(options);
+  const port = options.port ?? SSH_TRANSPORT_DEFAULTS.port;
+  if (open.signal?.aborted) throw abortError(open.signal);
+  const auth = await resolveAuth(options, where);
+  const insecure = options.insecureSkipHostKeyCheck === true;
+  const knownHostsPath = expandHome(options.knownHostsPath ?? SSH_TRANSPORT_DEFAULTS.knownHostsPath);
+  const known = insecure ? [] : await readKnownHosts(knownHostsPath);
+  if (insecure) {
+    const message = `runctl: host key checking is OFF for ${where} (insecureSkipHostKeyCheck). Anyone on the network path can impersonate this host and read everything sent to it.`;
+    if (options.onWarning) options.onWarning(message);
+    else process.emitWarning(message, { code: "RUNCTL_INSECURE_HOST_KEY" });
+  }
+
+  let hostKeyError: RunctlError | undefined;
+  const hostVerifier = (key: Buffer): boolean => {
+    if (insecure) return true;
+    const verdict = checkHostKey(known, options.host, port, key);
+    if (verdict.status === "match") return true;
+    const fp = keyFingerprint(key);
+    const type = keyTypeOfBlob(key);
+    const name = knownHostsName(options.host, port);
+    const details = { host: where, knownHostsPath, presentedKeyType: type, presentedFingerprint: fp };
+    if (verdict.status === "unknown") {
+      hostKeyError = new RunctlError(
+        "HOST_KEY_MISMATCH",
+        `The host key of ${where} is not in ${knownHostsPath}, so its identity cannot be verified. It presented ${type} ${fp}. ` +
+          `If that fingerprint is right (compare with \`ssh-keygen -lf /etc/ssh/ssh_host_${type.replace(/^ssh-/, "").replace(/-sha2-nistp\d+$/, "")}_key.pub\` on the host), add it with ` +
+          `\`ssh-keyscan -p ${port} -t ${type} ${options.host} >> ${knownHostsPath}\` (or connect once with ssh), or pass knownHostsPath; ` +
+          `insecureSkipHostKeyCheck: true turns the check off (insecure).`,
+        { details: { ...details, reason: "unknown" } },
+      );
+    } else if (verdict.status === "revoked") {
+      hostKeyError = new RunctlError("HOST_KEY_MISMATCH", `The host key presented by ${where} (${type} ${fp}) is marked @revoked in ${knownHostsPath} (line ${verdict.line}).`, {
+        details: { ...details, reason: "revoked" },
+      });
+    } else {
+      hostKeyError = new RunctlError(
+        "HOST_KEY_MISMATCH",
+        `HOST KEY MISMATCH for ${where}: it presented ${type} ${fp}, which differs from the key recorded for ${name} in ${knownHostsPath} (line ${verdict.lines.join(", ")}). ` +
+          `Someone may be intercepting the connection, or the host was reinstalled. If the change is expected, remove the old entry (\`ssh-keygen -R ${name} -f ${knownHostsPath}\`) and add the new key.`,
+        { details: { ...details, reason: "changed", knownLines: verdict.lines } },
+      );
+    }
+    return false;
+  };
+
+  const algorithms = insecure ? undefined : hostKeyAlgorithmsFor(known, options.host, port);
+  const config: ConnectConfig = {
+    host: options.host,
+    port,
+    username: options.username ?? userInfo().username,
+    ...auth,
+    hostVerifier,
+    keepaliveInterval: options.keepaliveIntervalMs ?? SSH_TRANSPORT_DEFAULTS.keepaliveIntervalMs,
+    keepaliveCountMax: options.keepaliveCountMax ?? SSH_TRANSPORT_DEFAULTS.keepaliveCountMax,
+    readyTimeout: options.readyTimeoutMs ?? SSH_TRANSPORT_DEFAULTS.readyTimeoutMs,
+    ...(algorithms ? { algorithms: { serverHostKey: algorithms as ServerHostKeyAlgorithm[] } } : {}),
+  };
+
+  const client = new ssh2.Client();
+  // Each running command and transfer listens for 'close'; more than 10 at once is normal.
+  client.setMaxListeners(0);
+  return await new Promise<Client>((resolve, reject) => {
+    let settled = false;
+    const finish = (err: RunctlError | undefined): void => {
+      if (settled) return;
+      settled = true;
+      open.signal?.removeEventListener("abort", onAbort);
+      client.removeListener("ready", onReady);
+      client.removeListener("close", onClose);
+      if (err) {
+        client.destroy();
+        reject(err);
+      } else {
+        resolve(client);
+      }
+    };
+    const onReady = (): void => finish(undefined);
+    const onClose = (): void =>
+      finish(hostKeyError ?? new RunctlError("HOST_UNREACHABLE", `The connection to ${where} closed during the SSH handshake.`, { retryable: true, details: { host: where } }));
+    const onAbort = (): void => finish(abortError(open.signal!));
+    // The 'error' listener stays for the client's whole life: ssh2 emits keepalive timeouts and resets
+    // as 'error' events, and an unlistened one would crash the process.
+    client.on("error", (err: Error & { level?: string; code?: string }) => {
+      if (!settled) finish(hostKeyError ?? classifyConnectError(err, where));
+    });
+    client.once("ready", onReady);
+    client.once("close", onClose);
+    open.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      client.connect(config);
+    } catch (cause) {
+      finish(new RunctlError("INVALID_ARGUMENT", `Invalid SSH settings for ${where}: ${(cause as Error).message}`, { cause, details: { host: where } }));
+    }
+  });
+}
+
+/**
+ * Maps an ssh2 connection error to a RunctlError: AUTH_FAILED, HOST_UNREACHABLE (retryable) or
+ * TRANSPORT_ERROR (retryable).
+ *
+ * @example
+ * ```ts
+ * client.on("error", (e) => reject(classifyConnectError(e, "10.0.0.5")));
+ * ```
+ */
+export function classifyConnectError(err: Error & { level?: string; code?: string }, where: string): RunctlError {
+  const details = { host: where, level: err.level, errno: err.code };
+  switch (err.level) {
+    case "client-authentication":
+      return new RunctlError("AUTH_FAILED", `SSH authentication to ${where} failed: the server accepted none of the offered credentials (${err.message}).`, {
+        cause: err,
+        details,
+      });
+    case "agent":
+      return new RunctlError("AUTH_FAILED", `The ssh-agent could not be used for ${where}: ${err.message}`, { cause: err, details });
+    case "client-dns":
+      return new RunctlError("HOST_UNREACHABLE", `Cannot resolve the SSH host name ${where}: ${err.message}`, { cause: err, details });
+    case "client-socket":
+    case "client-timeout":
+      return new RunctlError("HOST_UNREACHABLE", `Cannot reach ${where} over SSH: ${err.code ?? err.message}.`, { cause: err, retryable: true, details });
+    default:
+      return new RunctlError("HOST_UNREACHABLE", `The SSH handshake with ${where} failed: ${err.message}`, { cause: err, retryable: true, details });
+  }
+}

@@ -1,0 +1,27 @@
+import { execFileSync, spawnSync } from "node:child_process";
+
+/**
+ * vitest globalSetup: the Debian packages the end-to-end tests train with (a real PyTorch model on
+ * scikit-learn's digits; wheels built offline). Installed when missing, so `npm test` alone works on
+ * a fresh machine (as root). The SSH testbed installs its own packages.
+ */
+const PACKAGES = ["python3-venv", "python3-pip", "python3-torch", "python3-sklearn", "python3-setuptools", "python3-wheel"];
+
+export default function setup(): void {
+  const missing = PACKAGES.filter((p) => {
+    const r = spawnSync("dpkg-query", ["-W", "-f", "${db:Status-Status}", p], { encoding: "utf8" });
+    return r.stdout.trim() !== "installed";
+  });
+  if (missing.length === 0) return;
+  if (process.getuid?.() !== 0) {
+    throw new Error(`The end-to-end tests need these Debian packages: ${missing.join(" ")}. Install them (apt-get install -y ${missing.join(" ")}) or run the tests as root.`);
+  }
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  const install = (): void => void execFileSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], { env, stdio: "inherit" });
+  try {
+    install();
+  } catch {
+    execFileSync("apt-get", ["update", "-qq"], { env, stdio: "inherit" });
+    install();
+  }
+}

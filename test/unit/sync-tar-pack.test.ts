@@ -1,0 +1,162 @@
+import { createHash } from "node:crypto";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import type { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import tar from "tar-stream";
+import { afterEach, describe, expect, it } from "vitest";
+import { buildManifest } from "../../src/sync/manifest.js";
+import { CONTROL_MEMBER_NAME, packSyncTar, type SyncControl } from "../../src/sync/tar-pack.js";
+
+const dirs: string[] = [];
+afterEach(async () => {
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function tree(files: Record<string, string | Buffer>): Promise<string> {
+  const root = await mkdtemp(join(tmpdir(), "runctl-tar-"));
+  dirs.push(root);
+  for (const [path, content] of Object.entries(files)) {
+    await mkdir(dirname(join(root, path)), { recursive: true });
+    await writeFile(join(root, path), content);
+  }
+  return root;
+}
+
+interface Member {
+  name: string;
+  mode: number | undefined;
+  type: string | null | undefined;
+  data: Buffer;
+}
+
+async function collect(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Parses tar bytes; returns the complete members and the parse error, if any. */
+async function members(bytes: Buffer): Promise<{ members: Member[]; error?: Error }> {
+  const extract = tar.extract();
+  const out: Member[] = [];
+  const done = (async () => {
+    for await (const entry of extract) {
+      const chunks: Buffer[] = [];
+      for await (const c of entry) chunks.push(c as Buffer);
+      out.push({ name: entry.header.name, mode: entry.header.mode, type: entry.header.type, data: Buffer.concat(chunks) });
+    }
+  })();
+  extract.end(bytes);
+  try {
+    await done;
+    return { members: out };
+  } catch (error) {
+    return { members: out, error: error as Error };
+  }
+}
+
+const sha = (data: string | Buffer): string => createHash("sha256").update(data).digest("hex");
+
+describe("packSyncTar", () => {
+  it("starts with the control member, then the changed files with their modes", async () => {
+    const longName = `deep/${"x".repeat(120)}/${"y".repeat(90)}.py`;
+    const root = await tree({ "a.py": "print('a')\n", "run.sh": "#!/bin/sh\n", "unchanged.txt": "same", "ünï cødé.py": "u", [longName]: "long", "empty": "" });
+    await chmod(join(root, "run.sh"), 0o755);
+    const manifest = await buildManifest(root);
+    const upload = ["a.py", "empty", longName, "run.sh", "ünï cødé.py"];
+    const { stream, done } = packSyncTar({ root, entries: manifest.entries, upload, delete: ["old.py", "gone/x.txt"] });
+    const parsed = await members(await collect(stream));
+    expect(await done).toEqual({ files: 5, bytes: 11 + 0 + 4 + 10 + 1 });
+    expect(parsed.error).toBeUndefined();
+    expect(parsed.members.map((m) => m.name)).toEqual([CONTROL_MEMBER_NAME, ...upload]);
+
+    const control = JSON.parse(parsed.members[0]?.data.toString("utf8") ?? "") as SyncControl;
+    expect(control.delete).toEqual(["old.py", "gone/x.txt"]);
+    expect(Object.keys(control.expect).sort()).toEqual(manifest.entries.map((e) => e.path).sort());
+    expect(control.expect["unchanged.txt"]).toEqual({ size: 4, mode: manifest.entries.find((e) => e.path === "unchanged.txt")?.mode, sha256: sha("same") });
+
+    const byName = new Map(parsed.members.map((m) => [m.name, m]));
+    expect(byName.get("run.sh")?.mode).toBe(0o755);
+    expect(byName.get("run.sh")?.type).toBe("file");
+    expect(byName.get("a.py")?.data.toString()).toBe("print('a')\n");
+    expect(byName.get(longName)?.data.toString()).toBe("long");
+    expect(byName.get("ünï cødé.py")?.data.toString()).toBe("u");
+    expect(byName.has("unchanged.txt")).toBe(false);
+  });
+
+  it("sends every entry when upload is not given", async () => {
+    const root = await tree({ "a": "1", "b/c": "2" });
+    const manifest = await buildManifest(root);
+    const { stream, done } = packSyncTar({ root, entries: manifest.entries });
+    const parsed = await members(await collect(stream));
+    await done;
+    expect(parsed.members.map((m) => m.name)).toEqual([CONTROL_MEMBER_NAME, "a", "b/c"]);
+  });
+
+  it("fails with SYNC_VERIFY_FAILED and never sends a whole member when a file changed after hashing", async () => {
+    const big = Buffer.alloc(700 * 1024, 1);
+    const root = await tree({ "a.py": "ok", "big.bin": big, "small.py": "1234" });
+    const manifest = await buildManifest(root);
+    const changed = Buffer.from(big);
+    changed[changed.length - 1] = 2; // same size, different last byte
+    await writeFile(join(root, "big.bin"), changed);
+
+    const { stream, done } = packSyncTar({ root, entries: manifest.entries });
+    const bytes: Buffer[] = [];
+    let streamError: unknown;
+    try {
+      for await (const chunk of stream) bytes.push(chunk as Buffer);
+    } catch (error) {
+      streamError = error;
+    }
+    await expect(done).rejects.toMatchObject({ code: "SYNC_VERIFY_FAILED", retryable: true, details: { reason: "changed-while-packing", path: "big.bin" } });
+    expect(streamError).toBeDefined();
+    const parsed = await members(Buffer.concat(bytes));
+    expect(parsed.error).toBeDefined(); // truncated inside big.bin
+    expect(parsed.members.map((m) => m.name)).toEqual([CONTROL_MEMBER_NAME, "a.py"]);
+  });
+
+  it("fails before the header when a file changed size", async () => {
+    const root = await tree({ "a.py": "ok" });
+    const manifest = await buildManifest(root);
+    await writeFile(join(root, "a.py"), "longer now");
+    const { stream, done } = packSyncTar({ root, entries: manifest.entries });
+    await expect(collect(stream)).rejects.toBeDefined();
+    await expect(done).rejects.toMatchObject({ code: "SYNC_VERIFY_FAILED", message: expect.stringContaining("a.py changed") });
+  });
+
+  it("keeps memory bounded while the consumer is slow", async () => {
+    const size = 48 * 1024 * 1024;
+    const root = await tree({ "weights.bin": Buffer.alloc(size, 3) });
+    const manifest = await buildManifest(root);
+    const before = process.memoryUsage().arrayBuffers;
+    const { stream, done } = packSyncTar({ root, entries: manifest.entries });
+    await sleep(300); // nobody reads: the packer must wait instead of loading the file
+    const grown = process.memoryUsage().arrayBuffers - before;
+    expect(grown).toBeLessThan(8 * 1024 * 1024);
+    let total = 0;
+    for await (const chunk of stream) total += (chunk as Buffer).length;
+    await done;
+    expect(total).toBeGreaterThan(size);
+  });
+
+  it("stops with ABORTED when the signal fires", async () => {
+    const root = await tree({ "a.py": "a" });
+    const manifest = await buildManifest(root);
+    const controller = new AbortController();
+    controller.abort();
+    const { stream, done } = packSyncTar({ root, entries: manifest.entries, signal: controller.signal });
+    await expect(collect(stream)).rejects.toBeDefined();
+    await expect(done).rejects.toMatchObject({ code: "ABORTED" });
+  });
+
+  it("settles done when the consumer goes away mid-stream", async () => {
+    const root = await tree({ "a.bin": Buffer.alloc(4 * 1024 * 1024, 1) });
+    const manifest = await buildManifest(root);
+    const { stream, done } = packSyncTar({ root, entries: manifest.entries });
+    for await (const _chunk of stream) break; // destroys the stream after the first chunk
+    await expect(done).rejects.toMatchObject({ details: { reason: "stream-closed" } });
+  });
+});
