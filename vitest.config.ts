@@ -10,7 +10,7 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 180_000,
     pool: "forks",
-    globalSetup: ["./test/testbed/global-setup.ts"],
+    globalSetup: ["./test/support/system-packages.setup.ts", "./test/testbed/global-setup.ts"],
     reporters: ["default", "./test/support/summary-reporter.ts"],
   },
 });

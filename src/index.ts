@@ -24,7 +24,12 @@ export { local } from "./providers/local/index.js";
 export type { LocalProviderOptions } from "./providers/local/index.js";
 export type { Provider, Machine, MachineRecord, MachineState, ProvisionRequest, PlannedResource, ProviderPlan } from "./providers/types.js";
 
+export { sshHosts } from "./providers/ssh-hosts/index.js";
+export type { SshHost, SshHostsOptions } from "./providers/ssh-hosts/index.js";
+
 export { localTransport } from "./transport/local/index.js";
+export { sshTransport } from "./transport/ssh/index.js";
+export type { SshTransport, SshTransportOptions } from "./transport/ssh/index.js";
 export { shellQuote, shellJoin } from "./transport/shell-quote.js";
 export type { Transport, Command, ExecOptions, ExecResult, ExecHandle, OutputChunk } from "./transport/types.js";
 

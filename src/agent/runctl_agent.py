@@ -641,7 +641,10 @@ class Aborted(Exception):
 
 
 class EventLog:
-    def __init__(self, path):
+    def __init__(self, path, log_path=None):
+        # Each event records how long train.log was when it happened, so a follower can put log
+        # lines and events back in their true order.
+        self.log_path = log_path
         self.lock = threading.Lock()
         self.seq = 0
         try:
@@ -655,8 +658,13 @@ class EventLog:
         with self.lock:
             self.seq += 1
             ev = {"seq": self.seq, "time": now_iso(), "type": type_}
+            if self.log_path is not None:
+                try:
+                    ev["logOffset"] = os.path.getsize(self.log_path)
+                except OSError:
+                    ev["logOffset"] = 0
             for k, v in fields.items():
-                if k not in ev:  # seq/time/type belong to the event itself
+                if k not in ("seq", "time", "type", "logOffset"):  # these belong to the event itself
                     ev[k] = v
             line = (json.dumps(ev, separators=(",", ":")) + "\n").encode("utf-8")
             # One write on an O_APPEND fd: a reader never sees two events interleaved.
@@ -1238,7 +1246,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        self.events = EventLog(self.path("events.jsonl"))
+        self.events = EventLog(self.path("events.jsonl"), self.path("train.log"))
         self.log_fd = os.open(self.path("train.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         atomic_write(self.path("agent.pid"), ("%d\n" % os.getpid()).encode())
         self.write_status()
@@ -1486,12 +1494,15 @@ class Follower:
         except OSError:
             return b""
 
-    def pump_log(self, final=False):
-        """Send complete lines from log_off; with final, also the unterminated rest. True if any."""
+    def pump_log(self, final=False, upto=None):
+        """Send complete lines from log_off (not past byte `upto` when given); with final, also the
+        unterminated rest. True if any."""
         any_sent = False
         # A bounded amount per poll while running, so a chatty trainer cannot starve events.
-        for _ in range(1 << 30 if final else 16):
+        for _ in range(1 << 30 if final or upto is not None else 16):
             data = self._read(self.log_path, self.log_off)
+            if upto is not None:
+                data = data[: max(0, upto - self.log_off)]
             if not data:
                 return any_sent
             nl = data.rfind(b"\n")
@@ -1522,6 +1533,10 @@ class Follower:
                     ev = json.loads(line.decode("utf-8"))
                 except ValueError:
                     continue
+                # Lines written before this event go first: the stream keeps the real order.
+                upto = ev.get("logOffset") if isinstance(ev, dict) else None
+                if isinstance(upto, int) and upto > self.log_off:
+                    self.pump_log(upto=upto)
                 self.send({"k": "ev", "o": self.ev_off, "e": ev})
                 any_sent = True
                 if isinstance(ev, dict) and ev.get("type") == "exit":
@@ -1541,8 +1556,15 @@ class Follower:
         last_sent = time.monotonic()
         last_alive = 0.0
         while True:
-            sent = self.pump_log()
-            sent = self.pump_events() or sent
+            # The log only grows, so an event written after this size was read has a logOffset at
+            # or past it: sending events (each preceded by its earlier lines) and then the log up to
+            # this size keeps lines and events in the order they happened.
+            try:
+                limit = os.path.getsize(self.log_path)
+            except OSError:
+                limit = 0
+            sent = self.pump_events()
+            sent = self.pump_log(upto=limit) or sent
             if self.exit_seen:
                 return self.finish()
             now = time.monotonic()

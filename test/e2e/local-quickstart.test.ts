@@ -28,6 +28,15 @@ describe("quickstart (local provider, localDir storage)", () => {
     expect(phases).toEqual(["provisioning", "syncing", "setup", "training", "teardown", "done"]);
     expect(events.at(-1)).toMatchObject({ type: "exit", status: "succeeded", exitCode: 0 });
 
+    // Lines and events keep the order they happened in on the machine.
+    const at = (pred: (e: RunEvent) => boolean): number => events.findIndex(pred);
+    expect(at((e) => e.type === "phase" && e.phase === "training")).toBeLessThan(at((e) => e.type === "log" && e.line.startsWith("START_STEP")));
+    for (const step of [20, 40]) {
+      const saved = at((e) => e.type === "log" && e.line.startsWith(`CHECKPOINT_SAVED ${step} `));
+      expect(saved).toBeGreaterThan(-1);
+      expect(at((e) => e.type === "checkpoint" && e.step === step)).toBeGreaterThan(saved);
+    }
+
     // One metric event per step, in order, and the trainer's last line.
     const steps = events.flatMap((e) => (e.type === "metric" && e.step !== undefined ? [e.step] : []));
     expect(steps).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));

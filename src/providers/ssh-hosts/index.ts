@@ -1,0 +1,2 @@
+export { sshHosts } from "./ssh-hosts-provider.js";
+export type { SshHost, SshHostsOptions } from "./ssh-hosts-provider.js";

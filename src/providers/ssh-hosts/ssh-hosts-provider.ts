@@ -1,0 +1,206 @@
+import { RunctlError, isRunctlError, throwIfAborted } from "../../errors/runctl-error.js";
+import { sshTransport, type SshTransport } from "../../transport/ssh/ssh-transport.js";
+import type { SshTransportOptions } from "../../transport/ssh/ssh-transport-options.js";
+import type { Machine, MachineRecord, MachineState, Provider } from "../types.js";
+
+/** One SSH machine you already have. Everything but `host` is optional. */
+export interface SshHost extends SshTransportOptions {
+  /** Python 3 on the host that runs the agent. @defaultValue `"python3"` */
+  readonly python?: string;
+  /** runctl's folder on the host (absolute). @defaultValue `$HOME/.runctl` */
+  readonly rootDir?: string;
+  /** What the host costs per hour, for cost reports. @defaultValue 0 */
+  readonly hourlyPriceUsd?: number;
+}
+
+/** Options of {@link sshHosts}. */
+export interface SshHostsOptions {
+  /** How long a run waits for a free host of a busy pool before NO_FREE_HOST. @defaultValue no limit */
+  readonly acquireTimeoutMs?: number;
+  /** Receives warnings (an unreachable host skipped in a pool, an insecure host key opt-out). @defaultValue `process.emitWarning` */
+  readonly onWarning?: (message: string) => void;
+}
+
+/**
+ * Machines you already have, over SSH: one host, or a pool that hands each run a free host and takes
+ * it back when the run ends (runs beyond the pool's size wait for a host). Host keys are verified
+ * against known_hosts. A host that cannot be reached is skipped in a pool; with one host it is a
+ * typed error (HOST_UNREACHABLE, AUTH_FAILED, HOST_KEY_MISMATCH) before anything runs.
+ *
+ * @param hosts - A host (`"user@host:port"` or {@link SshHost}) or a list of them.
+ * @example
+ * ```ts
+ * const pool = sshHosts([
+ *   { host: "10.0.0.5", username: "ml", privateKeyPath: "~/.ssh/id_ed25519" },
+ *   "ml@gpu-2.lan",
+ * ]);
+ * const run = Runctl.instance(pool).sync("./").train("train.py");
+ * ```
+ */
+export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[], options: SshHostsOptions = {}): Provider {
+  const list = (Array.isArray(hosts) ? hosts : [hosts]).map(parseHost);
+  if (list.length === 0) throw new RunctlError("INVALID_ARGUMENT", "sshHosts() needs at least one host.");
+  const ids = list.map(hostId);
+  if (new Set(ids).size !== ids.length) throw new RunctlError("INVALID_ARGUMENT", `sshHosts(): a host is listed twice (${ids.join(", ")}).`);
+  const warn = options.onWarning ?? ((message: string) => process.emitWarning(message, "RunctlWarning"));
+  const busy = new Set<string>();
+  let waiters: Array<() => void> = [];
+  const wake = (): void => {
+    const current = waiters;
+    waiters = [];
+    for (const w of current) w();
+  };
+
+  const connect = async (host: SshHost, signal: AbortSignal | undefined): Promise<Machine> => {
+    const transport = sshTransport({ ...host, onWarning: host.onWarning ?? warn });
+    try {
+      await transport.connect(signal ? { signal } : {});
+      const rootDir = host.rootDir ?? (await homeDir(transport)) + "/.runctl";
+      return machineOf(host, transport, rootDir);
+    } catch (err) {
+      await transport.close().catch(() => {});
+      throw err;
+    }
+  };
+
+  const acquire = async (signal: AbortSignal | undefined): Promise<Machine> => {
+    const deadline = options.acquireTimeoutMs === undefined ? Infinity : Date.now() + options.acquireTimeoutMs;
+    for (;;) {
+      throwIfAborted(signal);
+      const free = list.filter((h) => !busy.has(hostId(h)));
+      let lastError: unknown;
+      for (const host of free) {
+        busy.add(hostId(host));
+        try {
+          return await connect(host, signal);
+        } catch (err) {
+          busy.delete(hostId(host));
+          if (list.length === 1 || !isRunctlError(err) || err.code === "ABORTED") throw err;
+          lastError = err;
+          warn(`runctl: skipping ${hostId(host)}: ${err.message}`);
+        }
+      }
+      if (lastError && busy.size === 0) throw lastError;
+      if (Date.now() >= deadline) {
+        throw new RunctlError("NO_FREE_HOST", `All ${list.length} hosts of the pool are busy${lastError ? " or unreachable" : ""}; waited ${options.acquireTimeoutMs} ms.`, { retryable: true });
+      }
+      // Wait for a release (or a second, to retry hosts that were unreachable).
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(1000, Math.max(0, deadline - Date.now())));
+        waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        signal?.addEventListener("abort", () => resolve(), { once: true });
+      });
+    }
+  };
+
+  return {
+    name: "ssh-hosts",
+    sharesLocalFilesystem: false,
+    provision: (_request, opts) => acquire(opts?.signal),
+    async release(machine) {
+      await machine.transport.close().catch(() => {});
+      if (busy.delete(machine.id)) wake();
+    },
+    async describe(machine, opts): Promise<MachineState> {
+      try {
+        const r = await machine.transport.exec(["true"], opts?.signal ? { signal: opts.signal } : {});
+        return r.exitCode === 0 ? "running" : "unknown";
+      } catch {
+        return "unreachable";
+      }
+    },
+    async reattach(record, opts) {
+      const known = list.find((h) => hostId(h) === record.id);
+      const host: SshHost = known ?? hostFromRecord(record);
+      const machine = await connect(host, opts?.signal);
+      busy.add(machine.id);
+      return machine;
+    },
+    plan() {
+      return {
+        resources: list.map((h) => ({ kind: "host-lease", description: `use ${hostId(h)} (existing machine; nothing is created)`, tags: {} })).slice(0, 1),
+        hourlyPriceUsd: list[0]?.hourlyPriceUsd ?? 0,
+      };
+    },
+  };
+}
+
+function machineOf(host: SshHost, transport: SshTransport, rootDir: string): Machine {
+  const id = hostId(host);
+  const record: MachineRecord = {
+    provider: "ssh-hosts",
+    id,
+    host: host.host,
+    port: host.port ?? 22,
+    ...(host.username !== undefined ? { username: host.username } : {}),
+    ...(host.privateKeyPath !== undefined ? { privateKeyPath: host.privateKeyPath } : {}),
+    ...(host.knownHostsPath !== undefined ? { knownHostsPath: host.knownHostsPath } : {}),
+    ...(host.python !== undefined ? { python: host.python } : {}),
+    rootDir,
+  };
+  return {
+    id,
+    provider: "ssh-hosts",
+    address: host.host,
+    transport,
+    rootDir,
+    python: host.python ?? "python3",
+    sharesLocalFilesystem: false,
+    tags: {},
+    hourlyPriceUsd: host.hourlyPriceUsd ?? 0,
+    record,
+  };
+}
+
+/** Rebuilds host settings from a journal record (no secrets are stored there; keys come from paths). */
+function hostFromRecord(record: MachineRecord): SshHost {
+  const str = (key: string): string | undefined => (typeof record[key] === "string" ? (record[key] as string) : undefined);
+  const host = str("host");
+  if (!host) throw new RunctlError("INVALID_ARGUMENT", `Cannot reattach machine ${record.id}: its record has no host.`);
+  const username = str("username");
+  const privateKeyPath = str("privateKeyPath");
+  const knownHostsPath = str("knownHostsPath");
+  const python = str("python");
+  const rootDir = str("rootDir");
+  return {
+    host,
+    port: typeof record["port"] === "number" ? record["port"] : 22,
+    ...(username ? { username } : {}),
+    ...(privateKeyPath ? { privateKeyPath } : {}),
+    ...(knownHostsPath ? { knownHostsPath } : {}),
+    ...(python ? { python } : {}),
+    ...(rootDir ? { rootDir } : {}),
+  };
+}
+
+async function homeDir(transport: SshTransport): Promise<string> {
+  const r = await transport.exec({ script: 'printf %s "$HOME"' });
+  const home = r.stdout.trim();
+  if (r.exitCode !== 0 || !home.startsWith("/")) {
+    throw new RunctlError("HOST_UNREACHABLE", `Could not read $HOME on ${transport.host} (exit ${r.exitCode}): ${r.stderrTail.trim()}`);
+  }
+  return home;
+}
+
+/** `user@host:port` or an object; validated. */
+function parseHost(value: SshHost | string): SshHost {
+  if (typeof value === "string") {
+    const m = /^(?:([^@\s]+)@)?(\[[^\]]+\]|[^:@\s]+)(?::(\d+))?$/.exec(value);
+    if (!m?.[2]) throw new RunctlError("INVALID_ARGUMENT", `sshHosts(): ${JSON.stringify(value)} is not "user@host:port".`);
+    return { host: m[2].replace(/^\[|\]$/g, ""), ...(m[1] ? { username: m[1] } : {}), ...(m[3] ? { port: Number(m[3]) } : {}) };
+  }
+  if (typeof value !== "object" || value === null || typeof value.host !== "string" || value.host === "") {
+    throw new RunctlError("INVALID_ARGUMENT", "sshHosts(): each host needs a `host`.");
+  }
+  if (value.port !== undefined && (!Number.isInteger(value.port) || value.port < 1 || value.port > 65535)) {
+    throw new RunctlError("INVALID_ARGUMENT", `sshHosts(): port ${value.port} is not a TCP port.`);
+  }
+  return value;
+}
+
+function hostId(host: SshHost): string {
+  return `${host.username ? `${host.username}@` : ""}${host.host}:${host.port ?? 22}`;
+}
