@@ -9,7 +9,9 @@ import type { RunResult } from "../run/run-result.js";
 import { TrainingRun } from "../run/training-run.js";
 import { localDir } from "../storage/local-dir/local-dir-storage.js";
 import { RunSession, type LaunchedRun } from "./run-session.js";
-import { join } from "node:path";
+import { join, posix } from "node:path";
+import type { Storage } from "../storage/types.js";
+import { machineStorageFor } from "./start-run.js";
 import { statSync } from "node:fs";
 
 /** Options of `Runctl.attach`. */
@@ -32,7 +34,13 @@ export function attachRun(runId: string, options: AttachOptions = {}): TrainingR
   const record = journal.record;
   const session = new RunSession(journal, Date.parse(record.createdAt));
   session.replay();
-  const storage = record.storage?.descriptor.kind === "dir" ? localDir(record.storage.descriptor.path) : undefined;
+  // Local folders are read directly; a folder on a remote machine through its provider's transport.
+  const storage = (): Storage | undefined => {
+    if (!record.storage) return undefined;
+    if (record.storage.uri.startsWith("file:")) return localDir(record.storage.descriptor.path);
+    if (!record.machine) return undefined;
+    return machineStorageFor(provider(), { record: record.machine, id: record.machine.id, rootDir: posix.dirname(record.storage.descriptor.path) });
+  };
   const provider = (): Provider => {
     if (options.provider) return options.provider;
     if (record.provider === "local") return local();
@@ -56,7 +64,7 @@ export function attachRun(runId: string, options: AttachOptions = {}): TrainingR
   const takeOver = async (): Promise<RunResult> => {
     active.journal.claimWriter();
     try {
-      return await active.followToEnd(await launchedRun(), provider(), options.metricPattern);
+      return await active.followToEnd(await launchedRun(), provider(), { metricPattern: options.metricPattern });
     } catch (err) {
       return active.fail(err);
     }

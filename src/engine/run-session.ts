@@ -70,7 +70,7 @@ export class RunSession {
   }
 
   /** Follows a launched run to its end, then releases the machine and settles the result. */
-  async followToEnd(run: LaunchedRun, provider: Provider, metricPattern: RegExp | undefined): Promise<RunResult> {
+  async followToEnd(run: LaunchedRun, provider: Provider, options: { readonly metricPattern?: RegExp | undefined; readonly cleanup?: boolean }): Promise<RunResult> {
     const outcome: FollowOutcome = await followRun({
       machine: run.machine,
       agentPath: run.agentPath,
@@ -78,12 +78,16 @@ export class RunSession {
       runDir: run.runDir,
       start: this.journal.cursor,
       emit: (event, cursor) => this.emit(event, cursor),
-      metricPattern,
+      metricPattern: options.metricPattern,
       signal: this.followAbort.signal,
       onReconnect: (error, attempt) =>
         this.emit({ type: "warning", code: "RECONNECTING", message: `Lost the connection to ${run.machine.address} (${error.message}); reconnecting (attempt ${attempt}). The run goes on.` }),
     });
     if (outcome.kind === "detached") return this.detach(run.machine);
+    if (options.cleanup && outcome.kind === "end") {
+      const removed = await Promise.resolve(run.machine.transport.exec(["rm", "-rf", "--", run.runDir])).catch((err: unknown) => ({ exitCode: null, stderrTail: (err as Error).message }));
+      if (removed.exitCode !== 0) this.emit({ type: "warning", code: "CLEANUP_FAILED", message: `Could not remove ${run.runDir} on ${run.machine.address}: ${removed.stderrTail.trim()}` });
+    }
     await provider.release(run.machine).catch((err: unknown) => {
       this.emit({ type: "warning", code: "RELEASE_FAILED", message: `Could not release ${run.machine.address}: ${(err as Error).message}` });
     });

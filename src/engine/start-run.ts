@@ -4,7 +4,8 @@ import { ensureAgent } from "../agent/install-agent.js";
 import { CommandError, RunctlError, throwIfAborted } from "../errors/runctl-error.js";
 import type { HyperparamValue } from "../plan/hyperparams.js";
 import type { CancelStrategy, PlanState, TrainOptions } from "../plan/plan-types.js";
-import type { Machine } from "../providers/types.js";
+import type { Machine, Provider } from "../providers/types.js";
+import { machineDir } from "../storage/machine-dir/machine-dir-storage.js";
 import { RunJournal } from "../run/journal.js";
 import { newRunId } from "../run/run-id.js";
 import { TrainingRun } from "../run/training-run.js";
@@ -29,6 +30,13 @@ export interface TrainRequest {
 export function resolveStorage(state: PlanState): Storage | undefined {
   if (state.checkpoints?.storage) return state.checkpoints.storage;
   return state.provider.sharesLocalFilesystem ? localDir(join(runctlHome(), "checkpoints")) : undefined;
+}
+
+/** Checkpoint storage in runctl's folder on the machine, for machines with no storage configured. */
+export function machineStorageFor(provider: Provider, machine: Pick<Machine, "record" | "rootDir" | "id">): Storage {
+  const connect = provider.transportFor;
+  if (!connect) throw new RunctlError("UNSUPPORTED", `The ${provider.name} provider cannot open a transport to ${machine.id}.`);
+  return machineDir(() => connect(machine.record), posix.join(machine.rootDir, "checkpoints"), `${provider.name}://${machine.id}`);
 }
 
 function descriptorOf(storage: Storage, state: PlanState): StorageDescriptor {
@@ -61,8 +69,8 @@ function mirrorKey(localDirPath: string): string {
  */
 export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
   const { options } = request;
-  const storage = resolveStorage(state);
-  const storageDescriptor = storage ? descriptorOf(storage, state) : null;
+  let storage = resolveStorage(state);
+  let storageDescriptor = storage ? descriptorOf(storage, state) : null;
   const resume = resolveResume(state, storage);
   const runId = options.runId ?? newRunId();
   const journal = RunJournal.create({
@@ -85,8 +93,17 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
       session.emit({ type: "phase", phase: "provisioning" });
       machine = await state.provider.provision({ runId }, { signal });
       journal.update({ machine: machine.record });
-      if (!storage) {
-        session.emit({ type: "warning", code: "NO_CHECKPOINT_STORAGE", message: `No checkpoint storage configured: checkpoints stay on ${machine.address} only.` });
+      if (!storage && state.provider.transportFor) {
+        // No storage configured: commit on the machine itself, readable through its transport.
+        const onMachine = machineStorageFor(state.provider, machine);
+        storage = onMachine;
+        storageDescriptor = descriptorOf(onMachine, state);
+        journal.update({ storage: { uri: onMachine.uri, descriptor: storageDescriptor } });
+        session.emit({
+          type: "warning",
+          code: "CHECKPOINTS_ON_MACHINE",
+          message: `No checkpoint storage configured: checkpoints are committed on ${machine.address} under ${storageDescriptor.path} and are lost with the machine. Configure .checkpoints({ storage }) to keep them elsewhere.`,
+        });
       }
       const agent = await ensureAgent(machine, { signal });
       const runDir = posix.join(machine.rootDir, "runs", runId);
@@ -143,7 +160,7 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
       journal.update({ runDir, agentPath: agent.path, agentPython: agent.python });
       launched = { machine, agentPath: agent.path, agentPython: agent.python, runDir };
       if (cancelRequested) await session.signal(launched, cancelRequested);
-      return await session.followToEnd(launched, state.provider, options.metricPattern);
+      return await session.followToEnd(launched, state.provider, { metricPattern: options.metricPattern, cleanup: options.cleanup ?? false });
     } catch (err) {
       if (!launched && machine) await state.provider.release(machine).catch(() => {});
       if (!launched && cancelRequested && prelaunch.signal.aborted) {
@@ -174,5 +191,5 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
     else options.signal.addEventListener("abort", onAbort, { once: true });
   }
 
-  return new TrainingRun({ runId, events: session.events, result, storage, cancel });
+  return new TrainingRun({ runId, events: session.events, result, storage: () => storage, cancel });
 }

@@ -86,6 +86,12 @@ export interface TrainOptions {
   readonly metricPattern?: RegExp;
   /** Time the trainer gets after SIGTERM (cancel, max duration) before SIGKILL. @defaultValue 30000 */
   readonly graceMs?: number;
+  /**
+   * Delete the run's folder on the machine once it has ended (synced code copy, log, local
+   * checkpoint folder). Committed checkpoints, the synced mirror and cached venvs stay.
+   * @defaultValue false
+   */
+  readonly cleanup?: boolean;
   /** Use this run id instead of a generated one (letters, digits, `-`, `_`). */
   readonly runId?: string;
 }

@@ -53,6 +53,7 @@ export const trainOptionsSchema = z.strictObject({
   cancelStrategy: z.enum(["detach", "interrupt", "kill"]).optional(),
   metricPattern: z.instanceof(RegExp).optional(),
   graceMs: z.number().int().min(0).optional(),
+  cleanup: z.boolean().optional(),
   runId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/, "letters, digits, '-' and '_' only").optional(),
 });
 

@@ -91,6 +91,11 @@ export interface Provider {
   release(machine: Machine, options?: { readonly signal?: AbortSignal }): Promise<void>;
   /** Cloud truth about a machine. */
   describe?(machine: Machine, options?: { readonly signal?: AbortSignal }): Promise<MachineState>;
+  /**
+   * A new transport to a machine from its record, without leasing it (reading checkpoints kept on
+   * the machine after the run). The caller closes it.
+   */
+  transportFor?(record: MachineRecord): Transport;
   /** Reconnects to a machine from its journal record (for `Runctl.attach`). */
   reattach?(record: MachineRecord, options?: { readonly signal?: AbortSignal }): Promise<Machine>;
   /** Dry-run facts for `.plan()`. No side effects. */

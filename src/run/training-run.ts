@@ -11,7 +11,8 @@ export interface RunControl {
   readonly runId: string;
   readonly events: AsyncQueue<RunEvent>;
   readonly result: Promise<RunResult>;
-  readonly storage: Storage | undefined;
+  /** The checkpoint storage; known once the machine is (it may live on the machine itself). */
+  storage(): Storage | undefined;
   cancel(strategy: CancelStrategy): Promise<void>;
 }
 
@@ -88,7 +89,7 @@ export class TrainingRun implements PromiseLike<RunResult>, AsyncIterable<RunEve
    * ```
    */
   checkpoints(): CheckpointStore {
-    const storage = this.#control.storage;
+    const storage = this.#control.storage();
     if (!storage) {
       throw new RunctlError("CHECKPOINT_NOT_FOUND", `Run ${this.runId} has no checkpoint storage; configure .checkpoints({ storage }).`);
     }

@@ -51,6 +51,9 @@ export function local(options: LocalProviderOptions = {}): Provider {
     async describe() {
       return "running";
     },
+    transportFor() {
+      return localTransport();
+    },
     async reattach(record) {
       if (record.provider !== "local" || typeof record["rootDir"] !== "string") {
         throw new RunctlError("INVALID_ARGUMENT", `The local provider cannot reattach a ${record.provider} machine.`);

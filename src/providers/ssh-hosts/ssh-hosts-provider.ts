@@ -112,6 +112,10 @@ export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[]
         return "unreachable";
       }
     },
+    transportFor(record) {
+      const host = list.find((h) => hostId(h) === record.id) ?? hostFromRecord(record);
+      return sshTransport({ ...host, onWarning: host.onWarning ?? warn });
+    },
     async reattach(record, opts) {
       const known = list.find((h) => hostId(h) === record.id);
       const host: SshHost = known ?? hostFromRecord(record);

@@ -1,0 +1,1 @@
+export { machineDir } from "./machine-dir-storage.js";
