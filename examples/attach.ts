@@ -41,10 +41,18 @@ export async function reattach(runId: string, options: { readonly verbose?: bool
   return { result: await run, lines, seqs };
 }
 
+/** `start` starts and follows a run; a run id reattaches to it. Resolves to the process exit code. */
+export async function main(arg: string | undefined): Promise<number> {
+  if (arg === undefined || arg === "start") {
+    await start();
+    return 0;
+  }
+  const { result } = await reattach(arg);
+  return result.status === "succeeded" ? 0 : 1;
+}
+
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  const arg = process.argv[2];
-  const task = arg === undefined || arg === "start" ? start().then(() => 0) : reattach(arg).then(({ result }) => (result.status === "succeeded" ? 0 : 1));
-  task.then(
+  main(process.argv[2]).then(
     (code) => process.exit(code),
     (err: unknown) => {
       console.error(err);

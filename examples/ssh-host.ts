@@ -9,15 +9,17 @@
  */
 import { resolve, dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { Runctl, sshHosts, type Checkpoint, type RunEvent, type RunResult, type SshHost } from "runctl";
+import { Runctl, isRunctlError, sshHosts, type Checkpoint, type HyperparamValue, type RunEvent, type RunResult, type SshHost } from "runctl";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
 export interface SshHostExampleOptions {
   /** The machine. */
   readonly host: SshHost;
-  /** Hyperparameters merged over the defaults. */
-  readonly hyperparams?: Readonly<Record<string, string | number | boolean>>;
+  /** Hyperparameters merged over the defaults (any JSON value: strings arrive verbatim). */
+  readonly hyperparams?: Readonly<Record<string, HyperparamValue>>;
+  /** The training script inside training/. @defaultValue "train_mnist_e2e.py" */
+  readonly script?: string;
   /** Remove the run folder on the host at the end. @defaultValue true */
   readonly cleanup?: boolean;
   /** Called with every event. */
@@ -32,7 +34,7 @@ export async function main(options: SshHostExampleOptions): Promise<{ result: Ru
     .sync(join(here, "..", "training"))
     .setup({ requirements: "requirements.txt", pip: { noIndex: true } })
     .checkpoints({ keep: 2 })
-    .train("train_mnist_e2e.py", {
+    .train(options.script ?? "train_mnist_e2e.py", {
       hyperparams: { lr: 0.5, steps: 40, "checkpoint-every": 10, ...options.hyperparams },
       cleanup: options.cleanup ?? true,
     });
@@ -70,7 +72,8 @@ if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1]
   }).then(
     ({ result }) => process.exit(result.status === "succeeded" ? 0 : 1),
     (err: unknown) => {
-      console.error(err);
+      // Connection problems (HOST_UNREACHABLE, AUTH_FAILED, HOST_KEY_MISMATCH) reject before anything runs.
+      console.error(isRunctlError(err) ? `${err.code}: ${err.message}` : err);
       process.exit(1);
     },
   );

@@ -19,6 +19,7 @@ export type * from "./run/events.js";
 export type { AttachOptions } from "./engine/attach-run.js";
 export type { PlanSummary } from "./engine/plan-summary.js";
 export type { ProvisionedMachine } from "./engine/provisioned-machine.js";
+export type { SyncResult } from "./sync/sync-tree.js";
 
 export { local } from "./providers/local/index.js";
 export type { LocalProviderOptions } from "./providers/local/index.js";

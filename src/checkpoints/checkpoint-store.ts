@@ -24,16 +24,21 @@ export interface CheckpointCallOptions {
  * ```
  */
 export interface Checkpoint {
+  /** The run that committed it. */
   readonly runId: string;
   /** The storage it lives in. */
   readonly storage: Storage;
+  /** The checkpoint's name (its file or folder name in the trainer's checkpoint folder). */
   readonly name: string;
   /** Training step, when known. */
   readonly step: number | null;
   /** Commit number within its run (newest is highest). */
   readonly seq: number;
+  /** When it was committed (the manifest's `createdAt`). */
   readonly createdAt: Date;
+  /** Total size of its files in bytes. */
   readonly totalBytes: number;
+  /** Its parsed `manifest.json`: every file with its size and sha256. */
   readonly manifest: CheckpointManifest;
   /**
    * Downloads into `dest` (a `dir` checkpoint's files under `dest/`, a `file` checkpoint as
@@ -47,9 +52,15 @@ export interface Checkpoint {
 
 /** What {@link Checkpoint.verify} found. */
 export interface CheckpointVerification {
+  /** True when every file is present with the manifest's size and sha256 (`problems` is empty). */
   readonly ok: boolean;
   /** Files that are missing or whose bytes differ from the manifest. */
-  readonly problems: readonly { readonly path: string; readonly reason: string }[];
+  readonly problems: readonly {
+    /** The file's path within the checkpoint, as in the manifest. */
+    readonly path: string;
+    /** What is wrong, in words (`missing`, a size mismatch, `sha256 differs`). */
+    readonly reason: string;
+  }[];
 }
 
 /**
@@ -63,6 +74,7 @@ export interface CheckpointVerification {
  * ```
  */
 export interface CheckpointStore {
+  /** The run whose checkpoints this store reads. */
   readonly runId: string;
   /** Committed checkpoints, oldest first (by commit `seq`). */
   list(options?: CheckpointCallOptions): Promise<Checkpoint[]>;
@@ -74,7 +86,14 @@ export interface CheckpointStore {
    * Downloads the newest checkpoint whose bytes verify, falling back to older ones past corrupt ones.
    * Throws CHECKPOINT_NOT_FOUND when none verifies.
    */
-  downloadLatest(dest: string, options?: CheckpointCallOptions): Promise<{ checkpoint: Checkpoint; path: string; skipped: string[] }>;
+  downloadLatest(dest: string, options?: CheckpointCallOptions): Promise<{
+    /** The checkpoint that was downloaded. */
+    checkpoint: Checkpoint;
+    /** The local path of the downloaded checkpoint (as {@link Checkpoint.download} returns it). */
+    path: string;
+    /** Names of newer checkpoints passed over because they were corrupt, newest first. */
+    skipped: string[];
+  }>;
   /** Deletes all but the newest `keep` checkpoints (manifest first, so readers never see half of one). */
   prune(options: CheckpointCallOptions & { readonly keep: number }): Promise<string[]>;
 }

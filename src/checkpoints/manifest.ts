@@ -12,10 +12,11 @@ export const checkpointManifestSchema = z.object({
   hyperparamsHash: z.string().nullable().optional(),
   files: z.array(z.object({ path: z.string().min(1), size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
   totalBytes: z.number().int().nonnegative(),
-});
+}) satisfies z.ZodType<CheckpointManifest>;
 
 /**
  * A committed checkpoint's manifest: every file with its size and sha256, written last.
+ * Exactly the output type of {@link checkpointManifestSchema} (checked at compile time).
  *
  * @example
  * ```ts
@@ -23,7 +24,40 @@ export const checkpointManifestSchema = z.object({
  * console.log(m.step, m.files.length);
  * ```
  */
-export type CheckpointManifest = z.infer<typeof checkpointManifestSchema>;
+export interface CheckpointManifest {
+  /** Manifest format version; always 1. */
+  version: 1;
+  /** The run that committed the checkpoint. */
+  runId: string;
+  /** The checkpoint's name (its file or folder name in the trainer's checkpoint folder). */
+  name: string;
+  /** `file`: a single file (`files[0].path` is `name`); `dir`: a folder (paths relative to it). */
+  kind: "file" | "dir";
+  /** Training step: from `<name>.done`, else the last number in `name`; null when neither gives one. */
+  step: number | null;
+  /** Commit number within the run: one more per commit; readers order by it. */
+  seq: number;
+  /** When the checkpoint was committed (ISO 8601). */
+  createdAt: string;
+  /** sha256 of the run's hyperparameters as canonical JSON; null or absent when unknown. */
+  hyperparamsHash?: string | null | undefined;
+  /** Every file of the checkpoint. */
+  files: {
+    /** Path relative to the checkpoint (POSIX); stored under `files/<path>`. */
+    path: string;
+    /** Size in bytes. */
+    size: number;
+    /** sha256 of the file's bytes, lowercase hex. */
+    sha256: string;
+  }[];
+  /** Sum of the files' sizes in bytes. */
+  totalBytes: number;
+}
+
+/** Compile-time proof that {@link CheckpointManifest} is exactly what the schema parses to. */
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+type Assert<T extends true> = T;
+type ManifestMatchesSchema = Assert<Equal<z.infer<typeof checkpointManifestSchema>, CheckpointManifest>>;
 
 /** Storage keys of the checkpoint layout (see docs/agent-protocol.md). */
 export const checkpointKeys = {

@@ -16,12 +16,15 @@ export interface RunEventBase {
 
 /** The run entered a phase. */
 export interface PhaseEvent extends RunEventBase {
+  /** Discriminator: always `"phase"`. */
   readonly type: "phase";
+  /** The phase the run has just entered. */
   readonly phase: RunPhase;
 }
 
 /** One line of setup or trainer output (stdout and stderr, as written to `train.log`). */
 export interface LogEvent extends RunEventBase {
+  /** Discriminator: always `"log"`. */
   readonly type: "log";
   /** The line, without its newline. */
   readonly line: string;
@@ -31,6 +34,7 @@ export interface LogEvent extends RunEventBase {
 
 /** A metric line (`RUNCTL_METRIC {...}` or the user's pattern) parsed into values. */
 export interface MetricEvent extends RunEventBase {
+  /** Discriminator: always `"metric"`. */
   readonly type: "metric";
   /** The parsed values, e.g. `{ step: 10, loss: 0.3 }`. */
   readonly values: Readonly<Record<string, unknown>>;
@@ -40,30 +44,43 @@ export interface MetricEvent extends RunEventBase {
 
 /** The code reached the machine. */
 export interface SyncEvent extends RunEventBase {
+  /** Discriminator: always `"sync"`. */
   readonly type: "sync";
+  /** Files in the synced tree (after ignore rules). */
   readonly files: number;
+  /** Total bytes of the synced tree. */
   readonly bytes: number;
+  /** Files actually sent (new or changed); 0 when the machine was already up to date. */
   readonly uploadedFiles: number;
+  /** Content bytes actually sent. */
   readonly uploadedBytes: number;
+  /** Files deleted on the machine because they no longer exist locally. */
   readonly deletedFiles: number;
+  /** Wall time of the sync, retries included. */
   readonly durationMs: number;
 }
 
 /** The Python environment is ready. */
 export interface SetupEvent extends RunEventBase {
+  /** Discriminator: always `"setup"`. */
   readonly type: "setup";
   /** The venv's path on the machine. */
   readonly venv: string;
   /** Whether an existing venv (same requirements hash) was reused. */
   readonly reused: boolean;
+  /** Time taken to create or reuse the venv and install into it. */
   readonly durationMs: number;
 }
 
 /** A checkpoint was restored before training started (`RUNCTL_RESUME_FROM`). */
 export interface ResumedEvent extends RunEventBase {
+  /** Discriminator: always `"resumed"`. */
   readonly type: "resumed";
+  /** Name of the restored checkpoint. */
   readonly name: string;
+  /** Training step of the restored checkpoint; null when unknown. */
   readonly step: number | null;
+  /** The run that committed the restored checkpoint. */
   readonly fromRunId: string;
   /** Path on the machine the trainer resumes from. */
   readonly path: string;
@@ -71,12 +88,17 @@ export interface ResumedEvent extends RunEventBase {
 
 /** A checkpoint was committed to storage (its manifest exists; it is now visible to readers). */
 export interface CheckpointEvent extends RunEventBase {
+  /** Discriminator: always `"checkpoint"`. */
   readonly type: "checkpoint";
+  /** The checkpoint's name (its file or folder name in the checkpoint folder). */
   readonly name: string;
+  /** Training step: from `<name>.done`, else the last number in the name; null when neither gives one. */
   readonly step: number | null;
   /** Commit number within the run. */
   readonly commitSeq: number;
+  /** Number of files committed. */
   readonly files: number;
+  /** Total bytes committed. */
   readonly bytes: number;
   /** Where it was stored. */
   readonly location: string;
@@ -84,34 +106,47 @@ export interface CheckpointEvent extends RunEventBase {
 
 /** The machine received an interruption notice (spot) or was lost. */
 export interface InterruptionEvent extends RunEventBase {
+  /** Discriminator: always `"interruption"`. */
   readonly type: "interruption";
+  /** Why the machine was interrupted, in words. */
   readonly reason: string;
 }
 
 /** The run resumed on a new machine after an interruption. */
 export interface RecoveredEvent extends RunEventBase {
+  /** Discriminator: always `"recovered"`. */
   readonly type: "recovered";
+  /** Which recovery this is (1 for the first). */
   readonly attempt: number;
+  /** Name of the checkpoint training resumed from; null when it restarted without one. */
   readonly fromCheckpoint: string | null;
 }
 
 /** Accrued cost so far. */
 export interface CostEvent extends RunEventBase {
+  /** Discriminator: always `"cost"`. */
   readonly type: "cost";
+  /** Cost accrued so far, in US dollars. */
   readonly usd: number;
+  /** Current price per hour of the machine, in US dollars. */
   readonly hourlyUsd: number;
 }
 
 /** Something the user should know that does not stop the run. */
 export interface WarningEvent extends RunEventBase {
+  /** Discriminator: always `"warning"`. */
   readonly type: "warning";
+  /** What happened, for people. */
   readonly message: string;
+  /** A short machine-readable kind (e.g. `SYNC`, `RECONNECTING`, `SIGNAL`); absent for the agent's own warnings. */
   readonly code?: string;
 }
 
 /** The error that ended a run, in JSON form. */
 export interface RunErrorInfo {
+  /** The error's code (a `RunctlErrorCode`, e.g. `SETUP_FAILED`, `TRAINING_FAILED`). */
   readonly code: string;
+  /** What went wrong, for people. */
   readonly message: string;
   /** Last output of the failing step (pip's message for a failed setup). */
   readonly outputTail?: string;
@@ -119,11 +154,17 @@ export interface RunErrorInfo {
 
 /** The run ended. Always the last event. */
 export interface ExitEvent extends RunEventBase {
+  /** Discriminator: always `"exit"`. */
   readonly type: "exit";
+  /** How the run ended. */
   readonly status: RunStatus;
+  /** The trainer's exit code; null if it never ran or was killed by a signal. */
   readonly exitCode: number | null;
+  /** The signal that ended the trainer (e.g. `"SIGKILL"`), or null. */
   readonly signal: string | null;
+  /** Wall time from `.train()` to the end. */
   readonly durationMs: number;
+  /** Why the run failed, when it did. */
   readonly error?: RunErrorInfo;
 }
 

@@ -2,10 +2,13 @@ import type { RunErrorInfo, RunStatus } from "./events.js";
 
 /** A checkpoint committed during the run, as reported by the agent. */
 export interface CommittedCheckpoint {
+  /** The checkpoint's name. */
   readonly name: string;
+  /** Training step, when known; otherwise null. */
   readonly step: number | null;
   /** Commit number within the run. */
   readonly commitSeq: number;
+  /** Where it was stored (the checkpoint's folder in storage, as the agent sees it). */
   readonly location: string;
 }
 
@@ -20,7 +23,9 @@ export interface CommittedCheckpoint {
  * ```
  */
 export interface RunResult {
+  /** The run's id. */
   readonly runId: string;
+  /** How the run ended. */
   readonly status: RunStatus;
   /** The trainer's exit code; null if it never ran or was killed by a signal. */
   readonly exitCode: number | null;
@@ -35,5 +40,12 @@ export interface RunResult {
   /** Restarts after interruptions (recovery arrives with the spot issue). */
   readonly restarts: number;
   /** Where it ran. */
-  readonly machine?: { readonly provider: string; readonly id: string; readonly address: string };
+  readonly machine?: {
+    /** The provider's name (`local`, `ssh-hosts`, `ec2`). */
+    readonly provider: string;
+    /** The machine's id within its provider. */
+    readonly id: string;
+    /** The machine's host name or address. */
+    readonly address: string;
+  };
 }
