@@ -22,9 +22,21 @@ export interface PlanSummary {
   /** What the sync would send (no machine is contacted). */
   readonly sync?: Pick<SyncPlan, "root" | "files" | "bytes" | "largest" | "warnings" | "tooLarge">;
   /** Where checkpoints would be committed. */
-  readonly checkpoints: { readonly storage: string | null; readonly keep: number | null };
+  readonly checkpoints: {
+    /** The storage's URI; null when none is configured and the machine cannot share the local one. */
+    readonly storage: string | null;
+    /** How many committed checkpoints are kept; null to keep all. */
+    readonly keep: number | null;
+  };
   /** Cost estimate: price per hour, and the total when a maximum duration is set. */
-  readonly estimate: { readonly hourlyUsd: number; readonly maxDurationMs: number | null; readonly maxTotalUsd: number | null };
+  readonly estimate: {
+    /** The provider's expected price per hour, in US dollars. */
+    readonly hourlyUsd: number;
+    /** The `.budget()` maximum duration; null when none is set. */
+    readonly maxDurationMs: number | null;
+    /** `hourlyUsd` times the maximum duration in hours; null when no maximum duration is set. */
+    readonly maxTotalUsd: number | null;
+  };
 }
 
 /** Builds the {@link PlanSummary}. Reads local files only; creates nothing. */

@@ -13,6 +13,7 @@ import type { RunResult } from "../run/run-result.js";
 import { localDir } from "../storage/local-dir/local-dir-storage.js";
 import type { Storage, StorageDescriptor } from "../storage/types.js";
 import { syncTree } from "../sync/sync-tree.js";
+import { KeyedMutex } from "../util/keyed-mutex.js";
 import { runctlHome } from "../util/runctl-home.js";
 import { buildAgentSpec, type AgentSpec } from "./agent-spec.js";
 import { RunSession, type LaunchedRun } from "./run-session.js";
@@ -57,6 +58,9 @@ function resolveResume(state: PlanState, storage: Storage | undefined): AgentSpe
   const name = "manifest" in source ? source.name : (source.name ?? null);
   return { storage: descriptorOf(from, state), runId: source.runId, name };
 }
+
+/** Runs of this process syncing into the same mirror take turns. */
+const mirrorLocks = new KeyedMutex();
 
 /** Where a synced folder is mirrored on a machine: one mirror per local folder, updated incrementally. */
 function mirrorKey(localDirPath: string): string {
@@ -106,24 +110,29 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
         });
       }
       const agent = await ensureAgent(machine, { signal });
+      const target = machine;
       const runDir = posix.join(machine.rootDir, "runs", runId);
       let mirrorDir: string | null = null;
-      if (state.sync) {
+      const sync = state.sync;
+      if (sync) {
         session.emit({ type: "phase", phase: "syncing" });
-        mirrorDir = posix.join(machine.rootDir, "work", mirrorKey(state.sync.dir));
-        const synced = await syncTree({
-          transport: machine.transport,
-          python: agent.python,
-          agentPath: agent.path,
-          localDir: state.sync.dir,
-          remoteDir: mirrorDir,
-          ignore: state.sync.options.ignore ?? [],
-          extraExcludes: state.checkpoints?.dir && !posix.isAbsolute(state.checkpoints.dir) ? [`/${state.checkpoints.dir}`] : [],
-          hashCachePath: join(runctlHome(), "cache", `hashes-${mirrorKey(state.sync.dir)}.json`),
-          signal,
-          ...(state.sync.options.maxBytes !== undefined ? { maxBytes: state.sync.options.maxBytes } : {}),
-          ...(state.sync.options.maxFiles !== undefined ? { maxFiles: state.sync.options.maxFiles } : {}),
-        });
+        const mirror = posix.join(machine.rootDir, "work", mirrorKey(sync.dir));
+        mirrorDir = mirror;
+        const synced = await mirrorLocks.run(`${machine.provider}:${machine.id}:${mirror}`, () =>
+          syncTree({
+            transport: target.transport,
+            python: agent.python,
+            agentPath: agent.path,
+            localDir: sync.dir,
+            remoteDir: mirror,
+            ignore: sync.options.ignore ?? [],
+            extraExcludes: state.checkpoints?.dir && !posix.isAbsolute(state.checkpoints.dir) ? [`/${state.checkpoints.dir}`] : [],
+            hashCachePath: join(runctlHome(), "cache", `hashes-${mirrorKey(sync.dir)}.json`),
+            signal,
+            ...(sync.options.maxBytes !== undefined ? { maxBytes: sync.options.maxBytes } : {}),
+            ...(sync.options.maxFiles !== undefined ? { maxFiles: sync.options.maxFiles } : {}),
+          }),
+        );
         for (const warning of synced.warnings) session.emit({ type: "warning", code: "SYNC", message: warning });
         session.emit({
           type: "sync",

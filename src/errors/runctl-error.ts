@@ -73,7 +73,18 @@ export class RunctlError extends Error {
   }
 
   /** A JSON-safe form, used in event journals and `error` fields of results. */
-  toJSON(): { name: string; code: RunctlErrorCode; message: string; retryable: boolean; details: Readonly<Record<string, unknown>> } {
+  toJSON(): {
+    /** The error class's name (`RunctlError`, `CommandError`). */
+    name: string;
+    /** Stable machine-readable code. */
+    code: RunctlErrorCode;
+    /** What went wrong, for people. */
+    message: string;
+    /** Whether the same call may succeed when repeated. */
+    retryable: boolean;
+    /** Structured facts about the failure (never secrets). */
+    details: Readonly<Record<string, unknown>>;
+  } {
     return { name: this.name, code: this.code, message: this.message, retryable: this.retryable, details: this.details };
   }
 }

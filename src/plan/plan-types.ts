@@ -65,7 +65,14 @@ export interface BudgetOptions {
 export type ResumeSource =
   | Checkpoint
   | string
-  | { readonly runId: string; readonly storage?: Storage; readonly name?: string };
+  | {
+      /** The run whose checkpoint to restore. */
+      readonly runId: string;
+      /** The storage holding that run's checkpoints. @defaultValue this plan's checkpoint storage */
+      readonly storage?: Storage;
+      /** The checkpoint to restore. @defaultValue the newest one that verifies */
+      readonly name?: string;
+    };
 
 /** How a canceled run is stopped. `detach` leaves it running and stops following it. */
 export type CancelStrategy = "detach" | "interrupt" | "kill";

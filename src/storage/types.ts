@@ -22,7 +22,12 @@ export interface StorageCallOptions {
  * How the agent on a machine reaches a storage: a folder it can see, or (S3 issue) a bucket.
  * Plain JSON; it is written into the machine's `spec.json`.
  */
-export type StorageDescriptor = { readonly kind: "dir"; readonly path: string };
+export type StorageDescriptor = {
+  /** `dir`: a folder the machine can see. */
+  readonly kind: "dir";
+  /** The folder's absolute path on the machine. */
+  readonly path: string;
+};
 
 /**
  * Where checkpoints, data and run records live. Small and structural: implement it to add a backend.

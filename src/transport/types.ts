@@ -9,7 +9,12 @@ import type { Readable } from "node:stream";
  * const b: Command = { script: "nvidia-smi || true" };
  * ```
  */
-export type Command = readonly string[] | { readonly script: string };
+export type Command =
+  | readonly string[]
+  | {
+      /** A POSIX `sh` script, run as is (the caller is responsible for quoting). */
+      readonly script: string;
+    };
 
 /** Options of {@link Transport.exec}. */
 export interface ExecOptions {
@@ -45,7 +50,9 @@ export interface ExecResult {
 
 /** One chunk of output, in arrival order. */
 export interface OutputChunk {
+  /** Which stream the bytes came from. */
   readonly stream: "stdout" | "stderr";
+  /** The raw bytes, as received (not split into lines). */
   readonly data: Uint8Array;
 }
 

@@ -1,0 +1,68 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { HyperparamValue, RunEvent, SshHost } from "runctl";
+import { main as sshHostExample } from "../../examples/ssh-host.js";
+import { leaseTestHosts, type HostLease, type TestHost } from "../testbed/inject.js";
+import { inspectorOf, sshHostOf } from "../support/ssh-hosts.js";
+import { useTempRunctlHome } from "../support/temp-home.js";
+
+useTempRunctlHome("e2e-ssh-hyperparams");
+let lease: HostLease;
+let testHost: TestHost;
+let host: SshHost;
+
+beforeAll(async () => {
+  lease = await leaseTestHosts(1);
+  testHost = lease.hosts[0]!;
+  host = await sshHostOf(testHost);
+});
+afterAll(async () => lease?.release());
+
+describe("hyperparameters on an SSH host", () => {
+  it("reach the remote trainer exactly, in argv and RUNCTL_HPARAMS: spaces, quotes, $, ;, newlines, lists, nested objects", async () => {
+    // Everything a shell between client and trainer would mangle (the SSH exec is a shell string on the host).
+    const hostile: Record<string, HyperparamValue> = {
+      name: "it's a \"test\" with $HOME and `id`; rm -rf / && echo pwned",
+      multiline: "line one\nline two\n\ttabbed",
+      empty: "",
+      dashes: "--lr",
+      unicode: "naïve ☃ 学习",
+      glob: "* ~ $(id) \\n \\\\ 'single' > /tmp/pwned",
+      spaces: "  leading and trailing  ",
+      layers: [64, 32, 16],
+      nested: { optimizer: { name: "adam", betas: [0.9, 0.999] }, schedule: null, flags: [true, false] },
+      long: "x".repeat(10_000),
+    };
+    const events: RunEvent[] = [];
+    const { result, lines } = await sshHostExample({ host, verbose: false, hyperparams: { ...hostile, "echo-hparams": true, steps: 3 }, onEvent: (e) => events.push(e) });
+    expect(result.status, JSON.stringify(result.error)).toBe("succeeded");
+    expect(result.machine?.address).toBe(testHost.address);
+
+    const echo = lines.filter((l) => l.startsWith("RUNCTL_HPARAMS_ECHO "));
+    expect(echo).toHaveLength(1);
+    const received = JSON.parse(echo[0]!.slice("RUNCTL_HPARAMS_ECHO ".length)) as { argv_list: string[]; env: Record<string, unknown> };
+    // argv is exactly `--key value` pairs: no value was split, merged or dropped on the way.
+    const argv = received.argv_list;
+    expect(argv.length % 2).toBe(0);
+    const pairs = new Map<string, string>();
+    for (let i = 0; i < argv.length; i += 2) {
+      expect(argv[i]!.startsWith("--"), `argv[${i}] = ${JSON.stringify(argv[i])}`).toBe(true);
+      pairs.set(argv[i]!.slice(2), argv[i + 1]!);
+    }
+    for (const [key, value] of Object.entries(hostile)) {
+      // argv: strings verbatim, everything else as JSON text; RUNCTL_HPARAMS: the JSON value itself.
+      expect(pairs.get(key), key).toBe(typeof value === "string" ? value : JSON.stringify(value));
+      expect(received.env[key], key).toEqual(value);
+    }
+    expect(pairs.get("echo-hparams")).toBe("true");
+    expect(received.env["steps"]).toBe(3);
+    // Nothing the strings could have run on the host did.
+    expect(lines.some((l) => l.includes("pwned") && !l.startsWith("RUNCTL_HPARAMS_ECHO ") && !l.startsWith("HPARAMS "))).toBe(false);
+    const inspector = await inspectorOf(testHost);
+    try {
+      expect((await inspector.exec(["test", "-e", "/tmp/pwned"])).exitCode).toBe(1);
+    } finally {
+      await inspector.close();
+    }
+    expect(events.at(-1)).toMatchObject({ type: "exit", status: "succeeded", exitCode: 0 });
+  });
+});
