@@ -1644,12 +1644,14 @@ def build_manifest(root, cache=None):
             rel = os.path.relpath(full, root).replace(os.sep, "/")
             c = cache.get(rel)
             # mtimeNs is stored as a string: nanoseconds since 1970 exceed a JS number's exact range.
-            if isinstance(c, dict) and c.get("size") == st.st_size and c.get("mtimeNs") == str(st.st_mtime_ns) and c.get("sha256"):
+            # ctime too: an edit that restores the mtime (touch -r, cp -p) still changes the ctime.
+            if (isinstance(c, dict) and c.get("size") == st.st_size and c.get("mtimeNs") == str(st.st_mtime_ns)
+                    and c.get("ctimeNs") == str(st.st_ctime_ns) and c.get("sha256")):
                 digest = c["sha256"]
             else:
                 digest = sha256_file(full)
             files[rel] = {"size": st.st_size, "mode": stat.S_IMODE(st.st_mode), "sha256": digest}
-            new_cache[rel] = {"size": st.st_size, "mtimeNs": str(st.st_mtime_ns), "sha256": digest}
+            new_cache[rel] = {"size": st.st_size, "mtimeNs": str(st.st_mtime_ns), "ctimeNs": str(st.st_ctime_ns), "sha256": digest}
     try:
         atomic_write(cache_path_for(root), json.dumps({"version": 1, "entries": new_cache}, separators=(",", ":")).encode("utf-8"))
     except OSError:

@@ -16,7 +16,7 @@ export const checkpointManifestSchema = z.object({
 
 /**
  * A committed checkpoint's manifest: every file with its size and sha256, written last.
- * Exactly the output type of {@link checkpointManifestSchema} (checked at compile time).
+ * Exactly the output type of `checkpointManifestSchema` (checked at compile time).
  *
  * @example
  * ```ts

@@ -130,11 +130,11 @@ describe("code sync to an SSH host", () => {
     // The emptied folder is gone too.
     expect((await inspector.exec(["test", "-e", `${remoteDir}/configs`])).exitCode).toBe(1);
 
-    // 4. Behind runctl's back on the host: a same-size edit, an append, a deleted file, a stray file, a mode change.
+    // 4. Behind runctl's back on the host: a same-size edit that restores the mtime, an append, a deleted file, a stray file, a mode change.
     const tamper = await inspector.exec([
       "sh",
       "-c",
-      'cd "$1" && sed -i s/content/CONTENT/ model/net.py && echo junk >> sub/visible.txt && rm data/labels.csv && echo stray > stray.txt && chmod 644 run.sh',
+      'cd "$1" && touch -r model/net.py ../.ref && sed -i s/content/CONTENT/ model/net.py && touch -r ../.ref model/net.py && rm ../.ref && echo junk >> sub/visible.txt && rm data/labels.csv && echo stray > stray.txt && chmod 644 run.sh',
       "sh",
       remoteDir,
     ]);
