@@ -10,6 +10,7 @@
 import { resolve, dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Runctl, isRunctlError, sshHosts, type Checkpoint, type HyperparamValue, type RunEvent, type RunResult, type SshHost } from "runctl";
+import { sshHostsFromEnv } from "./ssh-env.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -53,22 +54,13 @@ export async function main(options: SshHostExampleOptions): Promise<{ result: Ru
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  const target = process.env["RUNCTL_SSH_HOST"];
+  const [target] = sshHostsFromEnv();
   if (!target) {
     console.error("set RUNCTL_SSH_HOST=user@host[:port] (and RUNCTL_SSH_KEY, RUNCTL_SSH_KNOWN_HOSTS if needed)");
     process.exit(2);
   }
-  const m = /^(?:([^@]+)@)?([^:]+)(?::(\d+))?$/.exec(target);
-  const key = process.env["RUNCTL_SSH_KEY"];
-  const knownHosts = process.env["RUNCTL_SSH_KNOWN_HOSTS"];
   main({
-    host: {
-      host: m?.[2] ?? target,
-      ...(m?.[1] ? { username: m[1] } : {}),
-      ...(m?.[3] ? { port: Number(m[3]) } : {}),
-      ...(key ? { privateKeyPath: key } : {}),
-      ...(knownHosts ? { knownHostsPath: knownHosts } : {}),
-    },
+    host: target,
   }).then(
     ({ result }) => process.exit(result.status === "succeeded" ? 0 : 1),
     (err: unknown) => {

@@ -12,6 +12,7 @@
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Runctl, isRunctlError, sshHosts, type RunResult, type SetupEvent, type SshHost, type SyncEvent } from "runctl";
+import { sshHostsFromEnv } from "./ssh-env.js";
 
 export interface SshRequirementsOptions {
   /** The machine. */
@@ -55,23 +56,14 @@ export async function main(options: SshRequirementsOptions): Promise<{ result: R
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  const target = process.env["RUNCTL_SSH_HOST"];
+  const [target] = sshHostsFromEnv();
   const [projectDir, script, wheelhouse] = process.argv.slice(2);
   if (!target || !projectDir || !script) {
     console.error("usage: RUNCTL_SSH_HOST=user@host[:port] [RUNCTL_SSH_KEY=...] [RUNCTL_SSH_KNOWN_HOSTS=...] npx tsx examples/ssh-requirements.ts <project-dir> <script> [wheelhouse]");
     process.exit(2);
   }
-  const m = /^(?:([^@]+)@)?([^:]+)(?::(\d+))?$/.exec(target);
-  const key = process.env["RUNCTL_SSH_KEY"];
-  const knownHosts = process.env["RUNCTL_SSH_KNOWN_HOSTS"];
   main({
-    host: {
-      host: m?.[2] ?? target,
-      ...(m?.[1] ? { username: m[1] } : {}),
-      ...(m?.[3] ? { port: Number(m[3]) } : {}),
-      ...(key ? { privateKeyPath: key } : {}),
-      ...(knownHosts ? { knownHostsPath: knownHosts } : {}),
-    },
+    host: target,
     projectDir,
     script,
     ...(wheelhouse ? { wheelhouse } : {}),

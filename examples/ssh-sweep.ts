@@ -11,6 +11,7 @@
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Runctl, isRunctlError, sshHosts, type Checkpoint, type HyperparamValue, type RunEvent, type RunResult, type SshHost } from "runctl";
+import { sshHostsFromEnv } from "./ssh-env.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -65,23 +66,11 @@ export async function main(options: SshSweepOptions): Promise<SweepOutcome[]> {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  const targets = (process.env["RUNCTL_SSH_HOSTS"] ?? "").split(",").filter(Boolean);
-  if (targets.length === 0) {
+  const hosts = sshHostsFromEnv("RUNCTL_SSH_HOSTS");
+  if (hosts.length === 0) {
     console.error("set RUNCTL_SSH_HOSTS=user@host1,user@host2[:port],... (and RUNCTL_SSH_KEY, RUNCTL_SSH_KNOWN_HOSTS if needed)");
     process.exit(2);
   }
-  const key = process.env["RUNCTL_SSH_KEY"];
-  const knownHosts = process.env["RUNCTL_SSH_KNOWN_HOSTS"];
-  const hosts = targets.map((target): SshHost => {
-    const m = /^(?:([^@]+)@)?([^:]+)(?::(\d+))?$/.exec(target);
-    return {
-      host: m?.[2] ?? target,
-      ...(m?.[1] ? { username: m[1] } : {}),
-      ...(m?.[3] ? { port: Number(m[3]) } : {}),
-      ...(key ? { privateKeyPath: key } : {}),
-      ...(knownHosts ? { knownHostsPath: knownHosts } : {}),
-    };
-  });
   main({ hosts }).then(
     (outcomes) => {
       const best = outcomes.filter((o) => o.testAccuracy !== undefined).sort((a, b) => b.testAccuracy! - a.testAccuracy!)[0];

@@ -11,6 +11,7 @@
 import { basename, posix, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Runctl, isRunctlError, sshHosts, type SshHost, type SyncResult } from "runctl";
+import { sshHostsFromEnv } from "./ssh-env.js";
 
 export interface SyncToHostOptions {
   /** The machine. */
@@ -44,23 +45,14 @@ export async function main(options: SyncToHostOptions): Promise<{ result: SyncRe
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  const target = process.env["RUNCTL_SSH_HOST"];
+  const [target] = sshHostsFromEnv();
   const [localDir, remoteDir] = process.argv.slice(2);
   if (!target || !localDir) {
     console.error("usage: RUNCTL_SSH_HOST=user@host[:port] [RUNCTL_SSH_KEY=...] [RUNCTL_SSH_KNOWN_HOSTS=...] npx tsx examples/sync-to-host.ts <local-dir> [remote-dir]");
     process.exit(2);
   }
-  const m = /^(?:([^@]+)@)?([^:]+)(?::(\d+))?$/.exec(target);
-  const key = process.env["RUNCTL_SSH_KEY"];
-  const knownHosts = process.env["RUNCTL_SSH_KNOWN_HOSTS"];
   main({
-    host: {
-      host: m?.[2] ?? target,
-      ...(m?.[1] ? { username: m[1] } : {}),
-      ...(m?.[3] ? { port: Number(m[3]) } : {}),
-      ...(key ? { privateKeyPath: key } : {}),
-      ...(knownHosts ? { knownHostsPath: knownHosts } : {}),
-    },
+    host: target,
     localDir,
     ...(remoteDir ? { remoteDir } : {}),
   }).then(

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, readdirSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Runctl, RunctlError, local, localDir, type RunEvent } from "runctl";
+import { Runctl, RunctlError, localDir, type RunEvent } from "runctl";
 import { main as quickstart } from "../../examples/quickstart.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
 
