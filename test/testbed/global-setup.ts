@@ -3,8 +3,10 @@
  * (`inject("runctlTestbed")`, typed in inject.ts) and tears it down at the end.
  *
  * Settings (environment): RUNCTL_TESTBED_HOSTS (default 4), RUNCTL_TESTBED_SUBNET_BASE (default 10.77),
- * RUNCTL_TESTBED_DIR (default <repo>/.runctl-testbed).
+ * RUNCTL_TESTBED_DIR (default <repo>/.runctl-testbed, or /var/tmp/runctl-testbed-<hash> when the repo
+ * is under /tmp, which the hosts cannot see).
  */
+import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
 import { startTestbed, type TestbedInfo } from "./testbed.js";
@@ -19,7 +21,7 @@ declare module "vitest" {
 /** Starts the testbed and provides its description; returns the teardown. */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const hosts = Number(process.env["RUNCTL_TESTBED_HOSTS"] ?? "4");
-  const stateDir = process.env["RUNCTL_TESTBED_DIR"] ?? fileURLToPath(new URL("../../.runctl-testbed", import.meta.url));
+  const stateDir = process.env["RUNCTL_TESTBED_DIR"] ?? defaultStateDir();
   const started = Date.now();
   const bed = await startTestbed({ hosts, stateDir });
   if (process.env["RUNCTL_TESTBED_VERBOSE"]) console.log(`[testbed] ${hosts} hosts on ${bed.info.subnet} in ${Date.now() - started} ms`);
@@ -27,4 +29,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
   return async () => {
     await bed.stop();
   };
+}
+
+/** Next to the repo, unless the repo is under /tmp: each host has a private /tmp and would not see it. */
+export function defaultStateDir(): string {
+  const repo = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
+  if (repo !== "/tmp" && !repo.startsWith("/tmp/")) return `${repo}/.runctl-testbed`;
+  return `/var/tmp/runctl-testbed-${createHash("sha256").update(repo).digest("hex").slice(0, 12)}`;
 }
