@@ -18,6 +18,7 @@ import { dirname, join, posix, relative, resolve, sep } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Runctl, isRunctlError, sshHosts, type ProvisionedMachine, type RunEvent, type RunResult, type SshHost } from "runctl";
+import { sshHostsFromEnv } from "./ssh-env.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -39,15 +40,20 @@ export function connect(host: SshHost): Promise<ProvisionedMachine> {
   return Runctl.instance(sshHosts(host)).provision();
 }
 
-/** sha256 of every regular file below `dir`, keyed by posix relative path. */
+/** runctl's default sync excludes (folders anywhere, and file patterns); .gitignore files are not read here. */
+const DEFAULT_EXCLUDED_DIRS = new Set([".git", "node_modules", "__pycache__", ".venv"]);
+const isDefaultExcluded = (rel: string): boolean => rel.split("/").some((part) => DEFAULT_EXCLUDED_DIRS.has(part)) || rel.endsWith(".pyc") || rel.endsWith("/.DS_Store") || rel === ".DS_Store";
+
+/** sha256 of every regular file below `dir` (minus runctl's default excludes), keyed by posix relative path. */
 export async function localHashes(dir: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   const entries = await readdir(dir, { recursive: true, withFileTypes: true });
   await Promise.all(
     entries
       .filter((e) => e.isFile())
-      .map(async (e) => {
-        const full = join(e.parentPath, e.name);
+      .map((e) => join(e.parentPath, e.name))
+      .filter((full) => !isDefaultExcluded(relative(dir, full).split(sep).join("/")))
+      .map(async (full) => {
         const hash = createHash("sha256");
         for await (const chunk of createReadStream(full)) hash.update(chunk as Buffer);
         out.set(relative(dir, full).split(sep).join("/"), hash.digest("hex"));
@@ -74,7 +80,8 @@ print(json.dumps(out))
 
 /**
  * Reads every file of `remoteDir` back on the host (sha256, computed there) and compares it with
- * `localDir`. Meant for trees without ignored files: it compares all regular files.
+ * `localDir`. Meant for trees that use no ignore rules beyond runctl's defaults (`.git`,
+ * `node_modules`, `__pycache__`, `.venv`, `*.pyc`, `.DS_Store`).
  */
 export async function verifyOnHost(machine: ProvisionedMachine, localDir: string, remoteDir: string): Promise<HostVerification> {
   const [local, reply] = await Promise.all([localHashes(localDir), machine.exec([machine.python, "-c", HASH_TREE_PY, remoteDir])]);
@@ -176,21 +183,11 @@ export async function trainThroughFaults(
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  const target = process.env["RUNCTL_SSH_HOST"];
-  if (!target) {
+  const [host] = sshHostsFromEnv();
+  if (!host) {
     console.error("set RUNCTL_SSH_HOST=user@host[:port] (and RUNCTL_SSH_KEY, RUNCTL_SSH_KNOWN_HOSTS if needed)");
     process.exit(2);
   }
-  const m = /^(?:([^@]+)@)?([^:]+)(?::(\d+))?$/.exec(target);
-  const key = process.env["RUNCTL_SSH_KEY"];
-  const knownHosts = process.env["RUNCTL_SSH_KNOWN_HOSTS"];
-  const host: SshHost = {
-    host: m?.[2] ?? target,
-    ...(m?.[1] ? { username: m[1] } : {}),
-    ...(m?.[3] ? { port: Number(m[3]) } : {}),
-    ...(key ? { privateKeyPath: key } : {}),
-    ...(knownHosts ? { knownHostsPath: knownHosts } : {}),
-  };
   const main = async (): Promise<number> => {
     const machine = await connect(host);
     try {
@@ -209,7 +206,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1]
   main().then(
     (code) => process.exit(code),
     (err: unknown) => {
-      console.error(err);
+      console.error(isRunctlError(err) ? `${err.code}: ${err.message}` : err);
       process.exit(1);
     },
   );

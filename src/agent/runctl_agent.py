@@ -7,6 +7,7 @@ daemon (`supervise`) that writes everything to files in the run directory, so no
 ever has to stay up.
 """
 
+import collections
 import datetime
 import errno
 import fcntl
@@ -25,6 +26,7 @@ import tarfile
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -39,6 +41,8 @@ TAIL_BYTES = 4096
 CHUNK = 1 << 20
 FOLLOW_POLL_S = 0.1
 FOLLOW_HB_S = 2.0
+SYNC_SMALL_FILE = 1 << 20  # synced files up to this size are written by the writer threads
+SYNC_WRITERS = 4
 FOLLOW_MAX_LINE = 1 << 20  # a longer unterminated line is sent in pieces, so memory stays bounded
 COMMIT_TRIES = 3
 
@@ -1701,12 +1705,42 @@ def _check_parents(root, parts, rel):
     return True
 
 
+def _write_file(target, rel, chunks, mode, cache):
+    """Write one synced file atomically (temporary name, then rename) and record its hash."""
+    tmp = tmp_name(target)
+    h = hashlib.sha256()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for b in chunks:
+            h.update(b)
+            os.write(fd, b)
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        _unlink_quiet(tmp)
+        raise
+    os.close(fd)
+    try:
+        st = os.lstat(target)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(target)  # a folder became a file
+    except FileNotFoundError:
+        pass
+    os.replace(tmp, target)
+    st = os.lstat(target)
+    # We hashed exactly the bytes we wrote; verification can trust this entry.
+    cache[rel] = {"size": st.st_size, "mtimeNs": str(st.st_mtime_ns), "ctimeNs": str(st.st_ctime_ns), "sha256": h.hexdigest()}
+
+
 def cmd_sync_apply(root):
     root = os.path.abspath(root)
     os.makedirs(root, exist_ok=True)
     cache = load_hash_cache(root)
     written = 0
     deleted = 0
+    prepared = {}
+    writers = None
+    in_flight = collections.deque()
     try:
         tf = tarfile.open(fileobj=sys.stdin.buffer, mode="r|*")
     except tarfile.TarError as e:
@@ -1738,37 +1772,29 @@ def cmd_sync_apply(root):
             if m.isdir():
                 _prepare_dirs(root, parts, rel)
                 continue
-            parent = _prepare_dirs(root, parts[:-1], rel)
+            # Most members share their folder with the previous one: check each folder once.
+            key = tuple(parts[:-1])
+            parent = prepared.get(key)
+            if parent is None:
+                parent = prepared[key] = _prepare_dirs(root, parts[:-1], rel)
             target = os.path.join(parent, parts[-1])
-            tmp = tmp_name(target)
-            h = hashlib.sha256()
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
+            mode = m.mode & 0o777  # permission bits only: setuid/setgid from a tar are never applied
+            if m.size <= SYNC_SMALL_FILE:
+                # Small files are read here (the stream is sequential) and written by a few threads:
+                # creating many files is bound by per-file syscalls, not by bytes.
+                data = tf.extractfile(m).read()
+                if writers is None:
+                    writers = ThreadPoolExecutor(max_workers=SYNC_WRITERS)
+                in_flight.append(writers.submit(_write_file, target, rel, [data], mode, cache))
+                while len(in_flight) > 4 * SYNC_WRITERS:
+                    in_flight.popleft().result()
+            else:
                 src = tf.extractfile(m)
-                while True:
-                    b = src.read(CHUNK)
-                    if not b:
-                        break
-                    h.update(b)
-                    os.write(fd, b)
-                # Permission bits only: setuid/setgid from a tar are never applied.
-                os.fchmod(fd, m.mode & 0o777)
-            except BaseException:
-                os.close(fd)
-                _unlink_quiet(tmp)
-                raise
-            os.close(fd)
-            try:
-                st = os.lstat(target)
-                if stat.S_ISDIR(st.st_mode):
-                    shutil.rmtree(target)  # a folder became a file
-            except FileNotFoundError:
-                pass
-            os.replace(tmp, target)
-            st = os.lstat(target)
-            # We hashed exactly the bytes we wrote; verification below can trust this entry.
-            cache[rel] = {"size": st.st_size, "mtimeNs": str(st.st_mtime_ns), "sha256": h.hexdigest()}
+                _write_file(target, rel, iter(lambda: src.read(CHUNK), b""), mode, cache)
             written += 1
+        for f in in_flight:
+            f.result()
+        in_flight.clear()
         if control is None:
             print_json({"ok": False, "error": "empty tar stream: .runctl-sync/control.json is missing"})
             return EXIT_USAGE
@@ -1803,6 +1829,15 @@ def cmd_sync_apply(root):
     except tarfile.TarError as e:
         print_json({"ok": False, "error": "bad tar stream: %s" % e})
         return EXIT_ERROR
+    finally:
+        # Whatever ended the stream, no write may still be under way once we answer.
+        for f in in_flight:
+            try:
+                f.result()
+            except BaseException:
+                pass
+        if writers is not None:
+            writers.shutdown(wait=True)
     files = build_manifest(root, cache)
     expect = control.get("expect")
     if not isinstance(expect, dict):

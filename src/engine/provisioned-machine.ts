@@ -1,9 +1,12 @@
+import { createHash } from "node:crypto";
+import { join } from "node:path";
 import { ensureAgent } from "../agent/install-agent.js";
 import type { Machine, Provider } from "../providers/types.js";
 import { syncTree, type SyncResult } from "../sync/sync-tree.js";
 import type { Command, ExecHandle, ExecOptions } from "../transport/types.js";
 import type { SyncOptions } from "../plan/plan-types.js";
 import { existingDir } from "../plan/validate.js";
+import { runctlHome } from "../util/runctl-home.js";
 
 /**
  * A machine you drive yourself: run commands, move files, sync a folder, release it.
@@ -42,13 +45,16 @@ export async function provisionMachine(provider: Provider, options: { readonly s
     exec: (command, execOptions) => machine.transport.exec(command, execOptions),
     async sync(localDir, remoteDir, syncOptions = {}) {
       const agent = await ensureAgent(machine, syncOptions.signal ? { signal: syncOptions.signal } : {});
+      const dir = existingDir(localDir);
       return syncTree({
         transport: machine.transport,
         python: agent.python,
         agentPath: agent.path,
-        localDir: existingDir(localDir),
+        localDir: dir,
         remoteDir,
         ignore: syncOptions.ignore ?? [],
+        // Same cache file as a run's .sync() of this folder: an unchanged tree is not re-read.
+        hashCachePath: join(runctlHome(), "cache", `hashes-${createHash("sha256").update(dir).digest("hex").slice(0, 16)}.json`),
         ...(syncOptions.maxBytes !== undefined ? { maxBytes: syncOptions.maxBytes } : {}),
         ...(syncOptions.maxFiles !== undefined ? { maxFiles: syncOptions.maxFiles } : {}),
         ...(syncOptions.signal ? { signal: syncOptions.signal } : {}),

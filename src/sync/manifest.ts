@@ -1,7 +1,8 @@
-import { constants } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import { throwIfAborted } from "../errors/runctl-error.js";
 import { HashCache } from "./hash-cache.js";
 import { createLimiter } from "./limiter.js";
@@ -159,32 +160,73 @@ export async function hashScan(
   let done = 0;
   const total = scan.files.length;
 
-  await Promise.all(
-    scan.files.map((file, index) =>
+  const fromCache = (index: number): boolean => {
+    const file = scan.files[index]!;
+    const cached = cache.get(file.path, file);
+    if (cached === undefined) return false;
+    results[index] = { path: file.path, size: file.size, mode: file.mode, sha256: cached, mtimeMs: file.mtimeMs, ino: file.ino };
+    cachedFiles++;
+    return true;
+  };
+  const hashed = (index: number, entry: Omit<LocalManifestEntry, "path">, startedAt: number): void => {
+    const file = scan.files[index]!;
+    results[index] = { path: file.path, ...entry };
+    hashedFiles++;
+    hashedBytes += entry.size;
+    cache.set(file.path, entry, entry.sha256, startedAt);
+  };
+  const skipped = (index: number, cause: unknown): void => {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT") warnings.push(`Skipped ${scan.files[index]!.path}: ${code === "ELOOP" ? "it became a symlink" : (cause as Error).message}`);
+  };
+  const progressed = (): void => {
+    done++;
+    options.onFileHashed?.(done, total);
+  };
+
+  // Small files (most of a source tree) are read with synchronous calls in short time slices: one
+  // file costs five or six filesystem calls, and through the thread pool each call's round trip costs
+  // more than the call itself (3-4x slower on a 2-CPU VM for 2,000 files). Larger files stream
+  // through the thread pool meanwhile, with bounded concurrency.
+  const small: number[] = [];
+  const large: number[] = [];
+  scan.files.forEach((file, index) => (file.size <= SMALL_FILE_BYTES ? small : large).push(index));
+  const hashSmall = async (): Promise<void> => {
+    let sliceStart = performance.now();
+    for (const index of small) {
+      throwIfAborted(options.signal);
+      if (!fromCache(index)) {
+        const startedAt = Date.now();
+        try {
+          hashed(index, hashFileSync(join(scan.root, scan.files[index]!.path)), startedAt);
+        } catch (cause) {
+          skipped(index, cause);
+        }
+      }
+      progressed();
+      if (performance.now() - sliceStart > SYNC_SLICE_MS) {
+        await yieldToEventLoop();
+        sliceStart = performance.now();
+      }
+    }
+  };
+  await Promise.all([
+    hashSmall(),
+    ...large.map((index) =>
       limit(async () => {
         throwIfAborted(options.signal);
-        const cached = cache.get(file.path, file);
-        if (cached !== undefined) {
-          results[index] = { path: file.path, size: file.size, mode: file.mode, sha256: cached, mtimeMs: file.mtimeMs, ino: file.ino };
-          cachedFiles++;
-        } else {
+        if (!fromCache(index)) {
           const startedAt = Date.now();
           try {
-            const hashed = await hashFile(join(scan.root, file.path));
-            results[index] = { path: file.path, ...hashed };
-            hashedFiles++;
-            hashedBytes += hashed.size;
-            cache.set(file.path, hashed, hashed.sha256, startedAt);
+            hashed(index, await hashFile(join(scan.root, scan.files[index]!.path)), startedAt);
           } catch (cause) {
-            const code = (cause as NodeJS.ErrnoException).code;
-            if (code !== "ENOENT") warnings.push(`Skipped ${file.path}: ${code === "ELOOP" ? "it became a symlink" : (cause as Error).message}`);
+            skipped(index, cause);
           }
         }
-        done++;
-        options.onFileHashed?.(done, total);
+        progressed();
       }),
     ),
-  );
+  ]);
   throwIfAborted(options.signal);
   await cache.save();
   const entries = results.filter((e): e is LocalManifestEntry => e !== undefined);
@@ -202,6 +244,15 @@ export async function hashScan(
  * ```
  */
 export const READ_CHUNK_BYTES = 256 * 1024;
+
+/**
+ * Files up to this size are hashed and packed with synchronous reads (in time slices of
+ * {@link SYNC_SLICE_MS}); larger ones stream asynchronously. @defaultValue 256 KiB
+ */
+export const SMALL_FILE_BYTES = READ_CHUNK_BYTES;
+
+/** Longest stretch of synchronous file reads before yielding to the event loop. @defaultValue 8 ms */
+export const SYNC_SLICE_MS = 8;
 
 // O_NOFOLLOW: a file swapped for a symlink after the scan is refused (ELOOP), never followed.
 const OPEN_FLAGS = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
@@ -237,6 +288,43 @@ export async function hashFile(absPath: string, retries = 3): Promise<Omit<Local
       }
     } finally {
       await handle.close();
+    }
+  }
+}
+
+/**
+ * {@link hashFile} with synchronous calls, for small files (no thread-pool round trips). Same result
+ * and the same re-reads while the file changes.
+ *
+ * @defaultValue retries = 3
+ * @example
+ * ```ts
+ * const { sha256 } = hashFileSync("/src/train.py");
+ * ```
+ */
+export function hashFileSync(absPath: string, retries = 3): Omit<LocalManifestEntry, "path"> {
+  for (let attempt = 1; ; attempt++) {
+    const fd = openSync(absPath, OPEN_FLAGS);
+    try {
+      const before = fstatSync(fd);
+      const hash = createHash("sha256");
+      // One byte more than the size: a short read then means end of file, without another read call.
+      const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, before.size + 1));
+      let read = 0;
+      for (;;) {
+        const bytesRead = readSync(fd, buffer, 0, buffer.length, null);
+        if (bytesRead === 0) break;
+        hash.update(buffer.subarray(0, bytesRead));
+        read += bytesRead;
+        if (bytesRead < buffer.length && read >= before.size) break;
+      }
+      const after = fstatSync(fd);
+      const stable = read === before.size && after.size === before.size && after.mtimeMs === before.mtimeMs;
+      if (stable || attempt >= retries) {
+        return { size: read, mode: after.mode & 0o777, sha256: hash.digest("hex"), mtimeMs: after.mtimeMs, ino: after.ino };
+      }
+    } finally {
+      closeSync(fd);
     }
   }
 }

@@ -1,12 +1,13 @@
-import { constants } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import tar from "tar-stream";
 import { RunctlError, abortError } from "../errors/runctl-error.js";
 import type { RemoteFileInfo } from "./diff.js";
-import { READ_CHUNK_BYTES, type LocalManifestEntry } from "./manifest.js";
+import { READ_CHUNK_BYTES, SMALL_FILE_BYTES, SYNC_SLICE_MS, type LocalManifestEntry } from "./manifest.js";
 
 /**
  * Name of the tar member that always comes first and tells the agent what to delete and expect.
@@ -101,8 +102,9 @@ const OPEN_FLAGS = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
  *
  * Each file is re-hashed while it is sent. If it no longer has the manifest's size or sha256, packing
  * fails with SYNC_VERIFY_FAILED before the member's last chunk is written, so the agent sees a truncated
- * member (a tar error) rather than a complete file with the wrong content. {@link syncTree} then
- * rebuilds the manifest and tries again.
+ * member (a tar error) rather than a complete file with the wrong content; a small file (up to
+ * {@link SMALL_FILE_BYTES}) is read whole and checked before its header is written. {@link syncTree}
+ * then rebuilds the manifest and tries again.
  *
  * @defaultValue upload = every entry, delete = `[]`
  * @example
@@ -127,14 +129,20 @@ export function packSyncTar(options: PackSyncTarOptions): SyncTarStream {
     await addBufferEntry(pack, CONTROL_MEMBER_NAME, Buffer.from(JSON.stringify(control), "utf8"));
     let files = 0;
     let bytes = 0;
+    let sliceStart = performance.now();
     for (const path of upload) {
       checkAbort(options.signal);
       const entry = byPath.get(path);
       if (entry === undefined) throw new RunctlError("INVALID_ARGUMENT", `packSyncTar: ${path} is in upload but not in the manifest.`);
-      await packFile(pack, options.root, entry, options.signal);
+      if (entry.size <= SMALL_FILE_BYTES) await packSmallFile(pack, options.root, entry);
+      else await packFile(pack, options.root, entry, options.signal);
       files++;
       bytes += entry.size;
       options.onFilePacked?.(files, bytes);
+      if (performance.now() - sliceStart > SYNC_SLICE_MS) {
+        await yieldToEventLoop();
+        sliceStart = performance.now();
+      }
     }
     pack.finalize();
     return { files, bytes };
@@ -211,6 +219,46 @@ async function packFile(pack: tar.Pack, root: string, entry: LocalManifestEntry,
     });
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * Packs a small file as one buffer: read with synchronous calls (no thread-pool round trips, which
+ * dominate for small files), checked against the manifest's size and sha256 before anything of it is
+ * written, so a changed file never reaches the stream at all.
+ */
+async function packSmallFile(pack: tar.Pack, root: string, entry: LocalManifestEntry): Promise<void> {
+  const data = readSmallFile(root, entry);
+  if (isClosed(pack)) throw streamClosed();
+  await new Promise<void>((resolve, reject) => {
+    pack.entry({ name: entry.path, size: entry.size, mode: entry.mode, type: "file", mtime: new Date(entry.mtimeMs) }, data, (err) => (err ? reject(err) : resolve()));
+  }).catch((cause: unknown) => {
+    throw isClosed(pack) ? streamClosed(cause) : cause;
+  });
+}
+
+function readSmallFile(root: string, entry: LocalManifestEntry): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(join(root, entry.path), OPEN_FLAGS);
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    throw code === "ENOENT" || code === "ELOOP" ? changed(entry.path, code === "ENOENT" ? "it was deleted" : "it became a symlink") : cause;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (st.size !== entry.size) throw changed(entry.path, `size ${entry.size} became ${st.size}`);
+    const data = Buffer.allocUnsafe(entry.size);
+    let read = 0;
+    while (read < entry.size) {
+      const bytesRead = readSync(fd, data, read, entry.size - read, null);
+      if (bytesRead === 0) throw changed(entry.path, "it got shorter");
+      read += bytesRead;
+    }
+    if (createHash("sha256").update(data).digest("hex") !== entry.sha256) throw changed(entry.path, "its content no longer matches its hash");
+    return data;
+  } finally {
+    closeSync(fd);
   }
 }
 
