@@ -1,21 +1,15 @@
-import { execFileSync } from "node:child_process";
-import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { main as withRequirements } from "../../examples/requirements.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
+import { buildDemoWheel } from "../support/wheelhouse.js";
 
 useTempRunctlHome("e2e-setup");
 
-/** Builds a real wheel of a tiny package into a fresh wheelhouse (offline: no index, no isolation; Debian's python3-wheel). */
 function buildWheelhouse(version: string): string {
-  const src = tempDir("pkg");
-  mkdirSync(join(src, "runctl_demo_pkg"));
-  writeFileSync(join(src, "runctl_demo_pkg", "__init__.py"), `VERSION = "${version}"\ndef greet(name):\n    return "hello " + name\n`);
-  writeFileSync(join(src, "setup.py"), `from setuptools import setup\nsetup(name="runctl-demo-pkg", version="${version}", packages=["runctl_demo_pkg"])\n`);
   const wheelhouse = tempDir("wheels");
-  execFileSync("/usr/bin/python3", ["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", wheelhouse, src], { stdio: "pipe" });
-  expect(readdirSync(wheelhouse).some((f) => f.endsWith(".whl"))).toBe(true);
+  buildDemoWheel(version, wheelhouse);
   return wheelhouse;
 }
 

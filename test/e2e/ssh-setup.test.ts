@@ -1,5 +1,4 @@
-import { execFileSync } from "node:child_process";
-import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SshHost, SshTransport } from "runctl";
@@ -7,6 +6,7 @@ import { main as sshRequirements } from "../../examples/ssh-requirements.js";
 import { leaseTestHosts, type HostLease, type TestHost } from "../testbed/inject.js";
 import { inspectorOf, settledProcesses, sshHostOf } from "../support/ssh-hosts.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
+import { buildDemoWheel } from "../support/wheelhouse.js";
 
 useTempRunctlHome("e2e-ssh-setup");
 let lease: HostLease;
@@ -30,14 +30,8 @@ afterAll(async () => {
  * (built offline with Debian's python3, which has `wheel`), requirements.txt names it.
  */
 function projectWithWheel(version: string): string {
-  const src = tempDir("ssh-pkg");
-  mkdirSync(join(src, "runctl_demo_pkg"));
-  writeFileSync(join(src, "runctl_demo_pkg", "__init__.py"), `VERSION = "${version}"\ndef greet(name):\n    return "hello " + name\n`);
-  writeFileSync(join(src, "setup.py"), `from setuptools import setup\nsetup(name="runctl-demo-pkg", version="${version}", packages=["runctl_demo_pkg"])\n`);
   const dir = tempDir("ssh-setup-proj");
-  const wheels = join(dir, "wheels");
-  execFileSync("/usr/bin/python3", ["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", wheels, src], { stdio: "pipe" });
-  expect(readdirSync(wheels).filter((f) => f.endsWith(".whl"))).toHaveLength(1);
+  buildDemoWheel(version, join(dir, "wheels"));
   // The comment makes this file's hash (the venv key) unique to this test run.
   writeFileSync(join(dir, "requirements.txt"), `# ssh-setup ${Date.now()}-${process.pid}\nrunctl-demo-pkg==${version}\n`);
   writeFileSync(
