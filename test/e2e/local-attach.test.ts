@@ -43,6 +43,11 @@ describe("client killed mid-run, then Runctl.attach", () => {
     const replay = await reattach(runId, { verbose: false });
     expect(replay.lines).toEqual(lines);
     expect(replay.result.status).toBe("succeeded");
+
+    // .logs({ from }) starts at that line of the same stream.
+    const tail: string[] = [];
+    for await (const line of Runctl.attach(runId).logs({ from: 5 })) tail.push(line);
+    expect(tail).toEqual(lines.slice(5));
   });
 
   it("attach to an unknown run id is RUN_NOT_FOUND", () => {
