@@ -10,7 +10,7 @@
  */
 import { basename, posix, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { Runctl, isRunctlError, sshHosts, type SshHost, type SyncResult } from "runctl";
+import { Runctl, isRunctlError, sshHosts, type SshHost, type Storage, type SyncResult } from "runctl";
 import { sshHostsFromEnv } from "./ssh-env.js";
 
 export interface SyncToHostOptions {
@@ -25,6 +25,11 @@ export interface SyncToHostOptions {
   readonly remoteDir?: string;
   /** Extra ignore patterns (gitignore syntax, relative to `localDir`). @defaultValue `[]` */
   readonly ignore?: readonly string[];
+  /**
+   * Send the files through S3 instead of the SSH channel (what machines reached without SSH use): the
+   * tar is uploaded here, fetched and applied by the machine, then deleted. @defaultValue the SSH channel
+   */
+  readonly staging?: Storage;
   /** Print what happened. @defaultValue true */
   readonly verbose?: boolean;
 }
@@ -33,7 +38,7 @@ export async function main(options: SyncToHostOptions): Promise<{ result: SyncRe
   const machine = await Runctl.instance(sshHosts(options.host)).provision();
   try {
     const remoteDir = options.remoteDir ?? posix.join(machine.rootDir, "work", basename(resolve(options.localDir)));
-    const result = await machine.sync(options.localDir, remoteDir, { ignore: options.ignore ?? [] });
+    const result = await machine.sync(options.localDir, remoteDir, { ignore: options.ignore ?? [], ...(options.staging ? { staging: { storage: options.staging } } : {}) });
     if (options.verbose !== false) {
       const what = result.uploadedFiles === 0 && result.deletedFiles === 0 ? "already up to date" : `${result.uploadedFiles} sent (${result.uploadedBytes} bytes), ${result.deletedFiles} deleted`;
       console.log(`${machine.address}:${remoteDir}: ${result.files} files, ${what}, verified in ${result.durationMs} ms`);

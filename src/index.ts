@@ -10,6 +10,7 @@ export type {
   ResumeSource,
   CancelStrategy,
   TrainOptions,
+  DataSource,
 } from "./plan/plan-types.js";
 export type { HyperparamValue } from "./plan/hyperparams.js";
 export { TrainingRun } from "./run/training-run.js";
@@ -35,8 +36,10 @@ export { shellQuote, shellJoin } from "./transport/shell-quote.js";
 export type { Transport, Command, ExecOptions, ExecResult, ExecHandle, OutputChunk } from "./transport/types.js";
 
 export { localDir } from "./storage/local-dir/index.js";
+export { s3, s3FromDescriptor, parseS3Uri } from "./storage/s3/index.js";
+export type { S3Storage, S3StorageOptions, S3RetryOptions, S3Location } from "./storage/s3/index.js";
 export { validateStorageKey } from "./storage/storage-key.js";
-export type { Storage, StorageObjectInfo, StorageCallOptions, StorageDescriptor } from "./storage/types.js";
+export type { Storage, StorageObjectInfo, StorageCallOptions, StorageDescriptor, DirStorageDescriptor, S3StorageDescriptor, MachineSecrets } from "./storage/types.js";
 
 export { checkpointStore } from "./checkpoints/index.js";
 export type { Checkpoint, CheckpointStore, CheckpointVerification, CheckpointCallOptions, CheckpointManifest } from "./checkpoints/index.js";

@@ -55,11 +55,13 @@ SPEC = {
     "train-size": ("pos_int", 2000),  # synthetic data only
     "test-size": ("pos_int", 500),  # synthetic data only
     "export-dataset": ("opt_str", None),
+    "ballast-mb": ("nonneg_int", 0),  # add an N MiB ballast.bin to each checkpoint (big-upload tests)
 }
 BOOL_KEYS = {k for k, (kind, _) in SPEC.items() if kind == "bool"}
 USAGE = ("usage: train_mnist_e2e.py [--lr F>0] [--steps N>0] [--batch-size N>0] [--seed N] "
          "[--checkpoint-every N>=0] [--sleep-per-step S>=0] [--fail-at-step N] [--fail-mode always|fresh] "
-         "[--echo-hparams true] [--hidden N>=0] [--data-seed N] [--data-file PATH] [--export-dataset DIR]")
+         "[--echo-hparams true] [--hidden N>=0] [--data-seed N] [--data-file PATH] [--export-dataset DIR] "
+         "[--ballast-mb N>=0]")
 
 EXIT_BAD_HPARAMS = 2
 EXIT_FAIL_AT_STEP = 3
@@ -509,7 +511,15 @@ def write_file(path, data):
         os.fsync(f.fileno())
 
 
-def save_checkpoint(ckpt_dir, step, payload):
+def write_ballast(path, mib, step):
+    """Deterministic filler bytes (they depend on the step), to make checkpoints big on purpose."""
+    block = hashlib.sha256(b"runctl-ballast:%d" % step).digest() * (65536 // 32)
+    with open(path, "wb") as f:
+        for _ in range(mib * 16):
+            f.write(block)
+
+
+def save_checkpoint(ckpt_dir, step, payload, ballast_mb=0):
     name = "step-%08d" % step
     final = os.path.join(ckpt_dir, name)
     tmp = os.path.join(ckpt_dir, "." + name + ".tmp")
@@ -518,6 +528,8 @@ def save_checkpoint(ckpt_dir, step, payload):
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     write_file(os.path.join(tmp, "model.json"), json.dumps(payload, sort_keys=True))
+    if ballast_mb:
+        write_ballast(os.path.join(tmp, "ballast.bin"), ballast_mb, step)
     fsync_path(tmp)
     if os.path.lexists(done):
         os.remove(done)
@@ -636,7 +648,7 @@ def main():
                     "init": "random.Random('runctl-init:%d')" % hp["seed"], "carried_state": None},
             "run_id": environ.get("RUNCTL_RUN_ID"),
         }
-        save_checkpoint(ckpt_dir, step, payload)
+        save_checkpoint(ckpt_dir, step, payload, hp["ballast-mb"])
 
     resumed = resume_from is not None
     step = start_step - 1

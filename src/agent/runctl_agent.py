@@ -49,6 +49,7 @@ COMMIT_TRIES = 3
 USAGE = (
     "usage: runctl_agent.py launch RUN_DIR < spec.json | follow RUN_DIR [--log-offset N] [--events-offset M]"
     " | signal RUN_DIR interrupt|kill | status RUN_DIR | manifest DIR | sync-apply DIR < tar"
+    " | sync-apply DIR --staged < {storage, key, secrets}"
 )
 
 
@@ -208,7 +209,7 @@ def exit_event(run_dir):
 
 
 # ---------------------------------------------------------------------------------------------
-# storage: one small class per kind, so `s3` can sit next to `dir` later
+# storage: one small class per kind (`dir`, `s3`) with the same interface
 
 
 class StorageError(Exception):
@@ -306,13 +307,751 @@ class DirStorage:
         shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
 
 
-def open_storage(desc):
+class StorageUnavailable(StorageError):
+    """No client for this storage on the machine (no boto3, no aws CLI): STORAGE_UNREACHABLE."""
+
+
+class StorageRetriesExhausted(StorageError):
+    """A transient failure (connection refused, 5xx) that outlasted the retry budget."""
+
+
+S3_RETRY_BUDGET_S = 60.0  # per operation, from its first failure: rides out a restarting server
+S3_BACKOFF_MAX_S = 5.0
+S3_MULTIPART = 64 << 20  # larger objects use multipart uploads / parallel ranged downloads
+S3_DELETE_BATCH = 1000
+DATA_STATE_FILE = ".runctl-data.json"
+S3_TRANSIENT_CODES = frozenset((
+    "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling", "ThrottlingException",
+    "RequestLimitExceeded", "RequestThrottled", "TooManyRequests", "OperationAborted",
+))
+S3_NOT_FOUND_CODES = frozenset(("NoSuchKey", "404", "NotFound"))
+# Text of connection-level failures, as the aws CLI (v1 and v2) and botocore print them.
+S3_TRANSIENT_TEXT = (
+    "could not connect to the endpoint", "connection was closed", "connection reset", "connection refused",
+    "connection aborted", "read timeout", "connect timeout", "timed out", "broken pipe", "incompleteread",
+    "incomplete read", "remotedisconnected", "remote end closed", "endpointconnectionerror", "connectionclosederror",
+    "temporarily unavailable", "name resolution", "max retries exceeded", "protocolerror", "responsestreamingerror",
+)
+_S3_CODE_RE = re.compile(r"An error occurred \(([^)]*)\)")
+_S3_LOCAL_ERRNOS = frozenset((errno.ENOSPC, errno.ENOENT, errno.EACCES, errno.EROFS, errno.EISDIR, errno.ENOTDIR,
+                              errno.EDQUOT, errno.EPERM, errno.EEXIST))
+
+
+class S3OpError(Exception):
+    """One failed S3 call: transient ones are retried, `not_found` is a missing object."""
+
+    def __init__(self, message, transient=False, code=None):
+        Exception.__init__(self, message)
+        self.transient = transient
+        self.code = code
+        self.not_found = code in S3_NOT_FOUND_CODES
+
+
+def _classify_text(text):
+    """(transient, code) from an error text of the aws CLI or botocore."""
+    m = _S3_CODE_RE.search(text)
+    code = m.group(1) if m else None
+    if code is not None:
+        return (code in S3_TRANSIENT_CODES or (code.isdigit() and int(code) >= 500)), code
+    low = text.lower()
+    return any(t in low for t in S3_TRANSIENT_TEXT), None
+
+
+def _short(text, limit=600):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _new_hash(name):
+    try:
+        return hashlib.new(name)
+    except ValueError:  # FIPS builds refuse MD5 unless it is not used for security (3.9+)
+        return hashlib.new(name, usedforsecurity=False)
+
+
+def hash_file(path, algos=("sha256",)):
+    """(size, {algo: hexdigest}) of a file, in one pass."""
+    hs = {a: _new_hash(a) for a in algos}
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(CHUNK)
+            if not b:
+                break
+            size += len(b)
+            for h in hs.values():
+                h.update(b)
+    return size, {a: h.hexdigest() for a, h in hs.items()}
+
+
+def hash_bytes_md5(data):
+    h = _new_hash("md5")
+    h.update(data)
+    return h.hexdigest()
+
+
+def _md5_b64(hexdigest):
+    import base64
+    import binascii
+    return base64.b64encode(binascii.unhexlify(hexdigest)).decode("ascii")
+
+
+def _clean_etag(etag):
+    return (etag or "").strip().strip('"')
+
+
+def _etag_is_md5(response):
+    """False when the object is encrypted with SSE-KMS or SSE-C: its ETag is then not the MD5 of its bytes."""
+    sse = str(response.get("ServerSideEncryption") or "")
+    return not sse.startswith("aws:kms") and not response.get("SSECustomerAlgorithm")
+
+
+def is_single_part_etag(etag):
+    return re.match(r"^[0-9a-f]{32}$", _clean_etag(etag)) is not None
+
+
+def check_s3_descriptor(desc):
+    """The normalised fields of an `s3` descriptor; StorageError when one is invalid."""
+    bucket = desc.get("bucket")
+    if not isinstance(bucket, str) or not bucket or "/" in bucket:
+        raise StorageError("s3 storage needs a bucket name")
+    prefix = desc.get("prefix") or ""
+    if not isinstance(prefix, str):
+        raise StorageError("s3 storage prefix must be a string")
+    prefix = "/".join(p for p in prefix.split("/") if p)
+    region = desc.get("region") or None
+    endpoint = desc.get("endpoint") or None
+    if region is not None and not isinstance(region, str):
+        raise StorageError("s3 storage region must be a string or null")
+    if endpoint is not None and (not isinstance(endpoint, str) or not re.match(r"^https?://", endpoint)):
+        raise StorageError("s3 storage endpoint must be an http(s) URL or null")
+    checksums = desc.get("checksums") or "when_supported"
+    if checksums not in ("when_supported", "when_required"):
+        raise StorageError("s3 storage checksums must be when_supported or when_required")
+    backend = desc.get("backend") or "auto"
+    if backend not in ("auto", "boto3", "cli"):
+        raise StorageError("s3 storage backend must be auto, boto3 or cli")
+    return {
+        "bucket": bucket, "prefix": prefix, "region": region, "endpoint": endpoint,
+        "forcePathStyle": bool(desc.get("forcePathStyle")), "checksums": checksums, "backend": backend,
+    }
+
+
+_BOTO3_STATE = {}  # "module" or "error", set once per process
+_AWS_CLI_CACHE = {}  # PATH -> (path, version) or (None, why)
+_BACKEND_LOCK = threading.Lock()
+
+
+def _import_boto3():
+    with _BACKEND_LOCK:
+        if "module" not in _BOTO3_STATE and "error" not in _BOTO3_STATE:
+            try:
+                import boto3  # optional at runtime
+                import botocore.config
+                import botocore.exceptions
+                botocore.exceptions.ClientError  # the parts the backend uses must import too
+                _BOTO3_STATE["module"] = boto3
+            except Exception as e:  # an ImportError, or a broken install
+                _BOTO3_STATE["error"] = "%s: %s" % (type(e).__name__, e)
+        return _BOTO3_STATE.get("module"), _BOTO3_STATE.get("error")
+
+
+def _find_aws_cli(path_env):
+    with _BACKEND_LOCK:
+        if path_env in _AWS_CLI_CACHE:
+            return _AWS_CLI_CACHE[path_env]
+        exe = shutil.which("aws", path=path_env)
+        if exe is None:
+            found = (None, "no `aws` on PATH")
+        else:
+            try:
+                env = dict(os.environ, PATH=path_env, AWS_PAGER="")
+                out = subprocess.run([exe, "--version"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=env, timeout=60)
+                text = out.stdout.decode("utf-8", "replace").strip()
+                m = re.search(r"aws-cli/(\d+)\.(\d+)\.(\d+)", text)
+                if out.returncode != 0 or not m:
+                    found = (None, "%s --version failed: %s" % (exe, _short(text, 300)))
+                else:
+                    found = (exe, m.group(0))
+            except (OSError, subprocess.TimeoutExpired) as e:
+                found = (None, "%s cannot run: %s" % (exe, e))
+        _AWS_CLI_CACHE[path_env] = found
+        return found
+
+
+class _Boto3Backend:
+    name = "boto3"
+
+    def __init__(self, cfg, creds):
+        boto3, _err = _import_boto3()
+        import botocore.config
+        import botocore.exceptions
+        self.exc = botocore.exceptions
+        self.bucket = cfg["bucket"]
+        kwargs = {"region_name": cfg["region"]} if cfg["region"] else {}
+        if creds:
+            kwargs.update(aws_access_key_id=creds["accessKeyId"], aws_secret_access_key=creds["secretAccessKey"],
+                          aws_session_token=creds.get("sessionToken") or None)
+        # A Session of our own: the default session is shared and not thread-safe to create.
+        session = boto3.session.Session(**kwargs)
+        # One attempt per call: S3Storage retries (and reports each failed attempt as a warning).
+        conf = {"retries": {"max_attempts": 1, "mode": "standard"}, "connect_timeout": 10, "read_timeout": 60,
+                "max_pool_connections": 16}
+        if cfg["forcePathStyle"]:
+            conf["s3"] = {"addressing_style": "path"}
+        options = getattr(botocore.config.Config, "OPTION_DEFAULTS", {})
+        if cfg["checksums"] == "when_required" and "request_checksum_calculation" in options:
+            conf["request_checksum_calculation"] = "when_required"
+            conf["response_checksum_validation"] = "when_required"
+        self.client = session.client("s3", endpoint_url=cfg["endpoint"], config=botocore.config.Config(**conf))
+        self.version = "boto3 %s (botocore %s)" % (getattr(boto3, "__version__", "?"), getattr(botocore, "__version__", "?"))
+
+    def _error(self, what, e):
+        if isinstance(e, self.exc.ClientError):
+            err = e.response.get("Error") or {}
+            code = str(err.get("Code") or "")
+            status = (e.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0
+            transient = code in S3_TRANSIENT_CODES or status >= 500 or status == 429
+            if status == 404 and code not in S3_NOT_FOUND_CODES and code != "NoSuchBucket":
+                code = "404"
+            return S3OpError("%s: %s" % (what, _short(e)), transient, code)
+        permanent = tuple(getattr(self.exc, n) for n in (
+            "NoCredentialsError", "PartialCredentialsError", "ParamValidationError", "NoRegionError",
+            "UnknownSignatureVersionError", "CredentialRetrievalError") if hasattr(self.exc, n))
+        if isinstance(e, permanent):
+            return S3OpError("%s: %s" % (what, _short(e)), False)
+        if isinstance(e, OSError) and e.errno in _S3_LOCAL_ERRNOS and not isinstance(e, self.exc.BotoCoreError):
+            return S3OpError("%s: %s" % (what, _short(e)), False)
+        if isinstance(e, (self.exc.BotoCoreError, OSError)) or type(e).__module__.split(".")[0] in ("urllib3", "http", "socket"):
+            return S3OpError("%s: %s" % (what, _short(e)), True)
+        transient, code = _classify_text(str(e))  # e.g. boto3's S3UploadFailedError wraps the real one
+        return S3OpError("%s: %s" % (what, _short(e)), transient, code)
+
+    should_stop = None  # set by S3Storage: True when a transfer under way should be abandoned
+
+    def _check_stop(self, _n=0):
+        if self.should_stop is not None and self.should_stop():
+            raise S3OpError("stopped", False)
+
+    def _call(self, what, fn):
+        try:
+            return fn()
+        except S3OpError:
+            raise
+        except Exception as e:
+            if isinstance(e.__context__, S3OpError) and str(e.__context__) == "stopped":
+                raise S3OpError("%s: stopped" % what, False)
+            raise self._error(what, e)
+
+    def put_file(self, key, src, size, md5_hex, sha_hex):
+        what = "upload to s3://%s/%s" % (self.bucket, key)
+
+        def go():
+            if size <= S3_MULTIPART:
+                with open(src, "rb") as f:
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=f, ContentMD5=_md5_b64(md5_hex),
+                                           Metadata={"sha256": sha_hex})
+            else:
+                from boto3.s3.transfer import TransferConfig
+                tc = TransferConfig(multipart_threshold=S3_MULTIPART, multipart_chunksize=S3_MULTIPART, max_concurrency=4)
+                self.client.upload_file(src, self.bucket, key, ExtraArgs={"Metadata": {"sha256": sha_hex}}, Config=tc,
+                                        Callback=self._check_stop)
+        self._call(what, go)
+
+    def put_bytes(self, key, data):
+        md5 = hash_bytes_md5(data)
+        self._call("upload to s3://%s/%s" % (self.bucket, key),
+                   lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentMD5=_md5_b64(md5)))
+
+    def get_bytes(self, key):
+        def go():
+            r = self.client.get_object(Bucket=self.bucket, Key=key)
+            with r["Body"] as body:
+                return body.read()
+        return self._call("download of s3://%s/%s" % (self.bucket, key), go)
+
+    def get_file(self, key, dest, size_hint=None):
+        """Download key to dest; returns whether its ETag can be the MD5 of its bytes (not with SSE-KMS/SSE-C)."""
+        def go():
+            if size_hint is not None and size_hint > S3_MULTIPART:
+                from boto3.s3.transfer import TransferConfig
+                head = self.client.head_object(Bucket=self.bucket, Key=key)
+                tc = TransferConfig(multipart_threshold=S3_MULTIPART, multipart_chunksize=S3_MULTIPART, max_concurrency=4)
+                self.client.download_file(self.bucket, key, dest, Config=tc, Callback=self._check_stop)
+                return _etag_is_md5(head)
+            r = self.client.get_object(Bucket=self.bucket, Key=key)
+            with r["Body"] as body, open(dest, "wb") as out:
+                while True:
+                    self._check_stop()
+                    b = body.read(CHUNK)
+                    if not b:
+                        break
+                    out.write(b)
+            return _etag_is_md5(r)
+        return self._call("download of s3://%s/%s" % (self.bucket, key), go)
+
+    def list(self, prefix):
+        def go():
+            out = []
+            kwargs = {"Bucket": self.bucket, "Prefix": prefix}
+            while True:
+                r = self.client.list_objects_v2(**kwargs)
+                for o in r.get("Contents") or []:
+                    out.append((o["Key"], int(o.get("Size") or 0), _clean_etag(o.get("ETag"))))
+                token = r.get("NextContinuationToken")
+                if not r.get("IsTruncated") or not token:
+                    return out
+                kwargs["ContinuationToken"] = token
+        return self._call("listing of s3://%s/%s" % (self.bucket, prefix), go)
+
+    def delete(self, key):
+        self._call("delete of s3://%s/%s" % (self.bucket, key), lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+
+    def delete_many(self, keys):
+        def go():
+            r = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+            errs = [e for e in r.get("Errors") or [] if e.get("Code") not in S3_NOT_FOUND_CODES]
+            if errs:
+                e = errs[0]
+                raise S3OpError("delete of s3://%s/%s: %s %s" % (self.bucket, e.get("Key"), e.get("Code"), e.get("Message")),
+                                e.get("Code") in S3_TRANSIENT_CODES, e.get("Code"))
+        self._call("delete of %d objects in s3://%s" % (len(keys), self.bucket), go)
+
+
+def _glob_escape(text):
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+class _CliBackend:
+    """The aws CLI (v1 or v2) as subprocesses. Credentials go only into those subprocesses' environment;
+    no command line ever holds a secret."""
+
+    name = "cli"
+
+    def __init__(self, cfg, creds, exe, version, work_dir, path_env):
+        self.bucket = cfg["bucket"]
+        self.exe = exe
+        self.version = version
+        self.v2 = version.startswith("aws-cli/2.")
+        self.work_dir = work_dir
+        env = dict(os.environ)
+        env["PATH"] = path_env
+        env["AWS_PAGER"] = ""
+        # One attempt per call: S3Storage retries (and reports each failed attempt as a warning).
+        env["AWS_RETRY_MODE"] = "standard"
+        env["AWS_MAX_ATTEMPTS"] = "1"
+        if creds:
+            for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+                env.pop(k, None)
+            env["AWS_ACCESS_KEY_ID"] = creds["accessKeyId"]
+            env["AWS_SECRET_ACCESS_KEY"] = creds["secretAccessKey"]
+            if creds.get("sessionToken"):
+                env["AWS_SESSION_TOKEN"] = creds["sessionToken"]
+        if cfg["checksums"] == "when_required":
+            env["AWS_REQUEST_CHECKSUM_CALCULATION"] = "when_required"
+            env["AWS_RESPONSE_CHECKSUM_VALIDATION"] = "when_required"
+        if cfg["region"]:
+            env["AWS_DEFAULT_REGION"] = cfg["region"]
+            env["AWS_REGION"] = cfg["region"]
+        if cfg["forcePathStyle"]:
+            # Path-style addressing has no flag or variable: a config file of our own, with only
+            # non-secret settings (credentials stay in the environment of each aws process).
+            lines = []
+            profiles = ["default"]
+            if not creds and env.get("AWS_PROFILE"):
+                profiles.append("profile " + env["AWS_PROFILE"])
+            for section in profiles:
+                lines.append("[%s]" % section)
+                if cfg["region"]:
+                    lines.append("region = %s" % cfg["region"])
+                if cfg["checksums"] == "when_required":
+                    lines.append("request_checksum_calculation = when_required")
+                    lines.append("response_checksum_validation = when_required")
+                lines.append("s3 =\n    addressing_style = path")
+            text = "\n".join(lines) + "\n"
+            path = os.path.join(work_dir, "aws-config-%s" % hashlib.sha256(text.encode()).hexdigest()[:12])
+            if read_text_quiet(path) != text:
+                os.makedirs(work_dir, exist_ok=True)
+                atomic_write(path, text.encode("utf-8"))
+            env["AWS_CONFIG_FILE"] = path
+        self.env = env
+        self.common = ["--output", "json", "--cli-connect-timeout", "10", "--cli-read-timeout", "60"]
+        if cfg["endpoint"]:
+            self.common += ["--endpoint-url", cfg["endpoint"]]
+        if cfg["region"]:
+            self.common += ["--region", cfg["region"]]
+        if self.v2:
+            self.common.append("--no-cli-pager")
+
+    def _tmp(self, suffix=""):
+        d = os.path.join(self.work_dir, ".s3-tmp")
+        os.makedirs(d, exist_ok=True)
+        return os.path.join(d, "%d-%s%s" % (os.getpid(), secrets.token_hex(6), suffix))
+
+    should_stop = None  # set by S3Storage: True when a transfer under way should be abandoned
+
+    def _run(self, what, args):
+        argv = [self.exe] + args + self.common
+        try:
+            p = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, close_fds=True)
+        except OSError as e:
+            raise S3OpError("%s: aws could not start: %s" % (what, e), False)
+        try:
+            while True:
+                try:
+                    out, err = p.communicate(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if self.should_stop is not None and self.should_stop():
+                        p.kill()
+                        p.communicate()
+                        raise S3OpError("%s: stopped" % what, False)
+        except BaseException:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            raise
+        if p.returncode != 0:
+            text = err.decode("utf-8", "replace").strip() or out.decode("utf-8", "replace").strip()
+            transient, code = _classify_text(text)
+            raise S3OpError("%s: %s" % (what, _short(text or "aws exited with %d" % p.returncode)), transient, code)
+        return out
+
+    def put_file(self, key, src, size, md5_hex, sha_hex):
+        what = "upload to s3://%s/%s" % (self.bucket, key)
+        if size <= S3_MULTIPART:
+            self._run(what, ["s3api", "put-object", "--bucket", self.bucket, "--key", key, "--body", src,
+                             "--content-md5", _md5_b64(md5_hex), "--metadata", "sha256=" + sha_hex])
+        else:
+            self._run(what, ["s3", "cp", src, "s3://%s/%s" % (self.bucket, key), "--only-show-errors", "--no-progress",
+                             "--metadata", "sha256=" + sha_hex])
+
+    def put_bytes(self, key, data):
+        tmp = self._tmp()
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            self._run("upload to s3://%s/%s" % (self.bucket, key),
+                      ["s3api", "put-object", "--bucket", self.bucket, "--key", key, "--body", tmp,
+                       "--content-md5", _md5_b64(hash_bytes_md5(data))])
+        finally:
+            _unlink_quiet(tmp)
+
+    def get_bytes(self, key):
+        tmp = self._tmp()
+        try:
+            self.get_file(key, tmp)
+            with open(tmp, "rb") as f:
+                return f.read()
+        finally:
+            _unlink_quiet(tmp)
+
+    def get_file(self, key, dest, size_hint=None):
+        """Download key to dest; returns whether its ETag can be the MD5 of its bytes (not with SSE-KMS/SSE-C)."""
+        what = "download of s3://%s/%s" % (self.bucket, key)
+        if size_hint is not None and size_hint > S3_MULTIPART:
+            out = self._run(what, ["s3api", "head-object", "--bucket", self.bucket, "--key", key])
+            self._run(what, ["s3", "cp", "s3://%s/%s" % (self.bucket, key), dest, "--only-show-errors", "--no-progress"])
+        else:
+            out = self._run(what, ["s3api", "get-object", "--bucket", self.bucket, "--key", key, dest])
+        try:
+            return _etag_is_md5(json.loads(out.decode("utf-8", "replace") or "{}") or {})
+        except ValueError:
+            return True
+
+    def get_many(self, prefix, rels, staging):
+        """Download prefix+rel for every rel into staging/rel with few aws processes (one `s3 cp
+        --recursive` per batch of names); the caller verifies what arrived."""
+        batch = []
+        size = 0
+        for rel in rels + [None]:
+            if rel is not None:
+                batch += ["--include", _glob_escape(rel)]
+                size += len(rel) + 16
+            if batch and (rel is None or size > 64000):
+                self._run("download of s3://%s/%s (%d objects)" % (self.bucket, prefix, len(batch) // 2),
+                          ["s3", "cp", "s3://%s/%s" % (self.bucket, prefix), staging, "--recursive", "--only-show-errors",
+                           "--no-progress", "--exclude", "*"] + batch)
+                batch = []
+                size = 0
+
+    def put_many(self, local_dir, prefix):
+        """Upload every regular file below local_dir to prefix/<relative path> with one aws process."""
+        self._run("upload of %s to s3://%s/%s" % (local_dir, self.bucket, prefix),
+                  ["s3", "cp", local_dir, "s3://%s/%s" % (self.bucket, prefix), "--recursive", "--no-follow-symlinks",
+                   "--only-show-errors", "--no-progress"])
+
+    def list(self, prefix):
+        out = self._run("listing of s3://%s/%s" % (self.bucket, prefix),
+                        ["s3api", "list-objects-v2", "--bucket", self.bucket, "--prefix", prefix])
+        text = out.decode("utf-8", "replace").strip()
+        if not text:
+            return []
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            raise S3OpError("listing of s3://%s/%s: aws printed no JSON: %s" % (self.bucket, prefix, _short(text, 200)), False)
+        return [(o["Key"], int(o.get("Size") or 0), _clean_etag(o.get("ETag"))) for o in (doc or {}).get("Contents") or []]
+
+    def delete(self, key):
+        self._run("delete of s3://%s/%s" % (self.bucket, key), ["s3api", "delete-object", "--bucket", self.bucket, "--key", key])
+
+    def delete_many(self, keys):
+        tmp = self._tmp(".json")
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"Objects": [{"Key": k} for k in keys], "Quiet": True}, f)
+            out = self._run("delete of %d objects in s3://%s" % (len(keys), self.bucket),
+                            ["s3api", "delete-objects", "--bucket", self.bucket, "--delete", "file://" + tmp])
+        finally:
+            _unlink_quiet(tmp)
+        try:
+            doc = json.loads(out.decode("utf-8", "replace") or "{}") or {}
+        except ValueError:
+            doc = {}
+        errs = [e for e in doc.get("Errors") or [] if e.get("Code") not in S3_NOT_FOUND_CODES]
+        if errs:
+            e = errs[0]
+            raise S3OpError("delete of s3://%s/%s: %s %s" % (self.bucket, e.get("Key"), e.get("Code"), e.get("Message")),
+                            e.get("Code") in S3_TRANSIENT_CODES, e.get("Code"))
+
+
+def read_text_quiet(path):
+    try:
+        with open(path, "r") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def s3_backend_missing_message(cfg, boto_err, cli_err):
+    where = "s3://%s/%s" % (cfg["bucket"], cfg["prefix"])
+    py = sys.executable or "python3"
+    if cfg["backend"] == "boto3":
+        return ("S3 storage %s uses backend boto3, but the agent's interpreter %s cannot import it (%s). Install it on the "
+                "machine (`%s -m pip install boto3` or `apt-get install python3-boto3`), add that to .setup({ commands: [...] }), "
+                "or use backend auto/cli." % (where, py, boto_err, py))
+    if cfg["backend"] == "cli":
+        return ("S3 storage %s uses backend cli, but the aws CLI is not usable (%s). Install it on the machine "
+                "(`apt-get install awscli`, `pip install awscli`, or AWS CLI v2), add that to .setup({ commands: [...] }), "
+                "or use backend auto/boto3." % (where, cli_err))
+    return ("S3 storage %s needs boto3 (importable by the agent's interpreter %s) or the aws CLI on PATH, and the machine "
+            "has neither (boto3: %s; aws: %s). Install one: `%s -m pip install boto3`, `apt-get install python3-boto3` or "
+            "`apt-get install awscli`, or add that to .setup({ commands: [...] })." % (where, py, boto_err, cli_err, py))
+
+
+class S3Storage:
+    """A bucket and key prefix, reached with boto3 or the aws CLI. Keys are `a/b/c` below the prefix.
+
+    Every call is retried on transient failures (connection refused, resets, 5xx, throttling) with
+    backoff for up to `retry_budget_s` from its first failure; `warn` (if set) hears about each
+    failed attempt, and `interrupted` (if set) returning True gives up early."""
+
+    kind = "s3"
+
+    def __init__(self, desc, creds=None, work_dir=None, path_env=None):
+        cfg = check_s3_descriptor(desc)
+        self.cfg = cfg
+        self.bucket = cfg["bucket"]
+        self.prefix = cfg["prefix"]
+        self.warn = None
+        self.interrupted = None
+        self.retry_budget_s = S3_RETRY_BUDGET_S
+        work_dir = work_dir or os.path.join(os.path.expanduser("~"), ".runctl-agent")
+        path_env = path_env if path_env is not None else os.environ.get("PATH", os.defpath)
+        boto_err = cli_err = "not tried"
+        backend = None
+        if cfg["backend"] in ("auto", "boto3"):
+            mod, boto_err = _import_boto3()
+            if mod is not None:
+                backend = _Boto3Backend(cfg, creds)
+        if backend is None and cfg["backend"] in ("auto", "cli"):
+            exe, info = _find_aws_cli(path_env)
+            if exe is not None:
+                backend = _CliBackend(cfg, creds, exe, info, work_dir, path_env)
+            else:
+                cli_err = info
+        if backend is None:
+            raise StorageUnavailable(s3_backend_missing_message(cfg, boto_err, cli_err))
+        backend.should_stop = lambda: self.interrupted is not None and self.interrupted()
+        self.backend = backend
+
+    def describe(self):
+        return "%s via %s" % (self.location(""), self.backend.version)
+
+    def _key(self, key):
+        rel = safe_rel(key)
+        if rel is None:
+            raise StorageError("invalid storage key %r" % key)
+        return self.prefix + "/" + rel if self.prefix else rel
+
+    def _folder(self, prefix):
+        p = "/".join(x for x in prefix.split("/") if x)
+        if not p:
+            return self.prefix + "/" if self.prefix else ""
+        return self._key(p) + "/"
+
+    def location(self, key):
+        p = "/".join(x for x in (self.prefix + "/" + key).split("/") if x)
+        return "s3://%s/%s" % (self.bucket, p)
+
+    def _sleep(self, seconds):
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            if self.interrupted is not None and self.interrupted():
+                return False
+            time.sleep(min(0.1, left))
+
+    def _retry(self, fn):
+        start = None
+        attempt = 0
+        delay = 0.5
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except S3OpError as e:
+                if not e.transient:
+                    raise
+                now = time.monotonic()
+                if start is None:
+                    start = now
+                stopped = self.interrupted is not None and self.interrupted()
+                if stopped or now - start + delay > self.retry_budget_s:
+                    raise StorageRetriesExhausted("%s (gave up after %d attempts in %.0f s)" % (e, attempt, now - start))
+                if self.warn is not None:
+                    try:
+                        self.warn("S3 %s (attempt %d); retrying in %.1f s" % (e, attempt, delay))
+                    except Exception:
+                        pass
+                if not self._sleep(delay):
+                    raise StorageRetriesExhausted("%s (stopped after %d attempts)" % (e, attempt))
+                # Exponential with a little jitter, so parallel transfers do not retry in lockstep.
+                delay = min(delay * 2, S3_BACKOFF_MAX_S) * (0.8 + 0.4 * (secrets.randbelow(1000) / 1000.0))
+
+    def _op(self, fn):
+        try:
+            return self._retry(fn)
+        except S3OpError as e:
+            raise StorageError(str(e))
+
+    def put_file(self, key, src):
+        """Upload src to key; returns (size, sha256) of the bytes hashed just before the upload (the
+        commit then checks the file did not change; the upload carries their MD5 for the server)."""
+        full = self._key(key)
+        size, digests = hash_file(src, ("sha256", "md5"))
+        self._op(lambda: self.backend.put_file(full, src, size, digests["md5"], digests["sha256"]))
+        return size, digests["sha256"]
+
+    def put_bytes(self, key, data):
+        full = self._key(key)
+        self._op(lambda: self.backend.put_bytes(full, bytes(data)))
+
+    def get_bytes(self, key):
+        full = self._key(key)
+
+        def go():
+            try:
+                return self.backend.get_bytes(full)
+            except S3OpError as e:
+                if e.not_found:
+                    return None
+                raise
+        return self._op(go)
+
+    def get_file(self, key, dest, size_hint=None):
+        """Download key to dest; returns (size, sha256, md5, etag_is_md5) of what arrived (etag_is_md5:
+        the object is not SSE-KMS/SSE-C encrypted), or None if there is no such object."""
+        full = self._key(key)
+
+        def go():
+            try:
+                return bool(self.backend.get_file(full, dest, size_hint))
+            except S3OpError as e:
+                if e.not_found:
+                    return None
+                raise
+        etag_is_md5 = self._op(go)
+        if etag_is_md5 is None:
+            _unlink_quiet(dest)
+            return None
+        size, d = hash_file(dest, ("sha256", "md5"))
+        return size, d["sha256"], d["md5"], etag_is_md5
+
+    def upload_tree(self, local_dir, prefix):
+        """Upload a whole folder below prefix with one call where the backend can (the aws CLI);
+        False when it cannot, and the caller uploads file by file."""
+        put_many = getattr(self.backend, "put_many", None)
+        if put_many is None:
+            return False
+        folder = self._folder(prefix)
+        self._op(lambda: put_many(local_dir, folder))
+        return True
+
+    def download_many(self, prefix, keys, staging):
+        """Best effort bulk download of keys (relative to the storage root, below prefix) into
+        staging/<key relative to prefix>, where the backend has a cheaper way than one call per key."""
+        get_many = getattr(self.backend, "get_many", None)
+        if get_many is None:
+            return
+        folder = self._folder(prefix)
+        base = len(self.prefix) + 1 if self.prefix else 0
+        rels = []
+        for k in keys:
+            full = self._key(k)
+            rels.append(full[len(folder):] if full.startswith(folder) else full[base:])
+        self._op(lambda: get_many(folder, rels, staging))
+
+    def list_objects(self, prefix):
+        """[(key relative to the storage root, size, etag)] below the folder-like prefix, sorted."""
+        folder = self._folder(prefix)
+        base = len(self.prefix) + 1 if self.prefix else 0
+        items = self._op(lambda: self.backend.list(folder))
+        out = [(k[base:], size, etag) for k, size, etag in items if k.startswith(folder)]
+        out.sort()
+        return out
+
+    def list(self, prefix):
+        return [k for k, _s, _e in self.list_objects(prefix)]
+
+    def delete(self, key):
+        full = self._key(key)
+        self._op(lambda: self.backend.delete(full))
+
+    def delete_prefix(self, prefix):
+        keys = [self._key(k) for k in self.list(prefix)]
+        for i in range(0, len(keys), S3_DELETE_BATCH):
+            batch = keys[i:i + S3_DELETE_BATCH]
+            self._op(lambda: self.backend.delete_many(batch))
+
+
+def check_descriptor(desc):
+    """Syntax of a storage descriptor (no connection): StorageError when it cannot be used."""
     if not isinstance(desc, dict):
         raise StorageError("storage descriptor must be an object")
     kind = desc.get("kind")
     if kind == "dir":
-        return DirStorage(desc.get("path"))
+        if not isinstance(desc.get("path"), str) or not desc.get("path"):
+            raise StorageError("dir storage needs a path")
+        return
+    if kind == "s3":
+        check_s3_descriptor(desc)
+        return
     raise StorageError("storage kind %r is not supported by this agent" % (kind,))
+
+
+def open_storage(desc, creds=None, work_dir=None, path_env=None):
+    """A storage for a descriptor. `creds` is the `aws` object of the launch secrets (or None: the
+    machine's own credential chain). StorageUnavailable when no client for it exists here."""
+    check_descriptor(desc)
+    if desc["kind"] == "dir":
+        return DirStorage(desc.get("path"))
+    return S3Storage(desc, creds, work_dir, path_env)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,10 +1153,14 @@ class CheckpointWatcher:
         self.thread = threading.Thread(target=self._loop, name="ckpt-watcher", daemon=True)
         self.thread.start()
 
-    def stop(self):
+    def stop(self, poll=None):
+        """Stops the loop and waits for a commit under way (poll, if given, runs every 0.1 s meanwhile)."""
         self.stop_event.set()
         if self.thread:
-            self.thread.join()
+            while self.thread.is_alive():
+                if poll is not None:
+                    poll()
+                self.thread.join(0.1)
 
     def _loop(self):
         while not self.stop_event.is_set():
@@ -466,10 +1209,13 @@ class CheckpointWatcher:
                 return
             except Exception as e:
                 err = e
-                self.sup.debug("commit of %s failed (try %d): %s" % (name, attempt + 1, traceback.format_exc()))
+                tries = attempt + 1
+                self.sup.debug("commit of %s failed (try %d): %s" % (name, tries, traceback.format_exc()))
+                if isinstance(e, StorageRetriesExhausted):
+                    break  # the storage already retried this for its whole budget
                 if attempt + 1 < COMMIT_TRIES:
                     time.sleep(0.5 * (2 ** attempt))
-        self.sup.events.emit("warning", message="checkpoint %s was not committed after %d tries: %s" % (name, COMMIT_TRIES, err))
+        self.sup.events.emit("warning", message="checkpoint %s was not committed after %d %s: %s" % (name, tries, "try" if tries == 1 else "tries", err))
         # Do not retry until the entry changes again; a retry loop would hammer broken storage.
         self.known[name] = sig
         self.pending.pop(name, None)
@@ -603,7 +1349,9 @@ def restore_checkpoint(storage, from_run, manifest, ckpt_dir):
                 raise CheckpointCorrupt("checkpoint %s lists an unsafe path %r" % (name, f.get("path")))
             dest = os.path.join(staging, *rel.split("/"))
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            got = storage.get_file("%s/checkpoints/%s/files/%s" % (from_run, name, rel), dest)
+            key = "%s/checkpoints/%s/files/%s" % (from_run, name, rel)
+            size = f.get("size") if isinstance(f.get("size"), int) else None
+            got = storage.get_file(key, dest, size) if storage.kind == "s3" else storage.get_file(key, dest)
             if got is None:
                 raise CheckpointCorrupt("checkpoint %s is corrupt: %s is missing" % (name, rel))
             if got[0] != f.get("size") or got[1] != f.get("sha256"):
@@ -645,10 +1393,11 @@ class Aborted(Exception):
 
 
 class EventLog:
-    def __init__(self, path, log_path=None):
+    def __init__(self, path, log_path=None, redact=None):
         # Each event records how long train.log was when it happened, so a follower can put log
         # lines and events back in their true order.
         self.log_path = log_path
+        self.redact = redact  # str -> str: takes secret values out of every string field
         self.lock = threading.Lock()
         self.seq = 0
         try:
@@ -669,7 +1418,7 @@ class EventLog:
                     ev["logOffset"] = 0
             for k, v in fields.items():
                 if k not in ("seq", "time", "type", "logOffset"):  # these belong to the event itself
-                    ev[k] = v
+                    ev[k] = self.redact(v) if self.redact is not None and isinstance(v, str) else v
             line = (json.dumps(ev, separators=(",", ":")) + "\n").encode("utf-8")
             # One write on an O_APPEND fd: a reader never sees two events interleaved.
             os.write(self.fd, line)
@@ -767,12 +1516,40 @@ def normalize_spec(spec, run_dir):
     lim["maxDurationMs"] = _num(lim.get("maxDurationMs"), None, "limits.maxDurationMs", allow_none=True)
     lim["graceMs"] = _num(lim.get("graceMs"), 30000, "limits.graceMs")
     s["limits"] = lim
+    outputs = s.get("outputs")
+    if outputs is not None and (not isinstance(outputs, dict) or not isinstance(outputs.get("storage"), dict)):
+        raise UsageError("spec.outputs must be null or {\"storage\": descriptor}")
+    s["outputs"] = outputs
     return s
 
 
+def check_launch_secrets(obj):
+    """The `secrets` of a launch spec: null or {"aws": {accessKeyId, secretAccessKey, sessionToken?}}.
+    Error messages never quote the values."""
+    if obj is None:
+        return None
+    if not isinstance(obj, dict) or set(obj) - {"aws"}:
+        raise UsageError("spec.secrets must be an object with only an `aws` entry")
+    aws = obj.get("aws")
+    if aws is None:
+        return {}
+    if not isinstance(aws, dict) or not isinstance(aws.get("accessKeyId"), str) or not aws.get("accessKeyId") \
+            or not isinstance(aws.get("secretAccessKey"), str) or not aws.get("secretAccessKey") \
+            or not isinstance(aws.get("sessionToken"), (str, type(None))):
+        raise UsageError("spec.secrets.aws needs accessKeyId and secretAccessKey strings (and an optional sessionToken)")
+    return {"aws": {"accessKeyId": aws["accessKeyId"], "secretAccessKey": aws["secretAccessKey"],
+                    "sessionToken": aws.get("sessionToken") or None}}
+
+
 class Supervisor:
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, machine_secrets=None):
         self.run_dir = os.path.abspath(run_dir)
+        # Launch secrets live only in this process's memory: handed to boto3 sessions or to the
+        # environment of aws subprocesses, never to files, events, the trainer or os.environ.
+        self.aws_creds = (machine_secrets or {}).get("aws")
+        self.secret_values = sorted(
+            (v for v in (self.aws_creds or {}).values() if isinstance(v, str) and len(v) >= 4), key=len, reverse=True
+        )
         self.t0 = time.monotonic()
         self.phase = "starting"
         self.trainer_pid = None
@@ -787,14 +1564,25 @@ class Supervisor:
         self.hb_stop = threading.Event()
         self.events = None
         self.watcher = None
+        self.early_watcher = None  # made (and its storage listed) before the data phase, started with training
         self.venv = None
+        self.ckpt_storage = None
+        self.out_storage = None
+        self.resume_storage = None
+        self.data_storages = {}
         self.spec = {"limits": {"graceMs": 0, "maxDurationMs": None}}  # until spec.json is read
 
     # -- plumbing
 
+    def redact(self, text):
+        for v in self.secret_values:
+            if v in text:
+                text = text.replace(v, "***")
+        return text
+
     def debug(self, msg):
         try:
-            sys.stderr.write("[%s] %s\n" % (now_iso(), msg))
+            sys.stderr.write("[%s] %s\n" % (now_iso(), self.redact(msg)))
             sys.stderr.flush()
         except Exception:
             pass
@@ -804,7 +1592,7 @@ class Supervisor:
 
     def log_note(self, text):
         """A line of the agent's own in train.log, so setup steps are readable next to their output."""
-        os.write(self.log_fd, ("[runctl] %s\n" % text).encode("utf-8", "replace"))
+        os.write(self.log_fd, ("[runctl] %s\n" % self.redact(text)).encode("utf-8", "replace"))
 
     def write_status(self):
         with self.status_lock:
@@ -1111,9 +1899,12 @@ class Supervisor:
         if not spec["data"] and not spec["resume"]:
             return
         self.set_phase("data")
-        for item in spec["data"]:
+        for index, item in enumerate(spec["data"]):
             src_desc = item["source"]
             to = item["to"]
+            if src_desc.get("kind") == "s3":
+                self.download_s3(self.data_storages[index], to)
+                continue
             if src_desc.get("kind") != "dir":
                 raise PhaseFailed("DATA_FAILED", "data source kind %r is not supported by this agent" % (src_desc.get("kind"),), "data")
             src = src_desc.get("path")
@@ -1142,10 +1933,14 @@ class Supervisor:
         from_run = r["runId"]
         name = r.get("name")
         ckpt_dir = self.spec["checkpoints"]["dir"]
+        storage = self.resume_storage
         try:
-            storage = open_storage(r.get("storage"))
+            self._restore(storage, from_run, name, ckpt_dir)
         except StorageError as e:
-            raise PhaseFailed("CHECKPOINT_NOT_FOUND", "cannot read the resume storage: %s" % e, "resume")
+            self.check_abort()
+            raise PhaseFailed("STORAGE_UNREACHABLE", "the resume storage %s cannot be read: %s" % (storage.location(from_run), e), "storage")
+
+    def _restore(self, storage, from_run, name, ckpt_dir):
         chosen = None
         path = None
         if name:
@@ -1184,6 +1979,301 @@ class Supervisor:
         self.log_note("restored checkpoint %s of run %s to %s" % (chosen["name"], from_run, path))
         self.events.emit("checkpoint-restored", name=chosen["name"], step=chosen.get("step"), path=path, fromRunId=from_run)
 
+    # -- storages
+
+    def _storage_interrupted(self):
+        """True when a storage call should stop retrying: a kill after the trainer ended, or any stop
+        request before the trainer started (the data phase). Commits during training go on."""
+        if threading.current_thread() is threading.main_thread():
+            self.poll_abort()
+        if self.stop_commits:
+            return True
+        return self.trainer_pid is None and not self.trainer_done and self.abort_reason is not None
+
+    def _open(self, desc, what):
+        """Opens one storage (after setup, so tools installed by setup commands count)."""
+        try:
+            st = open_storage(desc, self.aws_creds, self.run_dir, self.base_env().get("PATH", os.defpath))
+        except StorageUnavailable as e:
+            raise PhaseFailed("STORAGE_UNREACHABLE", "%s: %s" % (what, e), "storage")
+        except StorageError as e:
+            raise PhaseFailed("AGENT_FAILED", "%s: %s" % (what, e), "agent")
+        if st.kind == "s3":
+            st.warn = lambda m: self.events.emit("warning", message=m)
+            st.interrupted = self._storage_interrupted
+            self.log_note("%s: %s" % (what, st.describe()))
+        return st
+
+    def open_storages(self):
+        spec = self.spec
+        ck = spec["checkpoints"]
+        if ck["storage"] is not None:
+            self.ckpt_storage = self._open(ck["storage"], "checkpoint storage")
+        if spec["outputs"] is not None:
+            self.out_storage = self._open(spec["outputs"]["storage"], "output storage")
+        if spec["resume"] is not None:
+            self.resume_storage = self._open(spec["resume"].get("storage"), "resume storage")
+        for index, item in enumerate(spec["data"]):
+            if item["source"].get("kind") == "s3":
+                self.data_storages[index] = self._open(item["source"], "data source")
+        if self.ckpt_storage is not None:
+            # Lists this run's committed checkpoints now: storage that cannot be reached fails the
+            # run before the data phase and training, not silently at the first commit.
+            try:
+                self.early_watcher = CheckpointWatcher(self, self.ckpt_storage, spec["runId"], ck, self.hp_hash)
+            except StorageError as e:
+                self.check_abort()
+                raise PhaseFailed("STORAGE_UNREACHABLE", "the checkpoint storage %s cannot be read: %s"
+                                  % (self.ckpt_storage.location(spec["runId"]), e), "storage")
+
+    def _wait_futures(self, futures, on_done, abortable=False):
+        """Waits for futures on the main thread, staying responsive to cancel/kill (abortable: a stop
+        request raises Aborted); on_done(future) for each finished one (it may raise: the rest are
+        then cancelled, and the running ones, which see the storage's `interrupted`, awaited)."""
+        import concurrent.futures as cf
+        pending = set(futures)
+        try:
+            while pending:
+                if abortable:
+                    self.check_abort()
+                else:
+                    self.poll_abort()
+                done, pending = cf.wait(pending, timeout=0.1, return_when=cf.FIRST_COMPLETED)
+                for f in done:
+                    on_done(f)
+        finally:
+            for f in pending:
+                f.cancel()
+            for f in pending:
+                if not f.cancelled():
+                    try:
+                        f.result()
+                    except BaseException:
+                        pass
+
+    def download_s3(self, storage, to):
+        """Downloads every object below the source's prefix to `to` (docs: S3, data)."""
+        where = storage.location("")
+        t0 = time.monotonic()
+        self.log_note("data: download %s/ -> %s" % (where, to))
+        try:
+            objects = storage.list_objects("")
+        except StorageError as e:
+            self.check_abort()
+            raise PhaseFailed("DATA_FAILED", "listing %s failed: %s" % (where, e), "data")
+        plan = []
+        seen = {}
+        for key, size, etag in objects:
+            if key.endswith("/") and size == 0:
+                continue  # a "folder" marker made by consoles
+            rel = safe_rel(key)
+            if rel is None:
+                raise PhaseFailed("DATA_FAILED", "object %s/%s would be written outside %s; refusing to download it" % (where, key, to), "data")
+            if rel != key:
+                raise PhaseFailed("DATA_FAILED", "object %s/%s has a key with empty or `.` parts, which has no one-to-one file name" % (where, key), "data")
+            if rel == DATA_STATE_FILE or rel.startswith(".runctl-data-staging"):
+                raise PhaseFailed("DATA_FAILED", "object %s/%s has a name runctl reserves in %s" % (where, key, to), "data")
+            if rel in seen:
+                raise PhaseFailed("DATA_FAILED", "objects %r and %r of %s map to the same file %s" % (seen[rel], key, where, rel), "data")
+            seen[rel] = key
+            plan.append((rel, key, size, etag))
+        try:
+            os.makedirs(to, exist_ok=True)
+        except OSError as e:
+            raise PhaseFailed("DATA_FAILED", "cannot create %s: %s" % (to, e), "data")
+        state_path = os.path.join(to, DATA_STATE_FILE)
+        state = read_json_file(state_path)
+        if not isinstance(state, dict):
+            state = {}
+        todo = []
+        skipped = 0
+        total = 0
+        for rel, key, size, etag in plan:
+            total += size
+            dest = os.path.join(to, *rel.split("/"))
+            prev = state.get(rel)
+            if isinstance(prev, dict) and etag and prev.get("size") == size and prev.get("etag") == etag:
+                # ... and the local copy is still the one written then (size and mtime).
+                try:
+                    lst = os.lstat(dest)
+                    if stat.S_ISREG(lst.st_mode) and lst.st_size == size and prev.get("mtimeNs") == str(lst.st_mtime_ns):
+                        skipped += 1
+                        continue
+                except OSError:
+                    pass
+            todo.append((rel, key, size, etag))
+        # Folders first, on this thread: no symlink may lead a download outside `to`.
+        try:
+            made = set()
+            for rel, _k, _s, _e in todo:
+                parts = tuple(rel.split("/")[:-1])
+                if parts not in made:
+                    _prepare_dirs(to, list(parts), rel)
+                    made.add(parts)
+                dest = os.path.join(to, rel)
+                if os.path.lexists(dest) and (os.path.islink(dest) or os.path.isdir(dest)):
+                    raise UnsafePath("%s is a folder or symlink in %s" % (rel, to))
+        except (UnsafePath, OSError) as e:
+            raise PhaseFailed("DATA_FAILED", "cannot download %s to %s: %s" % (where, to, e), "data")
+        progress = {"files": 0, "bytes": 0, "saved": time.monotonic(), "noted": time.monotonic()}
+
+        def save_state(force=False):
+            now = time.monotonic()
+            if force or now - progress["saved"] >= 2.0:
+                progress["saved"] = now
+                try:
+                    atomic_write(state_path, json.dumps(state, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+                except OSError as e:
+                    self.debug("data state %s not written: %s" % (state_path, e))
+
+        def verify(path, size, etag, etag_is_md5=True, got=None):
+            if got is not None:
+                got_size, md5 = got[0], got[2]
+            else:
+                got_size, digests = hash_file(path, ("md5",))
+                md5 = digests["md5"]
+            if got_size != size:
+                return "size %d, listed as %d" % (got_size, size)
+            if etag_is_md5 and is_single_part_etag(etag) and md5 != _clean_etag(etag):
+                return "MD5 %s, ETag says %s" % (md5, _clean_etag(etag))
+            return None
+
+        def fetch(item):
+            rel, key, size, etag = item
+            dest = os.path.join(to, *rel.split("/"))
+            problem = None
+            for _attempt in range(2):
+                tmp = tmp_name(dest)
+                try:
+                    got = storage.get_file(key, tmp, size)
+                    if got is None:
+                        problem = "it vanished from the bucket"
+                        break
+                    problem = verify(tmp, size, etag, got[3], got)
+                    if problem is None:
+                        os.replace(tmp, dest)
+                        return item
+                finally:
+                    _unlink_quiet(tmp)
+            raise StorageError("%s/%s failed verification: %s" % (where, key, problem))
+
+        def finished(item):
+            rel, _key, size, etag = item
+            try:
+                mtime = str(os.lstat(os.path.join(to, *rel.split("/"))).st_mtime_ns)
+            except OSError:
+                mtime = None
+            state[rel] = {"size": size, "etag": etag, "mtimeNs": mtime}
+            progress["files"] += 1
+            progress["bytes"] += size
+            now = time.monotonic()
+            if now - progress["noted"] >= 5.0:
+                progress["noted"] = now
+                self.log_note("data: %d/%d files, %d/%d bytes" % (progress["files"], len(todo), progress["bytes"], sum(t[2] for t in todo)))
+            save_state()
+
+        try:
+            batch = todo
+            if len(todo) > 1 and getattr(storage.backend, "name", None) == "cli":
+                batch = self._download_batch(storage, to, todo, verify, finished)
+            if batch:
+                workers = ThreadPoolExecutor(max_workers=8 if getattr(storage.backend, "name", None) == "boto3" else 4)
+                try:
+                    futures = [workers.submit(fetch, item) for item in batch]
+                    self._wait_futures(futures, lambda f: finished(f.result()), abortable=True)
+                finally:
+                    workers.shutdown(wait=True)
+        except (StorageError, OSError) as e:
+            save_state(force=True)
+            self.check_abort()
+            raise PhaseFailed("DATA_FAILED", "downloading %s to %s failed: %s" % (where, to, e), "data")
+        except BaseException:
+            save_state(force=True)
+            raise
+        save_state(force=True)
+        self.check_abort()
+        self.log_note("data: %s: %d files, %d bytes (%d downloaded, %d unchanged) in %.1f s"
+                      % (where, len(plan), total, len(todo), skipped, time.monotonic() - t0))
+
+    def _download_batch(self, storage, to, todo, verify, finished):
+        """The aws CLI costs a process per call: fetch many objects with one `s3 cp --recursive` per
+        batch into a staging folder, verify, move into place. Returns the items left to fetch one by one."""
+        staging = os.path.join(to, ".runctl-data-staging-%s" % secrets.token_hex(4))
+        left = []
+        try:
+            os.makedirs(staging)
+            storage.download_many("", [t[1] for t in todo], staging)
+            for item in todo:
+                self.check_abort()
+                rel, _key, size, etag = item
+                staged = os.path.join(staging, *rel.split("/"))
+                if os.path.isfile(staged) and not os.path.islink(staged) and verify(staged, size, etag) is None:
+                    os.replace(staged, os.path.join(to, *rel.split("/")))
+                    finished(item)
+                else:
+                    left.append(item)  # fetched again on its own, and verified
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return left
+
+    def upload_outputs(self):
+        """Uploads every file below outputDir to <storage>/<runId>/outputs/ (docs: S3, outputs)."""
+        st = self.out_storage
+        if st is None or self.trainer_pid is None or self.stop_commits:
+            return
+        out_dir = self.spec["outputDir"]
+        base = self.spec["runId"] + "/outputs"
+        t0 = time.monotonic()
+        files = []
+        for dirpath, dirs, names in os.walk(out_dir):
+            dirs.sort()
+            for fn in sorted(names):
+                full = os.path.join(dirpath, fn)
+                try:
+                    if not stat.S_ISREG(os.lstat(full).st_mode):
+                        continue  # symlinks are not followed out of the folder
+                except OSError:
+                    continue
+                files.append((os.path.relpath(full, out_dir).replace(os.sep, "/"), full))
+        result = {"files": 0, "bytes": 0}
+        failed = []
+
+        def put(item):
+            if self.stop_commits:
+                raise StorageError("stopped")
+            return st.put_file(base + "/" + item[0], item[1])
+
+        def done(f, item):
+            try:
+                size, _digest = f.result()
+                result["files"] += 1
+                result["bytes"] += size
+            except Exception as e:
+                failed.append((item[0], e))
+
+        batched = False
+        if len(files) > 1 and st.kind == "s3":
+            try:
+                batched = st.upload_tree(out_dir, base)
+            except StorageError as e:
+                self.debug("batch upload of the outputs failed, uploading file by file: %s" % e)
+            if batched:
+                result["files"] = len(files)
+                result["bytes"] = sum(os.path.getsize(full) for _rel, full in files)
+        if files and not batched:
+            workers = ThreadPoolExecutor(max_workers=4)
+            try:
+                futures = {workers.submit(put, item): item for item in files}
+                self._wait_futures(list(futures), lambda f: done(f, futures[f]))
+            finally:
+                workers.shutdown(wait=True)
+        if failed:
+            rel, err = failed[0]
+            self.events.emit("warning", message="outputs: %d of %d files were not uploaded to %s (first: %s: %s)"
+                             % (len(failed), len(files), st.location(base), rel, err))
+        self.events.emit("outputs", files=result["files"], bytes=result["bytes"], location=st.location(base),
+                         failed=len(failed), durationMs=int((time.monotonic() - t0) * 1000))
+
     def phase_training(self):
         spec = self.spec
         wd = spec["workdir"]
@@ -1196,8 +2286,8 @@ class Supervisor:
         env = self.base_env()
         if self.resume_from:
             env["RUNCTL_RESUME_FROM"] = self.resume_from
-        if self.ckpt_storage is not None:
-            self.watcher = CheckpointWatcher(self, self.ckpt_storage, spec["runId"], spec["checkpoints"], self.hp_hash)
+        if self.early_watcher is not None:
+            self.watcher = self.early_watcher
             if self.restored:
                 self.watcher.mark_known(*self.restored)
             self.watcher.start()
@@ -1219,7 +2309,7 @@ class Supervisor:
     def final_commits(self):
         if self.watcher is None:
             return
-        self.watcher.stop()
+        self.watcher.stop(poll=self.poll_abort)
 
         def should_stop():
             self.poll_abort()
@@ -1250,7 +2340,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        self.events = EventLog(self.path("events.jsonl"), self.path("train.log"))
+        self.events = EventLog(self.path("events.jsonl"), self.path("train.log"), redact=self.redact)
         self.log_fd = os.open(self.path("train.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         atomic_write(self.path("agent.pid"), ("%d\n" % os.getpid()).encode())
         self.write_status()
@@ -1261,7 +2351,6 @@ class Supervisor:
         status, reason, exit_code, sig_name = "failed", "agent", None, None
         self.resume_from = None
         self.restored = None
-        self.ckpt_storage = None
         try:
             try:
                 self.spec = spec = normalize_spec(read_json_file(self.path("spec.json")), self.run_dir)
@@ -1269,16 +2358,24 @@ class Supervisor:
                 raise PhaseFailed("AGENT_FAILED", "invalid spec.json: %s" % e, "agent")
             self.hp_hash = hashlib.sha256(canonical_json(spec["hyperparams"]).encode("utf-8")).hexdigest()
             try:
+                # Descriptors are checked now; clients are made after setup (which may install them).
                 if spec["checkpoints"]["storage"] is not None:
-                    self.ckpt_storage = open_storage(spec["checkpoints"]["storage"])
+                    check_descriptor(spec["checkpoints"]["storage"])
                 if spec["resume"] is not None:
-                    open_storage(spec["resume"].get("storage"))
+                    check_descriptor(spec["resume"].get("storage"))
+                if spec["outputs"] is not None:
+                    check_descriptor(spec["outputs"]["storage"])
+                for item in spec["data"]:
+                    if item["source"].get("kind") == "s3":
+                        check_descriptor(item["source"])
             except StorageError as e:
                 raise PhaseFailed("AGENT_FAILED", str(e), "agent")
             for d in (spec["workdir"], spec["outputDir"], spec["checkpoints"]["dir"]):
                 os.makedirs(d, exist_ok=True)
             self.check_abort()
             self.phase_setup()
+            self.check_abort()
+            self.open_storages()
             self.phase_data()
             if spec["dataDir"]:
                 os.makedirs(spec["dataDir"], exist_ok=True)
@@ -1312,6 +2409,11 @@ class Supervisor:
         if self.trainer_pid is not None or self.watcher is not None:
             self.set_phase("teardown")
             self.final_commits()
+            try:
+                self.upload_outputs()
+            except Exception as e:
+                self.debug("output upload failed:\n" + traceback.format_exc())
+                self.events.emit("warning", message="uploading the outputs failed: %s" % e)
         if exit_code is not None:
             file_code = exit_code
         elif sig_name is not None:
@@ -1333,8 +2435,31 @@ class Supervisor:
         return EXIT_OK
 
 
-def cmd_supervise(run_dir):
-    return Supervisor(run_dir).main()
+SECRETS_MAX = 60000  # bytes; below a pipe's buffer, so launch writes them before forking
+
+
+def read_stdin_secrets():
+    """The secrets `launch` wrote into this daemon's stdin pipe; stdin becomes /dev/null after."""
+    chunks = []
+    while True:
+        b = os.read(0, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    raw = b"".join(chunks)
+    try:
+        obj = json.loads(raw.decode("utf-8")) if raw.strip() else None
+    except ValueError:
+        obj = None
+    return obj if isinstance(obj, dict) else None
+
+
+def cmd_supervise(run_dir, secrets_on_stdin=False):
+    machine_secrets = read_stdin_secrets() if secrets_on_stdin else None
+    return Supervisor(run_dir, machine_secrets).main()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1344,13 +2469,29 @@ def cmd_supervise(run_dir):
 STATE_FILES = ("agent.pid", "exit_code", "status.json", "events.jsonl", "train.log")
 
 
-def spawn_daemon(run_dir):
+def spawn_daemon(run_dir, secrets_payload):
     """Double fork + setsid: the daemon has no controlling terminal, is not a child of the caller,
-    and lives in its own session, so closing the SSH session or killing the client leaves it running."""
+    and lives in its own session, so closing the SSH session or killing the client leaves it running.
+
+    The daemon is a fresh interpreter (exec of `supervise`). Its stdin is a pipe that already holds
+    the launch secrets (written, and the write end closed, before forking: the payload fits the pipe's
+    buffer), so they reach it through no file, command line or environment."""
     agent = os.path.abspath(__file__)
     python = sys.executable or "python3"
-    pid = os.fork()
+    rfd, wfd = os.pipe()
+    try:
+        view = memoryview(secrets_payload)
+        while view:
+            view = view[os.write(wfd, view):]
+    finally:
+        os.close(wfd)
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(rfd)
+        raise
     if pid:
+        os.close(rfd)
         os.waitpid(pid, 0)
         return
     try:
@@ -1360,7 +2501,7 @@ def spawn_daemon(run_dir):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # SIG_IGN survives exec
         devnull = os.open(os.devnull, os.O_RDWR)
         log = os.open(os.path.join(run_dir, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(devnull, 0)
+        os.dup2(rfd, 0)
         os.dup2(devnull, 1)
         os.dup2(log, 2)
         # Inherited descriptors (an SSH channel, a Node pipe) would keep the caller waiting on EOF.
@@ -1375,7 +2516,7 @@ def spawn_daemon(run_dir):
                 except OSError:
                     pass
         os.chdir("/")
-        os.execv(python, [python, agent, "supervise", run_dir])
+        os.execv(python, [python, agent, "supervise", run_dir, "--secrets-stdin"])
     except BaseException:
         try:
             os.write(2, traceback.format_exc().encode())
@@ -1389,6 +2530,11 @@ def cmd_launch(run_dir):
         spec = json.loads(raw.decode("utf-8"))
     except ValueError as e:
         raise UsageError("the spec on stdin is not JSON: %s" % e)
+    # Secrets never reach spec.json: taken out here, handed to the daemon through a pipe.
+    machine_secrets = check_launch_secrets(spec.pop("secrets", None) if isinstance(spec, dict) else None)
+    secrets_payload = json.dumps(machine_secrets or {}, separators=(",", ":")).encode("utf-8")
+    if len(secrets_payload) > SECRETS_MAX:
+        raise UsageError("spec.secrets is too large")
     normalize_spec(spec, run_dir)  # validate before anything starts
     run_dir = os.path.abspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
@@ -1406,7 +2552,7 @@ def cmd_launch(run_dir):
             log_start = os.path.getsize(os.path.join(run_dir, "agent.log"))
         except OSError:
             log_start = 0
-        spawn_daemon(run_dir)
+        spawn_daemon(run_dir, secrets_payload)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             pid = read_pid(run_dir)
@@ -1732,7 +2878,36 @@ def _write_file(target, rel, chunks, mode, cache):
     cache[rel] = {"size": st.st_size, "mtimeNs": str(st.st_mtime_ns), "ctimeNs": str(st.st_ctime_ns), "sha256": h.hexdigest()}
 
 
-def cmd_sync_apply(root):
+def cmd_sync_apply_staged(root):
+    """sync-apply with the tar staged in storage (machines reached without a byte stream, such as
+    SSM): stdin is JSON {"storage": descriptor, "key": key, "secrets": {...} or null}."""
+    try:
+        req = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+        desc, key = req["storage"], req["key"]
+        creds = check_launch_secrets(req.get("secrets")) if req.get("secrets") is not None else None
+        if not isinstance(key, str) or safe_rel(key) is None:
+            raise ValueError("key must be a relative storage key")
+    except (ValueError, KeyError, TypeError, UsageError) as e:
+        print_json({"ok": False, "error": "staged sync-apply needs {storage, key, secrets?} on stdin: %s" % e})
+        return EXIT_USAGE
+    parent = os.path.dirname(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    staged = os.path.join(parent, ".runctl-sync-staged-%s.tar" % secrets.token_hex(6))
+    try:
+        storage = open_storage(desc, (creds or {}).get("aws"), work_dir=parent)
+        if storage.get_file(key, staged) is None and not os.path.exists(staged):
+            print_json({"ok": False, "error": "staged sync object %s does not exist" % key})
+            return EXIT_ERROR
+        with open(staged, "rb") as f:
+            return cmd_sync_apply(root, f)
+    except StorageError as e:
+        print_json({"ok": False, "error": "could not fetch the staged sync: %s" % e})
+        return EXIT_ERROR
+    finally:
+        _unlink_quiet(staged)
+
+
+def cmd_sync_apply(root, stream=None):
     root = os.path.abspath(root)
     os.makedirs(root, exist_ok=True)
     cache = load_hash_cache(root)
@@ -1742,7 +2917,7 @@ def cmd_sync_apply(root):
     writers = None
     in_flight = collections.deque()
     try:
-        tf = tarfile.open(fileobj=sys.stdin.buffer, mode="r|*")
+        tf = tarfile.open(fileobj=stream if stream is not None else sys.stdin.buffer, mode="r|*")
     except tarfile.TarError as e:
         print_json({"ok": False, "error": "stdin is not a tar stream: %s" % e})
         return EXIT_USAGE
@@ -1906,6 +3081,8 @@ def main(argv):
     if cmd == "launch":
         return cmd_launch(one(1)[0])
     if cmd == "supervise":
+        if len(args) == 2 and args[1] == "--secrets-stdin":
+            return cmd_supervise(args[0], secrets_on_stdin=True)
         return cmd_supervise(one(1)[0])
     if cmd == "follow":
         return cmd_follow(*parse_follow(args))
@@ -1917,6 +3094,8 @@ def main(argv):
     if cmd == "manifest":
         return cmd_manifest(one(1)[0])
     if cmd == "sync-apply":
+        if len(args) == 2 and args[1] == "--staged":
+            return cmd_sync_apply_staged(args[0])
         return cmd_sync_apply(one(1)[0])
     raise UsageError("unknown command %r" % cmd)
 

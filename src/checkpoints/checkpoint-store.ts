@@ -269,11 +269,12 @@ async function downloadCheckpoint(storage: Storage, manifest: CheckpointManifest
   } catch (err) {
     // Never leave a half-downloaded checkpoint that looks usable.
     await Promise.all(written.map((p) => rm(p, { force: true })));
-    if (err instanceof RunctlError) throw err;
-    if (signal?.aborted) throw new RunctlError("ABORTED", "Checkpoint download aborted.", { cause: err });
-    if ((err as { code?: string }).code === "NOT_FOUND" || (err instanceof Error && /No object/.test(err.message))) {
+    // A file the manifest lists but storage lacks makes the checkpoint corrupt (readers fall back).
+    if ((err as { code?: string }).code === "NOT_FOUND") {
       throw new RunctlError("CHECKPOINT_CORRUPT", `Checkpoint ${manifest.name} is missing a file: ${(err as Error).message}`, { cause: err });
     }
+    if (err instanceof RunctlError) throw err;
+    if (signal?.aborted) throw new RunctlError("ABORTED", "Checkpoint download aborted.", { cause: err });
     throw new RunctlError("STORAGE_ERROR", `Downloading checkpoint ${manifest.name} failed: ${(err as Error).message}`, { cause: err, retryable: true });
   }
   return manifest.kind === "file" ? join(root, manifest.name) : root;

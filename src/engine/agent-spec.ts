@@ -25,6 +25,7 @@ export interface AgentSpec {
   readonly data: readonly { readonly source: StorageDescriptor; readonly to: string }[];
   readonly dataDir: string | null;
   readonly outputDir: string;
+  readonly outputs: { readonly storage: StorageDescriptor } | null;
   readonly checkpoints: { readonly dir: string; readonly storage: StorageDescriptor | null; readonly keep: number | null; readonly settleMs: number; readonly pollMs: number };
   readonly resume: { readonly storage: StorageDescriptor; readonly runId: string; readonly name: string | null } | null;
   readonly limits: { readonly maxDurationMs: number | null; readonly graceMs: number };
@@ -42,6 +43,10 @@ export interface AgentSpecInput {
   readonly options: TrainOptions & { readonly hyperparams: Readonly<Record<string, HyperparamValue>> };
   readonly storage: StorageDescriptor | null;
   readonly resume: AgentSpec["resume"];
+  /** Where each `.data()` source is reached from the machine, in plan order. */
+  readonly dataSources: readonly StorageDescriptor[];
+  /** Where `.outputs()` go, as the machine reaches it. */
+  readonly outputs: StorageDescriptor | null;
 }
 
 /** Turns a validated plan into the agent's spec for one machine. Pure. */
@@ -50,7 +55,7 @@ export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
   const runDir = posix.join(rootDir, "runs", runId);
   const inWorkdir = (p: string): string => (posix.isAbsolute(p) ? p : posix.join(workdir, p));
   const setup = state.setup;
-  const data = state.data.map((d) => ({ source: { kind: "dir" as const, path: d.path }, to: inWorkdir(d.to) }));
+  const data = state.data.map((d, i) => ({ source: input.dataSources[i]!, to: inWorkdir(d.to) }));
   return {
     version: 1,
     runId,
@@ -78,6 +83,7 @@ export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
     data,
     dataDir: data[0]?.to ?? null,
     outputDir: posix.join(runDir, "outputs"),
+    outputs: input.outputs ? { storage: input.outputs } : null,
     checkpoints: {
       dir: state.checkpoints?.dir ? inWorkdir(state.checkpoints.dir) : posix.join(runDir, "checkpoints"),
       storage: input.storage,

@@ -8,6 +8,7 @@ import { RunJournal, readJournalFrom } from "../run/journal.js";
 import type { RunResult } from "../run/run-result.js";
 import { TrainingRun } from "../run/training-run.js";
 import { localDir } from "../storage/local-dir/local-dir-storage.js";
+import { s3FromDescriptor } from "../storage/s3/index.js";
 import { RunSession, type LaunchedRun } from "./run-session.js";
 import { join, posix } from "node:path";
 import type { Storage } from "../storage/types.js";
@@ -22,6 +23,8 @@ export interface AttachOptions {
   readonly metricPattern?: RegExp;
   /** How often to read the journal while another live process follows the run. @defaultValue 200 */
   readonly pollMs?: number;
+  /** The run's checkpoint storage, for `run.checkpoints()` (for S3 with credentials of your own). @defaultValue rebuilt from the journal */
+  readonly storage?: Storage;
 }
 
 /**
@@ -34,12 +37,17 @@ export function attachRun(runId: string, options: AttachOptions = {}): TrainingR
   const record = journal.record;
   const session = new RunSession(journal, Date.parse(record.createdAt));
   session.replay();
-  // Local folders are read directly; a folder on a remote machine through its provider's transport.
+  // The storage given, else rebuilt from the record: a local folder directly, S3 with the default
+  // credential chain, a folder on a remote machine through its provider's transport.
   const storage = (): Storage | undefined => {
-    if (!record.storage) return undefined;
-    if (record.storage.uri.startsWith("file:")) return localDir(record.storage.descriptor.path);
+    if (options.storage) return options.storage;
+    const saved = record.storage;
+    if (!saved) return undefined;
+    const descriptor = saved.descriptor;
+    if (descriptor.kind === "s3") return s3FromDescriptor(descriptor);
+    if (saved.uri.startsWith("file:")) return localDir(descriptor.path);
     if (!record.machine) return undefined;
-    return machineStorageFor(provider(), { record: record.machine, id: record.machine.id, rootDir: posix.dirname(record.storage.descriptor.path) });
+    return machineStorageFor(provider(), { record: record.machine, id: record.machine.id, rootDir: posix.dirname(descriptor.path) });
   };
   const provider = (): Provider => {
     if (options.provider) return options.provider;

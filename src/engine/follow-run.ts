@@ -147,6 +147,8 @@ function translateAgentEvent(e: Record<string, unknown>): RunEventInput | undefi
         bytes: Number(e["bytes"] ?? 0),
         location: String(e["location"] ?? ""),
       };
+    case "outputs":
+      return { type: "outputs", files: Number(e["files"] ?? 0), bytes: Number(e["bytes"] ?? 0), location: String(e["location"] ?? "") };
     case "warning":
       return { type: "warning", message: String(e["message"]) };
     case "signal":

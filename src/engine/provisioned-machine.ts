@@ -1,12 +1,10 @@
-import { createHash } from "node:crypto";
-import { join } from "node:path";
 import { ensureAgent } from "../agent/install-agent.js";
 import type { Machine, Provider } from "../providers/types.js";
-import { syncTree, type SyncResult } from "../sync/sync-tree.js";
+import { syncTree, type SyncResult, type SyncTreeOptions } from "../sync/sync-tree.js";
 import type { Command, ExecHandle, ExecOptions } from "../transport/types.js";
 import type { SyncOptions } from "../plan/plan-types.js";
 import { existingDir } from "../plan/validate.js";
-import { runctlHome } from "../util/runctl-home.js";
+import { syncHashCachePath } from "../util/runctl-home.js";
 
 /**
  * A machine you drive yourself: run commands, move files, sync a folder, release it.
@@ -23,7 +21,7 @@ export interface ProvisionedMachine extends Machine {
   /** Runs a command on the machine (see Transport.exec). */
   exec(command: Command, options?: ExecOptions): ExecHandle;
   /** Makes `remoteDir` an exact, verified copy of `localDir` (content manifest; only changes travel). */
-  sync(localDir: string, remoteDir: string, options?: SyncOptions & { readonly signal?: AbortSignal }): Promise<SyncResult>;
+  sync(localDir: string, remoteDir: string, options?: SyncOptions & { readonly signal?: AbortSignal; readonly staging?: SyncTreeOptions["staging"] }): Promise<SyncResult>;
   /** Copies a file to the machine. */
   putFile(localPath: string, remotePath: string, options?: { readonly signal?: AbortSignal }): Promise<void>;
   /** Copies a file from the machine. */
@@ -53,8 +51,8 @@ export async function provisionMachine(provider: Provider, options: { readonly s
         localDir: dir,
         remoteDir,
         ignore: syncOptions.ignore ?? [],
-        // Same cache file as a run's .sync() of this folder: an unchanged tree is not re-read.
-        hashCachePath: join(runctlHome(), "cache", `hashes-${createHash("sha256").update(dir).digest("hex").slice(0, 16)}.json`),
+        hashCachePath: syncHashCachePath(dir),
+        ...(syncOptions.staging ? { staging: syncOptions.staging } : {}),
         ...(syncOptions.maxBytes !== undefined ? { maxBytes: syncOptions.maxBytes } : {}),
         ...(syncOptions.maxFiles !== undefined ? { maxFiles: syncOptions.maxFiles } : {}),
         ...(syncOptions.signal ? { signal: syncOptions.signal } : {}),

@@ -11,10 +11,10 @@ import { newRunId } from "../run/run-id.js";
 import { TrainingRun } from "../run/training-run.js";
 import type { RunResult } from "../run/run-result.js";
 import { localDir } from "../storage/local-dir/local-dir-storage.js";
-import type { Storage, StorageDescriptor } from "../storage/types.js";
+import type { MachineSecrets, Storage, StorageDescriptor } from "../storage/types.js";
 import { syncTree } from "../sync/sync-tree.js";
 import { KeyedMutex } from "../util/keyed-mutex.js";
-import { runctlHome } from "../util/runctl-home.js";
+import { runctlHome, syncHashCachePath } from "../util/runctl-home.js";
 import { buildAgentSpec, type AgentSpec } from "./agent-spec.js";
 import { RunSession, type LaunchedRun } from "./run-session.js";
 
@@ -57,6 +57,15 @@ function resolveResume(state: PlanState, storage: Storage | undefined): AgentSpe
   if (!from) throw new RunctlError("INVALID_ARGUMENT", ".resumeFrom() needs checkpoint storage; pass { runId, storage }.");
   const name = "manifest" in source ? source.name : (source.name ?? null);
   return { storage: descriptorOf(from, state), runId: source.runId, name };
+}
+
+/** The first credentials any of the run's storages hands to machines (docs/agent-protocol.md, S3). */
+async function machineSecretsFor(storages: readonly (Storage | undefined)[], signal: AbortSignal): Promise<MachineSecrets | undefined> {
+  for (const storage of storages) {
+    const secrets = await storage?.machineSecrets?.({ signal });
+    if (secrets) return secrets;
+  }
+  return undefined;
 }
 
 /** Runs of this process syncing into the same mirror take turns. */
@@ -106,7 +115,7 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
         session.emit({
           type: "warning",
           code: "CHECKPOINTS_ON_MACHINE",
-          message: `No checkpoint storage configured: checkpoints are committed on ${machine.address} under ${storageDescriptor.path} and are lost with the machine. Configure .checkpoints({ storage }) to keep them elsewhere.`,
+          message: `No checkpoint storage configured: checkpoints are committed on ${machine.address} under ${onMachine.uri} and are lost with the machine. Configure .checkpoints({ storage }) to keep them elsewhere.`,
         });
       }
       const agent = await ensureAgent(machine, { signal });
@@ -127,7 +136,7 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
             remoteDir: mirror,
             ignore: sync.options.ignore ?? [],
             extraExcludes: state.checkpoints?.dir && !posix.isAbsolute(state.checkpoints.dir) ? [`/${state.checkpoints.dir}`] : [],
-            hashCachePath: join(runctlHome(), "cache", `hashes-${mirrorKey(sync.dir)}.json`),
+            hashCachePath: syncHashCachePath(sync.dir),
             signal,
             ...(sync.options.maxBytes !== undefined ? { maxBytes: sync.options.maxBytes } : {}),
             ...(sync.options.maxFiles !== undefined ? { maxFiles: sync.options.maxFiles } : {}),
@@ -156,10 +165,14 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
         options,
         storage: storageDescriptor,
         resume,
+        dataSources: state.data.map((d) => (d.kind === "path" ? { kind: "dir", path: d.path } : descriptorOf(d.storage, state))),
+        outputs: state.outputs ? descriptorOf(state.outputs, state) : null,
       });
+      const secrets = await machineSecretsFor([storage, ...state.data.map((d) => (d.kind === "storage" ? d.storage : undefined)), state.outputs], signal);
       throwIfAborted(signal);
       const argv = [agent.python, agent.path, "launch", runDir];
-      const started = await machine.transport.exec(argv, { stdin: JSON.stringify(spec) });
+      // Secrets travel only on the launch command's stdin; the agent keeps them in memory.
+      const started = await machine.transport.exec(argv, { stdin: JSON.stringify(secrets ? { ...spec, secrets } : spec) });
       if (started.exitCode !== 0) {
         throw new CommandError(
           { command: argv.join(" "), host: machine.address, exitCode: started.exitCode, signal: started.signal, durationMs: started.durationMs, stdoutTail: started.stdoutTail, stderrTail: started.stderrTail },

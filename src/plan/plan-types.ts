@@ -103,12 +103,18 @@ export interface TrainOptions {
   readonly runId?: string;
 }
 
+/** One `.data()` input: a path on the machine, or a storage (an S3 prefix) the machine downloads from. */
+export type DataSource =
+  | { readonly kind: "path"; readonly uri: string; readonly path: string; readonly to: string }
+  | { readonly kind: "storage"; readonly uri: string; readonly storage: Storage; readonly to: string };
+
 /** The fluent plan's data: plain, immutable, validated on every call. */
 export interface PlanState {
   readonly provider: Provider;
   readonly sync?: { readonly dir: string; readonly options: SyncOptions };
   readonly setup?: SetupOptions;
-  readonly data: readonly { readonly uri: string; readonly path: string; readonly to: string }[];
+  readonly data: readonly DataSource[];
+  readonly outputs?: Storage;
   readonly env: Readonly<Record<string, string>>;
   readonly checkpoints?: CheckpointOptions;
   readonly budget?: BudgetOptions;

@@ -8,6 +8,9 @@ import { provisionMachine, type ProvisionedMachine } from "../engine/provisioned
 import type { TrainingRun } from "../run/training-run.js";
 import { validateHyperparams } from "./hyperparams.js";
 import type { BudgetOptions, CheckpointOptions, DataOptions, PlanState, ResumeSource, SetupOptions, SyncOptions, TrainOptions } from "./plan-types.js";
+import { localDir } from "../storage/local-dir/local-dir-storage.js";
+import { s3 } from "../storage/s3/index.js";
+import type { Storage } from "../storage/types.js";
 import {
   budgetOptionsSchema,
   checkpointOptionsSchema,
@@ -84,17 +87,42 @@ export class RunPlan {
   }
 
   /**
-   * Fetches input data on the machine before training, into `options.to` (relative to the workdir).
+   * Fetches input data on the machine before training, into `options.to` (relative to the workdir):
+   * a folder or file on the machine, or every object under an S3 prefix (`"s3://bucket/prefix"`, or
+   * `s3(...)` for an endpoint or credentials of your own), downloaded by the machine itself, verified
+   * by size and checksum, and resumable.
    *
    * @example
    * ```ts
    * plan.data("/datasets/mnist", { to: "data" })
+   * plan.data("s3://my-bucket/mnist/", { to: "data" })
    * ```
    */
-  data(uri: string, options: DataOptions = {}): RunPlan {
+  data(source: string | Storage, options: DataOptions = {}): RunPlan {
     const to = validateRelativePath(options.to ?? "data", ".data() to");
-    const path = parseDataUri(uri, this.state.provider.sharesLocalFilesystem);
-    return this.with({ data: [...this.state.data, { uri, path, to }] });
+    const storage = typeof source === "string" ? (source.startsWith("s3://") ? s3(source) : undefined) : source;
+    if (storage) {
+      reachableFrom(this.state.provider, storage, ".data()");
+      return this.with({ data: [...this.state.data, { kind: "storage", uri: storage.uri, storage, to }] });
+    }
+    if (typeof source !== "string") throw new RunctlError("INVALID_ARGUMENT", ".data(source): give a path, an s3:// URI or a Storage.");
+    const path = parseDataUri(source, this.state.provider.sharesLocalFilesystem);
+    return this.with({ data: [...this.state.data, { kind: "path", uri: source, path, to }] });
+  }
+
+  /**
+   * Uploads the run's output folder (`RUNCTL_OUTPUT_DIR`) when the trainer has exited, whatever its
+   * status, to `<target>/<runId>/outputs/`. Done by the machine itself.
+   *
+   * @example
+   * ```ts
+   * plan.outputs("s3://my-bucket/outputs")
+   * ```
+   */
+  outputs(target: string | Storage): RunPlan {
+    const storage = typeof target === "string" ? (target.startsWith("s3://") ? s3(target) : localDir(target)) : target;
+    reachableFrom(this.state.provider, storage, ".outputs()");
+    return this.with({ outputs: storage });
   }
 
   /**
@@ -119,12 +147,7 @@ export class RunPlan {
    */
   checkpoints(options: CheckpointOptions): RunPlan {
     const parsed = parseOptions(checkpointOptionsSchema, options, ".checkpoints()") as CheckpointOptions;
-    if (parsed.storage?.machineDescriptor?.({ sharesLocalFilesystem: this.state.provider.sharesLocalFilesystem }) === undefined && parsed.storage) {
-      throw new RunctlError(
-        "STORAGE_UNREACHABLE",
-        `.checkpoints(): machines of the ${this.state.provider.name} provider cannot write to ${parsed.storage.uri}; use a storage they can reach.`,
-      );
-    }
+    if (parsed.storage) reachableFrom(this.state.provider, parsed.storage, ".checkpoints()");
     return this.with({ checkpoints: parsed });
   }
 
@@ -224,5 +247,15 @@ export class RunPlan {
         throw new RunctlError("SCRIPT_NOT_FOUND", `.train(${JSON.stringify(script)}): no such file (relative paths are relative to ${process.cwd()}).`);
       }
     }
+  }
+}
+
+/** Machines of `provider` must be able to reach `storage` themselves (the agent writes and reads it). */
+function reachableFrom(provider: Provider, storage: Storage, call: string): void {
+  if (typeof storage !== "object" || storage === null || typeof storage.put !== "function") {
+    throw new RunctlError("INVALID_ARGUMENT", `${call}: expected a Storage such as localDir(...) or s3(...).`);
+  }
+  if (storage.machineDescriptor?.({ sharesLocalFilesystem: provider.sharesLocalFilesystem }) === undefined) {
+    throw new RunctlError("STORAGE_UNREACHABLE", `${call}: machines of the ${provider.name} provider cannot reach ${storage.uri}; use a storage they can reach (s3(...)).`);
   }
 }

@@ -92,13 +92,10 @@ export function existingDir(path: string): string {
 }
 
 /**
- * Parses a data URI. Today: a folder or file on the machine (`/abs/path`, `file:///abs/path`, or a
- * relative path for machines that share this filesystem). `s3://` arrives with the S3 storage.
+ * Parses a data path: a folder or file on the machine (`/abs/path`, `file:///abs/path`, or a relative
+ * path for machines that share this filesystem). `s3://` URIs are handled by `.data()` itself.
  */
 export function parseDataUri(uri: string, sharesLocalFilesystem: boolean): string {
-  if (/^s3:\/\//.test(uri)) {
-    throw new RunctlError("UNSUPPORTED", `.data(${JSON.stringify(uri)}): s3:// data sources are not supported by this version; use a path on the machine.`);
-  }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(uri) && !uri.startsWith("file://")) {
     throw new RunctlError("INVALID_URI", `.data(${JSON.stringify(uri)}): unknown scheme; use a path or file:///abs/path.`);
   }

@@ -104,6 +104,17 @@ export interface CheckpointEvent extends RunEventBase {
   readonly location: string;
 }
 
+/** The output folder was uploaded (`.outputs()`), after the trainer exited. */
+export interface OutputsEvent extends RunEventBase {
+  readonly type: "outputs";
+  /** Files uploaded. */
+  readonly files: number;
+  /** Bytes uploaded. */
+  readonly bytes: number;
+  /** Where they went (`s3://bucket/prefix/<runId>/outputs`). */
+  readonly location: string;
+}
+
 /** The machine received an interruption notice (spot) or was lost. */
 export interface InterruptionEvent extends RunEventBase {
   /** Discriminator: always `"interruption"`. */
@@ -187,6 +198,7 @@ export type RunEvent =
   | SetupEvent
   | ResumedEvent
   | CheckpointEvent
+  | OutputsEvent
   | InterruptionEvent
   | RecoveredEvent
   | CostEvent

@@ -18,16 +18,45 @@ export interface StorageCallOptions {
   readonly signal?: AbortSignal;
 }
 
-/**
- * How the agent on a machine reaches a storage: a folder it can see, or (S3 issue) a bucket.
- * Plain JSON; it is written into the machine's `spec.json`.
- */
-export type StorageDescriptor = {
+/** A folder the machine can see. */
+export interface DirStorageDescriptor {
   /** `dir`: a folder the machine can see. */
   readonly kind: "dir";
   /** The folder's absolute path on the machine. */
   readonly path: string;
-};
+}
+
+/** An S3 bucket and prefix (docs/agent-protocol.md, "S3"). */
+export interface S3StorageDescriptor {
+  /** `s3`: a bucket the machine reaches over the S3 protocol. */
+  readonly kind: "s3";
+  /** Bucket name. */
+  readonly bucket: string;
+  /** Key prefix without leading or trailing `/` (`""` for the bucket root). */
+  readonly prefix: string;
+  /** Region, or null for the machine's default. */
+  readonly region: string | null;
+  /** Endpoint URL of an S3-protocol server, or null for AWS. */
+  readonly endpoint: string | null;
+  /** Address objects as `endpoint/bucket/key`. */
+  readonly forcePathStyle: boolean;
+  /** When request checksums are sent. */
+  readonly checksums: "when_supported" | "when_required";
+  /** Which client the agent uses: boto3 if importable else the aws CLI (`auto`), or one of them. */
+  readonly backend: "auto" | "boto3" | "cli";
+}
+
+/**
+ * How the agent on a machine reaches a storage: a folder it can see, or an S3 bucket.
+ * Plain JSON without secrets; it is written into the machine's `spec.json`.
+ */
+export type StorageDescriptor = DirStorageDescriptor | S3StorageDescriptor;
+
+/** Credentials handed to the agent in memory (never written on the machine). */
+export interface MachineSecrets {
+  /** AWS credentials for an `s3` storage. */
+  readonly aws?: { readonly accessKeyId: string; readonly secretAccessKey: string; readonly sessionToken?: string };
+}
 
 /**
  * Where checkpoints, data and run records live. Small and structural: implement it to add a backend.
@@ -58,4 +87,10 @@ export interface Storage {
    * local folder seen from a remote host). Optional capability.
    */
   machineDescriptor?(context: { readonly sharesLocalFilesystem: boolean }): StorageDescriptor | undefined;
+  /**
+   * Credentials the agent needs to reach this storage from the machine, resolved now (the machine
+   * gets them in memory only). Undefined: the machine uses its own (an EC2 instance profile).
+   * Optional capability.
+   */
+  machineSecrets?(options?: StorageCallOptions): Promise<MachineSecrets | undefined>;
 }

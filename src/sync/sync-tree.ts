@@ -1,6 +1,8 @@
 import { posix } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { RunctlError, abortError, throwIfAborted } from "../errors/runctl-error.js";
+import { randomUUID } from "node:crypto";
+import type { Storage } from "../storage/types.js";
 import type { ExecResult, Transport } from "../transport/types.js";
 import { parseApplyReply, parseManifestReply } from "./agent-sync-replies.js";
 import { diffManifests } from "./diff.js";
@@ -93,6 +95,12 @@ export interface SyncTreeOptions extends SyncSelection {
    * other data (such as a home directory).
    */
   readonly remoteDir: string;
+  /**
+   * Send the tar through storage instead of the command's stdin, for machines reached without a
+   * byte stream (SSM): it is uploaded under `prefix`, fetched and applied by the agent (with the
+   * storage's machine credentials, in memory), then deleted. @defaultValue undefined (stdin)
+   */
+  readonly staging?: { readonly storage: Storage; readonly prefix?: string };
   /** Called as the sync progresses. @defaultValue undefined */
   readonly onProgress?: (progress: SyncProgress) => void;
   /**
@@ -312,12 +320,32 @@ async function syncOnce(options: SyncTreeOptions, started: number): Promise<Sync
       () => progress("applying"),
       () => controller.abort(),
     );
-    const applyArgv = [options.python, options.agentPath, "sync-apply", options.remoteDir];
-    const apply: Promise<ExecResult> = Promise.resolve(transport.exec(applyArgv, { stdin: tar.stream, signal: controller.signal })).finally(() => {
-      // The agent is gone: unblock a pack that waits for a reader (no-op once everything was read).
-      tar.stream.destroy();
-    });
+    const staging = options.staging;
+    const applyArgv = [options.python, options.agentPath, "sync-apply", options.remoteDir, ...(staging ? ["--staged"] : [])];
+    let apply: Promise<ExecResult>;
+    let stagedKey: string | undefined;
+    if (staging) {
+      // No byte stream to the machine (SSM): the tar goes through storage, the agent fetches it.
+      const key = `${staging.prefix ?? "runctl-sync"}/${randomUUID()}.tar`;
+      stagedKey = key;
+      const descriptor = staging.storage.machineDescriptor?.({ sharesLocalFilesystem: false });
+      if (!descriptor) throw new RunctlError("STORAGE_UNREACHABLE", `Sync staging: the machine cannot reach ${staging.storage.uri}.`);
+      apply = staging.storage
+        .put(key, tar.stream, withSignal(controller.signal))
+        .then(async () => {
+          const secrets = await staging.storage.machineSecrets?.(withSignal(controller.signal));
+          const request = JSON.stringify({ storage: descriptor, key, secrets: secrets ?? null });
+          return transport.exec(applyArgv, { stdin: request, signal: controller.signal });
+        })
+        .finally(() => tar.stream.destroy());
+    } else {
+      apply = Promise.resolve(transport.exec(applyArgv, { stdin: tar.stream, signal: controller.signal })).finally(() => {
+        // The agent is gone: unblock a pack that waits for a reader (no-op once everything was read).
+        tar.stream.destroy();
+      });
+    }
     const [packed, ran] = await Promise.allSettled([tar.done, apply]);
+    if (staging && stagedKey) await staging.storage.delete(stagedKey).catch(() => {});
     throwIfAborted(signal);
     // A file that changed, an fs error or ABORTED explains more than the killed command it caused; a
     // stream closed by the agent's exit is explained by the agent's own reply.

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -13,4 +14,17 @@ import { join, resolve } from "node:path";
 export function runctlHome(): string {
   const fromEnv = process.env["RUNCTL_HOME"];
   return resolve(fromEnv && fromEnv.length > 0 ? fromEnv : join(homedir(), ".runctl"));
+}
+
+/**
+ * The hash cache of a synced local folder, shared by every sync of that folder (runs and manual
+ * syncs), so an unchanged tree is not re-read.
+ *
+ * @example
+ * ```ts
+ * syncHashCachePath("/home/me/project"); // "~/.runctl/cache/hashes-3f2a….json"
+ * ```
+ */
+export function syncHashCachePath(localDir: string): string {
+  return join(runctlHome(), "cache", `hashes-${createHash("sha256").update(localDir).digest("hex").slice(0, 16)}.json`);
 }

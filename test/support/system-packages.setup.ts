@@ -2,10 +2,11 @@ import { execFileSync, spawnSync } from "node:child_process";
 
 /**
  * vitest globalSetup: the Debian packages the end-to-end tests train with (a real PyTorch model on
- * scikit-learn's digits; wheels built offline). Installed when missing, so `npm test` alone works on
- * a fresh machine (as root). The SSH testbed installs its own packages.
+ * scikit-learn's digits; wheels built offline) and that machines use to reach S3 (boto3, the aws
+ * CLI). Installed when missing, so `npm test` alone works on a fresh machine (as root). The SSH
+ * testbed installs its own packages; its hosts share this filesystem, so they see these too.
  */
-const PACKAGES = ["python3-venv", "python3-pip", "python3-torch", "python3-sklearn", "python3-setuptools", "python3-wheel"];
+const PACKAGES = ["python3-venv", "python3-pip", "python3-torch", "python3-sklearn", "python3-setuptools", "python3-wheel", "python3-boto3", "awscli"];
 
 export default function setup(): void {
   const missing = PACKAGES.filter((p) => {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { describe, expect, it } from "vitest";
@@ -87,6 +87,9 @@ describe("checkpoint store", () => {
     expect(used.checkpoint.name).toBe("step-1");
     expect(used.skipped).toEqual(["step-2"]);
 
+    // A file the manifest lists but storage lacks: also corrupt, also skipped.
+    rmSync(join(root, "r1", "checkpoints", "step-1", "files", "model.json"));
+    await expect(store.downloadLatest(tempDir("dl4"))).rejects.toMatchObject({ code: "CHECKPOINT_NOT_FOUND" });
     expect(await store.prune({ keep: 1 })).toEqual(["step-1"]);
     expect((await store.list()).map((c) => c.name)).toEqual(["step-2"]);
   });

@@ -1,0 +1,246 @@
+/**
+ * Benchmark: runctl's S3 storage (`s3()`: lib-storage multipart upload, streaming get) vs
+ * `aws s3 cp`, uploading and downloading the same 1 GiB file to and from the same S3-protocol
+ * server (s3rver on 127.0.0.1, started here), in the same run.
+ *
+ *   npm run bench:s3                        # = npx tsx bench/s3-vs-aws-cli.ts
+ *   BENCH_REPS=5 BENCH_SIZE_MB=2048 npm run bench:s3
+ *
+ * Prints, per direction, the median MB/s of each tool, the ratio runctl/aws (goal >= 1.0x) and the
+ * runctl client's peak RSS (goal < 256 MB). The runctl side runs in a child process per transfer,
+ * like the aws CLI, so both are timed the same way: the wall time of the whole process, start-up
+ * included (the conservative comparison; runctl's in-process time, from the first byte read to the
+ * last byte written, is printed too). runctl's peak RSS is its process's own high-water mark (VmHWM
+ * from /proc/self/status). The warm-up downloads are checked against the source's sha256, untimed.
+ * Not a test: nothing here fails a build.
+ *
+ * The aws CLI gets dummy credentials in its environment and an AWS_CONFIG_FILE with path-style
+ * addressing and `when_required` checksums, which s3rver needs (as runctl's `checksums` option does).
+ */
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { fileURLToPath } from "node:url";
+import { s3 } from "../src/storage/s3/index.js";
+import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../test/support/s3-server.js";
+
+const BUCKET = "runctl-bench";
+const MB = 1000 * 1000;
+const MiB = 1024 * 1024;
+const SELF = fileURLToPath(import.meta.url);
+
+interface ChildResult {
+  /** Transfer time inside the child. */
+  readonly ms: number;
+  /** Wall time of the child process, start-up included (filled in by the parent). */
+  readonly wallMs?: number;
+  /** Peak resident set size of the child, bytes. */
+  readonly peakRssBytes: number;
+}
+
+/** Child mode: one runctl transfer, then report time and peak RSS as JSON on stdout. */
+async function child(args: readonly string[]): Promise<void> {
+  const [direction, endpoint, key, file, partSize, queueSize] = args as [string, string, string, string, string, string];
+  const store = s3(`s3://${BUCKET}`, {
+    endpoint,
+    ...S3RVER_CLIENT_SETTINGS,
+    credentials: TEST_AWS_CREDENTIALS,
+    ...(partSize !== "default" ? { partSizeBytes: Number(partSize) } : {}),
+    ...(queueSize !== "default" ? { queueSize: Number(queueSize) } : {}),
+  });
+  const started = performance.now();
+  if (direction === "upload") await store.put(key, createReadStream(file, { highWaterMark: MiB }));
+  else await pipeline(await store.get(key), createWriteStream(file, { highWaterMark: MiB }));
+  const ms = performance.now() - started;
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"));
+  const peakRssBytes = hwm ? Number(hwm[1]) * 1024 : process.resourceUsage().maxRSS * 1024;
+  process.stdout.write(`${JSON.stringify({ ms, peakRssBytes } satisfies ChildResult)}\n`);
+}
+
+function run(command: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<{ stdout: string; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const p = spawn(command, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    p.on("error", reject);
+    p.on("close", (code) => {
+      const ms = performance.now() - started;
+      if (code === 0) resolve({ stdout, ms });
+      else reject(new Error(`${command} ${args.join(" ")} exited ${code}: ${stderr.slice(-2000)}`));
+    });
+  });
+}
+
+async function runctlTransfer(direction: "upload" | "download", server: TestS3Server, key: string, file: string): Promise<ChildResult> {
+  const partSize = process.env["BENCH_PART_SIZE"] ?? "default";
+  const queueSize = process.env["BENCH_QUEUE_SIZE"] ?? "default";
+  const { stdout, ms } = await run(process.execPath, [...process.execArgv, SELF, "--child", direction, server.endpoint, key, file, partSize, queueSize], {
+    ...process.env,
+    NODE_NO_WARNINGS: "1",
+  });
+  const line = stdout.trim().split("\n").pop() ?? "";
+  return { ...(JSON.parse(line) as ChildResult), wallMs: ms };
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * MiB })) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}
+
+/** The AWS SDK's Node-version notice, once per process: not a benchmark result. */
+function quietSdkNotices(): void {
+  const listeners = process.listeners("warning");
+  process.removeAllListeners("warning");
+  process.on("warning", (warning) => {
+    if (warning.name === "NodeVersionSupportWarning" || /AWS SDK for JavaScript/.test(warning.message)) return;
+    for (const l of listeners) l(warning);
+  });
+}
+
+async function main(): Promise<void> {
+  quietSdkNotices();
+  const reps = Math.max(1, Math.floor(Number(process.env["BENCH_REPS"] ?? "3")) || 3);
+  const sizeBytes = Math.max(1, Number(process.env["BENCH_SIZE_MB"] ?? "1024")) * MiB;
+  const work = mkdtempSync(join(tmpdir(), "runctl-bench-s3-"));
+  let server: TestS3Server | undefined;
+  const cleanup = async (): Promise<void> => {
+    await server?.stop();
+    rmSync(work, { recursive: true, force: true });
+  };
+  process.once("SIGINT", () => void cleanup().finally(() => process.exit(130)));
+  try {
+    server = await startS3Server({ buckets: [BUCKET] });
+    const awsVersion = (await run("aws", ["--version"], process.env)).stdout.trim() || "aws CLI";
+    const source = join(work, "source.bin");
+    {
+      const out = createWriteStream(source);
+      for (let written = 0; written < sizeBytes; written += 8 * MiB) {
+        if (!out.write(randomBytes(Math.min(8 * MiB, sizeBytes - written)))) await new Promise<void>((r) => out.once("drain", () => r()));
+      }
+      await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    }
+    const sourceSha = await sha256File(source);
+
+    const config = join(work, "aws-config");
+    writeFileSync(
+      config,
+      ["[default]", "region = us-east-1", "request_checksum_calculation = when_required", "response_checksum_validation = when_required", "s3 =", "  addressing_style = path", ""].join("\n"),
+    );
+    const awsEnv: NodeJS.ProcessEnv = {
+      PATH: process.env["PATH"],
+      HOME: work,
+      AWS_CONFIG_FILE: config,
+      AWS_SHARED_CREDENTIALS_FILE: join(work, "no-credentials"),
+      AWS_ACCESS_KEY_ID: TEST_AWS_CREDENTIALS.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: TEST_AWS_CREDENTIALS.secretAccessKey,
+      AWS_EC2_METADATA_DISABLED: "true",
+      AWS_PAGER: "",
+    };
+    const aws = (args: readonly string[]) => run("aws", ["--endpoint-url", server!.endpoint, ...args, "--only-show-errors"], awsEnv);
+    const awsStartup: number[] = [];
+    for (let i = 0; i < 3; i++) awsStartup.push((await run("aws", ["--version"], awsEnv)).ms);
+
+    console.log(`S3 benchmark: ${(sizeBytes / MiB).toFixed(0)} MiB file, s3rver 3.7.1 on 127.0.0.1 (same server for both tools)`);
+    console.log(`${cpus().length} CPUs, Node ${process.version}, ${awsVersion}, ${reps} repetitions, medians\n`);
+
+    const samples = {
+      runctlUp: [] as number[], runctlDown: [] as number[], runctlUpInProcess: [] as number[], runctlDownInProcess: [] as number[],
+      awsUp: [] as number[], awsDown: [] as number[], rssUp: [] as number[], rssDown: [] as number[],
+    };
+    // Untimed warm-up of both tools (page cache, server folders, module caches), checked for integrity.
+    {
+      await runctlTransfer("upload", server, "warm/runctl.bin", source);
+      await runctlTransfer("download", server, "warm/runctl.bin", join(work, "warm-runctl.bin"));
+      await aws(["s3", "cp", source, `s3://${BUCKET}/warm/aws.bin`]);
+      await aws(["s3", "cp", `s3://${BUCKET}/warm/aws.bin`, join(work, "warm-aws.bin")]);
+      for (const f of ["warm-runctl.bin", "warm-aws.bin"]) {
+        const sha = await sha256File(join(work, f));
+        if (sha !== sourceSha) throw new Error(`${f}: sha256 ${sha} differs from the source's ${sourceSha}`);
+        rmSync(join(work, f));
+      }
+      console.log("  warm-up done; both downloads match the source's sha256");
+    }
+    for (let rep = 0; rep < reps; rep++) {
+      const order = rep % 2 === 0 ? (["runctl", "aws"] as const) : (["aws", "runctl"] as const);
+      for (const tool of order) {
+        const key = `rep${rep}/${tool}.bin`;
+        const dest = join(work, `down-${tool}.bin`);
+        if (tool === "runctl") {
+          const up = await runctlTransfer("upload", server, key, source);
+          const down = await runctlTransfer("download", server, key, dest);
+          samples.runctlUp.push(up.wallMs!);
+          samples.runctlDown.push(down.wallMs!);
+          samples.runctlUpInProcess.push(up.ms);
+          samples.runctlDownInProcess.push(down.ms);
+          samples.rssUp.push(up.peakRssBytes);
+          samples.rssDown.push(down.peakRssBytes);
+        } else {
+          samples.awsUp.push((await aws(["s3", "cp", source, `s3://${BUCKET}/${key}`])).ms);
+          samples.awsDown.push((await aws(["s3", "cp", `s3://${BUCKET}/${key}`, dest])).ms);
+        }
+        rmSync(dest, { force: true });
+      }
+      // Free the server's disk between repetitions.
+      await s3(`s3://${BUCKET}`, { endpoint: server.endpoint, ...S3RVER_CLIENT_SETTINGS, credentials: TEST_AWS_CREDENTIALS }).delete([`rep${rep}/runctl.bin`, `rep${rep}/aws.bin`]);
+      console.log(`  repetition ${rep + 1}/${reps} done`);
+    }
+
+    const mbps = (ms: number): number => sizeBytes / MB / (ms / 1000);
+    const rows = [
+      ["upload", mbps(median(samples.runctlUp)), mbps(median(samples.awsUp)), Math.max(...samples.rssUp), mbps(median(samples.runctlUpInProcess))],
+      ["download", mbps(median(samples.runctlDown)), mbps(median(samples.awsDown)), Math.max(...samples.rssDown), mbps(median(samples.runctlDownInProcess))],
+    ] as const;
+    const header = ["direction", "runctl MB/s", "aws MB/s", "runctl/aws", "goal", "met", "runctl peak RSS", "goal", "met", "runctl in-process MB/s"];
+    const lines = rows.map(([name, r, a, rss, inProcess]) => [
+      name,
+      r.toFixed(0),
+      a.toFixed(0),
+      `${(r / a).toFixed(2)}x`,
+      ">= 1.0x",
+      r / a >= 1 ? "yes" : "NO",
+      `${(rss / MB).toFixed(0)} MB`,
+      "< 256 MB",
+      rss < 256 * MB ? "yes" : "NO",
+      inProcess.toFixed(0),
+    ]);
+    const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+    const fmt = (cells: readonly string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+    console.log("");
+    console.log(fmt(header));
+    console.log(widths.map((w) => "-".repeat(w)).join("  "));
+    for (const l of lines) console.log(fmt(l));
+    const ms = (v: readonly number[]): string => JSON.stringify(v.map((x) => Math.round(x)));
+    console.log("\nsamples (ms, whole process):");
+    console.log(`  upload    runctl ${ms(samples.runctlUp)}  aws ${ms(samples.awsUp)}  (runctl in-process ${ms(samples.runctlUpInProcess)})`);
+    console.log(`  download  runctl ${ms(samples.runctlDown)}  aws ${ms(samples.awsDown)}  (runctl in-process ${ms(samples.runctlDownInProcess)})`);
+    console.log(`  runctl peak RSS (MB): upload ${JSON.stringify(samples.rssUp.map((b) => Math.round(b / MB)))}  download ${JSON.stringify(samples.rssDown.map((b) => Math.round(b / MB)))}`);
+    console.log(`  aws CLI start-up (\`aws --version\`): ${Math.round(median(awsStartup))} ms`);
+  } finally {
+    await cleanup();
+  }
+}
+
+if (process.argv[2] === "--child") {
+  child(process.argv.slice(3)).catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+} else {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  });
+}

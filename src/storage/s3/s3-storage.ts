@@ -1,0 +1,536 @@
+import { Readable } from "node:stream";
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type GetObjectCommandOutput,
+  type S3ClientConfig,
+} from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import { RunctlError, throwIfAborted } from "../../errors/runctl-error.js";
+import { validateStorageKey } from "../storage-key.js";
+import type { MachineSecrets, S3StorageDescriptor, Storage, StorageCallOptions, StorageObjectInfo } from "../types.js";
+import { classifyS3Error, redact, toStorageError, type S3ErrorContext } from "./s3-errors.js";
+import { ResumingObjectStream } from "./s3-object-stream.js";
+import { resolveRetryOptions, withS3Retry, type S3RetryOptions } from "./s3-retry.js";
+import { parseS3Uri } from "./s3-uri.js";
+
+/** AWS credentials: an access key pair, with a session token for temporary ones. */
+type AwsCredentialIdentity = { readonly accessKeyId: string; readonly secretAccessKey: string; readonly sessionToken?: string | undefined };
+/** Credentials as the S3 client accepts them: static, or a function that resolves them. */
+type S3Credentials = NonNullable<S3ClientConfig["credentials"]>;
+
+const MIB = 1024 * 1024;
+/** S3's smallest allowed multipart part (all but the last). */
+const MIN_PART_SIZE = 5 * MIB;
+/** S3's largest allowed part. */
+const MAX_PART_SIZE = 5 * 1024 * MIB;
+/** DeleteObjects takes at most this many keys. */
+const DELETE_BATCH = 1000;
+/** DeleteObjects batches in flight at once. */
+const DELETE_CONCURRENCY = 4;
+
+/**
+ * Options of {@link s3}.
+ *
+ * With an injected `client`, calls go through that client as configured; `region`, `endpoint`,
+ * `forcePathStyle` and `checksums` then only describe the bucket to agents on machines
+ * ({@link S3Storage.machineDescriptor}), and `credentials` is ignored.
+ *
+ * @example
+ * ```ts
+ * const store = s3("s3://ml-ckpt/team/runs", { region: "eu-west-1" });
+ * const minio = s3("s3://bucket", {
+ *   endpoint: "http://10.0.0.2:9000", forcePathStyle: true, checksums: "when_required",
+ *   credentials: { accessKeyId: "…", secretAccessKey: "…" },
+ * });
+ * ```
+ */
+export interface S3StorageOptions {
+  /**
+   * A ready S3 client to use instead of creating one (its own retry settings stay in force, on top
+   * of runctl's).
+   * @defaultValue a new `S3Client` built from the other options, with the SDK's own retries off
+   * (runctl retries; see `retry`)
+   */
+  readonly client?: S3Client;
+  /**
+   * AWS region. Also handed to agents on machines (null there means the machine's default).
+   * @defaultValue `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1` when `endpoint` is set, else
+   * the SDK's default chain (`~/.aws/config`)
+   */
+  readonly region?: string;
+  /**
+   * Endpoint URL of an S3-protocol server (MinIO, s3rver, Ceph…), `http(s)://host[:port]`.
+   * @defaultValue AWS S3 itself
+   */
+  readonly endpoint?: string;
+  /**
+   * Address objects as `endpoint/bucket/key` instead of `bucket.endpoint/key` (most S3-protocol servers need this).
+   * @defaultValue false (with an injected client: the client's setting)
+   */
+  readonly forcePathStyle?: boolean;
+  /**
+   * Credentials (static or a provider function).
+   * @defaultValue the SDK's default chain (environment, `~/.aws`, SSO, instance profile…)
+   */
+  readonly credentials?: S3Credentials;
+  /**
+   * When request checksums are computed and response checksums validated: `when_supported` (the
+   * AWS SDK's default) or `when_required` (servers that mangle streamed uploads under the default,
+   * such as s3rver).
+   * @defaultValue "when_supported"
+   */
+  readonly checksums?: "when_supported" | "when_required";
+  /**
+   * Which S3 client the agent on a machine uses: `auto` (boto3 when importable, else the `aws` CLI), `boto3` or `cli`.
+   * @defaultValue "auto"
+   */
+  readonly machineBackend?: "auto" | "boto3" | "cli";
+  /**
+   * Whether {@link S3Storage.machineSecrets} resolves this client's credentials and hands them to
+   * the machine (in memory only). False: the machine uses its own credential chain (an EC2 instance profile).
+   * @defaultValue true
+   */
+  readonly forwardCredentials?: boolean;
+  /**
+   * Part size of multipart uploads, in bytes (5 MiB to 5 GiB). Bodies up to this size are sent
+   * with one PutObject. The largest object a streamed `put` can write is `partSizeBytes × 10,000`.
+   * @defaultValue 8 MiB (objects up to 78 GiB)
+   */
+  readonly partSizeBytes?: number;
+  /**
+   * Parts uploaded at once. A streamed `put` holds about `partSizeBytes × (queueSize + 1)` bytes of
+   * parts in memory (40 MiB with the defaults), whatever the object's size.
+   * @defaultValue 4
+   */
+  readonly queueSize?: number;
+  /** How transient failures are retried. @defaultValue see {@link S3RetryOptions} */
+  readonly retry?: S3RetryOptions;
+}
+
+/**
+ * An S3 bucket (and key prefix) as a {@link Storage}. Returned by {@link s3}.
+ *
+ * @example
+ * ```ts
+ * const store: S3Storage = s3("s3://ml-ckpt/runs");
+ * console.log(store.bucket, store.prefix); // "ml-ckpt" "runs"
+ * ```
+ */
+export interface S3Storage extends Storage {
+  /** `s3://bucket` or `s3://bucket/prefix`, normalized. */
+  readonly uri: string;
+  /** The bucket. */
+  readonly bucket: string;
+  /** The key prefix without leading or trailing `/` (`""`: the bucket root). Storage keys live under `prefix/`. */
+  readonly prefix: string;
+  /** The S3 client every call goes through (the injected one, or the one `s3()` created). */
+  readonly client: S3Client;
+  /** How agents on machines reach this bucket (the same for every machine). */
+  machineDescriptor(context?: { readonly sharesLocalFilesystem: boolean }): S3StorageDescriptor;
+  /**
+   * The client's credentials, resolved now, for the agent on a machine; undefined when
+   * `forwardCredentials` is false (the machine uses its own chain).
+   */
+  machineSecrets(options?: StorageCallOptions): Promise<MachineSecrets | undefined>;
+}
+
+function positiveInteger(name: string, value: number, min: number, max: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw new RunctlError("INVALID_ARGUMENT", `s3() ${name} must be an integer from ${min} to ${max}, got ${String(value)}.`);
+  }
+  return value;
+}
+
+function oneOf<T extends string>(name: string, value: T | undefined, allowed: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback;
+  if (!allowed.includes(value)) {
+    throw new RunctlError("INVALID_ARGUMENT", `s3() ${name} must be one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}, got ${JSON.stringify(value)}.`);
+  }
+  return value;
+}
+
+/** Validates and normalizes an endpoint URL: http(s), no credentials in it, no trailing `/`. */
+function normalizeEndpoint(endpoint: string): string {
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    // Never echo what might be credentials in the URL's user-info part.
+    const shown = String(endpoint).replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/is, (_, scheme: string | undefined) => `${scheme ?? ""}***@`);
+    throw new RunctlError("INVALID_ARGUMENT", `s3() endpoint ${JSON.stringify(shown)} is not a URL (expected http(s)://host[:port]).`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new RunctlError("INVALID_ARGUMENT", `s3() endpoint must be an http:// or https:// URL, got ${url.protocol}.`);
+  }
+  if (url.username || url.password) {
+    throw new RunctlError("INVALID_ARGUMENT", "s3() endpoint must not contain credentials; pass them as `credentials`.");
+  }
+  if (url.search || url.hash) throw new RunctlError("INVALID_ARGUMENT", "s3() endpoint must not have a query or fragment.");
+  return url.href.replace(/\/+$/, "");
+}
+
+function stripQuotes(etag: string | undefined): string | undefined {
+  return etag === undefined ? undefined : etag.replace(/^"(.*)"$/, "$1");
+}
+
+function info(key: string, size: number | undefined, modifiedAt: Date | undefined, etag: string | undefined): StorageObjectInfo {
+  const tag = stripQuotes(etag);
+  return { key, size: size ?? 0, ...(modifiedAt ? { modifiedAt } : {}), ...(tag ? { etag: tag } : {}) };
+}
+
+/**
+ * Storage in an S3 bucket (or any S3-protocol server), under an optional key prefix.
+ *
+ * - `put` streams: a `Readable` goes up as a multipart upload (lib-storage) holding about
+ *   `partSizeBytes × (queueSize + 1)` bytes in memory whatever its size; strings and byte arrays up
+ *   to `partSizeBytes` go in one PutObject. S3 makes every write atomic: readers see the old or the
+ *   whole new object.
+ * - `get` returns the body as a Node `Readable` without buffering it; a connection dropped mid-body
+ *   is resumed with a ranged GET pinned to the object's ETag.
+ * - `list` pages through ListObjectsV2 lazily and yields keys relative to the prefix.
+ * - `delete` uses DeleteObjects, 1,000 keys a request.
+ * - Every call takes an AbortSignal, retries throttling, 5xx and dropped connections within a
+ *   bounded budget (`retry`), and fails with a {@link RunctlError}: `NOT_FOUND` (get of a missing
+ *   object), `ABORTED`, or `STORAGE_ERROR` naming the bucket and key (`retryable` when repeating may
+ *   help). Messages never contain credentials.
+ *
+ * Nothing is contacted until the first call; the URI and options are validated at once
+ * (`INVALID_URI`, `INVALID_ARGUMENT`).
+ *
+ * @param uri - `s3://bucket` or `s3://bucket/prefix`.
+ * @param options - Client, region, endpoint, credentials, checksums, multipart and retry settings.
+ * @example
+ * ```ts
+ * const run = Runctl.instance(sshHosts(gpuBox))
+ *   .checkpoints({ storage: s3("s3://ml-ckpt/team/runs", { region: "us-east-1" }), keep: 3 })
+ *   .train("train.py");
+ *
+ * const store = s3("s3://ml-ckpt/datasets");
+ * await store.put("mnist/train.bin", createReadStream("train.bin"));
+ * for await (const o of store.list("mnist/")) console.log(o.key, o.size);
+ * ```
+ */
+export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
+  const location = parseS3Uri(uri);
+  const { bucket, prefix } = location;
+  const checksums = oneOf("checksums", options.checksums, ["when_supported", "when_required"] as const, "when_supported");
+  const backend = oneOf("machineBackend", options.machineBackend, ["auto", "boto3", "cli"] as const, "auto");
+  const partSize = positiveInteger("partSizeBytes", options.partSizeBytes ?? 8 * MIB, MIN_PART_SIZE, MAX_PART_SIZE);
+  const queueSize = positiveInteger("queueSize", options.queueSize ?? 4, 1, 64);
+  const retry = resolveRetryOptions(options.retry);
+  const endpoint = options.endpoint === undefined ? undefined : normalizeEndpoint(options.endpoint);
+  if (options.region !== undefined && !/^[a-z0-9-]{1,64}$/.test(options.region)) {
+    throw new RunctlError("INVALID_ARGUMENT", `s3() region ${JSON.stringify(options.region)} is not a region name (e.g. us-east-1).`);
+  }
+  const forwardCredentials = options.forwardCredentials ?? true;
+
+  // Secrets we know of, kept only to scrub them from messages.
+  const secrets = new Set<string>();
+  const remember = (c: Partial<AwsCredentialIdentity> | undefined): void => {
+    if (c?.secretAccessKey) secrets.add(c.secretAccessKey);
+    if (c?.sessionToken) secrets.add(c.sessionToken);
+  };
+  if (options.credentials && typeof options.credentials === "object") remember(options.credentials);
+
+  const client =
+    options.client ??
+    new S3Client(
+      ((): S3ClientConfig => {
+        const mode = checksums === "when_required" ? "WHEN_REQUIRED" : "WHEN_SUPPORTED";
+        const region = options.region ?? process.env["AWS_REGION"] ?? process.env["AWS_DEFAULT_REGION"] ?? (endpoint ? "us-east-1" : undefined);
+        return {
+          ...(region ? { region } : {}),
+          ...(endpoint ? { endpoint } : {}),
+          forcePathStyle: options.forcePathStyle ?? false,
+          // A copy: the SDK annotates credential objects it is given.
+          ...(options.credentials ? { credentials: typeof options.credentials === "function" ? options.credentials : { ...options.credentials } } : {}),
+          requestChecksumCalculation: mode,
+          responseChecksumValidation: mode,
+          // runctl retries (p-retry, bounded); the SDK's own retries would multiply them.
+          maxAttempts: 1,
+          requestHandler: { connectionTimeout: 10_000 },
+        };
+      })(),
+    );
+  const forcePathStyle = options.forcePathStyle ?? (options.client ? options.client.config.forcePathStyle === true : false);
+
+  const base = prefix === "" ? "" : `${prefix}/`;
+  const fullKey = (key: string): string => `${base}${validateStorageKey(key)}`;
+  const context = (operation: string, key?: string): S3ErrorContext => ({
+    operation,
+    bucket,
+    ...(key !== undefined ? { key } : {}),
+    endpoint: endpoint ?? null,
+    secrets,
+  });
+  const call = <T>(operation: string, key: string | undefined, signal: AbortSignal | undefined, attempt: () => Promise<T>): Promise<T> =>
+    withS3Retry(attempt, retry, context(operation, key), signal);
+
+  const getObject = async (key: string, signal: AbortSignal | undefined, range?: { offset: number; etag: string | undefined }): Promise<GetObjectCommandOutput> =>
+    call("get", key, signal, () =>
+      client.send(
+        new GetObjectCommand({
+          Bucket: bucket,
+          Key: key,
+          ...(range ? { Range: `bytes=${range.offset}-`, ...(range.etag ? { IfMatch: range.etag } : {}) } : {}),
+        }),
+        signal ? { abortSignal: signal } : {},
+      ),
+    );
+
+  const putStream = async (key: string, body: Readable | Uint8Array, signal: AbortSignal | undefined): Promise<void> => {
+    const controller = new AbortController();
+    const onAbort = (): void => controller.abort(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    // lib-storage sends every request through this client: each one (create, each part, complete)
+    // is retried on its own, with the part's bytes still in memory. Cleanup runs even after an abort.
+    const retrying = Object.create(client) as S3Client;
+    // The first request that fails for good stops the other parts (lib-storage would go on reading
+    // and sending the rest of the stream) and is the error the caller sees.
+    let failure: unknown;
+    // Cleanup of a failed upload (AbortMultipartUpload) is best effort, briefly retried, and never
+    // replaces the error that caused it.
+    const send = (command: Parameters<S3Client["send"]>[0]): Promise<unknown> =>
+      command instanceof AbortMultipartUploadCommand
+        ? withS3Retry(() => client.send(command), { ...retry, maxElapsedMs: Math.min(retry.maxElapsedMs, 5_000) }, context("abort multipart upload of", key), undefined, { unref: true }).catch(() => undefined)
+        : call("put", key, controller.signal, () => client.send(command, { abortSignal: controller.signal })).catch((err: unknown) => {
+            if (!controller.signal.aborted) {
+              failure = err;
+              controller.abort();
+            }
+            throw err;
+          });
+    (retrying as unknown as { send: typeof send }).send = send;
+    const upload = new Upload({
+      client: retrying,
+      params: { Bucket: bucket, Key: key, Body: body },
+      partSize,
+      queueSize,
+      abortController: controller,
+    });
+    try {
+      await upload.done();
+    } catch (err) {
+      if (body instanceof Readable && !body.readableEnded) body.destroy();
+      throw failure !== undefined ? toStorageError(failure, context("put", key)) : toStorageError(err, context("put", key), controller.signal);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  };
+
+  const deleteBatch = async (batch: readonly string[], signal: AbortSignal | undefined): Promise<{ key: string; code: string; message: string }[]> => {
+    const out = await call("delete", batch.length === 1 ? batch[0] : `${base}… (${batch.length} keys)`, signal, () =>
+      client.send(
+        new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+        signal ? { abortSignal: signal } : {},
+      ),
+    );
+    return (out.Errors ?? [])
+      .filter((e) => e.Code !== "NoSuchKey")
+      .map((e) => ({ key: (e.Key ?? "").slice(base.length), code: e.Code ?? "Unknown", message: redact(e.Message ?? "", secrets) }));
+  };
+
+  return {
+    uri: location.uri,
+    bucket,
+    prefix,
+    client,
+
+    async put(key: string, body: string | Uint8Array | Readable, callOptions?: StorageCallOptions): Promise<void> {
+      const signal = callOptions?.signal;
+      const k = fullKey(key);
+      if (typeof body === "string" || body instanceof Uint8Array) {
+        const bytes = typeof body === "string" ? Buffer.from(body, "utf8") : body;
+        if (bytes.byteLength > partSize) {
+          throwIfAborted(signal);
+          return putStream(k, bytes, signal);
+        }
+        throwIfAborted(signal);
+        await call("put", k, signal, () =>
+          client.send(
+            new PutObjectCommand({ Bucket: bucket, Key: k, Body: bytes, ContentLength: bytes.byteLength }),
+            signal ? { abortSignal: signal } : {},
+          ),
+        );
+        return;
+      }
+      if (!(body instanceof Readable)) {
+        throw new RunctlError("INVALID_ARGUMENT", `S3 put of s3://${bucket}/${k}: the body must be a string, a Uint8Array or a Readable.`);
+      }
+      if (signal?.aborted) {
+        body.destroy();
+        throwIfAborted(signal);
+      }
+      return putStream(k, body, signal);
+    },
+
+    async get(key: string, callOptions?: StorageCallOptions): Promise<Readable> {
+      const signal = callOptions?.signal;
+      const k = fullKey(key);
+      throwIfAborted(signal);
+      const first = await getObject(k, signal);
+      const body = first.Body;
+      if (!(body instanceof Readable)) {
+        throw new RunctlError("STORAGE_ERROR", `S3 get of s3://${bucket}/${k} returned no readable body.`);
+      }
+      const etag = first.ETag;
+      return new ResumingObjectStream({
+        first: body,
+        totalBytes: first.ContentLength,
+        maxResumes: retry.retries,
+        signal,
+        onAbort: () => new RunctlError("ABORTED", `Aborted: S3 get of s3://${bucket}/${k}.`, { cause: signal?.reason }),
+        toError: (err) => toStorageError(err, context("get", k), signal),
+        reopen: async (offset) => {
+          const next = await getObject(k, signal, { offset, etag });
+          const range = next.ContentRange;
+          if (!(next.Body instanceof Readable) || (range !== undefined && !range.startsWith(`bytes ${offset}-`)) || (range === undefined && offset > 0)) {
+            (next.Body as Readable | undefined)?.destroy?.();
+            throw new RunctlError("STORAGE_ERROR", `S3 get of s3://${bucket}/${k}: the server did not resume the body at byte ${offset} (Content-Range ${range ?? "missing"}).`, {
+              details: { operation: "get", bucket, key: k },
+            });
+          }
+          return next.Body;
+        },
+      });
+    },
+
+    async stat(key: string, callOptions?: StorageCallOptions): Promise<StorageObjectInfo | undefined> {
+      const signal = callOptions?.signal;
+      const k = fullKey(key);
+      throwIfAborted(signal);
+      try {
+        const head = await call("stat", k, signal, () => client.send(new HeadObjectCommand({ Bucket: bucket, Key: k }), signal ? { abortSignal: signal } : {}));
+        return info(key, head.ContentLength, head.LastModified, head.ETag);
+      } catch (err) {
+        if (err instanceof RunctlError && err.code === "NOT_FOUND") return undefined;
+        throw err;
+      }
+    },
+
+    async *list(listPrefix: string, callOptions?: StorageCallOptions): AsyncIterable<StorageObjectInfo> {
+      const signal = callOptions?.signal;
+      validateStorageKey(listPrefix, { allowPrefix: true });
+      const full = `${base}${listPrefix}`;
+      let token: string | undefined;
+      do {
+        throwIfAborted(signal);
+        const continuation = token;
+        const page = await call("list", full, signal, () =>
+          client.send(
+            new ListObjectsV2Command({ Bucket: bucket, Prefix: full, ...(continuation ? { ContinuationToken: continuation } : {}) }),
+            signal ? { abortSignal: signal } : {},
+          ),
+        );
+        for (const object of page.Contents ?? []) {
+          // Skip "folder" markers (`a/b/`, made by consoles), which are no storage keys.
+          if (!object.Key || !object.Key.startsWith(base) || object.Key.endsWith("/")) continue;
+          yield info(object.Key.slice(base.length), object.Size, object.LastModified, object.ETag);
+        }
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+        if (page.IsTruncated && !token) {
+          throw new RunctlError("STORAGE_ERROR", `S3 list of s3://${bucket}/${full}: a truncated page came without a continuation token.`);
+        }
+      } while (token);
+    },
+
+    async delete(keys: string | readonly string[], callOptions?: StorageCallOptions): Promise<void> {
+      const signal = callOptions?.signal;
+      const all = [...new Set((typeof keys === "string" ? [keys] : keys).map(fullKey))];
+      throwIfAborted(signal);
+      const batches: string[][] = [];
+      for (let i = 0; i < all.length; i += DELETE_BATCH) batches.push(all.slice(i, i + DELETE_BATCH));
+      const failed: { key: string; code: string; message: string }[] = [];
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < batches.length) {
+          const batch = batches[next++]!;
+          failed.push(...(await deleteBatch(batch, signal)));
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(DELETE_CONCURRENCY, batches.length) }, worker));
+      if (failed.length > 0) {
+        const retryable = failed.every((f) => classifyS3Error({ name: f.code }).kind === "retryable");
+        const shown = failed.slice(0, 5).map((f) => `${f.key} (${f.code}${f.message ? `: ${f.message}` : ""})`).join(", ");
+        throw new RunctlError(
+          "STORAGE_ERROR",
+          `S3 delete in s3://${bucket}${base ? `/${prefix}` : ""}: ${failed.length} of ${all.length} objects were not deleted: ${shown}${failed.length > 5 ? ", …" : ""}.`,
+          { retryable, details: { operation: "delete", bucket, failed } },
+        );
+      }
+    },
+
+    machineDescriptor(): S3StorageDescriptor {
+      return { kind: "s3", bucket, prefix, region: options.region ?? null, endpoint: endpoint ?? null, forcePathStyle, checksums, backend };
+    },
+
+    async machineSecrets(callOptions?: StorageCallOptions): Promise<MachineSecrets | undefined> {
+      if (!forwardCredentials) return undefined;
+      const signal = callOptions?.signal;
+      throwIfAborted(signal);
+      let creds: AwsCredentialIdentity;
+      let onAbort: (() => void) | undefined;
+      try {
+        const resolving = client.config.credentials();
+        creds = signal
+          ? await Promise.race([
+              resolving,
+              new Promise<never>((_, reject) => {
+                onAbort = () => reject(new RunctlError("ABORTED", "Resolving AWS credentials was aborted.", { cause: signal.reason }));
+                signal.addEventListener("abort", onAbort, { once: true });
+              }),
+            ])
+          : await resolving;
+      } catch (err) {
+        if (err instanceof RunctlError) throw err;
+        const facts = classifyS3Error(err);
+        throw new RunctlError(
+          "STORAGE_ERROR",
+          `Could not resolve AWS credentials to hand to the machine for s3://${bucket}${facts.code ? ` (${facts.code})` : ""}. Configure credentials for this process, or pass forwardCredentials: false to let the machine use its own (an instance profile).`,
+          { cause: err, details: { operation: "resolve credentials", bucket } },
+        );
+      } finally {
+        if (onAbort) signal?.removeEventListener("abort", onAbort);
+      }
+      remember(creds);
+      return {
+        aws: {
+          accessKeyId: creds.accessKeyId,
+          secretAccessKey: creds.secretAccessKey,
+          ...(creds.sessionToken ? { sessionToken: creds.sessionToken } : {}),
+        },
+      };
+    },
+  };
+}
+
+/**
+ * Rebuilds an {@link s3} storage from its machine descriptor (for example one saved in a run's
+ * record), with the default credential chain unless `options` says otherwise. Settings in
+ * `options` win over the descriptor's.
+ *
+ * @param descriptor - An `s3` descriptor as {@link S3Storage.machineDescriptor} returns it.
+ * @param options - Extra settings (credentials, client, retry…).
+ * @example
+ * ```ts
+ * const store = s3FromDescriptor({ kind: "s3", bucket: "ml-ckpt", prefix: "runs", region: "us-east-1",
+ *   endpoint: null, forcePathStyle: false, checksums: "when_supported", backend: "auto" });
+ * ```
+ */
+export function s3FromDescriptor(descriptor: S3StorageDescriptor, options: S3StorageOptions = {}): S3Storage {
+  const uri = descriptor.prefix ? `s3://${descriptor.bucket}/${descriptor.prefix}` : `s3://${descriptor.bucket}`;
+  return s3(uri, {
+    ...(descriptor.region ? { region: descriptor.region } : {}),
+    ...(descriptor.endpoint ? { endpoint: descriptor.endpoint } : {}),
+    forcePathStyle: descriptor.forcePathStyle,
+    checksums: descriptor.checksums,
+    machineBackend: descriptor.backend,
+    ...options,
+  });
+}
