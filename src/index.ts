@@ -11,11 +11,13 @@ export type {
   CancelStrategy,
   TrainOptions,
   DataSource,
+  RecoverOptions,
+  RecoverTrigger,
 } from "./plan/plan-types.js";
 export type { HyperparamValue } from "./plan/hyperparams.js";
 export { TrainingRun } from "./run/training-run.js";
 export type { LogsOptions } from "./run/training-run.js";
-export type { RunResult, CommittedCheckpoint } from "./run/run-result.js";
+export type { RunResult, CommittedCheckpoint, RunInterruption } from "./run/run-result.js";
 export type * from "./run/events.js";
 export type { AttachOptions } from "./engine/attach-run.js";
 export type { PlanSummary } from "./engine/plan-summary.js";

@@ -45,6 +45,9 @@ SYNC_SMALL_FILE = 1 << 20  # synced files up to this size are written by the wri
 SYNC_WRITERS = 4
 FOLLOW_MAX_LINE = 1 << 20  # a longer unterminated line is sent in pieces, so memory stays bounded
 COMMIT_TRIES = 3
+IMDS_ENDPOINT = "http://169.254.169.254"
+IMDS_TOKEN_TTL_S = 21600
+IMDS_TIMEOUT_S = 1.0
 
 USAGE = (
     "usage: runctl_agent.py launch RUN_DIR < spec.json | follow RUN_DIR [--log-offset N] [--events-offset M]"
@@ -1128,7 +1131,7 @@ class CheckpointWatcher:
         self.hp_hash = hp_hash
         self.known = {}  # name -> signature that needs no commit (committed, restored, or failed)
         self.pending = {}  # name -> (signature, monotonic time it was first seen like that)
-        self.committed = []  # [{"name", "seq", "files"}] of this run in storage, oldest first
+        self.committed = []  # [{"name", "seq", "step", "files"}] of this run in storage, oldest first
         self.next_seq = 1
         self.stop_event = threading.Event()
         self.thread = None
@@ -1140,7 +1143,7 @@ class CheckpointWatcher:
     def _load_existing(self):
         """A run restarted with the same runId continues its seq and retention from storage."""
         for m in list_manifests(self.storage, self.run_id):
-            self.committed.append({"name": m["name"], "seq": m["seq"], "files": m.get("files") or []})
+            self.committed.append({"name": m["name"], "seq": m["seq"], "step": m.get("step"), "files": m.get("files") or []})
         self.committed.sort(key=lambda c: c["seq"])
         if self.committed:
             self.next_seq = self.committed[-1]["seq"] + 1
@@ -1170,7 +1173,9 @@ class CheckpointWatcher:
                 self.sup.debug("checkpoint scan failed:\n" + traceback.format_exc())
             self.stop_event.wait(self.poll_s)
 
-    def scan(self, final, should_stop=None):
+    def scan(self, final, should_stop=None, drain=False):
+        """One pass. final: every candidate counts as finished (the trainer has exited). drain: a pass
+        of the main thread after stop(), which commits what is finished (see `final`) all the same."""
         try:
             names = [n for n in os.listdir(self.dir) if is_candidate(n)]
         except FileNotFoundError:
@@ -1186,7 +1191,7 @@ class CheckpointWatcher:
         for _mtime, name, sig in found:
             if should_stop and should_stop():
                 return
-            if not final and self.stop_event.is_set():
+            if not final and not drain and self.stop_event.is_set():
                 return
             if self.known.get(name) == sig:
                 self.pending.pop(name, None)
@@ -1280,7 +1285,7 @@ class CheckpointWatcher:
         self.storage.put_bytes(prefix + "/manifest.json", json.dumps(manifest, separators=(",", ":")).encode("utf-8"))
         self.storage.put_bytes(self.run_id + "/LATEST", name.encode("utf-8"))
         self.next_seq = seq + 1
-        self.committed.append({"name": name, "seq": seq, "files": files})
+        self.committed.append({"name": name, "seq": seq, "step": manifest["step"], "files": files})
         self.known[name] = sig
         self.pending.pop(name, None)
         self.sup.events.emit(
@@ -1520,7 +1525,34 @@ def normalize_spec(spec, run_dir):
     if outputs is not None and (not isinstance(outputs, dict) or not isinstance(outputs.get("storage"), dict)):
         raise UsageError("spec.outputs must be null or {\"storage\": descriptor}")
     s["outputs"] = outputs
+    s["interruption"] = normalize_interruption(s.get("interruption"))
     return s
+
+
+def normalize_interruption(v):
+    """spec.interruption: null (polling off) or the settings of the spot-notice poller, defaults filled."""
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise UsageError("spec.interruption must be an object or null")
+    out = dict(v)
+    endpoint = v.get("imdsEndpoint") or IMDS_ENDPOINT
+    if not isinstance(endpoint, str) or not re.match(r"^https?://[^/\s]+/*$", endpoint):
+        raise UsageError("spec.interruption.imdsEndpoint must be an http:// URL without a path")
+    out["imdsEndpoint"] = endpoint.rstrip("/")
+    out["pollMs"] = _num(v.get("pollMs"), 5000, "interruption.pollMs")
+    out["noticeWindowMs"] = _num(v.get("noticeWindowMs"), 120000, "interruption.noticeWindowMs")
+    out["reserveMs"] = _num(v.get("reserveMs"), 20000, "interruption.reserveMs")
+    sig = v.get("signal") or "SIGTERM"
+    if not isinstance(sig, str):
+        raise UsageError("spec.interruption.signal must be a signal name such as SIGTERM")
+    sig = sig.upper()
+    if not sig.startswith("SIG"):
+        sig = "SIG" + sig
+    if sig.startswith("SIG_") or not isinstance(getattr(signal, sig, None), signal.Signals):
+        raise UsageError("spec.interruption.signal: unknown signal %s" % v.get("signal"))
+    out["signal"] = sig
+    return out
 
 
 def check_launch_secrets(obj):
@@ -1541,6 +1573,189 @@ def check_launch_secrets(obj):
                     "sessionToken": aws.get("sessionToken") or None}}
 
 
+# ---------------------------------------------------------------------------------------------
+# spot interruptions (EC2 instance metadata, IMDSv2)
+
+
+_ISO_RE = re.compile(
+    r"^\s*(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d)(?::(\d\d)(\.\d+)?)?\s*(Z|z|[+-]\d\d(?::?\d\d)?)?\s*$"
+)
+
+
+def parse_iso_utc(text):
+    """Epoch seconds of an ISO 8601 time such as 2026-11-21T16:45:00Z (no zone: UTC); None if not one."""
+    m = _ISO_RE.match(text) if isinstance(text, str) else None
+    if not m:
+        return None
+    try:
+        t = datetime.datetime(
+            int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)), int(m.group(6) or 0),
+            tzinfo=datetime.timezone.utc,
+        ).timestamp()
+    except ValueError:
+        return None
+    zone = m.group(8)
+    if zone and zone not in ("Z", "z"):
+        digits = zone[1:].replace(":", "")
+        offset = int(digits[:2]) * 3600 + (int(digits[2:4]) * 60 if len(digits) >= 4 else 0)
+        t -= offset if zone[0] == "+" else -offset
+    return t + (float(m.group(7)) if m.group(7) else 0.0)
+
+
+def iso_of_epoch(t):
+    dt = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (dt.microsecond // 1000)
+
+
+class ImdsUnreachable(Exception):
+    """Nothing answered (connection refused, timeout, no route): not an EC2 instance."""
+
+
+class ImdsHttpError(Exception):
+    """The metadata service answered, but not with what a poll needs."""
+
+
+class InterruptionPoller:
+    """Polls IMDSv2 for a spot interruption notice and a rebalance recommendation (docs/agent-protocol.md).
+
+    Runs in its own thread from the start of the run. It only records: the first notice goes to
+    Supervisor.on_interruption_notice, and the main thread acts on it (signals are sent there only).
+    """
+
+    def __init__(self, sup, cfg):
+        import urllib.request  # here, not at the top: every other agent command starts faster without it
+
+        self.sup = sup
+        self.base = cfg["imdsEndpoint"]
+        self.poll_s = max(50, cfg["pollMs"]) / 1000.0
+        # Never through a proxy from the environment: the metadata service is link-local.
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.token = None
+        self.token_renew_at = 0.0
+        self.answered = False  # the service has answered at least once
+        self.rebalance_seen = False
+        self.http_warned = False
+        self.stop_event = threading.Event()
+        self.thread = None
+
+    def start(self):
+        self.thread = threading.Thread(target=self._loop, name="imds-poller", daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.stop_event.set()
+
+    def _request(self, method, path, headers):
+        """(status, body, headers) of one request with a short timeout; ImdsUnreachable when nothing answered."""
+        import http.client
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.base + path, data=b"" if method == "PUT" else None, headers=headers, method=method)
+        try:
+            with self.opener.open(req, timeout=IMDS_TIMEOUT_S) as resp:
+                status, body, hdrs = resp.status, resp.read(65536), resp.headers
+        except urllib.error.HTTPError as e:
+            status, hdrs = e.code, e.headers
+            try:
+                body = e.read(65536)
+            except Exception:
+                body = b""
+            e.close()
+        except urllib.error.URLError as e:
+            raise ImdsUnreachable(str(e.reason))
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            raise ImdsUnreachable("%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__)
+        self.answered = True
+        return status, body, hdrs
+
+    def _token(self):
+        if self.token is not None and time.monotonic() < self.token_renew_at:
+            return self.token
+        self.token = None
+        status, body, hdrs = self._request(
+            "PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": str(IMDS_TOKEN_TTL_S)}
+        )
+        token = body.decode("ascii", "replace").strip()
+        if status != 200 or not token:
+            raise ImdsHttpError("the token request (PUT /latest/api/token) answered HTTP %d" % status)
+        ttl = IMDS_TOKEN_TTL_S
+        try:
+            ttl = max(1, min(ttl, int(hdrs.get("X-aws-ec2-metadata-token-ttl-seconds") or ttl)))
+        except (TypeError, ValueError):
+            pass
+        # Renewed a little before it expires: a minute early, or a tenth of a short TTL.
+        self.token = token
+        self.token_renew_at = time.monotonic() + ttl - min(60.0, ttl / 10.0)
+        return token
+
+    def _get(self, path):
+        """(status, body) of a GET with the session token; a 401 renews the token once."""
+        for attempt in (0, 1):
+            status, body, _hdrs = self._request("GET", path, {"X-aws-ec2-metadata-token": self._token()})
+            if status == 401 and attempt == 0:
+                self.token = None
+                continue
+            return status, body
+        return status, body
+
+    @staticmethod
+    def _json(body):
+        try:
+            obj = json.loads(body.decode("utf-8"))
+        except ValueError:
+            return None
+        return obj if isinstance(obj, dict) else None
+
+    def poll_once(self):
+        """One poll; False once there is nothing left to watch for (a notice was seen)."""
+        if not self.rebalance_seen:
+            path = "/latest/meta-data/events/recommendations/rebalance"
+            status, body = self._get(path)
+            if status == 200:
+                obj = self._json(body) or {}
+                self.rebalance_seen = True
+                t = parse_iso_utc(obj.get("noticeTime"))
+                self.sup.poller_emit("rebalance-recommendation", noticeTime=iso_of_epoch(t) if t is not None else None)
+            elif status != 404:
+                self.sup.debug("GET %s answered HTTP %d" % (path, status))
+        path = "/latest/meta-data/spot/instance-action"
+        status, body = self._get(path)
+        if status == 200:
+            notice = self._json(body)
+            if notice is not None:
+                self.sup.on_interruption_notice(notice)
+                return False
+            self.sup.debug("GET %s answered an unreadable notice: %r" % (path, body[:200]))
+        elif status != 404:
+            self.sup.debug("GET %s answered HTTP %d" % (path, status))
+        return True
+
+    def _loop(self):
+        while not self.stop_event.is_set():
+            try:
+                if not self.poll_once():
+                    return
+            except ImdsUnreachable as e:
+                if not self.answered:
+                    self.sup.poller_emit(
+                        "warning",
+                        message="the instance metadata service at %s does not answer (%s): spot interruption notices"
+                        " are not watched for in this run" % (self.base, e),
+                    )
+                    return
+                self.sup.debug("instance metadata poll failed: %s" % e)
+            except ImdsHttpError as e:
+                if not self.http_warned:
+                    self.http_warned = True
+                    self.sup.poller_emit("warning", message="instance metadata at %s: %s; retrying every poll" % (self.base, e))
+                else:
+                    self.sup.debug("instance metadata poll failed: %s" % e)
+            except Exception:
+                self.sup.debug("instance metadata poll failed:\n" + traceback.format_exc())
+            self.stop_event.wait(self.poll_s)
+
+
 class Supervisor:
     def __init__(self, run_dir, machine_secrets=None):
         self.run_dir = os.path.abspath(run_dir)
@@ -1555,11 +1770,15 @@ class Supervisor:
         self.trainer_pid = None
         self.child_pgid = None  # process group of whatever child runs now (setup step or trainer)
         self.pending_signals = []  # filled by signal handlers, drained by the main thread only
-        self.abort_reason = None  # cancel | kill | max-duration
+        self.abort_reason = None  # cancel | kill | max-duration | interruption
         self.term_deadline = None
         self.kill_sent = False
         self.trainer_done = False
         self.stop_commits = False
+        self.interruption = None  # the first spot notice: see on_interruption_notice
+        self.intr_lock = threading.Lock()
+        self.intr_closed = False  # set just before the exit event: the poller records nothing after it
+        self.poller = None
         self.status_lock = threading.Lock()
         self.hb_stop = threading.Event()
         self.events = None
@@ -1631,8 +1850,14 @@ class Supervisor:
         max_ms = self.spec["limits"].get("maxDurationMs")
         if max_ms is not None and self.abort_reason is None and not self.trainer_done and self.elapsed_ms() >= max_ms:
             self._request("max-duration")
+        intr = self.interruption
+        if intr is not None and not intr["acted"]:
+            self._act_on_interruption(intr)
         if self.term_deadline is not None and not self.kill_sent and time.monotonic() >= self.term_deadline:
-            self._send(signal.SIGKILL, self.abort_reason)
+            if self.abort_reason == "interruption":
+                self._interruption_deadline()
+            else:
+                self._send(signal.SIGKILL, self.abort_reason)
 
     def _request(self, what):
         if self.trainer_done:
@@ -1644,7 +1869,8 @@ class Supervisor:
         if what == "kill":
             if self.kill_sent:
                 return
-            self.abort_reason = "kill"
+            if self.abort_reason != "interruption":  # a kill cuts a flush short but does not hide the notice
+                self.abort_reason = "kill"
             self._send(signal.SIGKILL, "kill")
             return
         if self.abort_reason is not None:
@@ -1668,6 +1894,116 @@ class Supervisor:
         self.poll_abort()
         if self.abort_reason is not None:
             raise Aborted()
+
+    # -- spot interruptions (the poller thread records; the main thread acts)
+
+    def poller_emit(self, type_, **fields):
+        with self.intr_lock:
+            if not self.intr_closed:
+                self.events.emit(type_, **fields)
+
+    def on_interruption_notice(self, notice):
+        """Poller thread: the first spot/instance-action notice. Records it; the main thread acts."""
+        cfg = self.spec["interruption"]
+        arrived_mono, arrived = time.monotonic(), time.time()
+        when = parse_iso_utc(notice.get("time"))
+        if when is not None:
+            deadline = when - cfg["reserveMs"] / 1000.0
+        else:
+            deadline = arrived + (cfg["noticeWindowMs"] - cfg["reserveMs"]) / 1000.0
+        deadline = max(deadline, arrived)  # a late notice: flush at once
+        action = notice.get("action")
+        with self.intr_lock:
+            if self.interruption is not None or self.intr_closed:
+                return
+            self.events.emit(
+                "interruption",
+                action=action if isinstance(action, str) else None,
+                noticeTime=iso_of_epoch(when) if when is not None else None,
+                deadline=iso_of_epoch(deadline),
+            )
+            self.interruption = {
+                "arrived": arrived_mono,
+                "deadline": arrived_mono + (deadline - arrived),
+                "acted": False,  # the main thread has seen it
+                "flushing": False,  # the flush deadline has been reached
+                "killed": False,  # the trainer outlived the flush deadline and was SIGKILLed
+                "committed": False,  # the deadline's commit pass ran while the trainer was alive
+                "handled": False,  # interruption-handled recorded
+            }
+        self.debug("spot interruption notice: %s" % json.dumps(notice))
+
+    def _act_on_interruption(self, intr):
+        intr["acted"] = True
+        if self.trainer_done:
+            return  # the trainer has already ended: its result stands; teardown goes on
+        if self.abort_reason is None:
+            self.abort_reason = "interruption"
+            self.term_deadline = intr["deadline"]
+            sig = getattr(signal, self.spec["interruption"]["signal"])
+            pg = self.child_pgid
+            self.debug("interruption: %s to process group %s" % (signal_name(sig), pg))
+            if pg:
+                try:
+                    os.killpg(pg, sig)
+                except OSError:
+                    pass
+        elif not self.kill_sent:
+            # A cancel or max-duration is under way: it must be over before the machine is.
+            self.term_deadline = min(self.term_deadline or intr["deadline"], intr["deadline"])
+
+    def _trainer_running(self):
+        if self.trainer_pid is None or self.trainer_done:
+            return False
+        waitid = getattr(os, "waitid", None)
+        if waitid is None:
+            return True
+        try:
+            return waitid(os.P_PID, self.trainer_pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return False
+
+    def _interruption_deadline(self):
+        """Main thread, at the flush deadline: commit what is finished, record it, SIGKILL what is left."""
+        intr = self.interruption
+        if intr["flushing"]:
+            return  # poll_abort runs again inside the commit pass
+        intr["flushing"] = True
+        if self._trainer_running():
+            # The trainer is still alive, so a checkpoint it is still writing is not finished: only
+            # entries with a .done marker or a settled signature are committed, and none after the kill.
+            self._flush_commits(final=False)
+            if self._trainer_running():
+                intr["killed"] = intr["committed"] = True
+                self._emit_handled(trainer_exited=False)
+                self.debug("interruption: the trainer outlived the flush deadline; SIGKILL")
+                self.kill_sent = True
+                try:
+                    os.killpg(self.trainer_pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            # else it exited during the pass: teardown's final pass commits the rest, as after any exit
+            return
+        if not self.trainer_done and self.child_pgid:
+            self.kill_sent = True  # a setup step: nothing to flush
+            try:
+                os.killpg(self.child_pgid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def _emit_handled(self, trainer_exited):
+        intr = self.interruption
+        if intr is None or intr["handled"]:
+            return
+        intr["handled"] = True
+        last = self.watcher.committed[-1] if self.watcher is not None and self.watcher.committed else None
+        self.events.emit(
+            "interruption-handled",
+            trainerExited=bool(trainer_exited),
+            checkpoint=last["name"] if last else None,
+            step=last.get("step") if last else None,
+            flushMs=int((time.monotonic() - intr["arrived"]) * 1000),
+        )
 
     # -- child processes
 
@@ -2307,6 +2643,14 @@ class Supervisor:
             self.trainer_done = True
 
     def final_commits(self):
+        if self.interruption is not None and self.interruption["committed"]:
+            # The flush deadline's pass already ran, and the trainer was then SIGKILLed: what it was
+            # still writing is not a finished checkpoint.
+            return
+        self._flush_commits(final=True)
+
+    def _flush_commits(self, final):
+        """Stops the watcher's thread, then one pass on this thread (final: the trainer has exited)."""
         if self.watcher is None:
             return
         self.watcher.stop(poll=self.poll_abort)
@@ -2316,10 +2660,11 @@ class Supervisor:
             return self.stop_commits
 
         try:
-            self.watcher.scan(final=True, should_stop=should_stop)
+            self.watcher.scan(final=final, should_stop=should_stop, drain=True)
         except Exception as e:
-            self.debug("final checkpoint pass failed:\n" + traceback.format_exc())
-            self.events.emit("warning", message="final checkpoint pass failed: %s" % e)
+            what = "final" if final else "interruption"
+            self.debug("%s checkpoint pass failed:\n" % what + traceback.format_exc())
+            self.events.emit("warning", message="%s checkpoint pass failed: %s" % (what, e))
 
     # -- main
 
@@ -2357,6 +2702,9 @@ class Supervisor:
             except UsageError as e:
                 raise PhaseFailed("AGENT_FAILED", "invalid spec.json: %s" % e, "agent")
             self.hp_hash = hashlib.sha256(canonical_json(spec["hyperparams"]).encode("utf-8")).hexdigest()
+            if spec["interruption"] is not None:
+                self.poller = InterruptionPoller(self, spec["interruption"])
+                self.poller.start()
             try:
                 # Descriptors are checked now; clients are made after setup (which may install them).
                 if spec["checkpoints"]["storage"] is not None:
@@ -2384,14 +2732,19 @@ class Supervisor:
                 sig_name = signal_name(-rc)
             else:
                 exit_code = rc
-            if self.abort_reason in ("cancel", "kill"):
+            if self.abort_reason == "interruption":
+                status, reason = "interrupted", "interruption"
+            elif self.abort_reason in ("cancel", "kill"):
                 status, reason = "canceled", self.abort_reason
             elif self.abort_reason == "max-duration":
                 status, reason = "failed", "max-duration"
             else:
                 status, reason = ("succeeded" if rc == 0 else "failed"), "exit"
         except Aborted:
-            status = "canceled" if self.abort_reason in ("cancel", "kill") else "failed"
+            if self.abort_reason == "interruption":
+                status = "interrupted"
+            else:
+                status = "canceled" if self.abort_reason in ("cancel", "kill") else "failed"
             reason = self.abort_reason
         except PhaseFailed as e:
             self.events.emit("error", code=e.code, message=e.message, outputTail=e.output_tail)
@@ -2409,11 +2762,20 @@ class Supervisor:
         if self.trainer_pid is not None or self.watcher is not None:
             self.set_phase("teardown")
             self.final_commits()
+            if self.interruption is not None and self.interruption["acted"]:
+                self._emit_handled(trainer_exited=self.trainer_pid is not None and not self.interruption["killed"])
             try:
                 self.upload_outputs()
             except Exception as e:
                 self.debug("output upload failed:\n" + traceback.format_exc())
                 self.events.emit("warning", message="uploading the outputs failed: %s" % e)
+        if self.poller is not None:
+            self.poller.stop()
+        with self.intr_lock:
+            self.intr_closed = True  # nothing from the poller after this: `exit` stays the last event
+        if self.interruption is not None:
+            # Setup/data steps stopped by it, or a notice that came during teardown.
+            self._emit_handled(trainer_exited=self.trainer_pid is not None and not self.interruption["killed"])
         if exit_code is not None:
             file_code = exit_code
         elif sig_name is not None:

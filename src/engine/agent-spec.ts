@@ -29,6 +29,7 @@ export interface AgentSpec {
   readonly checkpoints: { readonly dir: string; readonly storage: StorageDescriptor | null; readonly keep: number | null; readonly settleMs: number; readonly pollMs: number };
   readonly resume: { readonly storage: StorageDescriptor; readonly runId: string; readonly name: string | null } | null;
   readonly limits: { readonly maxDurationMs: number | null; readonly graceMs: number };
+  readonly interruption: { readonly imdsEndpoint: string; readonly pollMs: number } | null;
 }
 
 /** Inputs of {@link buildAgentSpec}. */
@@ -47,6 +48,8 @@ export interface AgentSpecInput {
   readonly dataSources: readonly StorageDescriptor[];
   /** Where `.outputs()` go, as the machine reaches it. */
   readonly outputs: StorageDescriptor | null;
+  /** The machine's metadata service, if it has one. */
+  readonly imds: { readonly endpoint: string; readonly pollMs?: number } | undefined;
 }
 
 /** Turns a validated plan into the agent's spec for one machine. Pure. */
@@ -93,5 +96,6 @@ export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
     },
     resume: input.resume,
     limits: { maxDurationMs: state.budget?.maxDurationMs ?? null, graceMs: input.options.graceMs ?? 30_000 },
+    interruption: input.imds ? { imdsEndpoint: input.imds.endpoint, pollMs: input.imds.pollMs ?? 5000 } : null,
   };
 }

@@ -121,7 +121,8 @@ function resultFromExit(session: RunSession, exit: ExitEvent): RunResult {
     signal: exit.signal,
     durationMs: exit.durationMs,
     checkpoints: [...session.checkpoints],
-    restarts: 0,
+    restarts: exit.restarts ?? 0,
+    interruptions: exit.interruptions ?? [],
     ...(exit.error ? { error: exit.error } : {}),
   };
 }

@@ -6,7 +6,7 @@ import type { FollowCursor } from "../run/journal.js";
 
 /** The agent's `exit` event (docs/agent-protocol.md). */
 export interface AgentExit {
-  readonly status: "succeeded" | "failed" | "canceled";
+  readonly status: "succeeded" | "failed" | "canceled" | "interrupted";
   readonly exitCode: number | null;
   readonly signal: string | null;
   readonly durationMs: number;
@@ -24,6 +24,7 @@ export interface AgentError {
 export type FollowOutcome =
   | { readonly kind: "end"; readonly exit: AgentExit; readonly error: AgentError | undefined }
   | { readonly kind: "lost"; readonly message: string; readonly error: AgentError | undefined }
+  | { readonly kind: "host-lost"; readonly message: string; readonly error: AgentError | undefined }
   | { readonly kind: "detached" };
 
 /** What {@link followRun} needs. */
@@ -38,6 +39,11 @@ export interface FollowContext {
   readonly metricPattern?: RegExp | undefined;
   /** Aborting stops following (detach); the run on the machine is untouched. */
   readonly signal: AbortSignal;
+  /**
+   * Stop retrying once the connection has failed without a break for this long: the machine counts
+   * as lost (the last error is thrown, with `details.hostLost`). @defaultValue retry for ~3 minutes
+   */
+  readonly lostAfterMs?: number;
   /** Called when a dropped connection is being retried. */
   readonly onReconnect?: (error: RunctlError, attempt: number) => void;
 }
@@ -51,6 +57,8 @@ export async function followRun(ctx: FollowContext): Promise<FollowOutcome> {
   let cursor = ctx.start;
   let pendingError: AgentError | undefined;
   let exit: AgentExit | undefined;
+  // Start of the current unbroken run of connection failures (reset by any frame).
+  let failingSince: number | undefined;
 
   const once = async (): Promise<FollowOutcome> => {
     const argv = [ctx.agentPython, ctx.agentPath, "follow", ctx.runDir, "--log-offset", String(cursor.log), "--events-offset", String(cursor.events)];
@@ -59,6 +67,7 @@ export async function followRun(ctx: FollowContext): Promise<FollowOutcome> {
     let outcome: FollowOutcome | undefined;
     const onFrame = (raw: string): void => {
       if (raw === "" || outcome) return;
+      failingSince = undefined;
       const frame = JSON.parse(raw) as { k: string; o?: number; l?: string; e?: Record<string, unknown>; message?: string };
       switch (frame.k) {
         case "log": {
@@ -107,20 +116,23 @@ export async function followRun(ctx: FollowContext): Promise<FollowOutcome> {
     );
   };
 
+  const lost = (): boolean => ctx.lostAfterMs !== undefined && failingSince !== undefined && Date.now() - failingSince >= ctx.lostAfterMs;
   try {
     return await pRetry(once, {
-      retries: 40,
       minTimeout: 250,
       maxTimeout: 5000,
       factor: 2,
       signal: ctx.signal,
-      shouldRetry: ({ error }) => isRunctlError(error) && error.retryable && !ctx.signal.aborted,
+      retries: ctx.lostAfterMs === undefined ? 40 : Number.MAX_SAFE_INTEGER,
+      shouldRetry: ({ error }) => isRunctlError(error) && error.retryable && !ctx.signal.aborted && !lost(),
       onFailedAttempt: ({ error, attemptNumber }) => {
-        if (isRunctlError(error) && error.retryable) ctx.onReconnect?.(error, attemptNumber);
+        failingSince ??= Date.now();
+        if (isRunctlError(error) && error.retryable && !lost()) ctx.onReconnect?.(error, attemptNumber);
       },
     });
   } catch (err) {
     if (ctx.signal.aborted) return { kind: "detached" };
+    if (lost()) return { kind: "host-lost", message: (err as Error).message, error: pendingError };
     throw err;
   }
 }
@@ -149,6 +161,16 @@ function translateAgentEvent(e: Record<string, unknown>): RunEventInput | undefi
       };
     case "outputs":
       return { type: "outputs", files: Number(e["files"] ?? 0), bytes: Number(e["bytes"] ?? 0), location: String(e["location"] ?? "") };
+    case "interruption":
+      return { type: "interruption", reason: `spot ${String(e["action"] ?? "interruption")} notice for ${String(e["noticeTime"] ?? "now")}` };
+    case "interruption-handled":
+      return {
+        type: "warning",
+        code: "INTERRUPTION_HANDLED",
+        message: `Interruption handled on the machine: trainer ${e["trainerExited"] === true ? "exited" : "was killed"}, final checkpoint ${String(e["checkpoint"] ?? "none")} in ${String(e["flushMs"])} ms.`,
+      };
+    case "rebalance-recommendation":
+      return { type: "warning", code: "REBALANCE_RECOMMENDATION", message: "The machine got a rebalance recommendation (an interruption may follow)." };
     case "warning":
       return { type: "warning", message: String(e["message"]) };
     case "signal":

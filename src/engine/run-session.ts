@@ -2,9 +2,17 @@ import { RunctlError, isRunctlError } from "../errors/runctl-error.js";
 import type { Machine, Provider } from "../providers/types.js";
 import type { ExitEvent, RunErrorInfo, RunEvent, RunEventInput, RunStatus } from "../run/events.js";
 import type { FollowCursor, RunJournal } from "../run/journal.js";
-import type { CommittedCheckpoint, RunResult } from "../run/run-result.js";
+import type { CommittedCheckpoint, RunInterruption, RunResult } from "../run/run-result.js";
 import { AsyncQueue } from "../util/async-queue.js";
 import { followRun, type FollowOutcome } from "./follow-run.js";
+
+/** Options of following a run. */
+export interface FollowOptions {
+  readonly metricPattern?: RegExp | undefined;
+  readonly cleanup?: boolean;
+  /** Give up (the machine is lost) after the connection has failed for this long. */
+  readonly lostAfterMs?: number | undefined;
+}
 
 /** Where a launched run lives, enough to follow and signal it. */
 export interface LaunchedRun {
@@ -22,6 +30,13 @@ export interface LaunchedRun {
 export class RunSession {
   readonly checkpoints: CommittedCheckpoint[] = [];
   readonly followAbort = new AbortController();
+  /** Set once the user canceled: an interruption after that is not recovered. */
+  cancelRequested = false;
+  /** Restarts on new machines so far. */
+  restarts = 0;
+  private readonly interruptions: RunInterruption[] = [];
+  private lastStep: number | null = null;
+  private pendingRecovery: { readonly attempt: number; readonly reason: string; readonly atStep: number | null } | undefined;
   private finished = false;
 
   constructor(
@@ -51,10 +66,30 @@ export class RunSession {
     const event = this.journal.append(input, cursor);
     this.remember(event);
     this.events.push(event);
+    const pending = this.pendingRecovery;
+    // The first sign of the new machine's trainer: the restored checkpoint, or training from scratch.
+    if (pending && (event.type === "resumed" || (event.type === "phase" && event.phase === "training"))) {
+      this.pendingRecovery = undefined;
+      const resumedStep = event.type === "resumed" ? event.step : null;
+      const lostSteps = pending.atStep === null ? null : Math.max(0, pending.atStep - (resumedStep ?? 0));
+      this.interruptions.push({ reason: pending.reason, atStep: pending.atStep, resumedFromStep: resumedStep, lostSteps });
+      this.emit({ type: "recovered", attempt: pending.attempt, fromCheckpoint: event.type === "resumed" ? event.name : null });
+    }
     return event;
   }
 
+  /**
+   * Starts restart `attempt` after losing a machine: records why (a spot notice was already reported by
+   * the agent) and resets the follow cursor, since the next machine's files start empty.
+   */
+  beginRestart(attempt: number, reason: string): void {
+    if (reason !== "spot interruption") this.emit({ type: "interruption", reason });
+    this.emit({ type: "phase", phase: "recovering" }, { log: 0, events: 0 });
+    this.pendingRecovery = { attempt, reason, atStep: this.lastStep };
+  }
+
   private remember(event: RunEvent): void {
+    if (event.type === "metric" && event.step !== undefined) this.lastStep = event.step;
     if (event.type === "checkpoint") {
       this.checkpoints.push({ name: event.name, step: event.step, commitSeq: event.commitSeq, location: event.location });
     }
@@ -70,8 +105,13 @@ export class RunSession {
   }
 
   /** Follows a launched run to its end, then releases the machine and settles the result. */
-  async followToEnd(run: LaunchedRun, provider: Provider, options: { readonly metricPattern?: RegExp | undefined; readonly cleanup?: boolean }): Promise<RunResult> {
-    const outcome: FollowOutcome = await followRun({
+  async followToEnd(run: LaunchedRun, provider: Provider, options: FollowOptions): Promise<RunResult> {
+    return this.conclude(run, provider, await this.follow(run, options), options);
+  }
+
+  /** Follows a launched run until it ends (or is detached, or its machine is lost). */
+  follow(run: LaunchedRun, options: FollowOptions): Promise<FollowOutcome> {
+    return followRun({
       machine: run.machine,
       agentPath: run.agentPath,
       agentPython: run.agentPython,
@@ -80,22 +120,28 @@ export class RunSession {
       emit: (event, cursor) => this.emit(event, cursor),
       metricPattern: options.metricPattern,
       signal: this.followAbort.signal,
+      ...(options.lostAfterMs !== undefined ? { lostAfterMs: options.lostAfterMs } : {}),
       onReconnect: (error, attempt) =>
         this.emit({ type: "warning", code: "RECONNECTING", message: `Lost the connection to ${run.machine.address} (${error.message}); reconnecting (attempt ${attempt}). The run goes on.` }),
     });
+  }
+
+  /** Cleans up, releases the machine and settles the result of a followed run. */
+  async conclude(run: LaunchedRun, provider: Provider, outcome: FollowOutcome, options: FollowOptions, statusOverride?: RunStatus): Promise<RunResult> {
     if (outcome.kind === "detached") return this.detach(run.machine);
     if (options.cleanup && outcome.kind === "end") {
       const removed = await Promise.resolve(run.machine.transport.exec(["rm", "-rf", "--", run.runDir])).catch((err: unknown) => ({ exitCode: null, stderrTail: (err as Error).message }));
       if (removed.exitCode !== 0) this.emit({ type: "warning", code: "CLEANUP_FAILED", message: `Could not remove ${run.runDir} on ${run.machine.address}: ${removed.stderrTail.trim()}` });
     }
-    await provider.release(run.machine).catch((err: unknown) => {
-      this.emit({ type: "warning", code: "RELEASE_FAILED", message: `Could not release ${run.machine.address}: ${(err as Error).message}` });
-    });
+    await this.release(run, provider);
     if (outcome.kind === "lost") {
-      return this.finish("failed", null, null, { code: "AGENT_FAILED", message: `The agent on ${run.machine.address} stopped without recording an exit: ${outcome.message}`, ...tailOf(outcome.error) }, run.machine);
+      return this.finish(statusOverride ?? "failed", null, null, { code: "AGENT_FAILED", message: `The agent on ${run.machine.address} stopped without recording an exit: ${outcome.message}`, ...tailOf(outcome.error) }, run.machine);
+    }
+    if (outcome.kind === "host-lost") {
+      return this.finish(statusOverride ?? "failed", null, null, { code: "HOST_UNREACHABLE", message: `Lost ${run.machine.address}: ${outcome.message}` }, run.machine);
     }
     const { exit, error } = outcome;
-    const status: RunStatus = exit.status;
+    const status: RunStatus = statusOverride ?? exit.status;
     let info: RunErrorInfo | undefined;
     if (status === "failed") {
       if (error) info = { code: error.code, message: error.message, ...tailOf(error) };
@@ -103,6 +149,13 @@ export class RunSession {
       else info = { code: "TRAINING_FAILED", message: exit.exitCode !== null ? `The trainer exited with code ${exit.exitCode}.` : `The trainer was killed by ${exit.signal ?? "a signal"}.` };
     }
     return this.finish(status, exit.exitCode, exit.signal, info, run.machine);
+  }
+
+  /** Gives the machine back to its provider; a failure is a warning. */
+  async release(run: LaunchedRun, provider: Provider): Promise<void> {
+    await provider.release(run.machine).catch((err: unknown) => {
+      this.emit({ type: "warning", code: "RELEASE_FAILED", message: `Could not release ${run.machine.address}: ${(err as Error).message}` });
+    });
   }
 
   /** Stops following; the run goes on and can be reattached. Nothing is released. */
@@ -117,7 +170,15 @@ export class RunSession {
   finish(status: RunStatus, exitCode: number | null, signal: string | null, error: RunErrorInfo | undefined, machine: Machine | undefined): RunResult {
     const result = this.result(status, exitCode, signal, error, machine);
     this.emit({ type: "phase", phase: "done" });
-    const exit: Omit<ExitEvent, "seq" | "time" | "runId"> = { type: "exit", status, exitCode, signal, durationMs: result.durationMs, ...(error ? { error } : {}) };
+    const exit: Omit<ExitEvent, "seq" | "time" | "runId"> = {
+      type: "exit",
+      status,
+      exitCode,
+      signal,
+      durationMs: result.durationMs,
+      ...(error ? { error } : {}),
+      ...(result.restarts > 0 ? { restarts: result.restarts, interruptions: result.interruptions } : {}),
+    };
     this.emit(exit);
     this.finished = true;
     this.journal.releaseWriter();
@@ -145,7 +206,8 @@ export class RunSession {
       signal,
       durationMs: Date.now() - this.startedAt,
       checkpoints: [...this.checkpoints],
-      restarts: 0,
+      restarts: this.restarts,
+      interruptions: [...this.interruptions],
       ...(error ? { error } : {}),
       ...(machine ? { machine: { provider: machine.provider, id: machine.id, address: machine.address } } : {}),
     };

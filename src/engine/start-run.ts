@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { join, posix } from "node:path";
 import { ensureAgent } from "../agent/install-agent.js";
+import { checkpointStore } from "../checkpoints/checkpoint-store.js";
 import { CommandError, RunctlError, throwIfAborted } from "../errors/runctl-error.js";
 import type { HyperparamValue } from "../plan/hyperparams.js";
 import type { CancelStrategy, PlanState, TrainOptions } from "../plan/plan-types.js";
@@ -16,7 +17,9 @@ import { syncTree } from "../sync/sync-tree.js";
 import { KeyedMutex } from "../util/keyed-mutex.js";
 import { runctlHome, syncHashCachePath } from "../util/runctl-home.js";
 import { buildAgentSpec, type AgentSpec } from "./agent-spec.js";
+import type { FollowOutcome } from "./follow-run.js";
 import { RunSession, type LaunchedRun } from "./run-session.js";
+import { setTimeout as sleep } from "node:timers/promises";
 
 /** A validated `.train()` call. */
 export interface TrainRequest {
@@ -99,12 +102,14 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
   let launched: LaunchedRun | undefined;
   let cancelRequested: Exclude<CancelStrategy, "detach"> | undefined;
 
-  const pipeline = async (): Promise<RunResult> => {
-    let machine: Machine | undefined;
+  let machine: Machine | undefined;
+  /** Provisions a machine, syncs, and starts the agent there; `launched` is set once it runs. */
+  const lostMachines: string[] = [];
+  const launch = async (resumeFrom: AgentSpec["resume"]): Promise<LaunchedRun> => {
     const signal = prelaunch.signal;
-    try {
+    {
       session.emit({ type: "phase", phase: "provisioning" });
-      machine = await state.provider.provision({ runId }, { signal });
+      machine = await state.provider.provision({ runId, ...(lostMachines.length > 0 ? { avoid: [...lostMachines] } : {}) }, { signal });
       journal.update({ machine: machine.record });
       if (!storage && state.provider.transportFor) {
         // No storage configured: commit on the machine itself, readable through its transport.
@@ -164,7 +169,8 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
         script: request.script,
         options,
         storage: storageDescriptor,
-        resume,
+        resume: resumeFrom,
+        imds: machine.imds,
         dataSources: state.data.map((d) => (d.kind === "path" ? { kind: "dir", path: d.path } : descriptorOf(d.storage, state))),
         outputs: state.outputs ? descriptorOf(state.outputs, state) : null,
       });
@@ -182,7 +188,50 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
       journal.update({ runDir, agentPath: agent.path, agentPython: agent.python });
       launched = { machine, agentPath: agent.path, agentPython: agent.python, runDir };
       if (cancelRequested) await session.signal(launched, cancelRequested);
-      return await session.followToEnd(launched, state.provider, { metricPattern: options.metricPattern, cleanup: options.cleanup ?? false });
+      return launched;
+    }
+  };
+
+  const recover = state.recover;
+  const followOptions = { metricPattern: options.metricPattern, cleanup: options.cleanup ?? false, lostAfterMs: recover && (recover.onEvents ?? ["interruption", "host-lost"]).includes("host-lost") ? (recover.hostLostAfterMs ?? 60_000) : undefined };
+  /** Why a followed run should restart on a new machine, or undefined to conclude it. */
+  const restartReason = (outcome: FollowOutcome): string | undefined => {
+    if (!recover) return undefined;
+    const on = recover.onEvents ?? ["interruption", "host-lost"];
+    if (outcome.kind === "host-lost" && on.includes("host-lost")) return `lost the machine (${outcome.message})`;
+    if (outcome.kind === "end" && outcome.exit.status === "interrupted" && on.includes("interruption")) return "spot interruption";
+    if (outcome.kind === "end" && outcome.exit.status === "failed" && outcome.exit.exitCode !== null && (recover.retryOnExitCodes ?? []).includes(outcome.exit.exitCode)) {
+      return `trainer exited with code ${outcome.exit.exitCode}`;
+    }
+    return undefined;
+  };
+
+  const pipeline = async (): Promise<RunResult> => {
+    let resumeFrom = resume;
+    let restarts = 0;
+    try {
+      for (;;) {
+        const run = await launch(resumeFrom);
+        const outcome = await session.follow(run, followOptions);
+        const reason = restartReason(outcome);
+        if (reason === undefined || session.cancelRequested) return await session.conclude(run, state.provider, outcome, followOptions);
+        if (restarts >= (recover?.maxRestarts ?? 3)) {
+          session.emit({ type: "warning", code: "MAX_RESTARTS", message: `${reason}, and the run has used its ${restarts} restart(s): it ends as interrupted.` });
+          return await session.conclude(run, state.provider, outcome, followOptions, "interrupted");
+        }
+        restarts += 1;
+        session.restarts = restarts;
+        session.beginRestart(restarts, reason);
+        lostMachines.push(run.machine.id);
+        // The lost machine goes back (a pool host is freed, an instance terminated) before the next one.
+        await session.release(run, state.provider);
+        launched = undefined;
+        await sleep(recover?.backoffMs ?? 1000, undefined, { signal: prelaunch.signal });
+        // Resume from this run's own newest checkpoint (the agent verifies it, falling back past
+        // corrupt ones); with none committed yet, start as the first machine did.
+        const own = storage ? await checkpointStore(storage, runId).latest().catch(() => undefined) : undefined;
+        if (own && storageDescriptor) resumeFrom = { storage: storageDescriptor, runId, name: null };
+      }
     } catch (err) {
       if (!launched && machine) await state.provider.release(machine).catch(() => {});
       if (!launched && cancelRequested && prelaunch.signal.aborted) {
@@ -197,6 +246,7 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
 
   const cancel = async (strategy: CancelStrategy): Promise<void> => {
     if (session.ended) return;
+    session.cancelRequested = true;
     if (!launched) {
       // Nothing runs yet: any strategy stops the pipeline before the trainer starts.
       cancelRequested = strategy === "kill" ? "kill" : "interrupt";

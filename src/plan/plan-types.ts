@@ -55,6 +55,26 @@ export interface CheckpointOptions {
   readonly settleMs?: number;
 }
 
+/** What makes a run restart on a new machine. */
+export type RecoverTrigger = "interruption" | "host-lost";
+
+/** Options of `.recover(options)`. */
+export interface RecoverOptions {
+  /** Restarts allowed before the run ends as `interrupted`. @defaultValue 3 */
+  readonly maxRestarts?: number;
+  /**
+   * What triggers a restart: a spot interruption notice handled on the machine, and/or a machine
+   * that stays unreachable for `hostLostAfterMs`. @defaultValue `["interruption", "host-lost"]`
+   */
+  readonly onEvents?: readonly RecoverTrigger[];
+  /** Wait before provisioning the next machine. @defaultValue 1000 */
+  readonly backoffMs?: number;
+  /** A connection that fails for this long, with the machine unreachable, means the machine is lost. Shorter outages are waited out. @defaultValue 60000 */
+  readonly hostLostAfterMs?: number;
+  /** Trainer exit codes that also restart the run (a failed job is otherwise never retried). @defaultValue `[]` */
+  readonly retryOnExitCodes?: readonly number[];
+}
+
 /** Options of `.budget(options)`. */
 export interface BudgetOptions {
   /** Stop the run (SIGTERM, grace, then SIGKILL) once it has run this long; enforced on the machine. */
@@ -118,5 +138,6 @@ export interface PlanState {
   readonly env: Readonly<Record<string, string>>;
   readonly checkpoints?: CheckpointOptions;
   readonly budget?: BudgetOptions;
+  readonly recover?: RecoverOptions;
   readonly resumeFrom?: ResumeSource;
 }

@@ -7,7 +7,7 @@ import { summarizePlan, type PlanSummary } from "../engine/plan-summary.js";
 import { provisionMachine, type ProvisionedMachine } from "../engine/provisioned-machine.js";
 import type { TrainingRun } from "../run/training-run.js";
 import { validateHyperparams } from "./hyperparams.js";
-import type { BudgetOptions, CheckpointOptions, DataOptions, PlanState, ResumeSource, SetupOptions, SyncOptions, TrainOptions } from "./plan-types.js";
+import type { BudgetOptions, CheckpointOptions, DataOptions, PlanState, RecoverOptions, ResumeSource, SetupOptions, SyncOptions, TrainOptions } from "./plan-types.js";
 import { localDir } from "../storage/local-dir/local-dir-storage.js";
 import { s3 } from "../storage/s3/index.js";
 import type { Storage } from "../storage/types.js";
@@ -17,6 +17,7 @@ import {
   existingDir,
   parseDataUri,
   parseOptions,
+  recoverOptionsSchema,
   setupOptionsSchema,
   syncOptionsSchema,
   trainOptionsSchema,
@@ -152,6 +153,22 @@ export class RunPlan {
   }
 
   /**
+   * Survives losing the machine: on a spot interruption (handled on the machine: SIGTERM, final
+   * checkpoint committed) or a machine that stays unreachable, the run is restarted on a new machine
+   * from the same provider (the next free host of a pool, a new instance on EC2), resuming from its
+   * latest verified checkpoint under the same run id. A dropped connection alone never restarts a
+   * healthy run. Needs checkpoint storage that outlives the machine.
+   *
+   * @example
+   * ```ts
+   * plan.checkpoints({ storage: s3("s3://bucket/ckpt") }).recover({ maxRestarts: 3 })
+   * ```
+   */
+  recover(options: RecoverOptions = {}): RunPlan {
+    return this.with({ recover: parseOptions(recoverOptionsSchema, options, ".recover()") as RecoverOptions });
+  }
+
+  /**
    * Limits the run. `maxDurationMs` is enforced on the machine by the agent, so it holds when the
    * client is gone.
    *
@@ -197,6 +214,7 @@ export class RunPlan {
     const parsed = parseOptions(trainOptionsSchema, options, ".train()") as TrainOptions;
     const hyperparams = validateHyperparams(parsed.hyperparams ?? {});
     this.checkScript(script);
+    this.checkRecovery();
     return startRun(this.state, { script, options: { ...parsed, hyperparams } });
   }
 
@@ -230,6 +248,16 @@ export class RunPlan {
    */
   provision(options: { readonly signal?: AbortSignal } = {}): Promise<ProvisionedMachine> {
     return provisionMachine(this.state.provider, options);
+  }
+
+  /** Recovery resumes from checkpoints, so they must live somewhere the next machine can read. */
+  private checkRecovery(): void {
+    if (this.state.recover && !this.state.checkpoints?.storage && !this.state.provider.sharesLocalFilesystem) {
+      throw new RunctlError(
+        "INVALID_ARGUMENT",
+        ".recover(): a run that restarts on a new machine needs checkpoint storage that outlives the machine; add .checkpoints({ storage: s3(...) }). Without it every restart would begin from step 0.",
+      );
+    }
   }
 
   private checkScript(script: string): void {

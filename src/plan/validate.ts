@@ -43,6 +43,14 @@ export const checkpointOptionsSchema = z.strictObject({
   settleMs: z.number().int().min(0).optional(),
 });
 
+export const recoverOptionsSchema = z.strictObject({
+  maxRestarts: z.number().int().min(0).optional(),
+  onEvents: z.array(z.enum(["interruption", "host-lost"])).optional(),
+  backoffMs: z.number().int().min(0).optional(),
+  hostLostAfterMs: z.number().int().positive().optional(),
+  retryOnExitCodes: z.array(z.number().int().min(1).max(255)).optional(),
+});
+
 export const budgetOptionsSchema = z.strictObject({ maxDurationMs: positiveMs.optional() });
 
 export const trainOptionsSchema = z.strictObject({

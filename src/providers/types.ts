@@ -40,12 +40,19 @@ export interface Machine {
   readonly hourlyPriceUsd: number;
   /** JSON facts for reattaching. */
   readonly record: MachineRecord;
+  /**
+   * The machine's instance-metadata service, polled by the agent for spot interruption notices
+   * (IMDSv2). Absent: no polling (machines that are not cloud instances).
+   */
+  readonly imds?: { readonly endpoint: string; readonly pollMs?: number };
 }
 
 /** What the engine asks a provider for. */
 export interface ProvisionRequest {
   /** The run this machine is for; used in tags and names. */
   readonly runId: string;
+  /** Machine ids to avoid when there is a choice (the machines a recovering run just lost). */
+  readonly avoid?: readonly string[];
 }
 
 /** Cloud truth about a machine. */

@@ -1,3 +1,5 @@
+import type { RunInterruption } from "./run-result.js";
+
 /** The phases a run goes through, in order (`recovering` only after an interruption). */
 export type RunPhase = "provisioning" | "syncing" | "setup" | "data" | "training" | "recovering" | "teardown" | "done";
 
@@ -177,6 +179,10 @@ export interface ExitEvent extends RunEventBase {
   readonly durationMs: number;
   /** Why the run failed, when it did. */
   readonly error?: RunErrorInfo;
+  /** Restarts on new machines (`.recover()`). */
+  readonly restarts?: number;
+  /** The interruptions it recovered from. */
+  readonly interruptions?: readonly RunInterruption[];
 }
 
 /**

@@ -1,5 +1,17 @@
 import type { RunErrorInfo, RunStatus } from "./events.js";
 
+/** One interruption the run recovered from. */
+export interface RunInterruption {
+  /** What happened, in words (`spot interruption`, `lost the machine (...)`). */
+  readonly reason: string;
+  /** The last step the trainer reported before it. */
+  readonly atStep: number | null;
+  /** The step of the checkpoint the next machine resumed from (null: started over). */
+  readonly resumedFromStep: number | null;
+  /** Steps trained again because of it: `atStep - resumedFromStep` (0 when the trainer saved on SIGTERM). */
+  readonly lostSteps: number | null;
+}
+
 /** A checkpoint committed during the run, as reported by the agent. */
 export interface CommittedCheckpoint {
   /** The checkpoint's name. */
@@ -37,8 +49,10 @@ export interface RunResult {
   readonly checkpoints: readonly CommittedCheckpoint[];
   /** Why the run failed (setup output, exit code, time limit). */
   readonly error?: RunErrorInfo;
-  /** Restarts after interruptions (recovery arrives with the spot issue). */
+  /** Restarts on new machines after interruptions (`.recover()`). */
   readonly restarts: number;
+  /** Each interruption that led to a restart, with the training steps it cost. */
+  readonly interruptions: readonly RunInterruption[];
   /** Where it ran. */
   readonly machine?: {
     /** The provider's name (`local`, `ssh-hosts`, `ec2`). */

@@ -11,6 +11,13 @@ export interface SshHost extends SshTransportOptions {
   readonly rootDir?: string;
   /** What the host costs per hour, for cost reports. @defaultValue 0 */
   readonly hourlyPriceUsd?: number;
+  /**
+   * An instance-metadata endpoint the agent on this host polls for spot interruption notices (a host
+   * that really is a spot instance: `http://169.254.169.254`). @defaultValue none: no polling
+   */
+  readonly imdsEndpoint?: string;
+  /** How often that endpoint is polled. @defaultValue 5000 */
+  readonly imdsPollMs?: number;
 }
 
 /** Options of {@link sshHosts}. */
@@ -63,11 +70,12 @@ export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[]
     }
   };
 
-  const acquire = async (signal: AbortSignal | undefined): Promise<Machine> => {
+  const acquire = async (signal: AbortSignal | undefined, avoid: readonly string[]): Promise<Machine> => {
     const deadline = options.acquireTimeoutMs === undefined ? Infinity : Date.now() + options.acquireTimeoutMs;
     for (;;) {
       throwIfAborted(signal);
-      const free = list.filter((h) => !busy.has(hostId(h)));
+      // Hosts a recovering run just lost go last: another free host is tried first.
+      const free = list.filter((h) => !busy.has(hostId(h))).sort((a, b) => Number(avoid.includes(hostId(a))) - Number(avoid.includes(hostId(b))));
       let lastError: unknown;
       for (const host of free) {
         busy.add(hostId(host));
@@ -99,7 +107,7 @@ export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[]
   return {
     name: "ssh-hosts",
     sharesLocalFilesystem: false,
-    provision: (_request, opts) => acquire(opts?.signal),
+    provision: (request, opts) => acquire(opts?.signal, request.avoid ?? []),
     async release(machine) {
       await machine.transport.close().catch(() => {});
       if (busy.delete(machine.id)) wake();
@@ -156,6 +164,7 @@ function machineOf(host: SshHost, transport: SshTransport, rootDir: string): Mac
     tags: {},
     hourlyPriceUsd: host.hourlyPriceUsd ?? 0,
     record,
+    ...(host.imdsEndpoint ? { imds: { endpoint: host.imdsEndpoint, ...(host.imdsPollMs !== undefined ? { pollMs: host.imdsPollMs } : {}) } } : {}),
   };
 }
 
