@@ -206,13 +206,22 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
     return undefined;
   };
 
+  const machineState = async (run: LaunchedRun): Promise<string> =>
+    (await state.provider.describe?.(run.machine, { signal: AbortSignal.timeout(15_000) }).catch(() => "unknown")) ?? "unknown";
+
   const pipeline = async (): Promise<RunResult> => {
     let resumeFrom = resume;
     let restarts = 0;
     try {
       for (;;) {
         const run = await launch(resumeFrom);
-        const outcome = await session.follow(run, followOptions);
+        let outcome = await session.follow(run, followOptions);
+        // Unreachable is not gone: while the provider's own view says the machine runs, keep
+        // following (a long network outage must not restart a healthy run).
+        while (outcome.kind === "host-lost" && (await machineState(run)) === "running") {
+          session.emit({ type: "warning", code: "STILL_RUNNING", message: `${run.machine.address} is unreachable but its provider reports it running; still waiting for it.` });
+          outcome = await session.follow(run, followOptions);
+        }
         const reason = restartReason(outcome);
         if (reason === undefined || session.cancelRequested) return await session.conclude(run, state.provider, outcome, followOptions);
         if (restarts >= (recover?.maxRestarts ?? 3)) {
