@@ -1,96 +1,36 @@
 // Spot interruptions in the machine-side agent (src/agent/runctl_agent.py, docs/agent-protocol.md,
 // "Spot interruptions"): every test launches a real detached run with python3 and points the agent at
 // a real HTTP instance-metadata server on 127.0.0.1 that implements the IMDSv2 token flow.
-import { spawn, spawnSync } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, test } from "vitest";
+import {
+  type AgentEvent,
+  cleanUpAgentTests,
+  cli,
+  type Json,
+  launch,
+  makeRun,
+  manifestOf,
+  only,
+  processGone,
+  readEvents,
+  readText,
+  type Run,
+  runToEnd,
+  sha256,
+  waitFor,
+} from "../support/agent-harness.js";
 
-const AGENT = fileURLToPath(new URL("../../src/agent/runctl_agent.py", import.meta.url));
-const PY = process.env["RUNCTL_TEST_PYTHON"] ?? "python3";
-
-type Json = Record<string, unknown>;
-interface AgentEvent {
-  seq: number;
-  time: string;
-  type: string;
-  [key: string]: unknown;
-}
-
-const tempDirs: string[] = [];
-const launched: string[] = [];
 const servers: Imds[] = [];
 
 afterAll(async () => {
-  for (const runDir of launched) {
-    if (existsSync(join(runDir, "agent.pid")) && !existsSync(join(runDir, "exit_code"))) spawnSync(PY, [AGENT, "signal", runDir, "kill"]);
-  }
+  cleanUpAgentTests();
   for (const s of servers) await s.close();
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
 });
-
-function tmp(): string {
-  const d = mkdtempSync(join(tmpdir(), "runctl-agent-intr-"));
-  tempDirs.push(d);
-  return d;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 20_000, everyMs = 25): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
-
-function readText(path: string): string {
-  return existsSync(path) ? readFileSync(path, "utf8") : "";
-}
-
-function readEvents(runDir: string): AgentEvent[] {
-  return readText(join(runDir, "events.jsonl"))
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => JSON.parse(l) as AgentEvent);
-}
-
-function only<T>(items: T[], what: string): T {
-  expect(items, what).toHaveLength(1);
-  return items[0] as T;
-}
-
-function sha256(data: Buffer | string): string {
-  return createHash("sha256").update(data).digest("hex");
-}
-
-function cli(args: string[], input = ""): Promise<{ code: number | null; json: Json; out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(PY, [AGENT, ...args]);
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => (out += d.toString("utf8")));
-    child.stderr.on("data", (d: Buffer) => (out += d.toString("utf8")));
-    child.stdin.end(input);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      let json: Json = {};
-      try {
-        json = JSON.parse(out.trim().split("\n").pop() ?? "") as Json;
-      } catch {
-        json = {};
-      }
-      resolve({ code, json, out });
-    });
-  });
-}
 
 // ---------------------------------------------------------------------------------------------
 // a fake EC2 instance metadata service (IMDSv2)
@@ -184,102 +124,12 @@ function imdsTime(ms: number): string {
 // ---------------------------------------------------------------------------------------------
 // runs
 
-interface Run {
-  root: string;
-  code: string;
-  store: string;
-  runId: string;
-  runDir: string;
-  ckptDir: string;
-  spec: Json;
-}
-
-function makeRun(script: string, overrides: Json = {}): Run {
-  const root = tmp();
-  const code = join(root, "code");
-  mkdirSync(code, { recursive: true });
-  writeFileSync(join(code, "train.py"), script);
-  const runId = `run-${randomBytes(4).toString("hex")}`;
-  const runDir = join(root, "runs", runId);
-  const store = join(root, "store");
-  const ckptDir = join(runDir, "checkpoints");
-  const spec: Json = {
-    version: 1,
-    runId,
-    runDir,
-    workdir: code,
-    mirrorDir: null,
-    python: PY,
-    argv: ["train.py"],
-    env: {},
-    hyperparams: {},
-    setup: null,
-    data: [],
-    dataDir: null,
-    outputDir: join(runDir, "outputs"),
-    checkpoints: { dir: ckptDir, storage: { kind: "dir", path: store }, keep: null, settleMs: 2000, pollMs: 100 },
-    resume: null,
-    limits: { maxDurationMs: null, graceMs: 5000 },
-    ...overrides,
-  };
-  return { root, code, store, runId, runDir, ckptDir, spec };
-}
-
-async function launch(run: Run): Promise<void> {
-  launched.push(run.runDir);
-  const r = await cli(["launch", run.runDir], JSON.stringify(run.spec));
-  expect(r.code, r.out).toBe(0);
-}
-
-/** Follows the run to its end (the agent's own `follow`) and returns its events. */
-function runToEnd(run: Run, timeoutMs = 30_000): Promise<{ events: AgentEvent[]; exit: AgentEvent; log: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(PY, [AGENT, "follow", run.runDir]);
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => (out += d.toString("utf8")));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`follow timed out: ${readText(join(run.runDir, "events.jsonl"))}\n${readText(join(run.runDir, "agent.log"))}`));
-    }, timeoutMs);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      try {
-        expect(code, readText(join(run.runDir, "agent.log"))).toBe(0);
-        const frames = out
-          .split("\n")
-          .filter((l) => l !== "")
-          .map((l) => JSON.parse(l) as { k: string; e?: AgentEvent });
-        expect(frames[frames.length - 1]).toEqual({ k: "end" });
-        const events = frames.filter((f) => f.k === "ev").map((f) => f.e as AgentEvent);
-        expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
-        expect(events).toEqual(readEvents(run.runDir));
-        const exit = events[events.length - 1] as AgentEvent;
-        expect(exit.type).toBe("exit");
-        resolve({ events, exit, log: readText(join(run.runDir, "train.log")) });
-      } catch (e) {
-        reject(e instanceof Error ? e : new Error(String(e)));
-      }
-    });
-  });
-}
-
-function manifestOf(store: string, runId: string, name: string): { name: string; step: number | null; files: Array<{ path: string; size: number; sha256: string }> } {
-  return JSON.parse(readFileSync(join(store, runId, "checkpoints", name, "manifest.json"), "utf8")) as ReturnType<typeof manifestOf>;
-}
+/** How long runToEnd() follows a run here. */
+const FOLLOW_MS = 30_000;
 
 function committedNames(run: Run): string[] {
   const dir = join(run.store, run.runId, "checkpoints");
   return existsSync(dir) ? readdirSync(dir).filter((n) => existsSync(join(dir, n, "manifest.json"))).sort() : [];
-}
-
-function processGone(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
-    return state === "Z" || state === "X";
-  } catch {
-    return true;
-  }
 }
 
 /**
@@ -361,7 +211,7 @@ describe.concurrent("agent: spot interruptions", () => {
     );
     const noticeToCommitMs = committedAt - noticeAt;
 
-    const { events, exit, log } = await runToEnd(run);
+    const { events, exit, log } = await runToEnd(run, { timeoutMs: FOLLOW_MS });
     const step = Number(name.slice(5));
     expect(log).toContain(`SIGTERM: checkpoint at step ${step}`);
     const notice = only(events.filter((e) => e.type === "interruption"), "interruption events");
@@ -411,7 +261,7 @@ describe.concurrent("agent: spot interruptions", () => {
     const cancel = await cli(["signal", run.runDir, "interrupt"]);
     expect(cancel.code).toBe(0);
 
-    const { events, exit } = await runToEnd(run);
+    const { events, exit } = await runToEnd(run, { timeoutMs: FOLLOW_MS });
     const deadline = Date.parse(terminateAt) - 500;
     expect(only(events.filter((e) => e.type === "interruption"), "interruption events")).toMatchObject({
       action: "terminate",
@@ -449,7 +299,7 @@ describe.concurrent("agent: spot interruptions", () => {
     imds.revokeTokens();
     const revokedAt = imds.requests.length;
     await waitFor("polls after the renewal", () => imds.requests.slice(revokedAt).filter((r) => r.path === ACTION_PATH && r.status === 404).length >= 3);
-    const { events, exit } = await runToEnd(run);
+    const { events, exit } = await runToEnd(run, { timeoutMs: FOLLOW_MS });
     expect(exit).toMatchObject({ status: "succeeded", reason: "exit" });
     expect(events.filter((e) => ["warning", "interruption", "rebalance-recommendation"].includes(e.type))).toEqual([]);
 
@@ -473,7 +323,7 @@ describe.concurrent("agent: spot interruptions", () => {
     const port = await closedPort();
     const run = makeRun(shortTrainer(0.8), { interruption: { imdsEndpoint: `http://127.0.0.1:${port}`, pollMs: 100 } });
     await launch(run);
-    const { events, exit, log } = await runToEnd(run);
+    const { events, exit, log } = await runToEnd(run, { timeoutMs: FOLLOW_MS });
     const warning = only(events.filter((e) => e.type === "warning"), "warnings");
     expect(String(warning["message"])).toContain(`http://127.0.0.1:${port} does not answer`);
     expect(events.filter((e) => e.type.startsWith("interruption") || e.type === "rebalance-recommendation")).toEqual([]);
@@ -488,7 +338,7 @@ describe.concurrent("agent: spot interruptions", () => {
     await launch(run);
     await waitFor("trainer ready", () => readText(join(run.runDir, "train.log")).includes("ready"));
     imds.rebalance = { noticeTime: "2026-11-21T16:43:00Z" };
-    const { events, exit, log } = await runToEnd(run);
+    const { events, exit, log } = await runToEnd(run, { timeoutMs: FOLLOW_MS });
     expect(only(events.filter((e) => e.type === "rebalance-recommendation"), "rebalance events")).toMatchObject({
       noticeTime: "2026-11-21T16:43:00.000Z",
     });
@@ -511,7 +361,7 @@ describe.concurrent("agent: spot interruptions", () => {
     imds.notice = { action: "terminate", time: imdsTime(Date.now() + 60_000) };
     await launch(off);
     await launch(absent);
-    for (const r of await Promise.all([runToEnd(off), runToEnd(absent)])) {
+    for (const r of await Promise.all([runToEnd(off, { timeoutMs: FOLLOW_MS }), runToEnd(absent, { timeoutMs: FOLLOW_MS })])) {
       expect(r.exit).toMatchObject({ status: "succeeded", reason: "exit" });
       expect(r.events.filter((e) => ["warning", "interruption", "rebalance-recommendation"].includes(e.type))).toEqual([]);
     }

@@ -1,46 +1,37 @@
 // S3 in the machine-side agent (docs/agent-protocol.md, "S3"): checkpoints, resume, data and outputs
 // against a real S3-protocol server (s3rver, its own process), through both clients the agent can
 // use: boto3 and the aws CLI. Every test spawns the real agent file, like test/unit/agent.test.ts.
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import {
+  type AgentEvent,
+  cleanUpAgentTests,
+  type Json,
+  launch,
+  makeRun,
+  type Manifest,
+  type ManifestFile,
+  PY,
+  readEvents,
+  readText,
+  type Run,
+  sha256,
+  sleep,
+  SYSTEM_PY,
+  tmp,
+} from "../support/agent-harness.js";
 import { S3RVER_CLIENT_SETTINGS, startS3Server, TEST_AWS_CREDENTIALS, type TestS3Server } from "../support/s3-server.js";
 
-const AGENT = fileURLToPath(new URL("../../src/agent/runctl_agent.py", import.meta.url));
-// The Debian interpreter: it has boto3/botocore from python3-boto3 (the agent's interpreter).
-const SYSTEM_PY = "/usr/bin/python3";
-// The trainer's interpreter (any python3).
-const TRAINER_PY = process.env["RUNCTL_TEST_PYTHON"] ?? "python3";
 const BUCKET = "runctl-test";
+// The agents here run under SYSTEM_PY (it has boto3/botocore from python3-boto3); the trainers under PY.
+
+/** makeRun()'s checkpoint defaults for these tests: no storage unless a test sets one, a long settle, quick polls. */
+const S3_CHECKPOINTS = { storage: null, settleMs: 30_000, pollMs: 50 };
 
 type Backend = "boto3" | "cli";
-type Json = Record<string, unknown>;
-interface AgentEvent {
-  seq: number;
-  type: string;
-  [key: string]: unknown;
-}
-interface ManifestFile {
-  path: string;
-  size: number;
-  sha256: string;
-}
-interface Manifest {
-  runId: string;
-  name: string;
-  kind: string;
-  step: number | null;
-  seq: number;
-  files: ManifestFile[];
-  totalBytes: number;
-}
-
-const tempDirs: string[] = [];
-const launched: string[] = [];
 let shared: TestS3Server;
 
 beforeAll(async () => {
@@ -50,67 +41,12 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const runDir of launched) {
-    if (existsSync(join(runDir, "agent.pid")) && !existsSync(join(runDir, "exit_code"))) spawnSync(SYSTEM_PY, [AGENT, "signal", runDir, "kill"]);
-  }
+  cleanUpAgentTests(SYSTEM_PY);
   await shared?.stop();
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
 });
-
-function tmp(): string {
-  const d = mkdtempSync(join(tmpdir(), "runctl-agent-s3-test-"));
-  tempDirs.push(d);
-  return d;
-}
-
-function sha256(data: Buffer | string): string {
-  return createHash("sha256").update(data).digest("hex");
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function readText(path: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return "";
-  }
-}
-
-function readEvents(runDir: string): AgentEvent[] {
-  return readText(join(runDir, "events.jsonl"))
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => JSON.parse(l) as AgentEvent);
-}
 
 function ofType(events: AgentEvent[], type: string): AgentEvent[] {
   return events.filter((e) => e.type === type);
-}
-
-/** Runs one agent command with the given interpreter and environment. */
-function cli(args: string[], input: string, env: NodeJS.ProcessEnv = process.env, python = SYSTEM_PY): Promise<{ code: number | null; stdout: string; stderr: string; json: Json }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(python, [AGENT, ...args], { env });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.stdin.on("error", () => {});
-    child.stdin.end(input);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      let json: Json = {};
-      try {
-        json = JSON.parse(stdout.trim().split("\n").pop() ?? "") as Json;
-      } catch {
-        json = {};
-      }
-      resolve({ code, stdout, stderr, json });
-    });
-  });
 }
 
 // -- the S3 server's side: objects as s3rver keeps them on disk (<dir>/<bucket>/<key>._S3rver_object)
@@ -176,52 +112,6 @@ function descriptor(s3: TestS3Server, prefix: string, backend: Backend): Json {
 function testSecrets(): { aws: { accessKeyId: string; secretAccessKey: string; sessionToken: string } } {
   const tag = randomBytes(8).toString("hex");
   return { aws: { accessKeyId: TEST_AWS_CREDENTIALS.accessKeyId, secretAccessKey: `secret-${tag}-value`, sessionToken: `token-${tag}-value` } };
-}
-
-interface Run {
-  root: string;
-  code: string;
-  runId: string;
-  runDir: string;
-  ckptDir: string;
-  spec: Json;
-}
-
-function makeRun(root: string, script: string, overrides: Json = {}): Run {
-  const code = join(root, "code");
-  mkdirSync(code, { recursive: true });
-  writeFileSync(join(code, "train.py"), script);
-  const runId = `run-${randomBytes(4).toString("hex")}`;
-  const runDir = join(root, "runs", runId);
-  const ckptDir = join(runDir, "checkpoints");
-  const spec: Json = {
-    version: 1,
-    runId,
-    runDir,
-    workdir: code,
-    mirrorDir: null,
-    python: TRAINER_PY,
-    argv: ["train.py"],
-    env: {},
-    hyperparams: {},
-    setup: null,
-    data: [],
-    dataDir: null,
-    outputDir: join(runDir, "outputs"),
-    checkpoints: { dir: ckptDir, storage: null, keep: null, settleMs: 30_000, pollMs: 50 },
-    resume: null,
-    limits: { maxDurationMs: null, graceMs: 5000 },
-    ...overrides,
-  };
-  return { root, code, runId, runDir, ckptDir, spec };
-}
-
-async function launch(run: Run, secrets?: Json, env?: NodeJS.ProcessEnv, python = SYSTEM_PY): Promise<number> {
-  launched.push(run.runDir);
-  const input = JSON.stringify(secrets ? { ...run.spec, secrets } : run.spec);
-  const r = await cli(["launch", run.runDir], input, env, python);
-  expect(r.code, r.stdout + r.stderr).toBe(0);
-  return r.json["pid"] as number;
 }
 
 /** Waits for the exit event (the agent writes it last). */
@@ -328,7 +218,7 @@ const OTHER_AWS = existsSync(DEBIAN_AWS) && PATH_AWS !== DEBIAN_AWS ? DEBIAN_AWS
 // `when_required` from botocore 1.36 on); an interpreter with a newer boto3 tests that path too.
 const NEW_BOTO_PY = ((): string | undefined => {
   const probe = "import botocore.config, boto3; print('request_checksum_calculation' in botocore.config.Config.OPTION_DEFAULTS)";
-  for (const py of [TRAINER_PY, "python3"]) {
+  for (const py of [PY, "python3"]) {
     const r = spawnSync(py, ["-c", probe], { encoding: "utf8" });
     if (r.status === 0 && r.stdout.trim() === "True") return py;
   }
@@ -371,14 +261,14 @@ describe.concurrent("agent S3 storage", () => {
         "open(os.path.join(ck, 'last.pt'), 'wb').write(os.urandom(4321))",
         "print('trained', flush=True)",
       ].join("\n");
-      const run = makeRun(tmp(), script);
+      const run = makeRun(script, {}, tmp(), S3_CHECKPOINTS);
       const storage = descriptor(s3, prefix, backend);
       run.spec["checkpoints"] = { dir: run.ckptDir, storage, keep: 2, settleMs: 30_000, pollMs: 50 };
       run.spec["outputs"] = { storage };
       const env = aws ? { ...process.env, PATH: pathWithAws(aws) } : process.env;
       const base = `${prefix}/${run.runId}`;
       const sampler = bucketSampler(s3, base);
-      const pid = await launch(run, secrets, env, python);
+      const pid = await launch(run, { python: python ?? SYSTEM_PY, secrets, env });
 
       // The daemon got the secrets through a pipe: not in its environment or command line, and its
       // stdin is /dev/null again.
@@ -500,18 +390,23 @@ describe.concurrent("agent S3 storage", () => {
       ].join("\n");
       const dataTo = join(root, "code", "data");
       const mkRun = (resume = false): Run =>
-        makeRun(root, script, {
-          resume: resume ? { storage: descriptor(s3, prefix, backend), runId: prev, name: null } : null,
-          data: [{ source: descriptor(s3, `${prefix}/datasets/mnist`, backend), to: dataTo }],
-          dataDir: dataTo,
-        });
+        makeRun(
+          script,
+          {
+            resume: resume ? { storage: descriptor(s3, prefix, backend), runId: prev, name: null } : null,
+            data: [{ source: descriptor(s3, `${prefix}/datasets/mnist`, backend), to: dataTo }],
+            dataDir: dataTo,
+          },
+          root,
+          S3_CHECKPOINTS,
+        );
       const dataLines = (log: string): string[] => log.split("\n").filter((l) => l.startsWith("data "));
       const expectedData = (ds: Record<string, Buffer>): string[] =>
         [`data .runctl-data.json`, ...Object.keys(ds).map((k) => `data ${k} ${sha256(ds[k] ?? "")}`)].sort();
 
       // 1: restores step-20 (step-30 is corrupt), downloads everything.
       const first = mkRun(true);
-      await launch(first, testSecrets(), env);
+      await launch(first, { python: SYSTEM_PY, secrets: testSecrets(), env });
       const a = await waitExit(first);
       expect(a.exit, readText(join(first.runDir, "agent.log"))).toMatchObject({ status: "succeeded" });
       const warnings = ofType(a.events, "warning");
@@ -531,7 +426,7 @@ describe.concurrent("agent S3 storage", () => {
 
       // 2: nothing changed: nothing downloaded.
       const second = mkRun();
-      await launch(second, testSecrets(), env);
+      await launch(second, { python: SYSTEM_PY, secrets: testSecrets(), env });
       const b = await waitExit(second);
       expect(b.exit).toMatchObject({ status: "succeeded" });
       expect(b.log).toContain("(0 downloaded, 5 unchanged)");
@@ -543,7 +438,7 @@ describe.concurrent("agent S3 storage", () => {
       await putObject(s3, `${prefix}/datasets/mnist/train/new.bin`, changed["train/new.bin"] ?? "");
       writeFileSync(join(dataTo, "README.txt"), "MNIST-ISH\n");
       const third = mkRun();
-      await launch(third, testSecrets(), env);
+      await launch(third, { python: SYSTEM_PY, secrets: testSecrets(), env });
       const c = await waitExit(third);
       expect(c.exit).toMatchObject({ status: "succeeded" });
       expect(c.log).toContain("(3 downloaded, 3 unchanged)");
@@ -557,7 +452,7 @@ describe.concurrent("agent S3 storage", () => {
       writeFileSync(objFile, Buffer.concat([orig.subarray(0, 100), Buffer.from("X"), orig.subarray(101)]));
       rmSync(join(dataTo, ".runctl-data.json"));
       const fourth = mkRun();
-      await launch(fourth, testSecrets(), env);
+      await launch(fourth, { python: SYSTEM_PY, secrets: testSecrets(), env });
       const d = await waitExit(fourth);
       expect(ofType(d.events, "error")).toEqual([expect.objectContaining({ code: "DATA_FAILED", message: expect.stringMatching(/a\.bin failed verification: MD5/) })]);
       expect(d.exit).toMatchObject({ status: "failed", reason: "data" });
@@ -577,8 +472,8 @@ describe.concurrent("agent S3 storage", () => {
     const to = join(root, "code", "data");
     mkdirSync(to, { recursive: true });
     symlinkSync(outside, join(to, "link"));
-    const run = makeRun(root, "print('trained')\n", { data: [{ source: descriptor(s3, prefix, "boto3"), to }], dataDir: to });
-    await launch(run, testSecrets());
+    const run = makeRun("print('trained')\n", { data: [{ source: descriptor(s3, prefix, "boto3"), to }], dataDir: to }, root, S3_CHECKPOINTS);
+    await launch(run, { python: SYSTEM_PY, secrets: testSecrets() });
     const { events, exit } = await waitExit(run);
     expect(ofType(events, "error")).toEqual([expect.objectContaining({ code: "DATA_FAILED", message: expect.stringContaining("symlink") })]);
     expect(exit).toMatchObject({ status: "failed", reason: "data" });
@@ -587,11 +482,11 @@ describe.concurrent("agent S3 storage", () => {
 
   test("a checkpoint storage that refuses the listing (no such bucket) fails the run before data and training: STORAGE_UNREACHABLE", async () => {
     const root = tmp();
-    const run = makeRun(root, "open('trained.txt', 'w').write('x')\n");
+    const run = makeRun("open('trained.txt', 'w').write('x')\n", {}, root, S3_CHECKPOINTS);
     const storage = { ...descriptor(shared, "x", "boto3"), bucket: "no-such-bucket" };
     run.spec["checkpoints"] = { dir: run.ckptDir, storage, keep: null, settleMs: 100, pollMs: 50 };
     run.spec["data"] = [{ source: descriptor(shared, "never-listed", "boto3"), to: join(run.runDir, "data") }];
-    await launch(run, testSecrets());
+    await launch(run, { python: SYSTEM_PY, secrets: testSecrets() });
     const { events, exit } = await waitExit(run);
     expect(ofType(events, "error")).toEqual([
       expect.objectContaining({ code: "STORAGE_UNREACHABLE", message: expect.stringMatching(/checkpoint storage s3:\/\/no-such-bucket\/x\/run-\w+ cannot be read: .*NoSuchBucket/) }),
@@ -617,12 +512,12 @@ describe.concurrent("agent S3 storage", () => {
     ];
     const runs = await Promise.all(
       cases.map(async (c) => {
-        const run = makeRun(root, "open('trained.txt', 'w').write('x')\n");
+        const run = makeRun("open('trained.txt', 'w').write('x')\n", {}, root, S3_CHECKPOINTS);
         const desc = descriptor(s3, "unreachable", c.backend as Backend);
         if (c.where === "checkpoints") run.spec["checkpoints"] = { dir: run.ckptDir, storage: desc, keep: null, settleMs: 100, pollMs: 50 };
         if (c.where === "data") run.spec["data"] = [{ source: desc, to: join(run.runDir, "data") }];
         if (c.where === "outputs") run.spec["outputs"] = { storage: desc };
-        await launch(run, undefined, c.env);
+        await launch(run, { python: SYSTEM_PY, env: c.env });
         return run;
       }),
     );
@@ -661,11 +556,11 @@ describe.concurrent("agent S3 storage outages", () => {
           "save('step-00000002', [8 << 20, 6 << 20, 6 << 20])",
           "print('saved big', flush=True)",
         ].join("\n");
-        const run = makeRun(tmp(), script);
+        const run = makeRun(script, {}, tmp(), S3_CHECKPOINTS);
         run.spec["checkpoints"] = { dir: run.ckptDir, storage: descriptor(s3, prefix, backend), keep: null, settleMs: 30_000, pollMs: 50 };
         const base = `${prefix}/${run.runId}`;
         const sampler = bucketSampler(s3, base);
-        await launch(run, testSecrets());
+        await launch(run, { python: SYSTEM_PY, secrets: testSecrets() });
         // The small checkpoint first, so LATEST exists while the big one commits.
         const deadline = Date.now() + 30_000;
         while (readObject(s3, `${base}/LATEST`)?.toString("utf8") !== "step-00000001") {

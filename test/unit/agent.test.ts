@@ -2,130 +2,50 @@
 // every test spawns the Python file, launches detached runs in temp folders and checks the files
 // and frames it produces against docs/agent-protocol.md.
 import { spawn, spawnSync } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
   existsSync,
   lstatSync,
   mkdirSync,
-  mkdtempSync,
   readFileSync,
   readdirSync,
-  rmSync,
   statSync,
   symlinkSync,
   utimesSync,
   writeFileSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
 import { basename, dirname, join, relative } from "node:path";
-import { fileURLToPath } from "node:url";
 import tar from "tar-stream";
 import { afterAll, describe, expect, test } from "vitest";
+import {
+  AGENT,
+  cleanUpAgentTests,
+  cli,
+  exitOf,
+  eventsOf,
+  follow,
+  type Frame,
+  type Json,
+  launch,
+  makeRun,
+  type Manifest,
+  type ManifestFile,
+  manifestOf,
+  only,
+  processGone,
+  PY,
+  readText,
+  type Run,
+  runToEnd,
+  sha256,
+  sleep,
+  SYSTEM_PY,
+  tmp,
+  trackLaunched,
+  waitFor,
+} from "../support/agent-harness.js";
 
-const AGENT = fileURLToPath(new URL("../../src/agent/runctl_agent.py", import.meta.url));
-// RUNCTL_TEST_PYTHON runs the whole file under another interpreter (e.g. python3.8, the oldest supported).
-const PY = process.env["RUNCTL_TEST_PYTHON"] ?? "python3";
-const SYSTEM_PY = "/usr/bin/python3";
-
-type Json = Record<string, unknown>;
-interface Frame {
-  k: string;
-  o?: number;
-  l?: string;
-  e?: AgentEvent;
-  t?: number;
-  phase?: string | null;
-  message?: string;
-}
-interface AgentEvent {
-  seq: number;
-  time: string;
-  type: string;
-  [key: string]: unknown;
-}
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  json: Json;
-}
-
-const tempDirs: string[] = [];
-const launched: string[] = [];
-
-afterAll(() => {
-  // A failed test must not leave daemons behind.
-  for (const runDir of launched) {
-    if (existsSync(join(runDir, "agent.pid")) && !existsSync(join(runDir, "exit_code"))) spawnSync(PY, [AGENT, "signal", runDir, "kill"]);
-  }
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-});
-
-function tmp(): string {
-  const d = mkdtempSync(join(tmpdir(), "runctl-agent-test-"));
-  tempDirs.push(d);
-  return d;
-}
-
-/** Runs one agent command. Asynchronous so concurrent tests never block each other's event loop. */
-function cli(args: string[], input?: string | Buffer, python = PY): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(python, [AGENT, ...args]);
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on("data", (d: Buffer) => out.push(d));
-    child.stderr.on("data", (d: Buffer) => err.push(d));
-    child.stdin.on("error", () => {}); // the agent may exit before reading all of stdin (exit 7)
-    child.stdin.end(input ?? "");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      const stdout = Buffer.concat(out).toString("utf8");
-      const lines = stdout.trim().split("\n");
-      let json: Json = {};
-      try {
-        json = JSON.parse(lines[lines.length - 1] ?? "") as Json;
-      } catch {
-        json = {};
-      }
-      resolve({ code, stdout, stderr: Buffer.concat(err).toString("utf8"), json });
-    });
-  });
-}
-
-function sha256(data: Buffer | string): string {
-  return createHash("sha256").update(data).digest("hex");
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
-
-function readText(path: string): string {
-  return existsSync(path) ? readFileSync(path, "utf8") : "";
-}
-
-function readEvents(runDir: string): AgentEvent[] {
-  return readText(join(runDir, "events.jsonl"))
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => JSON.parse(l) as AgentEvent);
-}
-
-function only<T>(items: T[], what: string): T {
-  expect(items, what).toHaveLength(1);
-  return items[0] as T;
-}
+afterAll(() => cleanUpAgentTests());
 
 function canonical(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
@@ -139,119 +59,8 @@ function canonical(value: unknown): string {
   return JSON.stringify(value);
 }
 
-interface Run {
-  root: string;
-  code: string;
-  store: string;
-  runId: string;
-  runDir: string;
-  ckptDir: string;
-  spec: Json;
-}
-
-/** A run folder plus a spec in the documented shape, with a trainer script written to code/. */
-function makeRun(script: string, overrides: Json = {}, root = tmp()): Run {
-  const code = join(root, "code");
-  mkdirSync(code, { recursive: true });
-  writeFileSync(join(code, "train.py"), script);
-  const runId = `run-${randomBytes(4).toString("hex")}`;
-  const runDir = join(root, "runs", runId);
-  const store = join(root, "store");
-  const ckptDir = join(runDir, "checkpoints");
-  const spec: Json = {
-    version: 1,
-    runId,
-    runDir,
-    workdir: code,
-    mirrorDir: null,
-    python: PY,
-    argv: ["train.py"],
-    env: {},
-    hyperparams: {},
-    setup: null,
-    data: [],
-    dataDir: null,
-    outputDir: join(runDir, "outputs"),
-    checkpoints: { dir: ckptDir, storage: { kind: "dir", path: store }, keep: null, settleMs: 2000, pollMs: 100 },
-    resume: null,
-    limits: { maxDurationMs: null, graceMs: 5000 },
-    ...overrides,
-  };
-  return { root, code, store, runId, runDir, ckptDir, spec };
-}
-
-async function launch(run: Run, python = PY): Promise<number> {
-  launched.push(run.runDir);
-  const r = await cli(["launch", run.runDir], JSON.stringify(run.spec), python);
-  expect(r.code, r.stdout + r.stderr).toBe(0);
-  expect(typeof r.json["pid"]).toBe("number");
-  return r.json["pid"] as number;
-}
-
-/** Runs `follow` to its end and returns every frame and the exit code. */
-function follow(runDir: string, logOffset = 0, eventsOffset = 0, python = PY, timeoutMs = 40_000): Promise<{ code: number | null; frames: Frame[] }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(python, [AGENT, "follow", runDir, "--log-offset", String(logOffset), "--events-offset", String(eventsOffset)]);
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d: Buffer) => (out += d.toString("utf8")));
-    child.stderr.on("data", (d: Buffer) => (err += d.toString("utf8")));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`follow timed out; stderr: ${err}; stdout: ${out.slice(-2000)}`));
-    }, timeoutMs);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      try {
-        const frames = out
-          .split("\n")
-          .filter((l) => l !== "")
-          .map((l) => JSON.parse(l) as Frame);
-        resolve({ code, frames });
-      } catch (e) {
-        reject(e instanceof Error ? e : new Error(String(e)));
-      }
-    });
-  });
-}
-
 function logLines(frames: Frame[]): string[] {
   return frames.filter((f) => f.k === "log").map((f) => f.l ?? "");
-}
-
-function eventsOf(frames: Frame[]): AgentEvent[] {
-  return frames.filter((f) => f.k === "ev").map((f) => f.e as AgentEvent);
-}
-
-function exitOf(frames: Frame[]): AgentEvent {
-  const exits = eventsOf(frames).filter((e) => e.type === "exit");
-  return only(exits, "exit events");
-}
-
-/** Runs to the end; checks the framing invariants every run must satisfy. */
-async function runToEnd(run: Run): Promise<{ frames: Frame[]; events: AgentEvent[]; exit: AgentEvent; log: string }> {
-  const { code, frames } = await follow(run.runDir);
-  expect(code).toBe(0);
-  expect(frames[frames.length - 1]).toEqual({ k: "end" });
-  const events = eventsOf(frames);
-  expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
-  expect(events[events.length - 1]?.type).toBe("exit");
-  expect(events).toEqual(readEvents(run.runDir));
-  return { frames, events, exit: exitOf(frames), log: readText(join(run.runDir, "train.log")) };
-}
-
-function processState(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
-  } catch {
-    return undefined;
-  }
-}
-
-function processGone(pid: number): boolean {
-  const s = processState(pid);
-  return s === undefined || s === "Z" || s === "X";
 }
 
 /** Files below dir (relative, "/"-separated). */
@@ -264,28 +73,6 @@ function walk(dir: string): string[] {
     else out.push(name);
   }
   return out.sort();
-}
-
-interface ManifestFile {
-  path: string;
-  size: number;
-  sha256: string;
-}
-interface Manifest {
-  version: number;
-  runId: string;
-  name: string;
-  kind: string;
-  step: number | null;
-  seq: number;
-  createdAt: string;
-  hyperparamsHash: string;
-  files: ManifestFile[];
-  totalBytes: number;
-}
-
-function manifestOf(store: string, runId: string, name: string): Manifest {
-  return JSON.parse(readFileSync(join(store, runId, "checkpoints", name, "manifest.json"), "utf8")) as Manifest;
 }
 
 /**
@@ -407,7 +194,7 @@ describe.concurrent("agent runs", () => {
     run.spec["argv"] = ["train.py", "--lr", "0.001"];
     run.spec["hyperparams"] = { lr: 0.001 };
     run.spec["env"] = { MY_VAR: "hello world", RUN_DIR: run.runDir, CODE_DIR: run.code };
-    await launch(run, python);
+    await launch(run, { python });
     const { frames, events, exit } = await runToEnd(run);
 
     expect(logLines(frames)).toEqual([
@@ -468,7 +255,7 @@ describe.concurrent("agent runs", () => {
 
   test("the run survives its launcher's whole process group being killed; a second launch is refused", async () => {
     const run = makeRun("import time\ntime.sleep(5)\nprint('still here')\n");
-    launched.push(run.runDir);
+    trackLaunched(run.runDir);
     const specFile = join(run.root, "spec-in.json");
     writeFileSync(specFile, JSON.stringify(run.spec));
     // Like an SSH session: the launcher's shell keeps running after `launch` until it is killed.
@@ -797,7 +584,7 @@ describe.concurrent("agent checkpoints", () => {
     const file = makeRun(script, { resume: resume("prev-file", "final.pt") }, root);
     file.spec["checkpoints"] = ckpts(file);
     for (const r of [fallback, named, missing, file]) await launch(r);
-    const [a, b, c, d] = await Promise.all([fallback, named, missing, file].map(runToEnd));
+    const [a, b, c, d] = await Promise.all([fallback, named, missing, file].map((r) => runToEnd(r)));
     if (!a || !b || !c || !d) throw new Error("unreachable");
 
     const warning = only(a.events.filter((e) => e.type === "warning"), "warnings");
