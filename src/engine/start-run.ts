@@ -103,93 +103,92 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
   let cancelRequested: Exclude<CancelStrategy, "detach"> | undefined;
 
   let machine: Machine | undefined;
-  /** Provisions a machine, syncs, and starts the agent there; `launched` is set once it runs. */
+  // Machines this run lost; the provider hands out others first.
   const lostMachines: string[] = [];
+  /** Provisions a machine, syncs, and starts the agent there; `launched` is set once it runs. */
   const launch = async (resumeFrom: AgentSpec["resume"]): Promise<LaunchedRun> => {
     const signal = prelaunch.signal;
-    {
-      session.emit({ type: "phase", phase: "provisioning" });
-      machine = await state.provider.provision({ runId, ...(lostMachines.length > 0 ? { avoid: [...lostMachines] } : {}) }, { signal });
-      journal.update({ machine: machine.record });
-      if (!storage && state.provider.transportFor) {
-        // No storage configured: commit on the machine itself, readable through its transport.
-        const onMachine = machineStorageFor(state.provider, machine);
-        storage = onMachine;
-        storageDescriptor = descriptorOf(onMachine, state);
-        journal.update({ storage: { uri: onMachine.uri, descriptor: storageDescriptor } });
-        session.emit({
-          type: "warning",
-          code: "CHECKPOINTS_ON_MACHINE",
-          message: `No checkpoint storage configured: checkpoints are committed on ${machine.address} under ${onMachine.uri} and are lost with the machine. Configure .checkpoints({ storage }) to keep them elsewhere.`,
-        });
-      }
-      const agent = await ensureAgent(machine, { signal });
-      const target = machine;
-      const runDir = posix.join(machine.rootDir, "runs", runId);
-      let mirrorDir: string | null = null;
-      const sync = state.sync;
-      if (sync) {
-        session.emit({ type: "phase", phase: "syncing" });
-        const mirror = posix.join(machine.rootDir, "work", mirrorKey(sync.dir));
-        mirrorDir = mirror;
-        const synced = await mirrorLocks.run(`${machine.provider}:${machine.id}:${mirror}`, () =>
-          syncTree({
-            transport: target.transport,
-            python: agent.python,
-            agentPath: agent.path,
-            localDir: sync.dir,
-            remoteDir: mirror,
-            ignore: sync.options.ignore ?? [],
-            extraExcludes: state.checkpoints?.dir && !posix.isAbsolute(state.checkpoints.dir) ? [`/${state.checkpoints.dir}`] : [],
-            hashCachePath: syncHashCachePath(sync.dir),
-            signal,
-            ...(sync.options.maxBytes !== undefined ? { maxBytes: sync.options.maxBytes } : {}),
-            ...(sync.options.maxFiles !== undefined ? { maxFiles: sync.options.maxFiles } : {}),
-          }),
-        );
-        for (const warning of synced.warnings) session.emit({ type: "warning", code: "SYNC", message: warning });
-        session.emit({
-          type: "sync",
-          files: synced.files,
-          bytes: synced.bytes,
-          uploadedFiles: synced.uploadedFiles,
-          uploadedBytes: synced.uploadedBytes,
-          deletedFiles: synced.deletedFiles,
-          durationMs: synced.durationMs,
-        });
-      }
-      const workdir = state.sync || !machine.sharesLocalFilesystem ? posix.join(runDir, "code") : process.cwd();
-      const spec = buildAgentSpec({
-        state,
-        runId,
-        rootDir: machine.rootDir,
-        workdir,
-        mirrorDir,
-        python: options.python ?? machine.python,
-        script: request.script,
-        options,
-        storage: storageDescriptor,
-        resume: resumeFrom,
-        imds: machine.imds,
-        dataSources: state.data.map((d) => (d.kind === "path" ? { kind: "dir", path: d.path } : descriptorOf(d.storage, state))),
-        outputs: state.outputs ? descriptorOf(state.outputs, state) : null,
+    session.emit({ type: "phase", phase: "provisioning" });
+    machine = await state.provider.provision({ runId, ...(lostMachines.length > 0 ? { avoid: [...lostMachines] } : {}) }, { signal });
+    journal.update({ machine: machine.record });
+    if (!storage && state.provider.transportFor) {
+      // No storage configured: commit on the machine itself, readable through its transport.
+      const onMachine = machineStorageFor(state.provider, machine);
+      storage = onMachine;
+      storageDescriptor = descriptorOf(onMachine, state);
+      journal.update({ storage: { uri: onMachine.uri, descriptor: storageDescriptor } });
+      session.emit({
+        type: "warning",
+        code: "CHECKPOINTS_ON_MACHINE",
+        message: `No checkpoint storage configured: checkpoints are committed on ${machine.address} under ${onMachine.uri} and are lost with the machine. Configure .checkpoints({ storage }) to keep them elsewhere.`,
       });
-      const secrets = await machineSecretsFor([storage, ...state.data.map((d) => (d.kind === "storage" ? d.storage : undefined)), state.outputs], signal);
-      throwIfAborted(signal);
-      const argv = [agent.python, agent.path, "launch", runDir];
-      // Secrets travel only on the launch command's stdin; the agent keeps them in memory.
-      const started = await machine.transport.exec(argv, { stdin: JSON.stringify(secrets ? { ...spec, secrets } : spec) });
-      if (started.exitCode !== 0) {
-        throw new CommandError(
-          { command: argv.join(" "), host: machine.address, exitCode: started.exitCode, signal: started.signal, durationMs: started.durationMs, stdoutTail: started.stdoutTail, stderrTail: started.stderrTail },
-          { code: "AGENT_FAILED" },
-        );
-      }
-      journal.update({ runDir, agentPath: agent.path, agentPython: agent.python });
-      launched = { machine, agentPath: agent.path, agentPython: agent.python, runDir };
-      if (cancelRequested) await session.signal(launched, cancelRequested);
-      return launched;
     }
+    const agent = await ensureAgent(machine, { signal });
+    const target = machine;
+    const runDir = posix.join(machine.rootDir, "runs", runId);
+    let mirrorDir: string | null = null;
+    const sync = state.sync;
+    if (sync) {
+      session.emit({ type: "phase", phase: "syncing" });
+      const mirror = posix.join(machine.rootDir, "work", mirrorKey(sync.dir));
+      mirrorDir = mirror;
+      const synced = await mirrorLocks.run(`${machine.provider}:${machine.id}:${mirror}`, () =>
+        syncTree({
+          transport: target.transport,
+          python: agent.python,
+          agentPath: agent.path,
+          localDir: sync.dir,
+          remoteDir: mirror,
+          ignore: sync.options.ignore ?? [],
+          extraExcludes: state.checkpoints?.dir && !posix.isAbsolute(state.checkpoints.dir) ? [`/${state.checkpoints.dir}`] : [],
+          hashCachePath: syncHashCachePath(sync.dir),
+          signal,
+          ...(sync.options.maxBytes !== undefined ? { maxBytes: sync.options.maxBytes } : {}),
+          ...(sync.options.maxFiles !== undefined ? { maxFiles: sync.options.maxFiles } : {}),
+        }),
+      );
+      for (const warning of synced.warnings) session.emit({ type: "warning", code: "SYNC", message: warning });
+      session.emit({
+        type: "sync",
+        files: synced.files,
+        bytes: synced.bytes,
+        uploadedFiles: synced.uploadedFiles,
+        uploadedBytes: synced.uploadedBytes,
+        deletedFiles: synced.deletedFiles,
+        durationMs: synced.durationMs,
+      });
+    }
+    const workdir = state.sync || !machine.sharesLocalFilesystem ? posix.join(runDir, "code") : process.cwd();
+    const spec = buildAgentSpec({
+      state,
+      runId,
+      rootDir: machine.rootDir,
+      workdir,
+      mirrorDir,
+      python: options.python ?? machine.python,
+      script: request.script,
+      options,
+      storage: storageDescriptor,
+      resume: resumeFrom,
+      imds: machine.imds,
+      dataSources: state.data.map((d) => (d.kind === "path" ? { kind: "dir", path: d.path } : descriptorOf(d.storage, state))),
+      outputs: state.outputs ? descriptorOf(state.outputs, state) : null,
+    });
+    const secrets = await machineSecretsFor([storage, ...state.data.map((d) => (d.kind === "storage" ? d.storage : undefined)), state.outputs], signal);
+    throwIfAborted(signal);
+    const argv = [agent.python, agent.path, "launch", runDir];
+    // Secrets travel only on the launch command's stdin; the agent keeps them in memory.
+    const started = await machine.transport.exec(argv, { stdin: JSON.stringify(secrets ? { ...spec, secrets } : spec) });
+    if (started.exitCode !== 0) {
+      throw new CommandError(
+        { command: argv.join(" "), host: machine.address, exitCode: started.exitCode, signal: started.signal, durationMs: started.durationMs, stdoutTail: started.stdoutTail, stderrTail: started.stderrTail },
+        { code: "AGENT_FAILED" },
+      );
+    }
+    journal.update({ runDir, agentPath: agent.path, agentPython: agent.python });
+    launched = { machine, agentPath: agent.path, agentPython: agent.python, runDir };
+    if (cancelRequested) await session.signal(launched, cancelRequested);
+    return launched;
   };
 
   const recover = state.recover;
