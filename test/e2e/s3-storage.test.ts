@@ -10,11 +10,11 @@ import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkpointStore } from "../../src/checkpoints/index.js";
-import { RunctlError } from "../../src/errors/runctl-error.js";
 import { s3, type S3Storage, type S3StorageOptions } from "../../src/storage/s3/index.js";
 import type { ResumingObjectStream } from "../../src/storage/s3/s3-object-stream.js";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../support/s3-server.js";
 import { tempDir } from "../support/temp-home.js";
+import { caught } from "../support/caught.js";
 
 const MiB = 1024 * 1024;
 const BUCKET = "runctl-s3-e2e";
@@ -73,16 +73,6 @@ async function keysOf(storage: S3Storage, prefix = ""): Promise<string[]> {
   const keys: string[] = [];
   for await (const o of storage.list(prefix)) keys.push(o.key);
   return keys.sort();
-}
-
-async function caught(promise: Promise<unknown>): Promise<RunctlError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(RunctlError);
-    return err as RunctlError;
-  }
-  throw new Error("expected a rejection");
 }
 
 describe("s3() against a real S3-protocol server", () => {

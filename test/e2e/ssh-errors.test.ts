@@ -4,26 +4,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RunctlError, type SshHost, type SshTransport } from "runctl";
 import { main as sshHostExample } from "../../examples/ssh-host.js";
 import { main as sshRequirements } from "../../examples/ssh-requirements.js";
-import { leaseTestHosts, useTestbed, type HostLease, type TestHost } from "../testbed/inject.js";
-import { freshKeyPair, inspectorOf, settledProcesses, sshHostOf } from "../support/ssh-hosts.js";
+import { useTestbed, type TestHost } from "../testbed/inject.js";
+import { freshKeyPair, leaseOneHost, settledProcesses, sshHostOf } from "../support/ssh-hosts.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
 
 useTempRunctlHome("e2e-ssh-errors");
-let lease: HostLease;
 let testHost: TestHost;
 let host: SshHost;
 let inspector: SshTransport;
+let release: (() => Promise<void>) | undefined;
 
-beforeAll(async () => {
-  lease = await leaseTestHosts(1);
-  testHost = lease.hosts[0]!;
-  host = await sshHostOf(testHost);
-  inspector = await inspectorOf(testHost);
-});
-afterAll(async () => {
-  await inspector?.close();
-  await lease?.release();
-});
+beforeAll(async () => ({ testHost, host, inspector, release } = await leaseOneHost()));
+afterAll(() => release?.());
 
 /** Run folders on the host, to show a refused connection created nothing there. */
 async function runDirs(): Promise<string[]> {

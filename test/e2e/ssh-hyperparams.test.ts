@@ -1,21 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { HyperparamValue, RunEvent, SshHost } from "runctl";
+import type { HyperparamValue, RunEvent, SshHost, SshTransport } from "runctl";
 import { main as sshHostExample } from "../../examples/ssh-host.js";
-import { leaseTestHosts, type HostLease, type TestHost } from "../testbed/inject.js";
-import { inspectorOf, sshHostOf } from "../support/ssh-hosts.js";
+import { leaseOneHost } from "../support/ssh-hosts.js";
 import { useTempRunctlHome } from "../support/temp-home.js";
 
 useTempRunctlHome("e2e-ssh-hyperparams");
-let lease: HostLease;
-let testHost: TestHost;
 let host: SshHost;
+let inspector: SshTransport;
+let release: (() => Promise<void>) | undefined;
 
-beforeAll(async () => {
-  lease = await leaseTestHosts(1);
-  testHost = lease.hosts[0]!;
-  host = await sshHostOf(testHost);
-});
-afterAll(async () => lease?.release());
+beforeAll(async () => ({ host, inspector, release } = await leaseOneHost()));
+afterAll(() => release?.());
 
 describe("hyperparameters on an SSH host", () => {
   it("reach the remote trainer exactly, in argv and RUNCTL_HPARAMS: spaces, quotes, $, ;, newlines, lists, nested objects", async () => {
@@ -35,7 +30,7 @@ describe("hyperparameters on an SSH host", () => {
     const events: RunEvent[] = [];
     const { result, lines } = await sshHostExample({ host, verbose: false, hyperparams: { ...hostile, "echo-hparams": true, steps: 3 }, onEvent: (e) => events.push(e) });
     expect(result.status, JSON.stringify(result.error)).toBe("succeeded");
-    expect(result.machine?.address).toBe(testHost.address);
+    expect(result.machine?.address).toBe(host.host);
 
     const echo = lines.filter((l) => l.startsWith("RUNCTL_HPARAMS_ECHO "));
     expect(echo).toHaveLength(1);
@@ -57,12 +52,7 @@ describe("hyperparameters on an SSH host", () => {
     expect(received.env["steps"]).toBe(3);
     // Nothing the strings could have run on the host did.
     expect(lines.some((l) => l.includes("pwned") && !l.startsWith("RUNCTL_HPARAMS_ECHO ") && !l.startsWith("HPARAMS "))).toBe(false);
-    const inspector = await inspectorOf(testHost);
-    try {
-      expect((await inspector.exec(["test", "-e", "/tmp/pwned"])).exitCode).toBe(1);
-    } finally {
-      await inspector.close();
-    }
+    expect((await inspector.exec(["test", "-e", "/tmp/pwned"])).exitCode).toBe(1);
     expect(events.at(-1)).toMatchObject({ type: "exit", status: "succeeded", exitCode: 0 });
   });
 });

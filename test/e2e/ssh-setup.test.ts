@@ -3,27 +3,19 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SshHost, SshTransport } from "runctl";
 import { main as sshRequirements } from "../../examples/ssh-requirements.js";
-import { leaseTestHosts, type HostLease, type TestHost } from "../testbed/inject.js";
-import { inspectorOf, settledProcesses, sshHostOf } from "../support/ssh-hosts.js";
+import type { TestHost } from "../testbed/inject.js";
+import { leaseOneHost, settledProcesses } from "../support/ssh-hosts.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
 import { buildDemoWheel } from "../support/wheelhouse.js";
 
 useTempRunctlHome("e2e-ssh-setup");
-let lease: HostLease;
 let testHost: TestHost;
 let host: SshHost;
 let inspector: SshTransport;
+let release: (() => Promise<void>) | undefined;
 
-beforeAll(async () => {
-  lease = await leaseTestHosts(1);
-  testHost = lease.hosts[0]!;
-  host = await sshHostOf(testHost);
-  inspector = await inspectorOf(testHost);
-});
-afterAll(async () => {
-  await inspector?.close();
-  await lease?.release();
-});
+beforeAll(async () => ({ testHost, host, inspector, release } = await leaseOneHost()));
+afterAll(() => release?.());
 
 /**
  * A project whose wheelhouse travels with the code: `wheels/` holds a real wheel of a tiny package

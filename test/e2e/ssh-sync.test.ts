@@ -4,26 +4,18 @@ import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SshHost, SshTransport } from "runctl";
 import { main as syncToHost } from "../../examples/sync-to-host.js";
-import { leaseTestHosts, type HostLease, type TestHost } from "../testbed/inject.js";
-import { inspectorOf, remoteSha256, sshHostOf } from "../support/ssh-hosts.js";
+import type { TestHost } from "../testbed/inject.js";
+import { leaseOneHost, remoteSha256 } from "../support/ssh-hosts.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
 
 useTempRunctlHome("e2e-ssh-sync");
-let lease: HostLease;
 let testHost: TestHost;
 let host: SshHost;
 let inspector: SshTransport;
+let release: (() => Promise<void>) | undefined;
 
-beforeAll(async () => {
-  lease = await leaseTestHosts(1);
-  testHost = lease.hosts[0]!;
-  host = await sshHostOf(testHost);
-  inspector = await inspectorOf(testHost);
-});
-afterAll(async () => {
-  await inspector?.close();
-  await lease?.release();
-});
+beforeAll(async () => ({ testHost, host, inspector, release } = await leaseOneHost()));
+afterAll(() => release?.());
 
 const sha256 = (data: Buffer | string): string => createHash("sha256").update(data).digest("hex");
 

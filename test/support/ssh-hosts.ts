@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { sshTransport, type SshHost, type SshTransport } from "runctl";
-import { useTestbed, type TestHost } from "../testbed/inject.js";
+import { leaseTestHosts, useTestbed, type TestHost } from "../testbed/inject.js";
 import { tempDir } from "./temp-home.js";
 
 /** The runctl host settings of a test host; throws unless its address routes via the testbed bridge. */
@@ -55,4 +55,29 @@ export function freshKeyPair(label: string): { privateKeyPath: string; publicKey
   execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", label, "-f", path], { stdio: "ignore" });
   const [type, blob] = readFileSync(`${path}.pub`, "utf8").trim().split(/\s+/);
   return { privateKeyPath: path, publicKey: `${type} ${blob}` };
+}
+
+/** One leased test host: its runctl settings, an independent inspector connection, and the way back. */
+export interface LeasedHost {
+  readonly testHost: TestHost;
+  readonly host: SshHost;
+  readonly inspector: SshTransport;
+  /** Closes the inspector and returns the host to the lease pool. */
+  readonly release: () => Promise<void>;
+}
+
+/** Leases one testbed host for a test file (call in `beforeAll`; call `release` in `afterAll`). */
+export async function leaseOneHost(): Promise<LeasedHost> {
+  const lease = await leaseTestHosts(1);
+  const testHost = lease.hosts[0]!;
+  const inspector = await inspectorOf(testHost);
+  return {
+    testHost,
+    host: await sshHostOf(testHost),
+    inspector,
+    release: async () => {
+      await inspector.close();
+      await lease.release();
+    },
+  };
 }

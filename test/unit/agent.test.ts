@@ -38,7 +38,6 @@ import {
   type Run,
   runToEnd,
   sha256,
-  sleep,
   SYSTEM_PY,
   tmp,
   trackLaunched,

@@ -25,9 +25,9 @@ import {
 } from "@aws-sdk/client-s3";
 import { mockClient } from "aws-sdk-client-mock";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { RunctlError } from "../../src/errors/runctl-error.js";
 import { classifyS3Error } from "../../src/storage/s3/s3-errors.js";
 import { parseS3Uri, s3, s3FromDescriptor, type S3StorageOptions } from "../../src/storage/s3/index.js";
+import { caught } from "../support/caught.js";
 
 const SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 const TOKEN = "FwoGZXIvYXdzEXAMPLESESSIONTOKENvalue0123456789";
@@ -60,16 +60,6 @@ function serviceError(name: string, status: number, message: string): S3ServiceE
 /** A Node socket error as the SDK's node-http-handler passes it through. */
 function socketError(code: string, message: string): Error {
   return Object.assign(new Error(message), { code, errno: -104, syscall: "read", $metadata: {} });
-}
-
-async function caught(promise: Promise<unknown>): Promise<RunctlError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(RunctlError);
-    return err as RunctlError;
-  }
-  throw new Error("expected a rejection");
 }
 
 describe("s3() URI and options", () => {
