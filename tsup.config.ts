@@ -1,15 +1,33 @@
 import { defineConfig } from "tsup";
 
-export default defineConfig({
-  entry: ["src/index.ts"],
-  format: ["esm", "cjs"],
-  dts: { compilerOptions: { paths: {} } },
-  tsconfig: "tsconfig.build.json",
-  sourcemap: true,
-  clean: true,
-  target: "node20",
-  platform: "node",
-  shims: true,
-  splitting: false,
-  treeshake: true,
-});
+export default defineConfig([
+  {
+    entry: ["src/index.ts"],
+    format: ["esm", "cjs"],
+    dts: { compilerOptions: { paths: {} } },
+    tsconfig: "tsconfig.build.json",
+    sourcemap: true,
+    // Both builds write dist/ at once: this one's clean must leave the CLI's files alone.
+    clean: ["!cli.js", "!cli.js.map"],
+    target: "node20",
+    platform: "node",
+    shims: true,
+    splitting: false,
+    treeshake: true,
+  },
+  {
+    // The `runctl` bin (package.json "bin"): ESM only, shebang kept (tsup also makes it executable).
+    entry: { cli: "src/cli/cli-main.ts" },
+    format: ["esm"],
+    dts: false,
+    tsconfig: "tsconfig.build.json",
+    sourcemap: true,
+    clean: false,
+    target: "node20",
+    platform: "node",
+    splitting: false,
+    treeshake: true,
+    // Loaded only for `runctl plan FILE.ts`, from the user's own install.
+    external: ["tsx", "tsx/esm/api"],
+  },
+]);

@@ -8,7 +8,7 @@
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { Runctl, local, localDir, type HyperparamValue, type RunResult, type Checkpoint, type CheckpointVerification, type RunEvent } from "runctl";
+import { Runctl, local, localDir, type RunPlan, type HyperparamValue, type RunResult, type Checkpoint, type CheckpointVerification, type RunEvent } from "runctl";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -33,12 +33,23 @@ export interface QuickstartOutcome {
   readonly verification: CheckpointVerification | undefined;
 }
 
+/** The script the quickstart trains, inside training/ (`runctl plan examples/quickstart.ts` shows it). */
+export const script = "train_mnist_e2e.py";
+
+/** The quickstart's plan: this machine, the sample project, checkpoints in a local folder. */
+function quickstartPlan(checkpointDir: string): RunPlan {
+  return Runctl.instance(local())
+    .sync(join(here, "..", "training"))
+    .checkpoints({ storage: localDir(checkpointDir), keep: 3 });
+}
+
+/** The plan with its default checkpoint folder, for `runctl plan examples/quickstart.ts` (a dry run). */
+export const plan: RunPlan = quickstartPlan(".runctl/checkpoints");
+
 export async function main(options: QuickstartOptions = {}): Promise<QuickstartOutcome> {
   const say = options.verbose === false ? () => {} : (line: string) => console.log(line);
-  const run = Runctl.instance(local())
-    .sync(join(here, "..", "training"))
-    .checkpoints({ storage: localDir(options.checkpointDir ?? ".runctl/checkpoints"), keep: 3 })
-    .train(options.script ?? "train_mnist_e2e.py", {
+  const run = quickstartPlan(options.checkpointDir ?? ".runctl/checkpoints")
+    .train(options.script ?? script, {
       hyperparams: { lr: 0.5, steps: 60, "batch-size": 32, "checkpoint-every": 20, ...options.hyperparams },
     });
 

@@ -31,7 +31,34 @@ export type { Provider, Machine, MachineRecord, MachineState, ProvisionRequest, 
 export { sshHosts } from "./providers/ssh-hosts/index.js";
 export type { SshHost, SshHostsOptions } from "./providers/ssh-hosts/index.js";
 
+export { ec2, sweepEc2, RUNCTL_TAGS, ebsVolumes, mountVolume, unmountVolume, prewarmVolume, EBS_VOLUME_TYPES } from "./providers/ec2/index.js";
+export type {
+  Ec2ProviderOptions,
+  Ec2SpotOptions,
+  Ec2SshAccess,
+  Ec2SsmAccess,
+  SweepEc2Options,
+  EbsVolumes,
+  EbsVolumesOptions,
+  CreateEbsVolumeOptions,
+  RestoreEbsSnapshotOptions,
+  EbsVolume,
+  EbsSnapshot,
+  EbsVolumeType,
+  MountVolumeOptions,
+  MountVolumeResult,
+  PrewarmVolumeOptions,
+  PrewarmVolumeResult,
+} from "./providers/ec2/index.js";
+export type { SweepOptions, ProviderEstimate } from "./providers/types.js";
+export type * from "./engine/sweep-types.js";
+export { listRecordedResources, resourceLedgerPath } from "./ledger/index.js";
+export type { ResourceRecord, ResourceKind, ListRecordedResourcesOptions } from "./ledger/index.js";
+export { PRICE_CATALOG, onDemandPrice } from "./cost/price-catalog.js";
+
 export { localTransport } from "./transport/local/index.js";
+export { ssmTransport } from "./transport/ssm/index.js";
+export type { SsmTransport, SsmTransportOptions } from "./transport/ssm/index.js";
 export { sshTransport } from "./transport/ssh/index.js";
 export type { SshTransport, SshTransportOptions } from "./transport/ssh/index.js";
 export { shellQuote, shellJoin } from "./transport/shell-quote.js";

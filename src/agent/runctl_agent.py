@@ -50,7 +50,8 @@ IMDS_TOKEN_TTL_S = 21600
 IMDS_TIMEOUT_S = 1.0
 
 USAGE = (
-    "usage: runctl_agent.py launch RUN_DIR < spec.json | follow RUN_DIR [--log-offset N] [--events-offset M]"
+    "usage: runctl_agent.py launch RUN_DIR < spec.json"
+    " | follow RUN_DIR [--log-offset N] [--events-offset M] [--max-wait-ms N] [--max-bytes N]"
     " | signal RUN_DIR interrupt|kill | status RUN_DIR | manifest DIR | sync-apply DIR < tar"
     " | sync-apply DIR --staged < {storage, key, secrets}"
 )
@@ -1520,7 +1521,26 @@ def normalize_spec(spec, run_dir):
     lim = dict(s.get("limits") or {})
     lim["maxDurationMs"] = _num(lim.get("maxDurationMs"), None, "limits.maxDurationMs", allow_none=True)
     lim["graceMs"] = _num(lim.get("graceMs"), 30000, "limits.graceMs")
+    budget = lim.get("budget")
+    if budget is not None:
+        if not isinstance(budget, dict):
+            raise UsageError("spec.limits.budget must be null or {maxUsd, hourlyUsd, spentUsd}")
+        money = {}
+        for key in ("maxUsd", "hourlyUsd", "spentUsd"):
+            v = budget.get(key, 0)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise UsageError("spec.limits.budget.%s must be a non-negative number" % key)
+            money[key] = float(v)
+        budget = money
+    lim["budget"] = budget
     s["limits"] = lim
+    shutdown = s.get("shutdown")
+    if shutdown is not None:
+        cmd = shutdown.get("command") if isinstance(shutdown, dict) else None
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
+            raise UsageError("spec.shutdown must be null or {command: [argv], afterRunMs}")
+        shutdown = {"command": cmd, "afterRunMs": _num(shutdown.get("afterRunMs"), 0, "shutdown.afterRunMs")}
+    s["shutdown"] = shutdown
     outputs = s.get("outputs")
     if outputs is not None and (not isinstance(outputs, dict) or not isinstance(outputs.get("storage"), dict)):
         raise UsageError("spec.outputs must be null or {\"storage\": descriptor}")
@@ -1770,7 +1790,7 @@ class Supervisor:
         self.trainer_pid = None
         self.child_pgid = None  # process group of whatever child runs now (setup step or trainer)
         self.pending_signals = []  # filled by signal handlers, drained by the main thread only
-        self.abort_reason = None  # cancel | kill | max-duration | interruption
+        self.abort_reason = None  # cancel | kill | max-duration | budget | interruption
         self.term_deadline = None
         self.kill_sent = False
         self.trainer_done = False
@@ -1850,6 +1870,12 @@ class Supervisor:
         max_ms = self.spec["limits"].get("maxDurationMs")
         if max_ms is not None and self.abort_reason is None and not self.trainer_done and self.elapsed_ms() >= max_ms:
             self._request("max-duration")
+        budget = self.spec["limits"].get("budget")
+        if budget and budget["hourlyUsd"] > 0 and self.abort_reason is None and not self.trainer_done:
+            # The machine's own clock keeps the budget even when no client is watching.
+            allowed_ms = (budget["maxUsd"] - budget["spentUsd"]) / budget["hourlyUsd"] * 3600000.0
+            if self.elapsed_ms() >= allowed_ms:
+                self._request("budget")
         intr = self.interruption
         if intr is not None and not intr["acted"]:
             self._act_on_interruption(intr)
@@ -1889,6 +1915,26 @@ class Supervisor:
                 os.killpg(pg, sig)
             except OSError:
                 pass
+
+    def schedule_shutdown(self, reason):
+        """Powers the machine off after the run (spec.shutdown; on EC2 that terminates it): at once
+        (after a minute for the client to read the end) when a time or budget limit ended the run,
+        else after afterRunMs unless the client releases the machine first. The backstop for a
+        client that died: a finished run never bills on for a weekend."""
+        sd = self.spec.get("shutdown")
+        if not sd:
+            return
+        delay_ms = min(60000, sd["afterRunMs"] or 60000) if reason in ("max-duration", "budget") else sd["afterRunMs"]
+        if not delay_ms:
+            return
+        try:
+            subprocess.Popen(
+                ["sh", "-c", 'sleep "$1"; shift; exec "$@"', "sh", str(int(delay_ms // 1000))] + list(sd["command"]),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+            self.events.emit("shutdown-scheduled", inMs=int(delay_ms), reason=reason, command=sd["command"])
+        except OSError as e:
+            self.events.emit("warning", message="could not schedule the machine's shutdown: %s" % e)
 
     def check_abort(self):
         self.poll_abort()
@@ -2736,8 +2782,8 @@ class Supervisor:
                 status, reason = "interrupted", "interruption"
             elif self.abort_reason in ("cancel", "kill"):
                 status, reason = "canceled", self.abort_reason
-            elif self.abort_reason == "max-duration":
-                status, reason = "failed", "max-duration"
+            elif self.abort_reason in ("max-duration", "budget"):
+                status, reason = "failed", self.abort_reason
             else:
                 status, reason = ("succeeded" if rc == 0 else "failed"), "exit"
         except Aborted:
@@ -2786,6 +2832,7 @@ class Supervisor:
             atomic_write(self.path("exit_code"), ("%d\n" % file_code).encode(), fsync=True)
         except OSError:
             self.debug(traceback.format_exc())
+        self.schedule_shutdown(reason)
         self.events.emit(
             "exit", status=status, exitCode=exit_code, signal=sig_name, durationMs=self.elapsed_ms(), reason=reason,
         )
@@ -2983,19 +3030,54 @@ def cmd_status(run_dir):
 
 
 class Follower:
-    def __init__(self, run_dir, log_off, ev_off):
+    """Streams frames from a run folder. With max_wait_ms / max_bytes (bounded mode, for transports
+    that return output only when a command ends, such as SSM) it stops with a `pause` frame once
+    either is reached, so the client calls again from the cursor it has."""
+
+    # Room kept in the byte budget for the frame that ends the call (`pause` or `end`).
+    CLOSING_RESERVE = len('{"k":"pause"}\n')
+
+    def __init__(self, run_dir, log_off, ev_off, max_wait_ms=None, max_bytes=None):
         self.run_dir = run_dir
         self.log_path = os.path.join(run_dir, "train.log")
         self.ev_path = os.path.join(run_dir, "events.jsonl")
         self.log_off = log_off
         self.ev_off = ev_off
         self.sent = 0
-        self.exit_seen = False
+        self.bytes_sent = 0
+        self.max_bytes = max_bytes
+        self.deadline = None if max_wait_ms is None else time.monotonic() + max_wait_ms / 1000.0
+        self.full = False  # the byte budget is spent: the call pauses at the next chance
+        # A client resuming from a cursor just past the exit event (it lost the connection, or an
+        # earlier bounded call paused while draining) gets the rest of the log and `end`.
+        self.exit_seen = self._exit_before(ev_off)
         self.out = sys.stdout
 
     def send(self, frame):
-        self.out.write(json.dumps(frame, separators=(",", ":")) + "\n")
+        text = json.dumps(frame, separators=(",", ":")) + "\n"
+        self.out.write(text)
         self.sent += 1
+        self.bytes_sent += len(text)
+
+    def offer(self, frame):
+        """Send a log or event frame if it fits the byte budget; the first always does, so every
+        call makes progress. False (and nothing sent) once the budget is spent."""
+        if self.max_bytes is not None:
+            text = json.dumps(frame, separators=(",", ":")) + "\n"
+            if self.bytes_sent > 0 and self.bytes_sent + len(text) + self.CLOSING_RESERVE > self.max_bytes:
+                self.full = True
+                return False
+            self.out.write(text)
+            self.sent += 1
+            self.bytes_sent += len(text)
+            return True
+        self.send(frame)
+        return True
+
+    def pause(self):
+        self.send({"k": "pause"})
+        self.out.flush()
+        return EXIT_OK
 
     @staticmethod
     def _read(path, off):
@@ -3006,12 +3088,33 @@ class Follower:
         except OSError:
             return b""
 
+    def _exit_before(self, off):
+        """Whether the last complete event line before byte `off` of events.jsonl is the exit event."""
+        if off <= 0:
+            return False
+        start = max(0, off - 65536)
+        try:
+            with open(self.ev_path, "rb") as f:
+                f.seek(start)
+                data = f.read(off - start)
+        except OSError:
+            return False
+        if not data.endswith(b"\n"):
+            return False
+        try:
+            ev = json.loads(data[:-1].rsplit(b"\n", 1)[-1].decode("utf-8"))
+        except ValueError:
+            return False
+        return isinstance(ev, dict) and ev.get("type") == "exit"
+
     def pump_log(self, final=False, upto=None):
         """Send complete lines from log_off (not past byte `upto` when given); with final, also the
         unterminated rest. True if any."""
         any_sent = False
         # A bounded amount per poll while running, so a chatty trainer cannot starve events.
         for _ in range(1 << 30 if final or upto is not None else 16):
+            if self.full:
+                return any_sent
             data = self._read(self.log_path, self.log_off)
             if upto is not None:
                 data = data[: max(0, upto - self.log_off)]
@@ -3025,31 +3128,38 @@ class Follower:
             else:
                 return any_sent
             for line in lines:
-                self.log_off += len(line) + (1 if nl >= 0 else 0)
+                end = self.log_off + len(line) + (1 if nl >= 0 else 0)
                 if line.endswith(b"\r"):
                     line = line[:-1]
-                self.send({"k": "log", "o": self.log_off, "l": line.decode("utf-8", "replace")})
-            any_sent = True
+                if not self.offer({"k": "log", "o": end, "l": line.decode("utf-8", "replace")}):
+                    return any_sent  # the rest goes in the next call, from this offset
+                self.log_off = end
+                any_sent = True
         return any_sent
 
     def pump_events(self):
         any_sent = False
-        while not self.exit_seen:
+        while not self.exit_seen and not self.full:
             data = self._read(self.ev_path, self.ev_off)
             end = data.rfind(b"\n")
             if end < 0:
                 return any_sent
             for line in data[: end + 1].split(b"\n")[:-1]:
-                self.ev_off += len(line) + 1
+                nxt = self.ev_off + len(line) + 1
                 try:
                     ev = json.loads(line.decode("utf-8"))
                 except ValueError:
+                    self.ev_off = nxt
                     continue
                 # Lines written before this event go first: the stream keeps the real order.
                 upto = ev.get("logOffset") if isinstance(ev, dict) else None
                 if isinstance(upto, int) and upto > self.log_off:
                     self.pump_log(upto=upto)
-                self.send({"k": "ev", "o": self.ev_off, "e": ev})
+                    if self.full:
+                        return any_sent  # this event waits for its earlier lines (next call)
+                if not self.offer({"k": "ev", "o": nxt, "e": ev}):
+                    return any_sent
+                self.ev_off = nxt
                 any_sent = True
                 if isinstance(ev, dict) and ev.get("type") == "exit":
                     self.exit_seen = True
@@ -3060,6 +3170,8 @@ class Follower:
 
     def finish(self):
         self.pump_log(final=True)
+        if self.full:
+            return self.pause()  # the next call resumes the drain (the exit is before its cursor)
         self.send({"k": "end"})
         self.out.flush()
         return EXIT_OK
@@ -3079,6 +3191,8 @@ class Follower:
             sent = self.pump_log(upto=limit) or sent
             if self.exit_seen:
                 return self.finish()
+            if self.full:
+                return self.pause()
             now = time.monotonic()
             if sent:
                 last_sent = now
@@ -3096,18 +3210,22 @@ class Follower:
                     self.pump_events()
                     if self.exit_seen:
                         return self.finish()
+                    if self.full:
+                        return self.pause()
                     self.send({"k": "lost", "message": "the agent (pid %s) is gone without an exit record" % read_pid(self.run_dir)})
                     self.out.flush()
                     return EXIT_LOST
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                return self.pause()
             time.sleep(FOLLOW_POLL_S)
 
 
-def cmd_follow(run_dir, log_off, ev_off):
+def cmd_follow(run_dir, log_off, ev_off, max_wait_ms=None, max_bytes=None):
     if not os.path.isdir(run_dir):
         print_json({"error": "no such run directory: %s" % run_dir})
         return EXIT_NO_RUN
     try:
-        return Follower(run_dir, log_off, ev_off).run()
+        return Follower(run_dir, log_off, ev_off, max_wait_ms, max_bytes).run()
     except BrokenPipeError:
         # The reader went away (client closed the channel): nothing left to do.
         try:
@@ -3408,7 +3526,9 @@ def parse_follow(args):
     if not args:
         raise UsageError("follow needs RUN_DIR")
     run_dir = args[0]
-    offs = {"--log-offset": 0, "--events-offset": 0}
+    # Byte offsets (0 and up), and the bounded mode's limits (1 and up; absent: unbounded).
+    opts = {"--log-offset": 0, "--events-offset": 0, "--max-wait-ms": None, "--max-bytes": None}
+    what = {"--log-offset": "a byte offset", "--events-offset": "a byte offset", "--max-wait-ms": "a positive number of milliseconds", "--max-bytes": "a positive number of bytes"}
     i = 1
     while i < len(args):
         flag = args[i]
@@ -3418,16 +3538,16 @@ def parse_follow(args):
         elif i + 1 < len(args):
             val = args[i + 1]
             i += 1
-        if flag not in offs or val is None:
+        if flag not in opts or val is None:
             raise UsageError("unknown or incomplete option %s" % args[i])
         try:
-            offs[flag] = int(val)
+            opts[flag] = int(val)
         except ValueError:
-            raise UsageError("%s needs a byte offset" % flag)
-        if offs[flag] < 0:
-            raise UsageError("%s needs a byte offset" % flag)
+            raise UsageError("%s needs %s" % (flag, what[flag]))
+        if opts[flag] < (0 if flag in ("--log-offset", "--events-offset") else 1):
+            raise UsageError("%s needs %s" % (flag, what[flag]))
         i += 1
-    return run_dir, offs["--log-offset"], offs["--events-offset"]
+    return run_dir, opts["--log-offset"], opts["--events-offset"], opts["--max-wait-ms"], opts["--max-bytes"]
 
 
 def main(argv):

@@ -28,7 +28,13 @@ export interface AgentSpec {
   readonly outputs: { readonly storage: StorageDescriptor } | null;
   readonly checkpoints: { readonly dir: string; readonly storage: StorageDescriptor | null; readonly keep: number | null; readonly settleMs: number; readonly pollMs: number };
   readonly resume: { readonly storage: StorageDescriptor; readonly runId: string; readonly name: string | null } | null;
-  readonly limits: { readonly maxDurationMs: number | null; readonly graceMs: number };
+  readonly limits: {
+    readonly maxDurationMs: number | null;
+    readonly graceMs: number;
+    /** Money left for this machine: stop once `(maxUsd - spentUsd) / hourlyUsd` hours have passed. */
+    readonly budget: { readonly maxUsd: number; readonly hourlyUsd: number; readonly spentUsd: number } | null;
+  };
+  readonly shutdown: { readonly command: readonly string[]; readonly afterRunMs: number } | null;
   readonly interruption: { readonly imdsEndpoint: string; readonly pollMs: number } | null;
 }
 
@@ -50,6 +56,10 @@ export interface AgentSpecInput {
   readonly outputs: StorageDescriptor | null;
   /** The machine's metadata service, if it has one. */
   readonly imds: { readonly endpoint: string; readonly pollMs?: number } | undefined;
+  /** How the machine powers itself off, if it should (a cloud instance). */
+  readonly shutdown?: { readonly command: readonly string[]; readonly afterRunMs: number } | undefined;
+  /** This machine's price and what earlier machines of the run already cost. */
+  readonly cost?: { readonly hourlyUsd: number; readonly spentUsd: number } | undefined;
 }
 
 /** Turns a validated plan into the agent's spec for one machine. Pure. */
@@ -95,7 +105,12 @@ export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
       pollMs: 250,
     },
     resume: input.resume,
-    limits: { maxDurationMs: state.budget?.maxDurationMs ?? null, graceMs: input.options.graceMs ?? 30_000 },
+    limits: {
+      maxDurationMs: state.budget?.maxDurationMs ?? null,
+      graceMs: input.options.graceMs ?? 30_000,
+      budget: state.budget?.maxUsd !== undefined && input.cost && input.cost.hourlyUsd > 0 ? { maxUsd: state.budget.maxUsd, hourlyUsd: input.cost.hourlyUsd, spentUsd: input.cost.spentUsd } : null,
+    },
+    shutdown: input.shutdown ? { command: input.shutdown.command, afterRunMs: input.shutdown.afterRunMs } : null,
     interruption: input.imds ? { imdsEndpoint: input.imds.endpoint, pollMs: input.imds.pollMs ?? 5000 } : null,
   };
 }

@@ -123,6 +123,7 @@ function resultFromExit(session: RunSession, exit: ExitEvent): RunResult {
     checkpoints: [...session.checkpoints],
     restarts: exit.restarts ?? 0,
     interruptions: exit.interruptions ?? [],
+    cost: session.cost(),
     ...(exit.error ? { error: exit.error } : {}),
   };
 }

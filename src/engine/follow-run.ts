@@ -49,9 +49,17 @@ export interface FollowContext {
 }
 
 /**
+ * Limits of one `follow` call over a buffered transport (`Transport.buffered`, e.g. SSM): the
+ * agent pauses after this long or this many bytes of frames, well under SSM's 24,000-character
+ * inline output, and the client calls again from its cursor.
+ */
+export const BOUNDED_FOLLOW = { maxWaitMs: 2000, maxBytes: 16_000 } as const;
+
+/**
  * Follows a launched run to its end by streaming the agent's `follow` frames, resuming from the
  * byte cursor after a dropped connection (so no line is lost or repeated). A dropped connection is
- * retried with backoff; it never ends the run.
+ * retried with backoff; it never ends the run. Over a buffered transport each call is bounded
+ * ({@link BOUNDED_FOLLOW}) and a `pause` frame means "call again from the new cursor" at once.
  */
 export async function followRun(ctx: FollowContext): Promise<FollowOutcome> {
   let cursor = ctx.start;
@@ -59,12 +67,23 @@ export async function followRun(ctx: FollowContext): Promise<FollowOutcome> {
   let exit: AgentExit | undefined;
   // Start of the current unbroken run of connection failures (reset by any frame).
   let failingSince: number | undefined;
+  // Output of a buffered transport arrives only when the command ends: bounded calls, not one stream.
+  const bounded = ctx.machine.transport.buffered === true;
 
   const once = async (): Promise<FollowOutcome> => {
+    for (;;) {
+      const outcome = await followCall();
+      if (outcome !== "pause") return outcome;
+    }
+  };
+
+  const followCall = async (): Promise<FollowOutcome | "pause"> => {
     const argv = [ctx.agentPython, ctx.agentPath, "follow", ctx.runDir, "--log-offset", String(cursor.log), "--events-offset", String(cursor.events)];
+    if (bounded) argv.push("--max-wait-ms", String(BOUNDED_FOLLOW.maxWaitMs), "--max-bytes", String(BOUNDED_FOLLOW.maxBytes));
     const handle = ctx.machine.transport.exec(argv, { signal: ctx.signal, captureStdout: false, tailBytes: 8192 });
     let buffered = "";
     let outcome: FollowOutcome | undefined;
+    let paused = false;
     const onFrame = (raw: string): void => {
       if (raw === "" || outcome) return;
       failingSince = undefined;
@@ -94,6 +113,9 @@ export async function followRun(ctx: FollowContext): Promise<FollowOutcome> {
         case "lost":
           outcome = { kind: "lost", message: frame.message ?? "the agent is gone", error: pendingError };
           break;
+        case "pause":
+          if (bounded) paused = true;
+          break;
         default:
           break; // heartbeats and future frame kinds
       }
@@ -110,6 +132,7 @@ export async function followRun(ctx: FollowContext): Promise<FollowOutcome> {
     const result = await handle;
     onFrame(buffered);
     if (outcome) return outcome;
+    if (paused && result.exitCode === 0) return "pause";
     throw new CommandError(
       { command: argv.join(" "), host: ctx.machine.address, exitCode: result.exitCode, signal: result.signal, durationMs: result.durationMs, stdoutTail: result.stdoutTail, stderrTail: result.stderrTail },
       { code: "AGENT_FAILED", message: `Following run folder ${ctx.runDir} on ${ctx.machine.address} failed (exit ${result.exitCode}): ${result.stderrTail.trim()}` },

@@ -36,12 +36,22 @@ export interface PlanSummary {
     readonly maxDurationMs: number | null;
     /** `hourlyUsd` times the maximum duration in hours; null when no maximum duration is set. */
     readonly maxTotalUsd: number | null;
+    /** Where the price comes from (`on-demand catalog 2026-11-01`, `spot market us-east-1a`, `given`). */
+    readonly basis: string;
+    /** The `.budget()` money limit; null when none is set. */
+    readonly budgetUsd: number | null;
+    /** False when `maxTotalUsd` exceeds `budgetUsd`: `.train()` would refuse the run (BUDGET_EXCEEDED). */
+    readonly withinBudget: boolean;
   };
 }
 
 /** Builds the {@link PlanSummary}. Reads local files only; creates nothing. */
 export async function summarizePlan(state: PlanState, script: string | undefined): Promise<PlanSummary> {
-  const providerPlan = state.provider.plan?.() ?? { resources: [], hourlyPriceUsd: 0 };
+  const providerPlan = (await state.provider.plan?.()) ?? { resources: [], hourlyPriceUsd: 0 };
+  // The live price (spot market) when the provider can tell; the catalog's when the cloud cannot be asked.
+  const estimate = state.provider.estimate
+    ? await state.provider.estimate().catch((err: unknown) => ({ hourlyPriceUsd: providerPlan.hourlyPriceUsd, basis: `catalog (live price unavailable: ${(err as Error).message})` }))
+    : { hourlyPriceUsd: providerPlan.hourlyPriceUsd, basis: providerPlan.hourlyPriceUsd > 0 ? "provider" : "free (your own machine)" };
   const storage = resolveStorage(state);
   const sync = state.sync
     ? await planSync({ localDir: state.sync.dir, ignore: state.sync.options.ignore ?? [], hash: false, ...(state.sync.options.maxBytes ? { maxBytes: state.sync.options.maxBytes } : {}), ...(state.sync.options.maxFiles ? { maxFiles: state.sync.options.maxFiles } : {}) })
@@ -58,6 +68,8 @@ export async function summarizePlan(state: PlanState, script: string | undefined
     `release the machine`,
   ];
   const maxDurationMs = state.budget?.maxDurationMs ?? null;
+  const maxTotalUsd = maxDurationMs === null ? null : (estimate.hourlyPriceUsd * maxDurationMs) / 3_600_000;
+  const budgetUsd = state.budget?.maxUsd ?? null;
   return {
     provider: state.provider.name,
     steps,
@@ -65,9 +77,12 @@ export async function summarizePlan(state: PlanState, script: string | undefined
     ...(sync ? { sync: { root: sync.root, files: sync.files, bytes: sync.bytes, largest: sync.largest, warnings: sync.warnings, ...(sync.tooLarge ? { tooLarge: sync.tooLarge } : {}) } } : {}),
     checkpoints: { storage: storage?.uri ?? null, keep: state.checkpoints?.keep ?? null },
     estimate: {
-      hourlyUsd: providerPlan.hourlyPriceUsd,
+      hourlyUsd: estimate.hourlyPriceUsd,
       maxDurationMs,
-      maxTotalUsd: maxDurationMs === null ? null : (providerPlan.hourlyPriceUsd * maxDurationMs) / 3_600_000,
+      maxTotalUsd,
+      basis: estimate.basis,
+      budgetUsd,
+      withinBudget: budgetUsd === null || maxTotalUsd === null || maxTotalUsd <= budgetUsd,
     },
   };
 }

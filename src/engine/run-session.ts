@@ -3,6 +3,7 @@ import type { Machine, Provider } from "../providers/types.js";
 import type { ExitEvent, RunErrorInfo, RunEvent, RunEventInput, RunStatus } from "../run/events.js";
 import type { FollowCursor, RunJournal } from "../run/journal.js";
 import type { CommittedCheckpoint, RunInterruption, RunResult } from "../run/run-result.js";
+import { CostMeter } from "../cost/cost-meter.js";
 import { AsyncQueue } from "../util/async-queue.js";
 import { followRun, type FollowOutcome } from "./follow-run.js";
 
@@ -34,10 +35,16 @@ export class RunSession {
   cancelRequested = false;
   /** Restarts on new machines so far. */
   restarts = 0;
+  /** What the run's machines cost so far. */
+  readonly meter = new CostMeter();
+  /** Set when the client stopped the run for exceeding `.budget({ maxUsd })`. */
+  budgetExceeded = false;
   private readonly interruptions: RunInterruption[] = [];
   private lastStep: number | null = null;
   private pendingRecovery: { readonly attempt: number; readonly reason: string; readonly atStep: number | null } | undefined;
   private finished = false;
+  /** The last cost event seen (a reattached session knows only the journal's). */
+  private lastCost: { usd: number; hourlyUsd: number } | undefined;
 
   constructor(
     readonly journal: RunJournal,
@@ -90,6 +97,7 @@ export class RunSession {
 
   private remember(event: RunEvent): void {
     if (event.type === "metric" && event.step !== undefined) this.lastStep = event.step;
+    if (event.type === "cost") this.lastCost = { usd: event.usd, hourlyUsd: event.hourlyUsd };
     if (event.type === "checkpoint") {
       this.checkpoints.push({ name: event.name, step: event.step, commitSeq: event.commitSeq, location: event.location });
     }
@@ -141,21 +149,37 @@ export class RunSession {
       return this.finish(statusOverride ?? "failed", null, null, { code: "HOST_UNREACHABLE", message: `Lost ${run.machine.address}: ${outcome.message}` }, run.machine);
     }
     const { exit, error } = outcome;
-    const status: RunStatus = statusOverride ?? exit.status;
+    // A run the client stopped for its budget ends failed, not canceled.
+    const status: RunStatus = statusOverride ?? (this.budgetExceeded && exit.status === "canceled" ? "failed" : exit.status);
     let info: RunErrorInfo | undefined;
     if (status === "failed") {
       if (error) info = { code: error.code, message: error.message, ...tailOf(error) };
       else if (exit.reason === "max-duration") info = { code: "MAX_DURATION_EXCEEDED", message: `The run exceeded its maximum duration and was stopped.` };
+      else if (exit.reason === "budget" || this.budgetExceeded) info = { code: "BUDGET_EXCEEDED", message: `The run reached its budget ($${this.cost().usd.toFixed(2)} spent) and was stopped.` };
       else info = { code: "TRAINING_FAILED", message: exit.exitCode !== null ? `The trainer exited with code ${exit.exitCode}.` : `The trainer was killed by ${exit.signal ?? "a signal"}.` };
     }
     return this.finish(status, exit.exitCode, exit.signal, info, run.machine);
   }
 
-  /** Gives the machine back to its provider; a failure is a warning. */
+  /** Gives the machine back to its provider; a failure is a warning. The meter stops either way. */
   async release(run: LaunchedRun, provider: Provider): Promise<void> {
     await provider.release(run.machine).catch((err: unknown) => {
       this.emit({ type: "warning", code: "RELEASE_FAILED", message: `Could not release ${run.machine.address}: ${(err as Error).message}` });
     });
+    this.meter.stop(run.machine.id);
+  }
+
+  /** Cost so far: the meter when this session ran the machines, else the journal's last report. */
+  cost(): { usd: number; hourlyUsd: number } {
+    if (this.meter.priced || !this.lastCost) return { usd: this.meter.usd(), hourlyUsd: this.meter.hourlyUsd() || (this.lastCost?.hourlyUsd ?? 0) };
+    return this.lastCost;
+  }
+
+  /** Emits a `cost` event with the accrued cost (only for machines that have a price). */
+  emitCost(): void {
+    if (!this.meter.priced) return;
+    const { usd, hourlyUsd } = this.cost();
+    this.emit({ type: "cost", usd: Math.round(usd * 1e6) / 1e6, hourlyUsd });
   }
 
   /** Stops following; the run goes on and can be reattached. Nothing is released. */
@@ -168,6 +192,8 @@ export class RunSession {
 
   /** Records the exit event, ends the stream and returns the result. */
   finish(status: RunStatus, exitCode: number | null, signal: string | null, error: RunErrorInfo | undefined, machine: Machine | undefined): RunResult {
+    if (machine) this.meter.stop(machine.id);
+    this.emitCost();
     const result = this.result(status, exitCode, signal, error, machine);
     this.emit({ type: "phase", phase: "done" });
     const exit: Omit<ExitEvent, "seq" | "time" | "runId"> = {
@@ -208,6 +234,7 @@ export class RunSession {
       checkpoints: [...this.checkpoints],
       restarts: this.restarts,
       interruptions: [...this.interruptions],
+      cost: this.cost(),
       ...(error ? { error } : {}),
       ...(machine ? { machine: { provider: machine.provider, id: machine.id, address: machine.address } } : {}),
     };

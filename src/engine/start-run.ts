@@ -109,8 +109,10 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
   const launch = async (resumeFrom: AgentSpec["resume"]): Promise<LaunchedRun> => {
     const signal = prelaunch.signal;
     session.emit({ type: "phase", phase: "provisioning" });
+    const spentUsd = session.meter.usd();
     machine = await state.provider.provision({ runId, ...(lostMachines.length > 0 ? { avoid: [...lostMachines] } : {}) }, { signal });
     journal.update({ machine: machine.record });
+    session.meter.start(machine.id, machine.hourlyPriceUsd, machine.launchedAtMs ?? Date.now());
     if (!storage && state.provider.transportFor) {
       // No storage configured: commit on the machine itself, readable through its transport.
       const onMachine = machineStorageFor(state.provider, machine);
@@ -171,6 +173,8 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
       storage: storageDescriptor,
       resume: resumeFrom,
       imds: machine.imds,
+      shutdown: machine.shutdown,
+      cost: { hourlyUsd: machine.hourlyPriceUsd, spentUsd },
       dataSources: state.data.map((d) => (d.kind === "path" ? { kind: "dir", path: d.path } : descriptorOf(d.storage, state))),
       outputs: state.outputs ? descriptorOf(state.outputs, state) : null,
     });
@@ -208,21 +212,57 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
   const machineState = async (run: LaunchedRun): Promise<string> =>
     (await state.provider.describe?.(run.machine, { signal: AbortSignal.timeout(15_000) }).catch(() => "unknown")) ?? "unknown";
 
+  /** Refuses a run whose estimate exceeds `.budget({ maxUsd })`, before anything is created. */
+  const checkBudget = async (): Promise<void> => {
+    const maxUsd = state.budget?.maxUsd;
+    if (maxUsd === undefined) return;
+    const estimate = state.provider.estimate
+      ? await state.provider.estimate({ signal: prelaunch.signal })
+      : { hourlyPriceUsd: state.provider.plan?.().hourlyPriceUsd ?? 0, basis: "provider" };
+    const maxDurationMs = state.budget?.maxDurationMs;
+    if (maxDurationMs !== undefined && (estimate.hourlyPriceUsd * maxDurationMs) / 3_600_000 > maxUsd) {
+      const total = (estimate.hourlyPriceUsd * maxDurationMs) / 3_600_000;
+      throw new RunctlError(
+        "BUDGET_EXCEEDED",
+        `The run could cost $${total.toFixed(2)} ($${estimate.hourlyPriceUsd}/h, ${estimate.basis}, for ${maxDurationMs / 3_600_000} h), more than its budget of $${maxUsd}; nothing was created. Raise maxUsd or lower maxDurationMs.`,
+        { details: { estimateUsd: total, maxUsd, hourlyUsd: estimate.hourlyPriceUsd } },
+      );
+    }
+  };
+
+  /** While following: reports the accrued cost and stops the run once it reaches `maxUsd`. */
+  const watchCost = (run: LaunchedRun): (() => void) => {
+    const maxUsd = state.budget?.maxUsd;
+    const timer = setInterval(() => {
+      session.emitCost();
+      if (maxUsd !== undefined && !session.budgetExceeded && session.meter.usd() >= maxUsd) {
+        session.budgetExceeded = true;
+        session.emit({ type: "warning", code: "BUDGET_EXCEEDED", message: `The run has cost $${session.meter.usd().toFixed(2)}, reaching its budget of $${maxUsd}: stopping it.` });
+        void session.signal(run, "interrupt").catch(() => {});
+      }
+    }, options.costIntervalMs ?? 60_000);
+    timer.unref();
+    return () => clearInterval(timer);
+  };
+
   const pipeline = async (): Promise<RunResult> => {
     let resumeFrom = resume;
     let restarts = 0;
     try {
+      await checkBudget();
       for (;;) {
         const run = await launch(resumeFrom);
-        let outcome = await session.follow(run, followOptions);
+        const stopWatch = watchCost(run);
+        let outcome = await session.follow(run, followOptions).finally(stopWatch);
         // Unreachable is not gone: while the provider's own view says the machine runs, keep
         // following (a long network outage must not restart a healthy run).
         while (outcome.kind === "host-lost" && (await machineState(run)) === "running") {
           session.emit({ type: "warning", code: "STILL_RUNNING", message: `${run.machine.address} is unreachable but its provider reports it running; still waiting for it.` });
-          outcome = await session.follow(run, followOptions);
+          const stop = watchCost(run);
+          outcome = await session.follow(run, followOptions).finally(stop);
         }
         const reason = restartReason(outcome);
-        if (reason === undefined || session.cancelRequested) return await session.conclude(run, state.provider, outcome, followOptions);
+        if (reason === undefined || session.cancelRequested || session.budgetExceeded) return await session.conclude(run, state.provider, outcome, followOptions);
         if (restarts >= (recover?.maxRestarts ?? 3)) {
           session.emit({ type: "warning", code: "MAX_RESTARTS", message: `${reason}, and the run has used its ${restarts} restart(s): it ends as interrupted.` });
           return await session.conclude(run, state.provider, outcome, followOptions, "interrupted");
@@ -241,7 +281,10 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
         if (own && storageDescriptor) resumeFrom = { storage: storageDescriptor, runId, name: null };
       }
     } catch (err) {
-      if (!launched && machine) await state.provider.release(machine).catch(() => {});
+      if (!launched && machine) {
+        await state.provider.release(machine).catch(() => {});
+        session.meter.stop(machine.id);
+      }
       if (!launched && cancelRequested && prelaunch.signal.aborted) {
         return session.finish("canceled", null, null, undefined, machine);
       }

@@ -36,6 +36,13 @@ export type RunctlErrorCode =
   | "RUN_NOT_FOUND"
   | "NO_FREE_HOST"
   | "UNSUPPORTED"
+  | "CLOUD_ERROR"
+  | "CAPACITY_UNAVAILABLE"
+  | "PROVISION_FAILED"
+  | "PROVISION_TIMEOUT"
+  | "MACHINE_NOT_READY"
+  | "BUDGET_EXCEEDED"
+  | "RESOURCE_IN_USE"
   | "ABORTED";
 
 /** Options accepted by {@link RunctlError}'s constructor. */

@@ -77,8 +77,15 @@ export interface RecoverOptions {
 
 /** Options of `.budget(options)`. */
 export interface BudgetOptions {
-  /** Stop the run (SIGTERM, grace, then SIGKILL) once it has run this long; enforced on the machine. */
+  /** Stop the run (SIGTERM, grace, then SIGKILL) once it has run this long; enforced on the machine. @defaultValue no limit */
   readonly maxDurationMs?: number;
+  /**
+   * Most the run may cost, in US dollars, across every machine it uses. Refused before anything is
+   * created when the estimate (price × `maxDurationMs`) exceeds it; enforced by the client and by the
+   * agent on the machine (which stops the trainer and, on EC2, shuts the instance down).
+   * @defaultValue no limit
+   */
+  readonly maxUsd?: number;
 }
 
 /** What `.resumeFrom()` accepts: a checkpoint, a run id, or a run id with its storage and a checkpoint name. */
@@ -113,6 +120,8 @@ export interface TrainOptions {
   readonly metricPattern?: RegExp;
   /** Time the trainer gets after SIGTERM (cancel, max duration) before SIGKILL. @defaultValue 30000 */
   readonly graceMs?: number;
+  /** How often a `cost` event reports the accrued cost (and `.budget({ maxUsd })` is checked) on priced machines. @defaultValue 60000 */
+  readonly costIntervalMs?: number;
   /**
    * Delete the run's folder on the machine once it has ended (synced code copy, log, local
    * checkpoint folder). Committed checkpoints, the synced mirror and cached venvs stay.

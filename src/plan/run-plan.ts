@@ -169,12 +169,13 @@ export class RunPlan {
   }
 
   /**
-   * Limits the run. `maxDurationMs` is enforced on the machine by the agent, so it holds when the
-   * client is gone.
+   * Limits the run. Both limits are enforced on the machine by the agent, so they hold when the
+   * client is gone; `maxUsd` is also watched by the client, and a run whose estimate exceeds it is
+   * refused before anything is created (BUDGET_EXCEEDED).
    *
    * @example
    * ```ts
-   * plan.budget({ maxDurationMs: 6 * 3600_000 })
+   * plan.budget({ maxUsd: 20, maxDurationMs: 6 * 3600_000 })
    * ```
    */
   budget(options: BudgetOptions): RunPlan {
@@ -252,6 +253,12 @@ export class RunPlan {
 
   /** Recovery resumes from checkpoints, so they must live somewhere the next machine can read. */
   private checkRecovery(): void {
+    if (this.state.checkpoints && !this.state.checkpoints.storage && !this.state.provider.sharesLocalFilesystem && !this.state.provider.transportFor) {
+      throw new RunctlError(
+        "INVALID_ARGUMENT",
+        `.checkpoints(): ${this.state.provider.name} machines are gone after the run, and the checkpoints with them; add .checkpoints({ storage: s3(...) }).`,
+      );
+    }
     if (this.state.recover && !this.state.checkpoints?.storage && !this.state.provider.sharesLocalFilesystem) {
       throw new RunctlError(
         "INVALID_ARGUMENT",

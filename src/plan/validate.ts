@@ -51,7 +51,7 @@ export const recoverOptionsSchema = z.strictObject({
   retryOnExitCodes: z.array(z.number().int().min(1).max(255)).optional(),
 });
 
-export const budgetOptionsSchema = z.strictObject({ maxDurationMs: positiveMs.optional() });
+export const budgetOptionsSchema = z.strictObject({ maxDurationMs: positiveMs.optional(), maxUsd: z.number().positive().finite().optional() });
 
 export const trainOptionsSchema = z.strictObject({
   hyperparams: z.record(z.string(), z.unknown()).optional(),
@@ -61,6 +61,7 @@ export const trainOptionsSchema = z.strictObject({
   cancelStrategy: z.enum(["detach", "interrupt", "kill"]).optional(),
   metricPattern: z.instanceof(RegExp).optional(),
   graceMs: z.number().int().min(0).optional(),
+  costIntervalMs: z.number().int().min(100).optional(),
   cleanup: z.boolean().optional(),
   runId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/, "letters, digits, '-' and '_' only").optional(),
 });

@@ -1,3 +1,4 @@
+import type { SweepReport } from "../engine/sweep-types.js";
 import type { Transport } from "../transport/types.js";
 
 /** JSON facts about a machine, kept in the run journal so `Runctl.attach` can reach it again. */
@@ -45,6 +46,13 @@ export interface Machine {
    * (IMDSv2). Absent: no polling (machines that are not cloud instances).
    */
   readonly imds?: { readonly endpoint: string; readonly pollMs?: number };
+  /**
+   * How the agent powers the machine off when a time or budget limit is hit, or when a finished run
+   * was not released in time (a cloud instance whose shutdown terminates it). Absent: never.
+   */
+  readonly shutdown?: { readonly command: readonly string[]; readonly afterRunMs: number };
+  /** When the machine started costing money (epoch ms), for accrued cost. @defaultValue when it was handed out */
+  readonly launchedAtMs?: number;
 }
 
 /** What the engine asks a provider for. */
@@ -66,6 +74,23 @@ export interface PlannedResource {
   readonly description: string;
   /** Tags it would carry. */
   readonly tags: Readonly<Record<string, string>>;
+}
+
+/** Options of {@link Provider.sweep} and `Runctl.sweep`. */
+export interface SweepOptions {
+  /** Report what would be deleted, deleting nothing. @defaultValue false */
+  readonly dryRun?: boolean;
+  /** Whose resources (`runctl:owner`): `"all"` widens to every owner. @defaultValue this process's `user@host` */
+  readonly owner?: string;
+  readonly signal?: AbortSignal;
+}
+
+/** A provider's price estimate. */
+export interface ProviderEstimate {
+  /** Expected price per hour in USD. */
+  readonly hourlyPriceUsd: number;
+  /** Where the price comes from (`catalog 2026-11-01`, `spot market us-east-1a`, `given`). */
+  readonly basis: string;
 }
 
 /** What a provider says about itself for `.plan()`. */
@@ -107,4 +132,8 @@ export interface Provider {
   reattach?(record: MachineRecord, options?: { readonly signal?: AbortSignal }): Promise<Machine>;
   /** Dry-run facts for `.plan()`. No side effects. */
   plan?(): ProviderPlan;
+  /** The price a run would pay now (may ask the cloud, e.g. the spot market). Read-only. */
+  estimate?(options?: { readonly signal?: AbortSignal }): Promise<ProviderEstimate>;
+  /** Finds and deletes leftovers of runs that are over or expired (only what runctl tagged). */
+  sweep?(options: SweepOptions): Promise<SweepReport>;
 }

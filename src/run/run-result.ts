@@ -53,6 +53,13 @@ export interface RunResult {
   readonly restarts: number;
   /** Each interruption that led to a restart, with the training steps it cost. */
   readonly interruptions: readonly RunInterruption[];
+  /** What the run cost: every machine's price from launch to release (0 on machines you own). */
+  readonly cost: {
+    /** Accrued cost in US dollars. */
+    readonly usd: number;
+    /** Price per hour of the last machine, in US dollars. */
+    readonly hourlyUsd: number;
+  };
   /** Where it ran. */
   readonly machine?: {
     /** The provider's name (`local`, `ssh-hosts`, `ec2`). */

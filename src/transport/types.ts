@@ -83,6 +83,11 @@ export interface ExecHandle extends PromiseLike<ExecResult>, AsyncIterable<Outpu
 export interface Transport {
   /** Human-readable name of the machine (hostname or address), used in errors. */
   readonly host: string;
+  /**
+   * Output arrives only when a command ends (SSM): long-lived reads are split into bounded calls.
+   * @defaultValue false (output streams while the command runs)
+   */
+  readonly buffered?: boolean;
   /** Starts a command. See {@link ExecHandle}. */
   exec(command: Command, options?: ExecOptions): ExecHandle;
   /** Copies a local file to the machine, creating parent folders. */

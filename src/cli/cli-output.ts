@@ -1,0 +1,139 @@
+import type { SweepFn } from "./sweep-report.js";
+
+/**
+ * Where the CLI writes: anything with `write(string)` (process streams, or a test's capture).
+ *
+ * @example
+ * ```ts
+ * let text = "";
+ * const capture: CliStream = { write: (chunk) => (text += chunk) };
+ * ```
+ */
+export interface CliStream {
+  /** Writes text as is (the CLI adds its own newlines). */
+  write(chunk: string): unknown;
+}
+
+/**
+ * The CLI's world: its streams, its stop signal and its injectable services. `runCli` touches
+ * nothing else of the process (no `process.exit`, no `process.stdout`), so tests run it in-process.
+ *
+ * @example
+ * ```ts
+ * const out: string[] = [];
+ * const code = await runCli(["ls", "--json"], { stdout: { write: (s) => out.push(s) }, stderr: process.stderr });
+ * ```
+ */
+export interface CliIo {
+  /** Data: tables, log lines, one JSON document (or JSON lines for streams). */
+  readonly stdout: CliStream;
+  /** People: progress, hints, warnings, errors (without `--json`). */
+  readonly stderr: CliStream;
+  /** Stops the command (wired to SIGINT by the bin); a followed run is detached, never stopped. @defaultValue never fires */
+  readonly signal?: AbortSignal;
+  /** The folder relative paths (`plan FILE`) resolve against. @defaultValue `process.cwd()` */
+  readonly cwd?: string;
+  /** The sweep implementation (tests inject a fake). @defaultValue `defaultSweep`, the SDK's */
+  readonly sweep?: SweepFn;
+  /** The clock for ages and running durations. @defaultValue `() => new Date()` */
+  readonly now?: () => Date;
+}
+
+/**
+ * Writers bound to a {@link CliIo}: `out` for data lines, `json` for one JSON document or line,
+ * `err` for human messages.
+ *
+ * @example
+ * ```ts
+ * const o = output(io); o.out("hello"); o.json({ ok: true }); o.err("note");
+ * ```
+ */
+export function output(io: CliIo): { out(line: string): void; json(value: unknown): void; err(line: string): void } {
+  return {
+    out: (line) => void io.stdout.write(`${line}\n`),
+    json: (value) => void io.stdout.write(`${JSON.stringify(value)}\n`),
+    err: (line) => void io.stderr.write(`${line}\n`),
+  };
+}
+
+/**
+ * Lays out rows as left-aligned columns separated by two spaces (the last column is not padded).
+ *
+ * @example
+ * ```ts
+ * table([["RUN", "STATUS"], ["r1", "succeeded"]]); // ["RUN  STATUS", "r1   succeeded"]
+ * ```
+ */
+export function table(rows: readonly (readonly string[])[]): string[] {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  ").trimEnd());
+}
+
+/**
+ * A duration for people: `850 ms`, `12.3 s`, `4m 05s`, `2h 03m`, `3d 04h`.
+ *
+ * @example
+ * ```ts
+ * formatDuration(125_000); // "2m 05s"
+ * ```
+ */
+export function formatDuration(ms: number): string {
+  if (!Number.isFinite(ms) || ms < 0) return "-";
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const s = Math.floor(ms / 1000);
+  const pad = (n: number): string => String(n).padStart(2, "0");
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
+  return `${Math.floor(s / 86_400)}d ${pad(Math.floor((s % 86_400) / 3600))}h`;
+}
+
+/**
+ * Bytes for people, in binary units: `512 B`, `14.3 KiB`, `1.0 GiB`.
+ *
+ * @example
+ * ```ts
+ * formatBytes(14_596); // "14.3 KiB"
+ * ```
+ */
+export function formatBytes(bytes: number): string {
+  if (!Number.isFinite(bytes) || bytes < 0) return "-";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/**
+ * US dollars for people; `-` when unknown.
+ *
+ * @example
+ * ```ts
+ * formatUsd(0.1234); // "$0.1234"
+ * ```
+ */
+export function formatUsd(usd: number | null | undefined): string {
+  if (usd === null || usd === undefined || !Number.isFinite(usd)) return "-";
+  return usd >= 100 ? `$${usd.toFixed(2)}` : `$${usd.toFixed(4)}`;
+}
+
+/**
+ * A local timestamp for tables: `2026-11-21 15:21:17` (UTC offset dropped; ISO in JSON output).
+ *
+ * @example
+ * ```ts
+ * formatTime("2026-11-21T15:21:17.000Z");
+ * ```
+ */
+export function formatTime(iso: string | undefined): string {
+  if (!iso) return "-";
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "-";
+  const pad = (n: number): string => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+}

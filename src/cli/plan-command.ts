@@ -1,0 +1,129 @@
+import { existsSync } from "node:fs";
+import { extname, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { PlanSummary } from "../index.js";
+import { output, formatBytes, formatDuration, formatUsd, type CliIo } from "./cli-output.js";
+import { CliError, EXIT_CODES, UsageError, type ExitCode } from "./cli-errors.js";
+
+/**
+ * What a plan module must export for `runctl plan FILE`.
+ *
+ * @example
+ * ```ts
+ * // plan.mjs
+ * export const plan = Runctl.instance(local()).sync("./training");
+ * export const script = "train.py";
+ * ```
+ */
+export interface PlanModule {
+  /** A RunPlan (only its `plan(script)` is used, so a plan built with another copy of runctl works). */
+  readonly plan: { plan(script?: string): Promise<PlanSummary> };
+  /** The training script, relative to the synced folder. */
+  readonly script: string;
+}
+
+/**
+ * `runctl plan FILE`: imports the module, calls `plan.plan(script)` (the SDK's dry run: no side
+ * effects) and prints the summary.
+ *
+ * @example
+ * ```ts
+ * const code = await planCommand({ file: "examples/quickstart.ts", json: true }, io);
+ * ```
+ */
+export async function planCommand(options: { readonly file: string; readonly json: boolean }, io: CliIo): Promise<ExitCode> {
+  const o = output(io);
+  const path = resolve(io.cwd ?? process.cwd(), options.file);
+  const loaded = await untilAborted(loadPlanModule(path), io.signal);
+  const summary = await untilAborted(loaded.plan.plan(loaded.script), io.signal);
+  if (options.json) {
+    o.json({ schemaVersion: 1, file: path, script: loaded.script, plan: summary });
+    return EXIT_CODES.ok;
+  }
+  o.out(`plan: ${loaded.script} on ${summary.provider}`);
+  o.out("steps:");
+  summary.steps.forEach((step, i) => o.out(`  ${i + 1}. ${step}`));
+  o.out(summary.resources.length === 0 ? "resources: none created" : "resources:");
+  for (const r of summary.resources) {
+    const tags = Object.entries(r.tags).map(([k, v]) => `${k}=${v}`).join(", ");
+    o.out(`  ${r.kind}: ${r.description}${tags ? ` [tags: ${tags}]` : ""}`);
+  }
+  const sync = summary.sync;
+  if (sync) {
+    o.out(`sync: ${sync.files} files, ${formatBytes(sync.bytes)} from ${sync.root}`);
+    const largest = sync.largest.files.slice(0, 3).map((f) => `${f.path} (${formatBytes(f.bytes)})`).join(", ");
+    if (largest) o.out(`  largest: ${largest}`);
+    for (const warning of sync.warnings) o.out(`  warning: ${warning}`);
+    if (sync.tooLarge) o.out(`  TOO LARGE: ${sync.tooLarge}`);
+  } else {
+    o.out("sync: nothing (no .sync())");
+  }
+  o.out(`checkpoints: ${summary.checkpoints.storage ?? "none (not kept)"}${summary.checkpoints.keep !== null ? `, keep ${summary.checkpoints.keep}` : ""}`);
+  const { hourlyUsd, maxDurationMs, maxTotalUsd } = summary.estimate;
+  // Read loosely: newer SDKs add where the price comes from and the money budget.
+  const extra = summary.estimate as { readonly basis?: unknown; readonly budgetUsd?: unknown; readonly withinBudget?: unknown };
+  o.out(
+    `estimate: ${formatUsd(hourlyUsd)}/h; ${maxDurationMs === null || maxTotalUsd === null ? "expected total unknown (no .budget({ maxDurationMs }))" : `at most ${formatUsd(maxTotalUsd)} over ${formatDuration(maxDurationMs)}`}`,
+  );
+  if (typeof extra.basis === "string") o.out(`  price basis: ${extra.basis}`);
+  if (typeof extra.budgetUsd === "number") {
+    o.out(`budget: ${formatUsd(extra.budgetUsd)}${extra.withinBudget === false ? " — EXCEEDED by the estimate: .train() would refuse the run (BUDGET_EXCEEDED)" : ""}`);
+  }
+  return EXIT_CODES.ok;
+}
+
+/** The plan module at `path`; TypeScript through tsx's ESM loader when the runtime cannot load it itself. */
+async function loadPlanModule(path: string): Promise<PlanModule> {
+  if (!existsSync(path)) throw new UsageError(`plan: no file ${path}`);
+  const url = pathToFileURL(path).href;
+  let loaded: Record<string, unknown>;
+  try {
+    loaded = (await import(url)) as Record<string, unknown>;
+  } catch (err) {
+    if (!/^\.[mc]?tsx?$/.test(extname(path)) || (err as NodeJS.ErrnoException).code !== "ERR_UNKNOWN_FILE_EXTENSION") throw err;
+    await registerTsx(path);
+    // A new URL: the failed load above may be cached under the plain one.
+    loaded = (await import(`${url}?runctl-plan=${Date.now()}`)) as Record<string, unknown>;
+  }
+  const plan = loaded["plan"] as { plan?: unknown } | undefined;
+  const script = loaded["script"];
+  if (typeof plan !== "object" || plan === null || typeof plan.plan !== "function" || typeof script !== "string") {
+    const names = Object.keys(loaded).join(", ") || "nothing";
+    throw new CliError("INVALID_ARGUMENT", `${path} must export plan (a RunPlan, e.g. Runctl.instance(local()).sync("./")) and script (the training script, a string); it exports ${names}.`);
+  }
+  return { plan: plan as PlanModule["plan"], script };
+}
+
+/** Registers tsx's ESM loader (a devDependency of projects that write plans in TypeScript). */
+async function registerTsx(path: string): Promise<void> {
+  // A variable specifier: tsx is optional and must never be bundled into the bin.
+  const specifier = "tsx/esm/api";
+  let api: { register?: () => unknown };
+  try {
+    api = (await import(specifier)) as { register?: () => unknown };
+  } catch {
+    throw new CliError("UNSUPPORTED", `${path} is TypeScript and tsx is not installed; compile it to .js, or run runctl under tsx (npx tsx node_modules/runctl/dist/cli.js plan ${path}).`);
+  }
+  if (typeof api.register !== "function") throw new CliError("UNSUPPORTED", `The installed tsx has no ESM register(); compile ${path} to .js instead.`);
+  api.register();
+}
+
+/** Rejects with ABORTED (exit 130) when the signal fires first; a dry run has nothing to undo. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  return new Promise<T>((resolvePromise, reject) => {
+    const onAbort = (): void => reject(new CliError("ABORTED", "Interrupted.", EXIT_CODES.interrupted));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolvePromise(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
+  });
+}

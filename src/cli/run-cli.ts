@@ -1,0 +1,68 @@
+import { parseCliArgs, wantsJson, type ParsedCli } from "./cli-args.js";
+import { EXIT_CODES, reportError, type ExitCode } from "./cli-errors.js";
+import { helpText } from "./cli-help.js";
+import { output, type CliIo } from "./cli-output.js";
+import { cliVersion } from "./cli-version.js";
+import { attachCommand } from "./attach-command.js";
+import { cancelCommand } from "./cancel-command.js";
+import { checkpointsCommand } from "./checkpoints-command.js";
+import { logsCommand } from "./logs-command.js";
+import { lsCommand } from "./ls-command.js";
+import { planCommand } from "./plan-command.js";
+import { sweepCommand } from "./sweep-command.js";
+
+export type { CliIo, CliStream } from "./cli-output.js";
+export type { SweepFn, SweepReport, SweepRequest, SweepResource } from "./sweep-report.js";
+export { EXIT_CODES } from "./cli-errors.js";
+
+/**
+ * The whole CLI as a function: parses `argv` (without the node and script paths), runs the command
+ * against `io` and resolves to the exit code. It never throws and never exits the process; errors
+ * are printed as `runctl: <message> (<code>)` on stderr, or `{"error":{"code","message"}}` on stdout
+ * with `--json`.
+ *
+ * @param io - Streams, stop signal and injectable services; see {@link CliIo}.
+ * @returns 0 ok, 1 run or operation failed, 2 usage error, 3 run not found, 130 interrupted.
+ * @example
+ * ```ts
+ * const code = await runCli(["logs", runId, "-f"], { stdout: process.stdout, stderr: process.stderr, signal });
+ * ```
+ */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<ExitCode> {
+  const json = wantsJson(argv);
+  try {
+    return await dispatch(parseCliArgs(argv), io);
+  } catch (err) {
+    const { code, message, exitCode } = reportError(err, io.signal?.aborted === true);
+    if (json) output(io).json({ error: { code, message } });
+    else output(io).err(`runctl: ${message} (${code})`);
+    if (code === "USAGE" && !json) output(io).err("Run `runctl --help` for usage.");
+    return exitCode;
+  }
+}
+
+function dispatch(cli: ParsedCli, io: CliIo): Promise<ExitCode> {
+  switch (cli.kind) {
+    case "help":
+      io.stdout.write(helpText(cli.command));
+      return Promise.resolve(EXIT_CODES.ok);
+    case "version":
+      if (cli.json) output(io).json({ version: cliVersion() });
+      else output(io).out(cliVersion());
+      return Promise.resolve(EXIT_CODES.ok);
+    case "ls":
+      return lsCommand(cli, io);
+    case "logs":
+      return logsCommand(cli, io);
+    case "attach":
+      return attachCommand(cli, io);
+    case "checkpoints":
+      return checkpointsCommand(cli, io);
+    case "cancel":
+      return cancelCommand(cli, io);
+    case "sweep":
+      return sweepCommand(cli, io);
+    case "plan":
+      return planCommand(cli, io);
+  }
+}

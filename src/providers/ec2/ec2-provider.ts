@@ -1,0 +1,381 @@
+import { rmSync } from "node:fs";
+import { EC2Client, type Instance } from "@aws-sdk/client-ec2";
+import { SSMClient } from "@aws-sdk/client-ssm";
+import { RunctlError, isRunctlError, throwIfAborted } from "../../errors/runctl-error.js";
+import { onDemandPrice, PRICE_CATALOG } from "../../cost/price-catalog.js";
+import type { Storage } from "../../storage/types.js";
+import { sshTransport } from "../../transport/ssh/ssh-transport.js";
+import { ssmTransport } from "../../transport/ssm/index.js";
+import type { Transport } from "../../transport/types.js";
+import type { Machine, MachineRecord, MachineState, PlannedResource, Provider, ProviderEstimate, ProvisionRequest } from "../types.js";
+import {
+  callerCidr,
+  createRunSecurityGroup,
+  deleteRunKeyPair,
+  deleteRunSecurityGroup,
+  importRunKeyPair,
+  makeRunKeys,
+  resolveVpc,
+  runKeysDir,
+  writeKnownHosts,
+  type AccessContext,
+} from "./access-resources.js";
+import { validateEc2Options, type Ec2ProviderOptions } from "./ec2-options.js";
+import { describeInstance, machineStateOf } from "./instance-state.js";
+import { launchInstance, terminateInstance, waitForTerminated, type Placement } from "./launch-instance.js";
+import { describeInstanceType, resolveMachineImage } from "./machine-image.js";
+import { pollUntil } from "./poll.js";
+import { currentSpotPrices } from "./spot-price.js";
+import { sweepEc2 } from "./sweep.js";
+import { defaultOwner, runctlTags } from "./tags.js";
+import { buildUserData } from "./user-data.js";
+
+const DAY_MS = 24 * 3600_000;
+
+/** What runctl keeps about an instance it handed out (also in the journal record, for reattach). */
+interface Ec2MachineFacts {
+  readonly region: string;
+  readonly access: "ssh" | "ssm";
+  readonly market: "spot" | "on-demand" | "existing";
+  readonly terminateOnRelease: boolean;
+  readonly keyPairName?: string | undefined;
+  readonly createdKeyPair: boolean;
+  readonly securityGroupId?: string | undefined;
+  readonly createdSecurityGroup: boolean;
+  readonly keysDir?: string | undefined;
+}
+
+/**
+ * AWS EC2 instances, on-demand or spot, created for a run and terminated after it.
+ *
+ * - Every resource is tagged at creation (`runctl:run-id`, `runctl:owner`, `runctl:created-at`,
+ *   `runctl:expires-at`, `Name`) and recorded in `$RUNCTL_HOME/resources.jsonl`; `Runctl.sweep`
+ *   finds leftovers by those tags.
+ * - Spot is one-time with terminate-on-interruption; zones are tried in order on capacity errors,
+ *   then on-demand only when `spot.fallbackToOnDemand` allows it.
+ * - Shutdown from inside the instance terminates it, so the agent's own limits end billing.
+ * - Access over SSH (a key runctl makes, a security group open to you only, the host key pinned
+ *   through cloud-init) or over SSM (no inbound port; files staged through S3).
+ *
+ * @example
+ * ```ts
+ * const run = Runctl.instance(ec2({ region: "us-east-1", instanceType: "g5.xlarge", spot: true, instanceProfile: "runctl-training" }))
+ *   .sync("./")
+ *   .checkpoints({ storage: s3("s3://my-bucket/ckpt") })
+ *   .recover({ maxRestarts: 3 })
+ *   .train("train.py");
+ * ```
+ */
+export function ec2(options: Ec2ProviderOptions): Provider {
+  validateEc2Options(options);
+  const warn = options.onWarning ?? ((message: string) => process.emitWarning(message, "RunctlWarning"));
+  let clients: { ec2: EC2Client; ssm: SSMClient } | undefined;
+  const aws = (): { ec2: EC2Client; ssm: SSMClient } =>
+    (clients ??= {
+      ec2: options.clients?.ec2 ?? new EC2Client({ region: options.region, retryMode: "adaptive", maxAttempts: 10 }),
+      ssm: options.clients?.ssm ?? new SSMClient({ region: options.region, retryMode: "adaptive", maxAttempts: 10 }),
+    });
+  const owner = options.owner ?? defaultOwner();
+  const pollMs = options.pollMs ?? 2000;
+  const access = options.access ?? { kind: "ssh" as const };
+  const facts = new Map<string, Ec2MachineFacts>();
+  const spot = options.spot === undefined || options.spot === false ? null : options.spot === true ? { fallbackToOnDemand: false } : { fallbackToOnDemand: options.spot.fallbackToOnDemand ?? false, maxPriceUsd: options.spot.maxPriceUsd };
+  const shutdownAfterRunMs = options.shutdownAfterRunMs ?? 30 * 60_000;
+
+  const catalogPrice = (): number | undefined => (options.instanceType ? onDemandPrice(options.region, options.instanceType) : undefined);
+
+  const transportOf = (instanceId: string, address: string, record: { username: string; privateKeyPath?: string | undefined; knownHostsPath?: string | undefined }, runId: string | undefined): Transport => {
+    if (access.kind === "ssm") {
+      return ssmTransport({ instanceId, region: options.region, client: aws().ssm, staging: access.staging, user: access.user === undefined ? "ubuntu" : access.user, ...(runId ? { runId } : {}) });
+    }
+    return sshTransport({
+      host: address,
+      username: record.username,
+      ...(record.privateKeyPath ? { privateKeyPath: record.privateKeyPath } : {}),
+      ...(record.knownHostsPath ? { knownHostsPath: record.knownHostsPath } : {}),
+      onWarning: warn,
+    });
+  };
+
+  /** Waits until a command really runs on the instance (not merely "accepted"); MACHINE_NOT_READY on timeout. */
+  const waitReady = async (transport: Transport, instanceId: string, signal: AbortSignal | undefined): Promise<string> => {
+    const timeoutMs = options.readyTimeoutMs ?? 600_000;
+    let lastError = "no answer yet";
+    const python = options.python ?? "python3";
+    return pollUntil(
+      async () => {
+        try {
+          const r = await transport.exec({ script: `printf '%s\\n' "$HOME"; ${python} -c 'import sys; assert sys.version_info >= (3, 8)'` }, signal ? { signal } : {});
+          const home = r.stdout.trim().split("\n")[0] ?? "";
+          if (r.exitCode === 0 && home.startsWith("/")) return home;
+          lastError = `exit ${r.exitCode}: ${r.stderrTail.trim() || "Python 3.8+ missing?"}`;
+          return undefined;
+        } catch (err) {
+          if (isRunctlError(err) && (err.code === "HOST_KEY_MISMATCH" || err.code === "ABORTED")) throw err;
+          lastError = (err as Error).message;
+          return undefined;
+        }
+      },
+      { intervalMs: pollMs, maxIntervalMs: 10_000, timeoutMs, signal },
+      () => new RunctlError("MACHINE_NOT_READY", `Instance ${instanceId} is running but did not answer over ${access.kind.toUpperCase()} within ${timeoutMs} ms (last: ${lastError}); it was terminated.`, { retryable: true, details: { instanceId } }),
+    );
+  };
+
+  /** Undoes what a failed provision made: instance, security group, key pair, local keys. */
+  const cleanup = async (made: { instanceIds: string[]; securityGroupId?: string | undefined; keyPairName?: string | undefined; keysDir?: string | undefined }): Promise<void> => {
+    const { ec2: client } = aws();
+    for (const instanceId of made.instanceIds) {
+      await terminateInstance(client, instanceId, { timeoutMs: 120_000, pollMs }).catch((err: unknown) => warn(`runctl: could not terminate ${instanceId}: ${(err as Error).message}; run \`runctl sweep\`.`));
+      // The group cannot be deleted while any of its instances' network interfaces exists.
+      if (made.securityGroupId) await waitForTerminated(client, instanceId, { timeoutMs: 300_000, pollMs }).catch(() => {});
+    }
+    if (made.securityGroupId) await deleteRunSecurityGroup(client, made.securityGroupId, { timeoutMs: 180_000, pollMs }).catch((err: unknown) => warn(`runctl: ${(err as Error).message}`));
+    if (made.keyPairName) await deleteRunKeyPair(client, made.keyPairName).catch((err: unknown) => warn(`runctl: could not delete key pair ${made.keyPairName}: ${(err as Error).message}`));
+    if (made.keysDir) rmSync(made.keysDir, { recursive: true, force: true });
+  };
+
+  const hourlyFor = async (instance: Instance, market: "spot" | "on-demand" | "existing", signal: AbortSignal | undefined): Promise<number> => {
+    if (options.hourlyPriceUsd !== undefined) return options.hourlyPriceUsd;
+    const type = instance.InstanceType ?? options.instanceType ?? "";
+    if (market === "spot") {
+      const az = instance.Placement?.AvailabilityZone;
+      const prices = await currentSpotPrices(aws().ec2, type, { ...(az ? { availabilityZone: az } : {}), signal }).catch(() => []);
+      if (prices[0]) return prices[0].hourlyUsd;
+    }
+    return onDemandPrice(options.region, type) ?? 0;
+  };
+
+  const machineOf = (instance: Instance, address: string, transport: Transport, home: string, runFacts: Ec2MachineFacts, keys: { username: string; privateKeyPath?: string | undefined; knownHostsPath?: string | undefined }, hourly: number, tags: Readonly<Record<string, string>>): Machine => {
+    const instanceId = instance.InstanceId!;
+    const rootDir = `${home}/.runctl`;
+    const launchedAtMs = instance.LaunchTime?.getTime() ?? Date.now();
+    const record: MachineRecord = {
+      provider: "ec2",
+      id: instanceId,
+      address,
+      rootDir,
+      python: options.python ?? "python3",
+      launchedAtMs,
+      hourlyPriceUsd: hourly,
+      username: keys.username,
+      ...(keys.privateKeyPath ? { privateKeyPath: keys.privateKeyPath } : {}),
+      ...(keys.knownHostsPath ? { knownHostsPath: keys.knownHostsPath } : {}),
+      ...runFacts,
+    };
+    facts.set(instanceId, runFacts);
+    return {
+      id: instanceId,
+      provider: "ec2",
+      address,
+      transport,
+      rootDir,
+      python: options.python ?? "python3",
+      sharesLocalFilesystem: false,
+      tags,
+      hourlyPriceUsd: hourly,
+      record,
+      launchedAtMs,
+      imds: { endpoint: options.imdsEndpoint ?? "http://169.254.169.254" },
+      ...(runFacts.terminateOnRelease ? { shutdown: { command: ["sudo", "-n", "shutdown", "-h", "now"], afterRunMs: shutdownAfterRunMs } } : {}),
+    };
+  };
+
+  const addressOf = (instance: Instance): string => {
+    if (access.kind === "ssm") return instance.PrivateIpAddress ?? instance.InstanceId ?? "";
+    const address = access.usePrivateIp ? instance.PrivateIpAddress : instance.PublicIpAddress;
+    if (!address) {
+      throw new RunctlError("PROVISION_FAILED", `Instance ${instance.InstanceId} has no ${access.usePrivateIp ? "private" : "public"} IP address; use a subnet that assigns public addresses, access: { kind: "ssh", usePrivateIp: true } from inside the VPC, or SSM access.`);
+    }
+    return address;
+  };
+
+  /** Uses an existing instance (ec2({ instanceId })). */
+  const provisionExisting = async (instanceId: string, runId: string, signal: AbortSignal | undefined): Promise<Machine> => {
+    const instance = await describeInstance(aws().ec2, instanceId, signal);
+    if (!instance || instance.State?.Name !== "running") {
+      throw new RunctlError("PROVISION_FAILED", `Instance ${instanceId} is ${instance?.State?.Name ?? "not found"} in ${options.region}; it must be running.`);
+    }
+    const address = addressOf(instance);
+    const keys = { username: access.kind === "ssh" ? (access.username ?? "ubuntu") : (access.user === undefined ? "ubuntu" : (access.user ?? "root")), ...(access.kind === "ssh" && access.privateKeyPath ? { privateKeyPath: access.privateKeyPath } : {}) };
+    const transport = transportOf(instanceId, address, keys, runId);
+    try {
+      const home = await waitReady(transport, instanceId, signal);
+      const runFacts: Ec2MachineFacts = { region: options.region, access: access.kind, market: "existing", terminateOnRelease: options.terminateOnRelease ?? false, createdKeyPair: false, createdSecurityGroup: false };
+      return machineOf(instance, address, transport, home, runFacts, keys, await hourlyFor(instance, instance.InstanceLifecycle === "spot" ? "spot" : "on-demand", signal), {});
+    } catch (err) {
+      await transport.close().catch(() => {});
+      throw err;
+    }
+  };
+
+  const provisionNew = async (request: ProvisionRequest, signal: AbortSignal | undefined): Promise<Machine> => {
+    const { runId } = request;
+    const instanceType = options.instanceType!;
+    const client = aws();
+    const tags = runctlTags({ runId, owner, now: new Date(), ttlMs: options.ttlMs ?? DAY_MS, name: `runctl-${runId}`, ...(options.tags ? { extra: options.tags } : {}) });
+    const ctx: AccessContext = { ec2: client.ec2, region: options.region, runId, tags, signal };
+    // Reads first: a bad type or AMI fails before anything is created.
+    const typeFacts = await describeInstanceType(client.ec2, instanceType, signal);
+    const image = await resolveMachineImage(client, typeFacts, options.ami, signal);
+    const allowSshFrom = access.kind === "ssh" && !options.securityGroupIds ? (access.allowSshFrom ?? (await callerCidr(signal))) : undefined;
+    throwIfAborted(signal);
+
+    const made: { instanceIds: string[]; securityGroupId?: string; keyPairName?: string; keysDir?: string } = { instanceIds: [] };
+    try {
+      const keys = makeRunKeys(runId);
+      made.keysDir = keys.dir;
+      let keyPairName: string | undefined;
+      let privateKeyPath: string | undefined;
+      if (access.kind === "ssh") {
+        keyPairName = access.keyPairName ?? (made.keyPairName = await importRunKeyPair(ctx, keys.login.publicKey));
+        privateKeyPath = access.privateKeyPath ?? keys.login.privateKeyPath;
+      }
+      const securityGroupIds = options.securityGroupIds ?? [(made.securityGroupId = await createRunSecurityGroup(ctx, await resolveVpc(ctx, options.subnetIds), allowSshFrom))];
+      const placements: Placement[] = options.subnetIds?.map((subnetId) => ({ subnetId })) ?? options.availabilityZones?.map((availabilityZone) => ({ availabilityZone })) ?? [];
+      const gpu = typeFacts.gpus > 0;
+      const launched = await launchInstance({
+        ec2: client.ec2,
+        region: options.region,
+        runId,
+        instanceType,
+        image,
+        rootVolume: {
+          sizeGb: options.rootVolume?.sizeGb ?? (gpu ? 100 : 30),
+          type: options.rootVolume?.type ?? "gp3",
+          iops: options.rootVolume?.iops,
+          encrypted: options.rootVolume?.encrypted ?? true,
+        },
+        keyName: keyPairName,
+        securityGroupIds,
+        instanceProfile: options.instanceProfile,
+        userData: buildUserData(access.kind === "ssh" ? { hostKey: keys.host } : {}),
+        tags,
+        spot,
+        placements,
+        runningTimeoutMs: options.runningTimeoutMs ?? 600_000,
+        pollMs,
+        signal,
+        onInstance: (id) => made.instanceIds.push(id),
+      });
+      const instance = launched.instance;
+      const instanceId = instance.InstanceId!;
+      if (launched.fellBackToOnDemand) {
+        warn(`runctl: no spot capacity for ${instanceType} (${launched.attempts.map((a) => `${a.placement}: ${a.code}`).join("; ")}); launched ${instanceId} on-demand as allowed by spot.fallbackToOnDemand.`);
+      }
+      const address = addressOf(instance);
+      const username = access.kind === "ssh" ? (access.username ?? "ubuntu") : (access.user === undefined ? "ubuntu" : (access.user ?? "root"));
+      const knownHostsPath = access.kind === "ssh" ? writeKnownHosts(keys.dir, address, keys.host.publicKey) : undefined;
+      const keyInfo = { username, privateKeyPath, knownHostsPath };
+      const transport = transportOf(instanceId, address, keyInfo, runId);
+      let home: string;
+      try {
+        home = await waitReady(transport, instanceId, signal);
+      } catch (err) {
+        await transport.close().catch(() => {});
+        throw err;
+      }
+      const runFacts: Ec2MachineFacts = {
+        region: options.region,
+        access: access.kind,
+        market: launched.market,
+        terminateOnRelease: options.terminateOnRelease ?? true,
+        keyPairName,
+        createdKeyPair: made.keyPairName !== undefined,
+        securityGroupId: made.securityGroupId,
+        createdSecurityGroup: made.securityGroupId !== undefined,
+        keysDir: keys.dir,
+      };
+      return machineOf(instance, address, transport, home, runFacts, keyInfo, await hourlyFor(instance, launched.market, signal), tags);
+    } catch (err) {
+      await cleanup(made);
+      throw err;
+    }
+  };
+
+  const factsOf = (machine: Pick<Machine, "id" | "record">): Ec2MachineFacts => {
+    const known = facts.get(machine.id);
+    if (known) return known;
+    const r = machine.record;
+    return {
+      region: String(r["region"] ?? options.region),
+      access: r["access"] === "ssm" ? "ssm" : "ssh",
+      market: r["market"] === "spot" ? "spot" : r["market"] === "existing" ? "existing" : "on-demand",
+      terminateOnRelease: r["terminateOnRelease"] === true,
+      keyPairName: typeof r["keyPairName"] === "string" ? r["keyPairName"] : undefined,
+      createdKeyPair: r["createdKeyPair"] === true,
+      securityGroupId: typeof r["securityGroupId"] === "string" ? r["securityGroupId"] : undefined,
+      createdSecurityGroup: r["createdSecurityGroup"] === true,
+      keysDir: typeof r["keysDir"] === "string" ? r["keysDir"] : undefined,
+    };
+  };
+
+  return {
+    name: "ec2",
+    sharesLocalFilesystem: false,
+    async provision(request, opts) {
+      const signal = opts?.signal;
+      if (options.instanceId) return provisionExisting(options.instanceId, request.runId, signal);
+      return provisionNew(request, signal);
+    },
+    async release(machine, opts) {
+      await machine.transport.close().catch(() => {});
+      const f = factsOf(machine);
+      facts.delete(machine.id);
+      if (!f.terminateOnRelease) return;
+      const { ec2: client } = aws();
+      await terminateInstance(client, machine.id, { timeoutMs: 180_000, pollMs, signal: opts?.signal });
+      // The security group cannot go while the instance's network interface exists.
+      if (f.createdSecurityGroup && f.securityGroupId) {
+        await waitForTerminated(client, machine.id, { timeoutMs: 300_000, pollMs, signal: opts?.signal }).catch(() => {});
+        await deleteRunSecurityGroup(client, f.securityGroupId, { timeoutMs: 180_000, pollMs, signal: opts?.signal }).catch((err: unknown) => warn(`runctl: ${(err as Error).message}`));
+      }
+      if (f.createdKeyPair && f.keyPairName) await deleteRunKeyPair(client, f.keyPairName, opts?.signal).catch((err: unknown) => warn(`runctl: could not delete key pair ${f.keyPairName}: ${(err as Error).message}`));
+      if (f.keysDir) rmSync(f.keysDir, { recursive: true, force: true });
+    },
+    async describe(machine, opts): Promise<MachineState> {
+      return machineStateOf(await describeInstance(aws().ec2, machine.id, opts?.signal));
+    },
+    async reattach(record, opts) {
+      const instance = await describeInstance(aws().ec2, record.id, opts?.signal);
+      if (!instance || instance.State?.Name !== "running") throw new RunctlError("HOST_UNREACHABLE", `Instance ${record.id} is ${instance?.State?.Name ?? "gone"}.`);
+      const str = (k: string): string | undefined => (typeof record[k] === "string" ? (record[k] as string) : undefined);
+      const keys = { username: str("username") ?? "ubuntu", privateKeyPath: str("privateKeyPath"), knownHostsPath: str("knownHostsPath") };
+      const address = str("address") ?? addressOf(instance);
+      const transport = transportOf(record.id, address, keys, undefined);
+      const home = await waitReady(transport, record.id, opts?.signal);
+      const f = factsOf({ id: record.id, record });
+      return machineOf(instance, address, transport, home, f, keys, typeof record["hourlyPriceUsd"] === "number" ? record["hourlyPriceUsd"] : await hourlyFor(instance, f.market, opts?.signal), {});
+    },
+    plan() {
+      const tags = runctlTags({ runId: "<run-id>", owner, now: new Date(), ttlMs: options.ttlMs ?? DAY_MS, name: "runctl-<run-id>", ...(options.tags ? { extra: options.tags } : {}) });
+      const resources: PlannedResource[] = [];
+      if (options.instanceId) {
+        resources.push({ kind: "instance", description: `use existing instance ${options.instanceId} (not created${options.terminateOnRelease ? "; terminated at release" : ""})`, tags: {} });
+      } else {
+        const market = spot ? `spot${spot.fallbackToOnDemand ? " (on-demand if no capacity)" : ""}` : "on-demand";
+        resources.push({ kind: "instance", description: `${options.instanceType} ${market} in ${options.region}, AMI ${options.ami ?? "resolved at launch from AWS's public SSM parameter"}, shutdown = terminate`, tags });
+        resources.push({ kind: "volume", description: `root volume ${options.rootVolume?.sizeGb ?? "30/100"} GB ${options.rootVolume?.type ?? "gp3"}, deleted with the instance`, tags });
+        if (access.kind === "ssh" && !access.keyPairName) resources.push({ kind: "key-pair", description: "runctl-<run-id> (ed25519, made locally, imported)", tags });
+        if (!options.securityGroupIds) resources.push({ kind: "security-group", description: access.kind === "ssh" ? `runctl-<run-id>: TCP 22 from ${access.allowSshFrom ?? "your public address"} only` : "runctl-<run-id>: no inbound rules", tags });
+      }
+      return { resources, hourlyPriceUsd: options.hourlyPriceUsd ?? catalogPrice() ?? 0 };
+    },
+    async estimate(opts): Promise<ProviderEstimate> {
+      if (options.hourlyPriceUsd !== undefined) return { hourlyPriceUsd: options.hourlyPriceUsd, basis: "given" };
+      const type = options.instanceType;
+      if (spot && type) {
+        const prices = await currentSpotPrices(aws().ec2, type, { ...(options.availabilityZones?.[0] ? { availabilityZone: options.availabilityZones[0] } : {}), signal: opts?.signal });
+        if (prices[0]) return { hourlyPriceUsd: prices[0].hourlyUsd, basis: `spot market ${prices[0].availabilityZone}` };
+      }
+      const price = catalogPrice();
+      if (price === undefined) throw new RunctlError("INVALID_ARGUMENT", `No price known for ${type ?? options.instanceId} in ${options.region}; pass ec2({ hourlyPriceUsd }).`);
+      return { hourlyPriceUsd: price, basis: `on-demand catalog ${PRICE_CATALOG.asOf}` };
+    },
+    async sweep(opts) {
+      const staging: Storage[] = access.kind === "ssm" ? [access.staging] : [];
+      return sweepEc2({ region: options.region, client: aws().ec2, staging, ...(opts.dryRun !== undefined ? { dryRun: opts.dryRun } : {}), ...(opts.owner !== undefined ? { owner: opts.owner } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+    },
+  };
+}
+
+export { runKeysDir };

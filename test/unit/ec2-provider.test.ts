@@ -1,0 +1,280 @@
+import type { RunInstancesCommandInput } from "@aws-sdk/client-ec2";
+import { GetParameterCommand } from "@aws-sdk/client-ssm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Runctl, RunctlError, ec2, s3, type Machine, type Storage } from "runctl";
+import { listRecordedResources } from "../../src/ledger/resource-ledger.js";
+import { hostKeyOfUserData } from "../../src/providers/ec2/user-data.js";
+import { caught } from "../support/caught.js";
+import { capacityError, ec2Error, fakeEc2, type FakeEc2 } from "../support/fake-ec2.js";
+import { fakeSsm, type FakeSsm } from "../support/fake-ssm.js";
+import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../support/s3-server.js";
+import { useTempRunctlHome } from "../support/temp-home.js";
+
+useTempRunctlHome("ec2-provider");
+const REGION = "us-east-1";
+const INSTANCE = "i-0123456789abcdef0";
+let server: TestS3Server;
+let staging: Storage;
+
+beforeAll(async () => {
+  server = await startS3Server({ buckets: ["staging"] });
+  staging = s3("s3://staging/runctl", { ...S3RVER_CLIENT_SETTINGS, endpoint: server.endpoint, credentials: TEST_AWS_CREDENTIALS });
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+/** An EC2 account whose instances answer over SSM by running commands on this machine. */
+function account(options: Parameters<typeof fakeEc2>[0] = {}, ssmInstance = INSTANCE): { fake: FakeEc2; ssm: FakeSsm } {
+  const ssm = fakeSsm({ instanceId: ssmInstance, env: { AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER", AWS_DEFAULT_REGION: "us-east-1" } });
+  // AWS's public AMI parameters live in SSM too.
+  ssm.mock.on(GetParameterCommand).callsFake((input: { Name: string }) => ({ Parameter: { Name: input.Name, Type: "String", Value: input.Name.includes("deeplearning") ? "ami-0a1b2c3d4e5f60718" : "ami-0f0e0d0c0b0a09080" } }));
+  return { fake: fakeEc2({ instanceIds: [INSTANCE, INSTANCE.replace("0123", "0999"), INSTANCE.replace("0123", "0888")], ...options }), ssm };
+}
+
+const ssmOptions = (a: { fake: FakeEc2; ssm: FakeSsm }, extra: Record<string, unknown> = {}) =>
+  ({ region: REGION, instanceType: "t3.micro", instanceProfile: "runctl-test", access: { kind: "ssm" as const, staging, user: null }, clients: { ec2: a.fake.ec2, ssm: a.ssm.client }, pollMs: 5, ...extra });
+
+/** The RunctlError a call throws synchronously. */
+function thrown(fn: () => unknown): RunctlError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(RunctlError);
+    return err as RunctlError;
+  }
+  throw new Error("expected a throw");
+}
+
+const mutating = (calls: readonly string[]) => calls.filter((c) => /^(Run|Create|Import|Authorize|Terminate|Delete)/.test(c));
+
+describe("ec2(): input is checked before anything is created", () => {
+  it.each([
+    [{ region: "nowhere", instanceType: "t3.micro" }, /region/],
+    [{ region: REGION, instanceType: "not a type" }, /instanceType/],
+    [{ region: REGION }, /instanceType.*instanceId/],
+    [{ region: REGION, instanceType: "t3.micro", ami: "ubuntu" }, /ami/],
+    [{ region: REGION, instanceType: "t3.micro", access: { kind: "ssh", allowSshFrom: "0.0.0.0" } }, /CIDR/],
+    [{ region: REGION, instanceType: "t3.micro", access: { kind: "ssh", keyPairName: "mine" } }, /privateKeyPath/],
+    [{ region: REGION, instanceType: "t3.micro", access: { kind: "ssm", staging: {} } }, /access/],
+    [{ region: REGION, instanceType: "t3.micro", tags: { "runctl:run-id": "x" } }, /tags/],
+  ])("%j", (options, message) => {
+    const err = thrown(() => ec2(options as never));
+    expect(err.code).toBe("INVALID_ARGUMENT");
+    expect(err.message).toMatch(message);
+  });
+
+  it("an unknown instance type or AMI fails with nothing created", async () => {
+    const a = account();
+    const bad = await caught(ec2(ssmOptions(a, { instanceType: "x9.huge" })).provision({ runId: "r-badtype" }));
+    expect(bad.code).toBe("INVALID_ARGUMENT");
+    const noAmi = await caught(ec2(ssmOptions(a, { ami: "ami-00000000000000000" })).provision({ runId: "r-badami" }));
+    expect(noAmi.code).toBe("INVALID_ARGUMENT");
+    expect(mutating(a.fake.calls())).toEqual([]);
+    a.ssm.restore();
+  });
+});
+
+describe("ec2(): launching", () => {
+  it("tags every resource at launch, terminates on shutdown, and hands out a machine that answers over SSM", async () => {
+    const a = account();
+    const provider = ec2(ssmOptions(a, { owner: "tester@ci", ttlMs: 3600_000, tags: { team: "ml" } }));
+    const machine = await provider.provision({ runId: "r-launch" });
+    try {
+      const input = a.fake.inputsOf<Record<string, any>>("RunInstances")[0]!;
+      expect(input.InstanceInitiatedShutdownBehavior).toBe("terminate");
+      expect(input.MetadataOptions.HttpTokens).toBe("required");
+      expect(input.IamInstanceProfile).toEqual({ Name: "runctl-test" });
+      expect(input.BlockDeviceMappings[0].DeviceName).toBe("/dev/sda1"); // from DescribeImages, not assumed
+      expect(input.ImageId).toBe("ami-0f0e0d0c0b0a09080"); // CPU type: Ubuntu's public parameter
+      expect(input.ClientToken).toBe("r-launch-1");
+      expect(input.InstanceMarketOptions).toBeUndefined();
+      const specs = input.TagSpecifications as { ResourceType: string; Tags: { Key: string; Value: string }[] }[];
+      expect(specs.map((s) => s.ResourceType).sort()).toEqual(["instance", "network-interface", "volume"]);
+      for (const spec of specs) {
+        const tags = Object.fromEntries(spec.Tags.map((t) => [t.Key, t.Value]));
+        expect(tags).toMatchObject({ "runctl:run-id": "r-launch", "runctl:owner": "tester@ci", Name: "runctl-r-launch", team: "ml" });
+        expect(Date.parse(tags["runctl:expires-at"]!) - Date.parse(tags["runctl:created-at"]!)).toBe(3600_000);
+      }
+      // SSM access: a security group with no inbound rule, no key pair.
+      const [sg] = [...a.fake.securityGroups.values()];
+      expect(sg!.ingress).toEqual([]);
+      expect(a.fake.keyPairs.size).toBe(0);
+      // The machine really answers: a command ran through SSM.
+      const r = await machine.transport.exec(["sh", "-c", "echo hello-from-$0", "ssm"]);
+      expect(r.stdout.trim()).toBe("hello-from-ssm");
+      expect(machine.hourlyPriceUsd).toBe(0.0104);
+      expect(machine.shutdown?.command).toEqual(["sudo", "-n", "shutdown", "-h", "now"]);
+      expect(listRecordedResources().map((r) => `${r.kind}:${r.runId}`)).toEqual(expect.arrayContaining(["instance:r-launch", "security-group:r-launch"]));
+    } finally {
+      await provider.release(machine);
+      a.ssm.restore();
+    }
+    // Release terminated the instance (confirmed), then deleted the group past a DependencyViolation.
+    expect(a.fake.instances.get(INSTANCE)?.state).toMatch(/shutting-down|terminated/);
+    expect(a.fake.securityGroups.size).toBe(0);
+    expect(a.fake.calls().filter((c) => c === "DeleteSecurityGroup").length).toBeGreaterThanOrEqual(2);
+    expect(listRecordedResources().filter((r) => r.runId === "r-launch")).toEqual([]);
+  });
+
+  it("GPU types get the Deep Learning AMI and a spot request tagged at launch", async () => {
+    const a = account();
+    const provider = ec2(ssmOptions(a, { instanceType: "g5.xlarge", spot: true }));
+    const machine = await provider.provision({ runId: "r-gpu" });
+    await provider.release(machine);
+    a.ssm.restore();
+    const input = a.fake.inputsOf<Record<string, any>>("RunInstances")[0]!;
+    expect(input.ImageId).toBe("ami-0a1b2c3d4e5f60718");
+    expect(input.InstanceMarketOptions).toEqual({ MarketType: "spot", SpotOptions: { SpotInstanceType: "one-time", InstanceInterruptionBehavior: "terminate" } });
+    expect(input.TagSpecifications.map((s: { ResourceType: string }) => s.ResourceType)).toContain("spot-instances-request");
+    expect(input.BlockDeviceMappings[0].Ebs.VolumeSize).toBe(100);
+    expect(a.fake.calls()).toContain("DescribeSpotPriceHistory");
+    expect(machine.hourlyPriceUsd).toBe(0.3017); // the market price in the instance's zone, not the catalog's
+  });
+
+  it("no spot capacity: every zone in order, then on-demand only when allowed (and it says so)", async () => {
+    const zones = ["us-east-1a", "us-east-1b"];
+    const refuse = (input: RunInstancesCommandInput): void => {
+      if (input.InstanceMarketOptions) throw input.Placement?.AvailabilityZone === "us-east-1a" ? capacityError("t3.micro", "us-east-1a") : ec2Error("SpotMaxPriceTooLow", "Your Spot request price of 0.001 is lower than the minimum required Spot request fulfillment price of 0.0035.");
+    };
+    const strict = account({ onRunInstances: refuse });
+    const err = await caught(ec2(ssmOptions(strict, { spot: { maxPriceUsd: 0.001 }, availabilityZones: zones })).provision({ runId: "r-nocap" }));
+    strict.ssm.restore();
+    expect(err.code).toBe("CAPACITY_UNAVAILABLE");
+    expect(err.message).toMatch(/us-east-1a: InsufficientInstanceCapacity.*us-east-1b: SpotMaxPriceTooLow/);
+    expect(err.message).toMatch(/fallbackToOnDemand/);
+    expect(strict.fake.inputsOf<Record<string, any>>("RunInstances").map((i) => [i.Placement.AvailabilityZone, Boolean(i.InstanceMarketOptions)])).toEqual([["us-east-1a", true], ["us-east-1b", true]]);
+    expect(strict.fake.instances.size).toBe(0);
+    expect(strict.fake.securityGroups.size).toBe(0); // the group made for it was deleted again
+
+    const warnings: string[] = [];
+    const lenient = account({ onRunInstances: refuse });
+    const provider = ec2(ssmOptions(lenient, { spot: { fallbackToOnDemand: true }, availabilityZones: zones, onWarning: (m: string) => warnings.push(m) }));
+    const machine = await provider.provision({ runId: "r-fallback" });
+    await provider.release(machine);
+    lenient.ssm.restore();
+    expect(lenient.fake.inputsOf<Record<string, any>>("RunInstances").map((i) => [i.Placement.AvailabilityZone, Boolean(i.InstanceMarketOptions)])).toEqual([
+      ["us-east-1a", true],
+      ["us-east-1b", true],
+      ["us-east-1a", false],
+    ]);
+    expect(machine.record["market"]).toBe("on-demand");
+    expect(warnings.join("\n")).toMatch(/launched .* on-demand as allowed/);
+  });
+
+  it("a spot instance that ends at once for want of capacity moves on to the next zone", async () => {
+    const second = INSTANCE.replace("0123", "0999");
+    const a = account({ endBeforeRunning: (n) => (n === 1 ? "Server.InsufficientInstanceCapacity" : undefined) }, second);
+    const provider = ec2(ssmOptions(a, { spot: true, availabilityZones: ["us-east-1a", "us-east-1c"] }));
+    const machine = await provider.provision({ runId: "r-ended" });
+    await provider.release(machine);
+    a.ssm.restore();
+    expect(a.fake.inputsOf<Record<string, any>>("RunInstances").map((i) => i.Placement.AvailabilityZone)).toEqual(["us-east-1a", "us-east-1c"]);
+    expect(machine.id).toBe(second);
+    expect(a.fake.instances.get(INSTANCE)?.state).toBe("terminated"); // the first one is gone
+  });
+
+  it("throttling (RequestLimitExceeded) is retried with the same ClientToken: one instance, not two", async () => {
+    const a = account({ throttle: { RunInstances: 2, DescribeInstances: 2 } });
+    const provider = ec2(ssmOptions(a));
+    const machine = await provider.provision({ runId: "r-throttle" });
+    await provider.release(machine);
+    a.ssm.restore();
+    const tokens = a.fake.inputsOf<{ ClientToken: string }>("RunInstances").map((i) => i.ClientToken);
+    expect(tokens).toEqual(["r-throttle-1", "r-throttle-1", "r-throttle-1"]);
+    expect(a.fake.instances.size).toBe(1);
+  });
+
+  it("an instance that never reaches running is terminated, and the error says so", async () => {
+    const a = account({ stuckPending: true });
+    const err = await caught(ec2(ssmOptions(a, { runningTimeoutMs: 200 })).provision({ runId: "r-stuck" }));
+    a.ssm.restore();
+    expect(err.code).toBe("PROVISION_TIMEOUT");
+    expect(err.message).toMatch(/did not reach running.*terminated/);
+    expect(a.fake.calls()).toContain("TerminateInstances");
+    expect(a.fake.securityGroups.size).toBe(0);
+  });
+
+  it("an SSM agent that never comes online is MACHINE_NOT_READY, and the instance is terminated", async () => {
+    const a = account();
+    a.ssm.agent = "unregistered";
+    const err = await caught(ec2(ssmOptions(a, { readyTimeoutMs: 300 })).provision({ runId: "r-offline" }));
+    a.ssm.restore();
+    expect(err.code).toBe("MACHINE_NOT_READY");
+    expect(a.fake.instances.get(INSTANCE)?.state).toMatch(/shutting-down|terminated/);
+    expect(listRecordedResources().filter((r) => r.runId === "r-offline")).toEqual([]);
+  });
+
+  it("SSH access: an imported key pair, port 22 from the caller only, and the host key pinned through user data", async () => {
+    const a = account({ stuckPending: true }); // never running: this test is about what was asked for
+    await caught(ec2({ region: REGION, instanceType: "t3.micro", access: { kind: "ssh", allowSshFrom: "198.51.100.7/32" }, clients: { ec2: a.fake.ec2, ssm: a.ssm.client }, pollMs: 5, runningTimeoutMs: 50 }).provision({ runId: "r-ssh" }));
+    a.ssm.restore();
+    const [imported] = a.fake.inputsOf<{ KeyName: string; PublicKeyMaterial: Uint8Array; TagSpecifications: { ResourceType: string }[] }>("ImportKeyPair");
+    expect(imported!.KeyName).toBe("runctl-r-ssh");
+    expect(Buffer.from(imported!.PublicKeyMaterial).toString()).toMatch(/^ssh-ed25519 /);
+    expect(imported!.TagSpecifications[0]!.ResourceType).toBe("key-pair");
+    const [ingress] = a.fake.inputsOf<{ IpPermissions: { FromPort: number; IpRanges: { CidrIp: string }[] }[] }>("AuthorizeSecurityGroupIngress");
+    expect(ingress!.IpPermissions).toEqual([expect.objectContaining({ FromPort: 22, ToPort: 22, IpRanges: [expect.objectContaining({ CidrIp: "198.51.100.7/32" })] })]);
+    const [run] = a.fake.inputsOf<{ UserData: string; KeyName: string }>("RunInstances");
+    expect(run!.KeyName).toBe("runctl-r-ssh");
+    expect(hostKeyOfUserData(run!.UserData)?.publicKey).toMatch(/^ssh-ed25519 /);
+    // Cleaned up after the failure: key pair deleted too.
+    expect(a.fake.keyPairs.size).toBe(0);
+  });
+});
+
+describe("ec2(): cloud truth, plan and price", () => {
+  it("describe tells a reclaimed spot instance (interrupted) from a terminated one", async () => {
+    const a = account();
+    const provider = ec2(ssmOptions(a, { spot: true }));
+    const machine: Machine = await provider.provision({ runId: "r-describe" });
+    expect(await provider.describe!(machine)).toBe("running");
+    a.fake.reclaim(machine.id);
+    expect(await provider.describe!(machine)).toBe("interrupted");
+    await provider.release(machine);
+    a.ssm.restore();
+  });
+
+  it(".plan() lists what would be created, with tags and the catalog price; nothing is called", async () => {
+    const a = account();
+    const plan = Runctl.instance(ec2(ssmOptions(a, { instanceType: "g5.xlarge", hourlyPriceUsd: undefined }))).budget({ maxDurationMs: 2 * 3600_000, maxUsd: 1 });
+    const summary = await plan.plan();
+    a.ssm.restore();
+    expect(summary.resources.map((r) => r.kind)).toEqual(["instance", "volume", "security-group"]);
+    expect(summary.resources[0]!.tags["runctl:run-id"]).toBe("<run-id>");
+    expect(summary.estimate).toMatchObject({ hourlyUsd: 1.006, maxTotalUsd: 2.012, budgetUsd: 1, withinBudget: false });
+    expect(mutating(a.fake.calls())).toEqual([]);
+  });
+
+  it("a run whose estimate exceeds its budget is refused before anything is created", async () => {
+    const a = account();
+    const run = Runctl.instance(ec2(ssmOptions(a, { instanceType: "g5.xlarge" })))
+      .checkpoints({ storage: staging })
+      .budget({ maxUsd: 5, maxDurationMs: 10 * 3600_000 })
+      .train("train.py");
+    const err = await caught(Promise.resolve(run));
+    a.ssm.restore();
+    expect(err.code).toBe("BUDGET_EXCEEDED");
+    expect(err.message).toMatch(/\$10\.06.*more than its budget of \$5; nothing was created/);
+    expect(mutating(a.fake.calls())).toEqual([]);
+  });
+
+  it("checkpoints without storage are refused on EC2: they would die with the instance", () => {
+    const a = account();
+    const err = thrown(() => Runctl.instance(ec2(ssmOptions(a))).checkpoints({ keep: 2 }).train("train.py"));
+    a.ssm.restore();
+    expect(err.code).toBe("INVALID_ARGUMENT");
+    expect(err.message).toMatch(/storage/);
+  });
+
+  it("uses an existing instance by id and does not terminate what it did not create", async () => {
+    const a = account();
+    const created = await ec2(ssmOptions(a)).provision({ runId: "r-pre" }); // stands in for one made elsewhere
+    const provider = ec2({ region: REGION, instanceId: created.id, access: { kind: "ssm", staging, user: null }, clients: { ec2: a.fake.ec2, ssm: a.ssm.client }, pollMs: 5 });
+    const machine = await provider.provision({ runId: "r-attach" });
+    expect(machine.id).toBe(created.id);
+    await provider.release(machine);
+    expect(a.fake.instances.get(created.id)?.state).toBe("running");
+    a.ssm.restore();
+  });
+});
