@@ -2,7 +2,8 @@ import { checkpointStore, type CheckpointStore } from "./checkpoints/checkpoint-
 import { attachRun, type AttachOptions } from "./engine/attach-run.js";
 import { RunctlError } from "./errors/runctl-error.js";
 import { RunPlan } from "./plan/run-plan.js";
-import type { Provider } from "./providers/types.js";
+import type { SweepReport } from "./engine/sweep-types.js";
+import type { Provider, SweepOptions } from "./providers/types.js";
 import type { TrainingRun } from "./run/training-run.js";
 import type { Storage } from "./storage/types.js";
 
@@ -64,5 +65,23 @@ export class Runctl {
    */
   static checkpoints(storage: Storage, runId: string): CheckpointStore {
     return checkpointStore(storage, runId);
+  }
+
+  /**
+   * Finds what runctl left behind on a provider (instances, volumes, key pairs, security groups,
+   * S3 staging folders) whose run is over or whose `runctl:expires-at` has passed, and deletes it.
+   * Only resources carrying runctl's tags are ever touched, only your own unless `owner: "all"`,
+   * never persistent volumes. `dryRun` reports without deleting anything.
+   *
+   * @example
+   * ```ts
+   * const report = await Runctl.sweep({ provider: ec2({ region: "us-east-1" , instanceType: "t3.micro" }), dryRun: true });
+   * for (const r of report.found) console.log(r.kind, r.id, r.reason);
+   * ```
+   */
+  static async sweep(options: SweepOptions & { readonly provider: Provider }): Promise<SweepReport> {
+    const { provider, ...rest } = options;
+    if (!provider.sweep) throw new RunctlError("UNSUPPORTED", `The ${provider.name} provider creates nothing that could be left behind; there is nothing to sweep.`);
+    return provider.sweep(rest);
   }
 }

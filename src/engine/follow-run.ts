@@ -196,6 +196,8 @@ function translateAgentEvent(e: Record<string, unknown>): RunEventInput | undefi
       return { type: "warning", code: "REBALANCE_RECOMMENDATION", message: "The machine got a rebalance recommendation (an interruption may follow)." };
     case "warning":
       return { type: "warning", message: String(e["message"]) };
+    case "shutdown-scheduled":
+      return { type: "warning", code: "SHUTDOWN_SCHEDULED", message: `The machine powers itself off in ${Math.round(Number(e["inMs"] ?? 0) / 1000)} s unless released first (${String(e["reason"])}).` };
     case "signal":
       return { type: "warning", code: "SIGNAL", message: `Sent ${String(e["signal"])} to the trainer (${String(e["reason"])}).` };
     default:

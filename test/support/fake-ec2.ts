@@ -15,6 +15,9 @@ import {
   DescribeImagesCommand,
   DescribeInstancesCommand,
   DescribeInstanceTypesCommand,
+  DescribeKeyPairsCommand,
+  DescribeSecurityGroupsCommand,
+  DescribeVolumesCommand,
   DescribeSpotPriceHistoryCommand,
   DescribeSubnetsCommand,
   DescribeVpcsCommand,
@@ -225,8 +228,35 @@ export function fakeEc2(options: FakeEc2Options = {}): FakeEc2 {
     instances.set(instance.id, instance);
     return { Instances: [view(instance)], ReservationId: "r-fake", OwnerId: "123456789012" };
   });
-  ec2Mock.on(DescribeInstancesCommand).callsFake(async (input: { InstanceIds?: string[] }) => {
+  /** Whether tags pass `tag-key` / `tag:K` filters (the only ones runctl sends). */
+  const passes = (tags: readonly Tag[], filters: readonly { Name?: string; Values?: string[] }[] | undefined): boolean =>
+    (filters ?? []).every((f) => {
+      if (f.Name === "tag-key") return tags.some((t) => f.Values?.includes(t.Key ?? ""));
+      if (f.Name?.startsWith("tag:")) return tags.some((t) => t.Key === f.Name!.slice(4) && f.Values?.includes(t.Value ?? ""));
+      return true;
+    });
+  ec2Mock.on(DescribeVolumesCommand).callsFake((input: { Filters?: { Name?: string; Values?: string[] }[] }) => {
+    record("DescribeVolumes", input);
+    // Root volumes go with their instance (DeleteOnTermination): only live instances have one.
+    const volumes = [...instances.values()]
+      .filter((i) => i.state !== "terminated" && passes(tagsFor(i.input, "volume"), input.Filters))
+      .map((i) => ({ VolumeId: `vol-${i.id.slice(2)}`, State: "in-use", Size: 30, AvailabilityZone: i.zone, Tags: tagsFor(i.input, "volume"), Attachments: [{ InstanceId: i.id, State: "attached", Device: "/dev/sda1", DeleteOnTermination: true }] }));
+    return { Volumes: volumes };
+  });
+  ec2Mock.on(DescribeKeyPairsCommand).callsFake((input: { Filters?: { Name?: string; Values?: string[] }[] }) => {
+    record("DescribeKeyPairs", input);
+    return { KeyPairs: [...keyPairs.entries()].filter(([, k]) => passes(k.tags, input.Filters)).map(([name, k]) => ({ KeyName: name, KeyPairId: `key-${name}`, Tags: k.tags })) };
+  });
+  ec2Mock.on(DescribeSecurityGroupsCommand).callsFake((input: { Filters?: { Name?: string; Values?: string[] }[] }) => {
+    record("DescribeSecurityGroups", input);
+    return { SecurityGroups: [...securityGroups.entries()].filter(([, g]) => passes(g.tags, input.Filters)).map(([id, g]) => ({ GroupId: id, GroupName: g.name, Tags: g.tags, VpcId: "vpc-0123456789abcdef0" })) };
+  });
+  ec2Mock.on(DescribeInstancesCommand).callsFake(async (input: { InstanceIds?: string[]; Filters?: { Name?: string; Values?: string[] }[] }) => {
     record("DescribeInstances", input);
+    if (!input.InstanceIds) {
+      const matching = [...instances.values()].filter((i) => passes(tagsFor(i.input, "instance"), input.Filters)).map(view);
+      return { Reservations: matching.length ? [{ ReservationId: "r-fake", OwnerId: "123456789012", Instances: matching }] : [] };
+    }
     const out: Instance[] = [];
     for (const wanted of input.InstanceIds ?? []) {
       const i = instances.get(wanted);

@@ -1,0 +1,53 @@
+/**
+ * The agent keeps the money budget and powers the machine off by itself (spec.limits.budget,
+ * spec.shutdown), so both hold when no client is watching. The shutdown command here is harmless:
+ * it writes a marker file instead of powering anything off.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, describe, expect, test } from "vitest";
+import { cleanUpAgentTests, launch, makeRun, runToEnd, tmp, waitFor } from "../support/agent-harness.js";
+
+afterAll(() => cleanUpAgentTests());
+
+const slow = ["import time", "for i in range(600):", "    print('step', i, flush=True)", "    time.sleep(0.05)"].join("\n");
+
+describe.concurrent("agent: budget and shutdown", () => {
+  test("stops the trainer once (maxUsd - spentUsd) / hourlyUsd has passed, and schedules the shutdown a minute later at most", async () => {
+    const marker = join(tmp(), "powered-off");
+    // $3600/h is a dollar a second: with $1.5 of $2 already spent, half a second is left.
+    const run = makeRun(slow, {
+      limits: { maxDurationMs: null, graceMs: 1000, budget: { maxUsd: 2, hourlyUsd: 3600, spentUsd: 1.5 } },
+      shutdown: { command: ["sh", "-c", `echo off > '${marker}'`], afterRunMs: 1000 },
+    });
+    await launch(run);
+    const { events, exit, log } = await runToEnd(run);
+    expect(exit["status"]).toBe("failed");
+    expect(exit["reason"]).toBe("budget");
+    expect(log.split("\n").filter((l) => l.startsWith("step")).length).toBeLessThan(100);
+    const scheduled = events.find((e) => e.type === "shutdown-scheduled");
+    expect(scheduled?.["inMs"]).toBe(1000);
+    expect(events.indexOf(scheduled!)).toBeLessThan(events.indexOf(events.find((e) => e.type === "exit")!));
+    // The command really runs after the delay, outliving the agent.
+    await waitFor("the shutdown command", () => existsSync(marker), 10_000);
+    expect(readFileSync(marker, "utf8").trim()).toBe("off");
+  });
+
+  test("a run that ends normally schedules the shutdown after afterRunMs (the backstop for a dead client)", async () => {
+    const marker = join(tmp(), "powered-off");
+    const run = makeRun("print('done')", { shutdown: { command: ["sh", "-c", `echo off > '${marker}'`], afterRunMs: 1500 } });
+    await launch(run);
+    const { events, exit } = await runToEnd(run);
+    expect(exit["status"]).toBe("succeeded");
+    expect(events.find((e) => e.type === "shutdown-scheduled")?.["inMs"]).toBe(1500);
+    expect(existsSync(marker)).toBe(false);
+    await waitFor("the shutdown command", () => existsSync(marker), 10_000);
+  });
+
+  test("no shutdown spec: nothing is scheduled", async () => {
+    const run = makeRun("print('done')");
+    await launch(run);
+    const { events } = await runToEnd(run);
+    expect(events.some((e) => e.type === "shutdown-scheduled")).toBe(false);
+  });
+});
