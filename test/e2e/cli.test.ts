@@ -245,7 +245,7 @@ describe("runctl plan and sweep", () => {
 
   it("sweep renders found/deleted/kept/errors from the SDK's report; --dry-run and --json reach it; no AWS involved", async () => {
     const requests: SweepRequest[] = [];
-    const r = (id: string, reason: string) => ({ kind: id.startsWith("i-") ? "instance" : "volume", id, runId: "20261121-152117-utfo5u", owner: "ml", reason });
+    const r = (id: string, reason: string) => ({ kind: id.startsWith("i-") ? ("instance" as const) : ("volume" as const), id, runId: "20261121-152117-utfo5u", owner: "ml", reason });
     const fake: SweepFn = async (request) => {
       requests.push(request);
       const report: SweepReport = {

@@ -1,4 +1,4 @@
-import { hostname, userInfo } from "node:os";
+import { localOwner } from "../../util/owner.js";
 
 /** Tag keys runctl puts on everything it creates. The sweeper only ever touches resources with `runctl:run-id`. */
 export const TAG = {
@@ -11,15 +11,7 @@ export const TAG = {
 } as const;
 
 /** The default owner tag: `user@host` of this process. */
-export function defaultOwner(): string {
-  let user = "unknown";
-  try {
-    user = userInfo().username;
-  } catch {
-    // No passwd entry (some containers): keep "unknown".
-  }
-  return `${user}@${hostname()}`;
-}
+export const defaultOwner = localOwner;
 
 /** Inputs of {@link runctlTags}. */
 export interface RunctlTagInput {

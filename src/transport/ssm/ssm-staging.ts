@@ -1,3 +1,4 @@
+import { localOwner } from "../../util/owner.js";
 import { randomUUID } from "node:crypto";
 import { hostname, userInfo } from "node:os";
 import type { Readable } from "node:stream";
@@ -31,23 +32,6 @@ export interface StagingMarker {
   readonly "runctl:expires-at": string;
 }
 
-/**
- * `user@host` of this process, for the staging marker.
- *
- * @example
- * ```ts
- * localOwner(); // "alice@laptop"
- * ```
- */
-export function localOwner(): string {
-  let user = process.env["USER"] ?? "unknown";
-  try {
-    user = userInfo().username;
-  } catch {
-    // no passwd entry (containers): keep $USER
-  }
-  return `${user}@${hostname()}`;
-}
 
 /**
  * The staging folder of one SSM transport, `runctl-staging/<scope>/` in an S3 storage: stdin,

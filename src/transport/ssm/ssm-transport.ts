@@ -25,7 +25,8 @@ import {
   ssmComment,
   userCommand,
 } from "./ssm-script.js";
-import { SsmStaging, localOwner } from "./ssm-staging.js";
+import { localOwner } from "../../util/owner.js";
+import { SsmStaging } from "./ssm-staging.js";
 import { SSM_TRANSPORT_DEFAULTS, resolveSsmOptions, type ResolvedSsmOptions, type SsmTransportOptions } from "./ssm-transport-options.js";
 
 /**
