@@ -280,10 +280,21 @@ describe("runctl plan and sweep", () => {
     expect(human.out).toMatch(/^WOULD DELETE \(2\)\n/);
     expect(human.out).not.toContain("DELETED");
 
-    // Without an injected sweep, the SDK's is called: not available yet, and never a silent success.
-    const unsupported = await cli(["sweep", "--dry-run", "--json"]);
-    expect(unsupported.code).toBe(1);
-    expect(JSON.parse(unsupported.out)).toEqual({ error: { code: "UNSUPPORTED", message: expect.any(String) } });
+    // Without an injected sweep the SDK's runs; with no region anywhere (no --region, nothing in the
+    // ledger, no AWS_REGION) it refuses before any AWS call, and never reports a silent success.
+    const saved = { region: process.env["AWS_REGION"], defaultRegion: process.env["AWS_DEFAULT_REGION"], home: process.env["RUNCTL_HOME"] };
+    delete process.env["AWS_REGION"];
+    delete process.env["AWS_DEFAULT_REGION"];
+    process.env["RUNCTL_HOME"] = tempDir("cli-empty-home"); // an empty ledger: no region to sweep
+    try {
+      const noRegion = await cli(["sweep", "--dry-run", "--json"]);
+      expect(noRegion.code).toBe(1);
+      expect(JSON.parse(noRegion.out)).toEqual({ error: { code: "INVALID_ARGUMENT", message: expect.stringMatching(/--region/) } });
+    } finally {
+      if (saved.region !== undefined) process.env["AWS_REGION"] = saved.region;
+      if (saved.defaultRegion !== undefined) process.env["AWS_DEFAULT_REGION"] = saved.defaultRegion;
+      if (saved.home !== undefined) process.env["RUNCTL_HOME"] = saved.home;
+    }
   });
 });
 
