@@ -327,7 +327,7 @@ describe.concurrent("agent S3 storage", () => {
       // the daemon's environment or command line, not in the trainer's environment.
       const values = [secrets.aws.secretAccessKey, secrets.aws.sessionToken];
       const trainerEnv = JSON.parse(trainerEnvBytes.toString("utf8")) as Record<string, string>;
-      expect(Object.keys(trainerEnv).filter((k) => k.startsWith("AWS_"))).toEqual(Object.keys(process.env).filter((k) => k.startsWith("AWS_")));
+      expect(Object.keys(trainerEnv).filter((k) => k.startsWith("AWS_")).sort()).toEqual(Object.keys(process.env).filter((k) => k.startsWith("AWS_")).sort());
       const files = filesBelow(run.root);
       expect(files).toContain(join(run.runDir, "agent.log"));
       expect(files).toContain(join(run.runDir, "spec.json"));
