@@ -75,7 +75,7 @@ export class Runctl {
    *
    * @example
    * ```ts
-   * const report = await Runctl.sweep({ provider: ec2({ region: "us-east-1" , instanceType: "t3.micro" }), dryRun: true });
+   * const report = await Runctl.sweep({ provider: ec2({ region: "us-east-1", instanceType: "t3.micro" }), dryRun: true });
    * for (const r of report.found) console.log(r.kind, r.id, r.reason);
    * ```
    */

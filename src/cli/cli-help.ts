@@ -113,7 +113,7 @@ or their run has ended) and deletes them. Persistent resources are kept.
 
 Flags:
   --dry-run     report what would be deleted; delete nothing
-  --region R    the region to sweep (default: the AWS SDK's default region)
+  --region R    the region to sweep (default: every region in the local ledger, and AWS_REGION)
   --owner O     whose resources: all for everyone's (default: only yours)
   --json        {"schemaVersion":1,"dryRun","found","deleted","kept","errors"}
 

@@ -1,7 +1,8 @@
 import { existsSync, readFileSync, readdirSync } from "node:fs";
-import { homedir } from "node:os";
-import { join, resolve } from "node:path";
-import { RunctlError, type ExitEvent, type MachineRecord, type RunEvent, type StorageDescriptor } from "../index.js";
+import { join } from "node:path";
+import type { RunRecord } from "../run/journal.js";
+import { runctlHome } from "../util/runctl-home.js";
+import { RunctlError, type ExitEvent, type RunEvent } from "../index.js";
 
 /**
  * How a run stands, as far as its local journal tells: how it ended, `running` while a client
@@ -23,24 +24,7 @@ export type JournalStatus = "running" | "succeeded" | "failed" | "canceled" | "i
  * const { provider, script } = readRunJournal(runId).record;
  * ```
  */
-export interface StoredRunRecord {
-  /** The run's id. */
-  readonly runId: string;
-  /** When `.train()` was called (ISO 8601). */
-  readonly createdAt: string;
-  /** The provider's name (`local`, `ssh-hosts`, `ec2`). */
-  readonly provider: string;
-  /** The training script. */
-  readonly script: string;
-  /** The machine, once provisioned. */
-  readonly machine?: MachineRecord;
-  /** The run folder on the machine, once launched. */
-  readonly runDir?: string;
-  /** The agent's path on the machine, once launched. */
-  readonly agentPath?: string;
-  /** Where checkpoints are committed. */
-  readonly storage?: { readonly uri: string; readonly descriptor: StorageDescriptor };
-}
+export type StoredRunRecord = RunRecord;
 
 /**
  * One run's journal, read once.
@@ -91,20 +75,8 @@ export interface RunListing {
   readonly machine: { readonly provider: string; readonly id: string } | null;
 }
 
-/**
- * runctl's local folder, resolved exactly as the SDK does: `RUNCTL_HOME`, else `~/.runctl`, read at
- * call time.
- *
- * @defaultValue `~/.runctl`
- * @example
- * ```ts
- * join(runctlHomeDir(), "runs");
- * ```
- */
-export function runctlHomeDir(): string {
-  const fromEnv = process.env["RUNCTL_HOME"];
-  return resolve(fromEnv && fromEnv.length > 0 ? fromEnv : join(homedir(), ".runctl"));
-}
+/** runctl's local folder: the SDK's own {@link runctlHome} (`RUNCTL_HOME`, else `~/.runctl`). */
+export const runctlHomeDir = runctlHome;
 
 /**
  * Reads one run's journal without touching it (no writer claimed, nothing followed). Throws

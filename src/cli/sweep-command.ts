@@ -14,7 +14,7 @@ import type { SweepResource } from "./sweep-report.js";
 export interface SweepCommandOptions {
   /** Report only; delete nothing. @defaultValue false */
   readonly dryRun: boolean;
-  /** The region to sweep. @defaultValue undefined: the SDK's default region */
+  /** The region to sweep. @defaultValue undefined: every region in the local ledger, and AWS_REGION */
   readonly region: string | undefined;
   /** Whose resources: `all`, or undefined for the caller's own. @defaultValue undefined */
   readonly owner: string | undefined;

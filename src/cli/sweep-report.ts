@@ -13,7 +13,7 @@ export type { SweepReport };
  * ```
  */
 export interface SweepRequest {
-  /** `--region`; undefined for the SDK's default region. */
+  /** `--region`; undefined: every region in the local ledger, and AWS_REGION. */
   readonly region: string | undefined;
   /** `--dry-run`: report only. */
   readonly dryRun: boolean;

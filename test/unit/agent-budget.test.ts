@@ -1,7 +1,8 @@
 /**
  * The agent keeps the money budget and powers the machine off by itself (spec.limits.budget,
  * spec.shutdown), so both hold when no client is watching. The shutdown command here is harmless:
- * it writes a marker file instead of powering anything off.
+ * it writes a marker file (whole, by rename, so a check never sees it half written) instead of
+ * powering anything off.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -18,7 +19,7 @@ describe.concurrent("agent: budget and shutdown", () => {
     // $3600/h is a dollar a second: with $1.5 of $2 already spent, half a second is left.
     const run = makeRun(slow, {
       limits: { maxDurationMs: null, graceMs: 1000, budget: { maxUsd: 2, hourlyUsd: 3600, spentUsd: 1.5 } },
-      shutdown: { command: ["sh", "-c", `echo off > '${marker}'`], afterRunMs: 1000 },
+      shutdown: { command: ["sh", "-c", `echo off > '${marker}.tmp' && mv '${marker}.tmp' '${marker}'`], afterRunMs: 1000 },
     });
     await launch(run);
     const { events, exit, log } = await runToEnd(run);
@@ -35,7 +36,7 @@ describe.concurrent("agent: budget and shutdown", () => {
 
   test("a run that ends normally schedules the shutdown after afterRunMs (the backstop for a dead client)", async () => {
     const marker = join(tmp(), "powered-off");
-    const run = makeRun("print('done')", { shutdown: { command: ["sh", "-c", `echo off > '${marker}'`], afterRunMs: 1500 } });
+    const run = makeRun("print('done')", { shutdown: { command: ["sh", "-c", `echo off > '${marker}.tmp' && mv '${marker}.tmp' '${marker}'`], afterRunMs: 1500 } });
     await launch(run);
     const { events, exit } = await runToEnd(run);
     expect(exit["status"]).toBe("succeeded");

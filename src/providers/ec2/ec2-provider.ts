@@ -16,7 +16,6 @@ import {
   importRunKeyPair,
   makeRunKeys,
   resolveVpc,
-  runKeysDir,
   writeKnownHosts,
   type AccessContext,
 } from "./access-resources.js";
@@ -378,4 +377,3 @@ export function ec2(options: Ec2ProviderOptions): Provider {
   };
 }
 
-export { runKeysDir };

@@ -1,10 +1,11 @@
-import { setTimeout as sleep } from "node:timers/promises";
-import { abortError, throwIfAborted } from "../../errors/runctl-error.js";
-import { cloudError, isThrottlingError } from "../../errors/cloud-error.js";
+import { abortError } from "../../errors/runctl-error.js";
+import { isThrottlingError } from "../../errors/cloud-error.js";
+import { backoffDelayMs, resolvePollOptions, sleepMs } from "./backoff.js";
+import { ec2Call, resolveEc2Retry } from "./ec2-call.js";
 
 /** Options of {@link pollUntil}. */
 export interface PollOptions {
-  /** First wait between checks; doubles up to `maxIntervalMs`. */
+  /** First wait between checks; doubles (with jitter) up to `maxIntervalMs`. */
   readonly intervalMs: number;
   /** Longest wait between checks. @defaultValue 15000 */
   readonly maxIntervalMs?: number;
@@ -14,8 +15,10 @@ export interface PollOptions {
 }
 
 /**
- * Checks until `check` returns a value (not undefined), with bounded exponential backoff. Throttling
- * errors from a check slow the loop down instead of failing it.
+ * Checks until `check` returns a value (not undefined), with the shared bounded backoff
+ * (./backoff.ts). Unlike that module's `pollUntil`, the timeout error is the caller's (a machine
+ * that never answers is MACHINE_NOT_READY, not a generic timeout), and throttling errors from a
+ * check slow the loop down instead of failing it.
  *
  * @example
  * ```ts
@@ -23,52 +26,33 @@ export interface PollOptions {
  * ```
  */
 export async function pollUntil<T>(check: () => Promise<T | undefined>, options: PollOptions, onTimeout: () => Error): Promise<T> {
+  const poll = resolvePollOptions({ initialMs: options.intervalMs, maxMs: options.maxIntervalMs ?? 15_000 });
   const deadline = Date.now() + options.timeoutMs;
-  let interval = options.intervalMs;
-  const max = options.maxIntervalMs ?? 15_000;
-  for (;;) {
-    throwIfAborted(options.signal);
+  for (let attempt = 0; ; attempt++) {
+    if (options.signal?.aborted) throw abortError(options.signal);
     try {
       const value = await check();
       if (value !== undefined) return value;
     } catch (err) {
       if (!isThrottlingError(err)) throw err;
-      interval = Math.min(max, interval * 2);
+      attempt += 1; // throttled: back off one step further
     }
     const left = deadline - Date.now();
     if (left <= 0) throw onTimeout();
-    try {
-      await sleep(Math.min(interval, left), undefined, options.signal ? { signal: options.signal } : {});
-    } catch (err) {
-      throw options.signal ? abortError(options.signal) : err;
-    }
-    interval = Math.min(max, interval * 2);
+    await sleepMs(Math.min(left, backoffDelayMs(attempt, poll)), options.signal);
   }
 }
 
 /**
- * Sends an AWS call, retrying throttling (RequestLimitExceeded) with backoff beyond the SDK's own
- * retries, and wrapping any other failure with {@link cloudError}.
+ * Sends an AWS call through the shared {@link ec2Call}: throttling (RequestLimitExceeded) and 5xx
+ * errors are repeated with backoff beyond the SDK's own retries; anything else comes out as
+ * `cloudError` (the AWS code in `details.awsCode`, the SDK error as `cause`).
  *
  * @example
  * ```ts
  * const out = await awsCall("DescribeInstances", () => ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] })), signal);
  * ```
  */
-export async function awsCall<T>(operation: string, call: () => Promise<T>, signal?: AbortSignal, attempts = 5): Promise<T> {
-  let delayMs = 500;
-  for (let attempt = 1; ; attempt++) {
-    throwIfAborted(signal);
-    try {
-      return await call();
-    } catch (err) {
-      if (!isThrottlingError(err) || attempt >= attempts) throw cloudError(err, operation);
-      try {
-        await sleep(delayMs + Math.floor(Math.random() * delayMs), undefined, signal ? { signal } : {});
-      } catch (sleepErr) {
-        throw signal ? abortError(signal) : sleepErr;
-      }
-      delayMs = Math.min(8000, delayMs * 2);
-    }
-  }
+export function awsCall<T>(operation: string, call: () => Promise<T>, signal?: AbortSignal, attempts = 5): Promise<T> {
+  return ec2Call(operation, () => call(), resolveEc2Retry({ retries: attempts - 1, minDelayMs: 500 }), signal);
 }

@@ -1,6 +1,5 @@
 import { localOwner } from "../../util/owner.js";
 import { randomUUID } from "node:crypto";
-import { hostname, userInfo } from "node:os";
 import type { Readable } from "node:stream";
 import { RunctlError } from "../../errors/runctl-error.js";
 import type { S3StorageDescriptor, Storage } from "../../storage/types.js";

@@ -16,8 +16,8 @@ import {
 import { RunctlError } from "../../../errors/runctl-error.js";
 import { recordResourceCreated, recordResourceDeleted, type ResourceKind } from "../../../ledger/resource-ledger.js";
 import { TAG, defaultOwner, fromAwsTags, runctlTags, toAwsTags } from "../tags.js";
-import { pollUntil, resolvePollOptions, type PollOptions, type ResolvedPollOptions } from "./backoff.js";
-import { awsCodeOf, ec2Call, resolveEc2Retry, type Ec2RetryOptions, type ResolvedEc2RetryOptions } from "./ec2-call.js";
+import { pollUntil, resolvePollOptions, type PollOptions, type ResolvedPollOptions } from "../backoff.js";
+import { awsCodeOf, ec2Call, resolveEc2Retry, type Ec2RetryOptions, type ResolvedEc2RetryOptions } from "../ec2-call.js";
 import type { EbsAttachResult, EbsDeleteResult, EbsDetachResult, EbsSnapshot, EbsSnapshotState, EbsVolume, EbsVolumeState, EbsVolumeType } from "./ebs-types.js";
 import {
   validateAvailabilityZone,

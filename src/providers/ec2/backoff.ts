@@ -1,4 +1,4 @@
-import { RunctlError, abortError } from "../../../errors/runctl-error.js";
+import { RunctlError, abortError } from "../../errors/runctl-error.js";
 
 /**
  * How often a wait re-asks the cloud: the first pause, then doubled (with up to 20% jitter so many

@@ -1,5 +1,5 @@
-import { RunctlError, abortError } from "../../../errors/runctl-error.js";
-import { cloudError, isThrottlingError } from "../../../errors/cloud-error.js";
+import { RunctlError, abortError } from "../../errors/runctl-error.js";
+import { CAPACITY_ERROR_CODES, awsErrorCode, cloudError, isThrottlingError } from "../../errors/cloud-error.js";
 import { sleepMs } from "./backoff.js";
 
 /**
@@ -60,7 +60,9 @@ export interface Ec2HttpOptions {
 }
 
 /**
- * Whether an AWS error is worth repeating as is: throttling or a server-side (5xx) failure.
+ * Whether an AWS error is worth repeating as is: throttling or a server-side (5xx) failure. Capacity
+ * errors (InsufficientInstanceCapacity is a 500) are not: the same request fails the same way, and
+ * the caller should try another zone or market instead.
  *
  * @example
  * ```ts
@@ -69,6 +71,8 @@ export interface Ec2HttpOptions {
  */
 export function isTransientAwsError(err: unknown): boolean {
   const status = (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+  const code = awsErrorCode(err);
+  if (code !== undefined && CAPACITY_ERROR_CODES.has(code)) return false;
   return isThrottlingError(err) || (status !== undefined && status >= 500);
 }
 
