@@ -65,6 +65,36 @@ describe("the local journal has one writer", () => {
     expect(logged).toEqual(Array.from({ length: lines }, (_, i) => `line ${i}`));
   });
 
+  it("a writer in another process is followed through the journal; when it is SIGKILLed, attach takes over (the kernel frees the lock)", async () => {
+    const child = spawn("npx", ["tsx", "examples/attach.ts", "start"], { env: { ...process.env, RUNCTL_HOME: home }, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    const runId = await new Promise<string>((resolve, reject) => {
+      child.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+        const id = /RUN_ID (\S+)/.exec(out)?.[1];
+        if (id && /RUNCTL_METRIC \{"step": 5,/.test(out)) resolve(id);
+      });
+      child.on("exit", (code) => reject(new Error(`client exited early (${code}): ${out}`)));
+    });
+    const run = Runctl.attach(runId, { pollMs: 50 });
+    const events: RunEvent[] = [];
+    let killed = false;
+    for await (const event of run) {
+      events.push(event);
+      if (!killed && event.type === "metric" && event.step === 30) {
+        killed = true;
+        child.kill("SIGKILL");
+      }
+    }
+    expect(killed).toBe(true);
+    expect((await run).status).toBe("succeeded");
+    const seqs = journalEvents(runId).map((e) => e.seq);
+    expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+    expect(events.map((e) => e.seq)).toEqual(seqs);
+    expect(events.filter((e) => e.type === "exit")).toHaveLength(1);
+    expect(events.flatMap((e) => (e.type === "metric" && e.step !== undefined ? [e.step] : []))).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+  });
+
   it("a writer.pid naming a live unrelated process (a reused pid) does not block attach once the run ended", async () => {
     const runId = await startDetached(60, 5);
     const stranger = spawn("sleep", ["60"], { stdio: "ignore" });
