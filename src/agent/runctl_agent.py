@@ -2024,6 +2024,8 @@ class Supervisor:
         self.watcher_pid = None
         self.watch_fd = None
         self.not_adopted = set()  # children seen without the token (the agent's own, e.g. the aws CLI)
+        self.children_files = True  # /proc/PID/task/TID/children exists (CONFIG_PROC_CHILDREN)
+        self.last_full_scan = 0.0
 
     # -- plumbing
 
@@ -2388,21 +2390,32 @@ class Supervisor:
             os.close(r)
 
     def _children(self):
+        """This process's children: from /proc/PID/task/TID/children, else (a kernel without
+        CONFIG_PROC_CHILDREN) a scan of every process, done at most once a second."""
         me = os.getpid()
         found = set()
-        try:
-            for tid in os.listdir("/proc/%d/task" % me):
-                with open("/proc/%d/task/%s/children" % (me, tid)) as f:
-                    found.update(int(x) for x in f.read().split())
-            return found
-        except (OSError, ValueError):
-            return {p for p in all_pids() if (proc_stat(p) or (0,))[0] == me}
+        if self.children_files:
+            try:
+                for tid in os.listdir("/proc/%d/task" % me):
+                    with open("/proc/%d/task/%s/children" % (me, tid)) as f:
+                        found.update(int(x) for x in f.read().split())
+                return found
+            except FileNotFoundError:
+                self.children_files = False
+            except (OSError, ValueError):
+                pass
+        if time.monotonic() - self.last_full_scan < 1.0:
+            return None
+        self.last_full_scan = time.monotonic()
+        return {p for p in all_pids() if (proc_stat(p) or (0,))[0] == me}
 
     def adopt_scan(self, current):
         """Notes the run's orphans reparented to this subreaper (while they are alive, so their token
         is readable; each new child is looked at once) and reaps those that have exited. Cheap
         enough for every turn of the wait loop: one small read per thread of the agent."""
         children = self._children()
+        if children is None:
+            return
         self.not_adopted &= children
         for pid in children:
             if pid != current and pid not in self.adopted and pid not in self.not_adopted:
