@@ -52,7 +52,7 @@ IMDS_TIMEOUT_S = 1.0
 USAGE = (
     "usage: runctl_agent.py launch RUN_DIR < spec.json"
     " | follow RUN_DIR [--log-offset N] [--events-offset M] [--max-wait-ms N] [--max-bytes N]"
-    " | signal RUN_DIR interrupt|kill | status RUN_DIR | manifest DIR | sync-apply DIR < tar"
+    " | signal RUN_DIR interrupt|kill | status RUN_DIR | reap RUN_DIR | manifest DIR | sync-apply DIR < tar"
     " | sync-apply DIR --staged < {storage, key, secrets}"
 )
 
@@ -1398,6 +1398,53 @@ class Aborted(Exception):
     pass
 
 
+EVENT_MAX_BYTES = 15000  # every events.jsonl line is shorter, so an event frame fits one bounded follow call
+EVENT_FIELD_MAX = 8192  # a longer string field keeps its head and tail around a marker
+EVENT_CORE_FIELDS = ("seq", "time", "type", "logOffset")
+
+
+def _cut_text(text, limit):
+    """text cut in the middle with a marker, so its JSON form (ASCII escapes) fits in limit bytes."""
+    n = len(text)
+    keep = min(limit, n)
+    while True:
+        half = keep // 2
+        cut = "%s\n...[runctl: %d characters cut]...\n%s" % (text[:half], n - 2 * half, text[n - half:] if half else "")
+        if len(json.dumps(cut)) <= limit or keep == 0:
+            return cut
+        keep //= 2
+
+
+def bounded_event_json(ev):
+    """The event's JSON line, shorter than EVENT_MAX_BYTES: long strings are cut in the middle (head
+    and tail kept, with a marker), the biggest first, and a big non-string value is replaced by a
+    marker; `truncated` lists the fields changed. Readers take lines of up to 1 MiB, far above."""
+    line = json.dumps(ev, separators=(",", ":"))  # ensure_ascii: its length is its size in bytes
+    if len(line) < EVENT_MAX_BYTES:
+        return line
+    ev = dict(ev)
+    cut = []
+    for k, v in list(ev.items()):
+        if k not in EVENT_CORE_FIELDS and isinstance(v, str) and len(json.dumps(v)) > EVENT_FIELD_MAX:
+            ev[k] = _cut_text(v, EVENT_FIELD_MAX)
+            cut.append(k)
+    while True:
+        ev["truncated"] = cut
+        line = json.dumps(ev, separators=(",", ":"))
+        if len(line) < EVENT_MAX_BYTES:
+            return line
+        size, k = max((len(json.dumps(v)), k) for k, v in ev.items() if k not in EVENT_CORE_FIELDS + ("truncated",))
+        v = ev[k]
+        if isinstance(v, str) and size > 512:
+            ev[k] = _cut_text(v, size // 2)
+        elif size < 200:
+            del ev[k]  # a marker would be no shorter (an event of very many small fields)
+        else:
+            ev[k] = "[runctl: a value of %d bytes was dropped: events are bounded to %d bytes]" % (size, EVENT_MAX_BYTES)
+        if k not in cut:
+            cut.append(k)
+
+
 class EventLog:
     def __init__(self, path, log_path=None, redact=None):
         # Each event records how long train.log was when it happened, so a follower can put log
@@ -1425,12 +1472,170 @@ class EventLog:
             for k, v in fields.items():
                 if k not in ("seq", "time", "type", "logOffset"):  # these belong to the event itself
                     ev[k] = self.redact(v) if self.redact is not None and isinstance(v, str) else v
-            line = (json.dumps(ev, separators=(",", ":")) + "\n").encode("utf-8")
+            line = (bounded_event_json(ev) + "\n").encode("utf-8")
             # One write on an O_APPEND fd: a reader never sees two events interleaved.
             os.write(self.fd, line)
             if type_ == "exit":
                 os.fsync(self.fd)
             return ev
+
+
+# ---------------------------------------------------------------------------------------------
+# process supervision: every process of a run carries the run's token in its environment, so the
+# agent (and, once it is gone, its watcher or the client's `reap`) can find and end all of them,
+# including ones that left the trainer's process group (setsid, double fork).
+
+TOKEN_ENV = "RUNCTL_SUPERVISION_TOKEN"
+SUPERVISION_FILE = "supervision.json"
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper():
+    """Makes this process a child subreaper (Linux >= 3.4): orphaned descendants are reparented to it
+    rather than to init, so they stay findable and reapable. False where unavailable (macOS)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except Exception:
+        return False
+
+
+def proc_stat(pid):
+    """(ppid, pgid, start time in clock ticks since boot, state letter) from /proc, or None."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(rest[1]), int(rest[2]), int(rest[19]), rest[0].decode("ascii", "replace")
+    except (IndexError, ValueError):
+        return None
+
+
+def carries_token(pid, token):
+    """Whether the process's environment holds the run's token (False for zombies, other users)."""
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            env = f.read()
+    except OSError:
+        return False
+    return (b"\0%s=%s\0" % (TOKEN_ENV.encode(), token.encode())) in b"\0" + env + b"\0"
+
+
+def all_pids():
+    try:
+        return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return []
+
+
+def run_processes(token, exclude=()):
+    """Live processes of the run (those carrying its token), this process and `exclude` left out."""
+    me = os.getpid()
+    out = []
+    for pid in all_pids():
+        if pid == me or pid in exclude:
+            continue
+        if carries_token(pid, token):
+            st = proc_stat(pid)
+            if st is not None and st[3] not in ("Z", "X"):
+                out.append(pid)
+    return out
+
+
+def kill_group_verified(info, token):
+    """SIGKILLs the recorded child's process group, but only while it is still this run's: its
+    leader has the recorded start time, or (the leader gone) a member carries the run's token. A
+    pgid is never a new pid while any process is in that group, so a verified group is ours."""
+    pgid = info.get("pgid") if isinstance(info, dict) else None
+    if not isinstance(pgid, int) or pgid <= 1:
+        return False
+    st = proc_stat(pgid)
+    ours = st is not None and st[2] == info.get("startTicks") and st[3] not in ("Z", "X")
+    if not ours:
+        # Without /proc (macOS) nothing can verify it and the group is left alone.
+        ours = any(carries_token(p, token) for p in all_pids() if (proc_stat(p) or (0, 0))[1] == pgid)
+    if not ours:
+        return False
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+        return True
+    except OSError:
+        return False
+
+
+def kill_run_processes(token, exclude=(), rounds=100):
+    """SIGKILLs every process of the run until none is left (a fork that races one round is found by
+    the next). Returns the pids it killed."""
+    killed = set()
+    for _ in range(rounds):
+        pids = run_processes(token, exclude)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except OSError:
+                pass
+        time.sleep(0.01)
+    return killed
+
+
+def reap_run(run_dir, token=None):
+    """Ends every process of a run whose agent is gone (the watcher's and the client's cleanup):
+    the recorded child's process group (verified, see kill_group_verified), then every process
+    carrying the run's token. token: the watcher's own (SUPERVISION_FILE may be a newer run's by
+    then). Returns how many processes (or groups) it killed."""
+    try:
+        info = read_json_file(os.path.join(run_dir, SUPERVISION_FILE))
+    except (OSError, ValueError):
+        info = None
+    if not isinstance(info, dict) or not isinstance(info.get("token"), str) or (token is not None and info["token"] != token):
+        info = None
+    token = token if token is not None else (info or {}).get("token")
+    if not token:
+        return 0
+    killed = 1 if info is not None and kill_group_verified(info.get("child"), token) else 0
+    return killed + len(kill_run_processes(token))
+
+
+def cmd_watch(run_dir):
+    """The watcher (started by the agent in its own session): blocks on a pipe whose only writer is
+    the agent; end of file means the agent is gone (exited, or SIGKILLed), and then every process of
+    the run is ended, so no trainer ever outlives its supervisor."""
+    got = b""
+    try:
+        while True:
+            b = os.read(0, 4096)
+            if not b:
+                break
+            if len(got) < 200:
+                got += b
+    except OSError:
+        pass
+    token = got.split(b"\n", 1)[0].decode("ascii", "replace").strip()
+    if token:
+        reap_run(run_dir, token)
+    return EXIT_OK
+
+
+def cmd_reap(run_dir):
+    if not os.path.isdir(run_dir):
+        print_json({"error": "no such run directory: %s" % run_dir})
+        return EXIT_NO_RUN
+    if agent_alive(run_dir):
+        print_json({"killed": 0, "agentAlive": True})
+        return EXIT_OK
+    print_json({"killed": reap_run(run_dir), "agentAlive": False})
+    return EXIT_OK
 
 
 def _num(v, default, name, allow_none=False):
@@ -1810,6 +2015,17 @@ class Supervisor:
         self.resume_storage = None
         self.data_storages = {}
         self.spec = {"limits": {"graceMs": 0, "maxDurationMs": None}}  # until spec.json is read
+        # Supervision (see reap_run): the token marks every process of this run; adopted holds the
+        # orphans of the run reparented to this subreaper, reaped by pid (never waitpid(-1), which
+        # would steal the status of the agent's own subprocesses).
+        self.token = secrets.token_hex(16)
+        self.subreaper = False
+        self.adopted = set()
+        self.watcher_pid = None
+        self.watch_fd = None
+        self.not_adopted = set()  # children seen without the token (the agent's own, e.g. the aws CLI)
+        self.children_files = True  # /proc/PID/task/TID/children exists (CONFIG_PROC_CHILDREN)
+        self.last_full_scan = 0.0
 
     # -- plumbing
 
@@ -2066,6 +2282,7 @@ class Supervisor:
         except OSError as e:
             self.log_note("%s: %s" % (label, e))
             raise PhaseFailed(code, "%s could not start: %s" % (label, e), reason, self.log_tail(start))
+        self.record_child(proc.pid, "setup")
         rc = self._wait_child(proc)
         if self.abort_reason is not None:
             raise Aborted()
@@ -2084,6 +2301,8 @@ class Supervisor:
                 rc = self._exited(proc)
                 if rc is not None:
                     return rc
+                if self.subreaper:
+                    self.adopt_scan(proc.pid)
                 time.sleep(0.05)
         except BaseException:
             # The agent itself failed: never leave the child running unsupervised.
@@ -2092,6 +2311,7 @@ class Supervisor:
             except OSError:
                 pass
             proc.wait()
+            self.end_run_processes()
             raise
         finally:
             self.child_pgid = None
@@ -2114,6 +2334,9 @@ class Supervisor:
                 os.killpg(proc.pid, signal.SIGKILL)
             except OSError:
                 pass
+            if proc.pid == self.trainer_pid:
+                # The trainer's end is the run's end: what it started outside its group goes too.
+                self.end_run_processes()
             return proc.wait()
         rc = proc.poll()
         if rc is not None:
@@ -2121,7 +2344,111 @@ class Supervisor:
                 os.killpg(proc.pid, signal.SIGKILL)
             except OSError:
                 pass
+            if proc.pid == self.trainer_pid:
+                self.end_run_processes()
         return rc
+
+    # -- supervision of every process of the run
+
+    def write_supervision(self, child=None):
+        """supervision.json: what the watcher and the client's `reap` need once this agent is gone."""
+        info = {
+            "version": 1,
+            "agentPid": os.getpid(),
+            "watcherPid": self.watcher_pid,
+            "token": self.token,
+            "subreaper": self.subreaper,
+            "child": child,
+        }
+        try:
+            atomic_write(self.path(SUPERVISION_FILE), json.dumps(info).encode("utf-8"), mode=0o600)
+        except OSError:
+            self.debug("%s write failed:\n%s" % (SUPERVISION_FILE, traceback.format_exc()))
+
+    def record_child(self, pid, kind):
+        st = proc_stat(pid)
+        self.write_supervision({"pid": pid, "pgid": pid, "startTicks": st[2] if st else None, "kind": kind})
+
+    def start_watcher(self):
+        """A process in its own session that outlives this agent by design: it holds the read end of
+        a pipe only this agent writes, so end of file means the agent died (even by SIGKILL), and it
+        then ends every process of the run (cmd_watch). The token goes through the pipe first, so the
+        watcher of an old agent can never act on a relaunched run's processes."""
+        r, w = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable or "python3", os.path.abspath(__file__), "watch", self.run_dir],
+                stdin=r, stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True, cwd="/",
+            )
+            os.write(w, (self.token + "\n").encode("ascii"))
+            self.watch_fd = w  # never closed: it closes when this process ends, however it ends
+            self.watcher_pid = proc.pid
+        except OSError as e:
+            os.close(w)
+            self.debug("could not start the watcher: %s" % e)
+        finally:
+            os.close(r)
+
+    def _children(self):
+        """This process's children: from /proc/PID/task/TID/children, else (a kernel without
+        CONFIG_PROC_CHILDREN) a scan of every process, done at most once a second."""
+        me = os.getpid()
+        found = set()
+        if self.children_files:
+            try:
+                for tid in os.listdir("/proc/%d/task" % me):
+                    with open("/proc/%d/task/%s/children" % (me, tid)) as f:
+                        found.update(int(x) for x in f.read().split())
+                return found
+            except FileNotFoundError:
+                self.children_files = False
+            except (OSError, ValueError):
+                pass
+        if time.monotonic() - self.last_full_scan < 1.0:
+            return None
+        self.last_full_scan = time.monotonic()
+        return {p for p in all_pids() if (proc_stat(p) or (0,))[0] == me}
+
+    def adopt_scan(self, current):
+        """Notes the run's orphans reparented to this subreaper (while they are alive, so their token
+        is readable; each new child is looked at once) and reaps those that have exited. Cheap
+        enough for every turn of the wait loop: one small read per thread of the agent."""
+        children = self._children()
+        if children is None:
+            return
+        self.not_adopted &= children
+        for pid in children:
+            if pid != current and pid not in self.adopted and pid not in self.not_adopted:
+                if carries_token(pid, self.token):
+                    self.adopted.add(pid)
+                elif (proc_stat(pid) or (0, 0, 0, "Z"))[3] not in ("Z", "X"):
+                    self.not_adopted.add(pid)
+        self.reap_adopted(0)
+
+    def reap_adopted(self, wait_s):
+        deadline = time.monotonic() + wait_s
+        while self.adopted:
+            for pid in list(self.adopted):
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    done = pid
+                if done:
+                    self.adopted.discard(pid)
+            if not self.adopted or time.monotonic() >= deadline:
+                return
+            time.sleep(0.01)
+
+    def end_run_processes(self):
+        """SIGKILLs every process of the run still alive (daemons that left the trainer's group
+        included) and reaps the ones adopted by this subreaper."""
+        me = os.getpid()
+        killed = kill_run_processes(self.token)
+        for pid in killed:
+            st = proc_stat(pid)
+            if st is not None and st[0] == me:
+                self.adopted.add(pid)
+        self.reap_adopted(2.0)
 
     def log_tail(self, start):
         try:
@@ -2143,6 +2470,7 @@ class Supervisor:
             else:
                 env[str(k)] = v if isinstance(v, str) else json.dumps(v)
         env["RUNCTL_RUN_ID"] = spec["runId"]
+        env[TOKEN_ENV] = self.token
         env["RUNCTL_CHECKPOINT_DIR"] = spec["checkpoints"]["dir"]
         env["RUNCTL_OUTPUT_DIR"] = spec["outputDir"]
         env["RUNCTL_HPARAMS"] = json.dumps(spec["hyperparams"], separators=(",", ":"))
@@ -2682,6 +3010,7 @@ class Supervisor:
         except OSError as e:
             raise PhaseFailed("SETUP_FAILED", "the interpreter %s could not start: %s" % (interp, e), "setup")
         self.trainer_pid = proc.pid
+        self.record_child(proc.pid, "trainer")
         self.write_status()
         try:
             return self._wait_child(proc)
@@ -2733,6 +3062,9 @@ class Supervisor:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.events = EventLog(self.path("events.jsonl"), self.path("train.log"), redact=self.redact)
         self.log_fd = os.open(self.path("train.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.subreaper = become_subreaper()
+        self.start_watcher()
+        self.write_supervision()
         atomic_write(self.path("agent.pid"), ("%d\n" % os.getpid()).encode())
         self.write_status()
         hb = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
@@ -2802,9 +3134,11 @@ class Supervisor:
                     os.killpg(self.child_pgid, signal.SIGKILL)
                 except OSError:
                     pass
+            self.end_run_processes()
             self.events.emit("error", code="AGENT_FAILED", message="agent error: %s: %s" % (type(e).__name__, e), outputTail=None)
             status, reason = "failed", "agent"
         self.trainer_done = True
+        self.end_run_processes()  # nothing of the run outlives it (setup-step daemons included)
         if self.trainer_pid is not None or self.watcher is not None:
             self.set_phase("teardown")
             self.final_commits()
@@ -2875,7 +3209,7 @@ def cmd_supervise(run_dir, secrets_on_stdin=False):
 # launch / signal / status
 
 
-STATE_FILES = ("agent.pid", "exit_code", "status.json", "events.jsonl", "train.log")
+STATE_FILES = ("agent.pid", "exit_code", "status.json", "events.jsonl", "train.log", SUPERVISION_FILE)
 
 
 def spawn_daemon(run_dir, secrets_payload):
@@ -3137,12 +3471,41 @@ class Follower:
                 any_sent = True
         return any_sent
 
+    def _skip_line(self, off):
+        """The offset just past the line starting at off, or None while its newline is not written."""
+        try:
+            with open(self.ev_path, "rb") as f:
+                f.seek(off)
+                pos = off
+                while True:
+                    chunk = f.read(CHUNK)
+                    if not chunk:
+                        return None
+                    nl = chunk.find(b"\n")
+                    if nl >= 0:
+                        return pos + nl + 1
+                    pos += len(chunk)
+        except OSError:
+            return None
+
     def pump_events(self):
         any_sent = False
         while not self.exit_seen and not self.full:
             data = self._read(self.ev_path, self.ev_off)
             end = data.rfind(b"\n")
             if end < 0:
+                if len(data) >= FOLLOW_MAX_LINE:
+                    # A line longer than a read (an agent before events were bounded): skip it with
+                    # a warning in its place rather than stall on it forever.
+                    skipped = self._skip_line(self.ev_off)
+                    if skipped is None:
+                        return any_sent  # not all written yet
+                    ev = {"type": "warning", "message": "an event line of %d bytes could not be read and was skipped" % (skipped - self.ev_off)}
+                    if not self.offer({"k": "ev", "o": skipped, "e": ev}):
+                        return any_sent
+                    self.ev_off = skipped
+                    any_sent = True
+                    continue
                 return any_sent
             for line in data[: end + 1].split(b"\n")[:-1]:
                 nxt = self.ev_off + len(line) + 1
@@ -3573,6 +3936,10 @@ def main(argv):
         return cmd_signal(a[0], a[1])
     if cmd == "status":
         return cmd_status(one(1)[0])
+    if cmd == "reap":
+        return cmd_reap(one(1)[0])
+    if cmd == "watch":
+        return cmd_watch(one(1)[0])
     if cmd == "manifest":
         return cmd_manifest(one(1)[0])
     if cmd == "sync-apply":

@@ -10,10 +10,9 @@ import { TrainingRun } from "../run/training-run.js";
 import { localDir } from "../storage/local-dir/local-dir-storage.js";
 import { s3FromDescriptor } from "../storage/s3/index.js";
 import { RunSession, type LaunchedRun } from "./run-session.js";
-import { join, posix } from "node:path";
+import { posix } from "node:path";
 import type { Storage } from "../storage/types.js";
 import { machineStorageFor } from "./start-run.js";
-import { statSync } from "node:fs";
 
 /** Options of `Runctl.attach`. */
 export interface AttachOptions {
@@ -70,7 +69,6 @@ export function attachRun(runId: string, options: AttachOptions = {}): TrainingR
   const lastExit = [...journal.events].reverse().find((e): e is ExitEvent => e.type === "exit");
   let active = session;
   const takeOver = async (): Promise<RunResult> => {
-    active.journal.claimWriter();
     try {
       return await active.followToEnd(await launchedRun(), provider(), { metricPattern: options.metricPattern });
     } catch (err) {
@@ -82,24 +80,29 @@ export function attachRun(runId: string, options: AttachOptions = {}): TrainingR
       session.events.end();
       return resultFromExit(session, lastExit);
     }
-    if (journal.liveWriter() === undefined) return takeOver();
-    // Another live process follows the machine: follow its journal instead of doubling up.
-    let offset = statSync(join(journal.dir, "journal.jsonl")).size;
+    // Whoever holds the writer lock (another process, or another attach in this one) follows the
+    // machine: follow its journal instead of doubling up, until the run ends or the lock is free.
+    let offset = journal.bytesRead;
     for (;;) {
+      const claimed = await journal.tryClaimWriter();
+      // Read after claiming: lines the last writer added before it let go are not lost.
       const { events, next } = readJournalFrom(runId, offset);
       offset = next;
       for (const event of events) {
         session.events.push(event);
         if (event.type === "exit") {
+          if (claimed) journal.releaseWriter();
           session.events.end();
           return resultFromExit(session, event);
         }
       }
-      if (journal.liveWriter() === undefined) break;
+      if (claimed) break;
       await sleep(options.pollMs ?? 200);
     }
-    // The writer died mid-run: continue from the cursor it last recorded, into the same stream.
-    active = new RunSession(RunJournal.open(runId), session.startedAt, session.events);
+    // No writer (or it died mid-run): continue from the cursor last recorded, into the same stream.
+    const fresh = RunJournal.open(runId);
+    fresh.takeWriterFrom(journal);
+    active = new RunSession(fresh, session.startedAt, session.events);
     return takeOver();
   };
 

@@ -141,6 +141,9 @@ export class RunSession {
       const removed = await Promise.resolve(run.machine.transport.exec(["rm", "-rf", "--", run.runDir])).catch((err: unknown) => ({ exitCode: null, stderrTail: (err as Error).message }));
       if (removed.exitCode !== 0) this.emit({ type: "warning", code: "CLEANUP_FAILED", message: `Could not remove ${run.runDir} on ${run.machine.address}: ${removed.stderrTail.trim()}` });
     }
+    // Before the machine goes back (an SSH pool would hand it and its GPU to the next run): a dead
+    // agent's trainer must not run on unsupervised.
+    if (outcome.kind === "lost") await this.reapOrphans(run);
     await this.release(run, provider);
     if (outcome.kind === "lost") {
       return this.finish(statusOverride ?? "failed", null, null, { code: "AGENT_FAILED", message: `The agent on ${run.machine.address} stopped without recording an exit: ${outcome.message}`, ...tailOf(outcome.error) }, run.machine);
@@ -159,6 +162,21 @@ export class RunSession {
       else info = { code: "TRAINING_FAILED", message: exit.exitCode !== null ? `The trainer exited with code ${exit.exitCode}.` : `The trainer was killed by ${exit.signal ?? "a signal"}.` };
     }
     return this.finish(status, exit.exitCode, exit.signal, info, run.machine);
+  }
+
+  /**
+   * Ends what is left of a run whose agent died (AGENT_FAILED): the agent's `reap` kills the
+   * trainer's process group recorded in the run folder (`supervision.json`), only while it is still
+   * this run's (the leader's start time, or a member carrying the run's token), and every process
+   * carrying the token. A no-op while an agent is alive. A failure is a warning.
+   */
+  async reapOrphans(run: LaunchedRun): Promise<void> {
+    try {
+      const result = await run.machine.transport.exec([run.agentPython, run.agentPath, "reap", run.runDir]);
+      if (result.exitCode !== 0) throw new Error(`exit ${result.exitCode}: ${result.stderrTail.trim()}`);
+    } catch (err) {
+      this.emit({ type: "warning", code: "REAP_FAILED", message: `Could not end the processes of run ${this.runId} left on ${run.machine.address}: ${(err as Error).message}` });
+    }
   }
 
   /** Gives the machine back to its provider; a failure is a warning. The meter stops either way. */

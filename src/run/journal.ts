@@ -4,6 +4,7 @@ import { RunctlError } from "../errors/runctl-error.js";
 import type { MachineRecord } from "../providers/types.js";
 import type { StorageDescriptor } from "../storage/types.js";
 import { runctlHome } from "../util/runctl-home.js";
+import { tryLockJournal, unlockJournal } from "./journal-lock.js";
 import type { RunEvent, RunEventInput } from "./events.js";
 
 /** Byte offsets into the machine's `train.log` and `events.jsonl`: where following resumes. */
@@ -41,24 +42,32 @@ export function journalDir(runId: string): string {
 
 /**
  * The client's durable record of a run: `run.json` plus `journal.jsonl` (every event, with the
- * follow cursor). One writer at a time, marked by `writer.pid`; `Runctl.attach` replays it and takes
- * over following when the writer is gone.
+ * follow cursor). One writer at a time, held by an OS lock the kernel frees when the writer dies
+ * (journal-lock.ts) and by one follower per process; `writer.pid` only tells people which process
+ * it is. `Runctl.attach` replays the journal and takes over following when the writer is gone.
  */
 export class RunJournal {
   private seq: number;
   private cursorValue: FollowCursor;
+  /** Whether this instance holds the writer role (and so may release it). */
+  private writer = false;
 
   private constructor(
     readonly runId: string,
     private recordValue: RunRecord,
     readonly events: readonly RunEvent[],
     cursor: FollowCursor,
+    /** Bytes of journal.jsonl that `events` came from (where reading another writer's lines resumes). */
+    readonly bytesRead = 0,
   ) {
     this.seq = events.length === 0 ? 0 : events[events.length - 1]!.seq;
     this.cursorValue = cursor;
   }
 
-  /** Starts a new journal for a new run and takes the writer role. */
+  /**
+   * Starts a new journal for a new run and takes the writer role: at once in this process; the OS
+   * lock is taken in the background (the run id is new, so nobody else can hold it).
+   */
   static create(record: RunRecord): RunJournal {
     const dir = journalDir(record.runId);
     if (existsSync(join(dir, "run.json"))) {
@@ -68,6 +77,8 @@ export class RunJournal {
     writeJsonAtomic(join(dir, "run.json"), record);
     writeFileSync(join(dir, "journal.jsonl"), "");
     const journal = new RunJournal(record.runId, record, [], { log: 0, events: 0 });
+    void tryLockJournal(dir);
+    journal.writer = true;
     journal.claimWriter();
     return journal;
   }
@@ -80,21 +91,25 @@ export class RunJournal {
       throw new RunctlError("RUN_NOT_FOUND", `No run ${runId} in ${join(runctlHome(), "runs")}; set RUNCTL_HOME to the folder the run was started with.`);
     }
     const record = JSON.parse(readFileSync(recordPath, "utf8")) as RunRecord;
-    const text = readFileSync(join(dir, "journal.jsonl"), "utf8");
+    const buf = readFileSync(join(dir, "journal.jsonl"));
     const events: RunEvent[] = [];
     let cursor: FollowCursor = { log: 0, events: 0 };
-    for (const raw of text.split("\n")) {
+    let bytes = 0;
+    for (const raw of buf.toString("utf8").split("\n")) {
       if (raw === "") continue;
       let line: JournalLine;
       try {
         line = JSON.parse(raw) as JournalLine;
       } catch {
-        break;
+        break; // a torn last line: the writer is still writing it, or crashed in it
       }
       events.push(line.e);
       if (line.c) cursor = line.c;
     }
-    return new RunJournal(runId, record, events, cursor);
+    // Complete lines only, so following another writer resumes at a line start.
+    const end = buf.lastIndexOf(0x0a) + 1;
+    bytes = end;
+    return new RunJournal(runId, record, events, cursor, bytes);
   }
 
   get record(): RunRecord {
@@ -125,21 +140,25 @@ export class RunJournal {
     return event;
   }
 
-  /** The pid of a live writer other than this process, if any. */
-  liveWriter(): number | undefined {
-    const path = join(this.dir, "writer.pid");
-    if (!existsSync(path)) return undefined;
-    const pid = Number(readFileSync(path, "utf8").trim());
-    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return undefined;
-    try {
-      process.kill(pid, 0);
-      return pid;
-    } catch {
-      return undefined;
-    }
+  /**
+   * Takes the writer role if no process holds it (this one included: one follower per run per
+   * process), then makes the journal ready to append ({@link claimWriter}). False: someone writes.
+   */
+  async tryClaimWriter(): Promise<boolean> {
+    if (!(await tryLockJournal(this.dir))) return false;
+    this.writer = true;
+    this.claimWriter();
+    return true;
   }
 
-  /** Becomes the writer: records this pid and cuts a torn trailing line left by a crash. */
+  /** Moves the writer role from `other` (an older instance of the same journal) to this one. */
+  takeWriterFrom(other: RunJournal): void {
+    if (other.runId !== this.runId || !other.writer) throw new RunctlError("INVALID_ARGUMENT", `No writer role of run ${other.runId} to take.`);
+    other.writer = false;
+    this.writer = true;
+  }
+
+  /** Makes the journal ready to append once this process holds the role: cuts a torn trailing line left by a crash and records this pid. */
   claimWriter(): void {
     const path = join(this.dir, "journal.jsonl");
     const size = statSync(path).size;
@@ -158,12 +177,15 @@ export class RunJournal {
 
   /** Gives up the writer role (only if this process holds it). */
   releaseWriter(): void {
+    if (!this.writer) return;
+    this.writer = false;
     const path = join(this.dir, "writer.pid");
     try {
       if (Number(readFileSync(path, "utf8").trim()) === process.pid) writeFileSync(path, "");
     } catch {
       // Nothing to release.
     }
+    unlockJournal(this.dir);
   }
 }
 
