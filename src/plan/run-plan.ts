@@ -6,7 +6,8 @@ import { startRun } from "../engine/start-run.js";
 import { summarizePlan, type PlanSummary } from "../engine/plan-summary.js";
 import { provisionMachine, type ProvisionedMachine } from "../engine/provisioned-machine.js";
 import type { TrainingRun } from "../run/training-run.js";
-import { validateHyperparams } from "./hyperparams.js";
+import { hyperparamArgs, validateHyperparams, type HyperparamValue } from "./hyperparams.js";
+import { checkExecString, checkExecTotal } from "./os-limits.js";
 import type { BudgetOptions, CheckpointOptions, DataOptions, PlanState, RecoverOptions, ResumeSource, SetupOptions, SyncOptions, TrainOptions } from "./plan-types.js";
 import { localDir } from "../storage/local-dir/local-dir-storage.js";
 import { s3 } from "../storage/s3/index.js";
@@ -149,6 +150,13 @@ export class RunPlan {
   checkpoints(options: CheckpointOptions): RunPlan {
     const parsed = parseOptions(checkpointOptionsSchema, options, ".checkpoints()") as CheckpointOptions;
     if (parsed.storage) reachableFrom(this.state.provider, parsed.storage, ".checkpoints()");
+    if (parsed.dir !== undefined) {
+      // Relative to the workdir and inside it, like .data({ to }): an absolute path or `..` would
+      // have the agent commit (and, on resume, restore into) a folder outside the run.
+      const dir = validateRelativePath(parsed.dir, ".checkpoints() dir");
+      if (dir === ".") throw new RunctlError("INVALID_ARGUMENT", '.checkpoints() dir must be a folder inside the workdir, not the workdir itself ("."); e.g. "checkpoints".');
+      return this.with({ checkpoints: { ...parsed, dir } });
+    }
     return this.with({ checkpoints: parsed });
   }
 
@@ -215,6 +223,7 @@ export class RunPlan {
     const parsed = parseOptions(trainOptionsSchema, options, ".train()") as TrainOptions;
     const hyperparams = validateHyperparams(parsed.hyperparams ?? {});
     this.checkScript(script);
+    this.checkCommand(".train()", script, hyperparams, parsed.args ?? []);
     this.checkRecovery();
     return startRun(this.state, { script, options: { ...parsed, hyperparams } });
   }
@@ -231,9 +240,10 @@ export class RunPlan {
    */
   plan(script?: string, options: TrainOptions = {}): Promise<PlanSummary> {
     if (script !== undefined) {
-      parseOptions(trainOptionsSchema, options, ".plan()");
-      validateHyperparams(options.hyperparams ?? {});
+      const parsed = parseOptions(trainOptionsSchema, options, ".plan()") as TrainOptions;
+      const hyperparams = validateHyperparams(parsed.hyperparams ?? {});
       this.checkScript(script);
+      this.checkCommand(".plan()", script, hyperparams, parsed.args ?? []);
     }
     return summarizePlan(this.state, script);
   }
@@ -265,6 +275,17 @@ export class RunPlan {
         ".recover(): a run that restarts on a new machine needs checkpoint storage that outlives the machine; add .checkpoints({ storage: s3(...) }). Without it every restart would begin from step 0.",
       );
     }
+  }
+
+  /**
+   * The trainer's command line and environment must reach `execve` exactly as written: every
+   * string free of NUL and lone surrogates and within the operating system's size limits.
+   */
+  private checkCommand(call: string, script: string, hyperparams: Readonly<Record<string, HyperparamValue>>, args: readonly string[]): void {
+    checkExecString(`${call} script`, script, "INVALID_ARGUMENT");
+    args.forEach((arg, i) => checkExecString(`${call} args[${i}]`, arg, "INVALID_ARGUMENT"));
+    const argv = [script, ...hyperparamArgs(hyperparams), ...args];
+    checkExecTotal(call, argv, { ...this.state.env, RUNCTL_HPARAMS: JSON.stringify(hyperparams) });
   }
 
   private checkScript(script: string): void {
