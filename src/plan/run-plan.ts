@@ -12,6 +12,7 @@ import type { BudgetOptions, CheckpointOptions, DataOptions, PlanState, RecoverO
 import { localDir } from "../storage/local-dir/local-dir-storage.js";
 import { s3 } from "../storage/s3/index.js";
 import type { Storage } from "../storage/types.js";
+import { refuseStoredSecrets } from "../transport/secrets-channel.js";
 import {
   budgetOptionsSchema,
   checkpointOptionsSchema,
@@ -314,4 +315,5 @@ function reachableFrom(provider: Provider, storage: Storage, call: string): void
   if (storage.machineDescriptor?.({ sharesLocalFilesystem: provider.sharesLocalFilesystem }) === undefined) {
     throw new RunctlError("STORAGE_UNREACHABLE", `${call}: machines of the ${provider.name} provider cannot reach ${storage.uri}; use a storage they can reach (s3(...)).`);
   }
+  refuseStoredSecrets(storage, provider.stdinLeavesCopy === true, call);
 }
