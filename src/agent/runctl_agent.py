@@ -84,8 +84,9 @@ def tmp_name(path):
     return os.path.join(d, ".%s.tmp-%d-%s" % (b[:80], os.getpid(), secrets.token_hex(4)))
 
 
-def atomic_write(path, data, fsync=False, mode=0o644):
-    """Write to a temporary name in the same folder, then rename: readers see old or new, never half."""
+def atomic_write(path, data, fsync=False, mode=0o600):
+    """Write to a temporary name in the same folder, then rename: readers see old or new, never half.
+    Private by default (0600): run records hold the user's environment (tokens in spec.json)."""
     tmp = tmp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -105,6 +106,16 @@ def atomic_write(path, data, fsync=False, mode=0o644):
     except BaseException:
         _unlink_quiet(tmp)
         raise
+
+
+RUN_DIR_MODE = 0o700
+
+
+def make_private_dir(path):
+    """Create `path` (and missing parents) and make it 0700 even when it existed: a run folder holds
+    spec.json with the user's environment, readable by the user only (whatever the umask)."""
+    os.makedirs(path, mode=RUN_DIR_MODE, exist_ok=True)
+    os.chmod(path, RUN_DIR_MODE)
 
 
 def _unlink_quiet(path):
@@ -1458,7 +1469,7 @@ class EventLog:
                 self.seq = sum(1 for line in f if line.strip())
         except OSError:
             pass
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def emit(self, type_, **fields):
         with self.lock:
@@ -1674,6 +1685,10 @@ def normalize_spec(spec, run_dir):
     argv = s.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise UsageError("spec.argv must be a non-empty list of strings (script first)")
+    if argv[0].startswith("-"):
+        # The interpreter would read "-V.py" as its own option: name the script as a path.
+        argv = ["./" + argv[0]] + argv[1:]
+    s["argv"] = argv
     s["python"] = s.get("python") or "python3"
     env = s.get("env") or {}
     if not isinstance(env, dict):
@@ -3044,7 +3059,7 @@ class Supervisor:
     # -- main
 
     def main(self):
-        fcntl_fd = os.open(self.path("agent.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl_fd = os.open(self.path("agent.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + 5
         while True:
             try:
@@ -3061,7 +3076,7 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.events = EventLog(self.path("events.jsonl"), self.path("train.log"), redact=self.redact)
-        self.log_fd = os.open(self.path("train.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.log_fd = os.open(self.path("train.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.subreaper = become_subreaper()
         self.start_watcher()
         self.write_supervision()
@@ -3243,7 +3258,7 @@ def spawn_daemon(run_dir, secrets_payload):
             os._exit(0)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # SIG_IGN survives exec
         devnull = os.open(os.devnull, os.O_RDWR)
-        log = os.open(os.path.join(run_dir, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log = os.open(os.path.join(run_dir, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(rfd, 0)
         os.dup2(devnull, 1)
         os.dup2(log, 2)
@@ -3280,8 +3295,8 @@ def cmd_launch(run_dir):
         raise UsageError("spec.secrets is too large")
     normalize_spec(spec, run_dir)  # validate before anything starts
     run_dir = os.path.abspath(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    lock_fd = os.open(os.path.join(run_dir, ".launch.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    make_private_dir(run_dir)
+    lock_fd = os.open(os.path.join(run_dir, ".launch.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         if agent_alive(run_dir):

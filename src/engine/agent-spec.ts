@@ -76,7 +76,8 @@ export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
     workdir,
     mirrorDir: input.mirrorDir,
     python: input.python,
-    argv: [input.script, ...hyperparamArgs(input.options.hyperparams), ...(input.options.args ?? [])],
+    // `./-V.py`, not `-V.py`: the interpreter must never read the script's path as one of its options.
+    argv: [input.script.startsWith("-") ? `./${input.script}` : input.script, ...hyperparamArgs(input.options.hyperparams), ...(input.options.args ?? [])],
     env: state.env,
     hyperparams: input.options.hyperparams,
     setup: setup

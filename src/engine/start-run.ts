@@ -13,6 +13,7 @@ import { TrainingRun } from "../run/training-run.js";
 import type { RunResult } from "../run/run-result.js";
 import { localDir } from "../storage/local-dir/local-dir-storage.js";
 import type { MachineSecrets, Storage, StorageDescriptor } from "../storage/types.js";
+import { machineSecretsOver, refuseStoredSecrets } from "../transport/secrets-channel.js";
 import { syncTree } from "../sync/sync-tree.js";
 import { KeyedMutex } from "../util/keyed-mutex.js";
 import { runctlHome, syncHashCachePath } from "../util/runctl-home.js";
@@ -62,10 +63,14 @@ function resolveResume(state: PlanState, storage: Storage | undefined): AgentSpe
   return { storage: descriptorOf(from, state), runId: source.runId, name };
 }
 
-/** The first credentials any of the run's storages hands to machines (docs/agent-protocol.md, S3). */
-async function machineSecretsFor(storages: readonly (Storage | undefined)[], signal: AbortSignal): Promise<MachineSecrets | undefined> {
+/**
+ * The first credentials any of the run's storages hands to machines (docs/agent-protocol.md, S3).
+ * None over a transport whose stdin leaves a copy (SSM): the machine uses its instance profile,
+ * and a storage that insists on forwarding is refused (UNSUPPORTED).
+ */
+async function machineSecretsFor(storages: readonly (Storage | undefined)[], stdinLeavesCopy: boolean, signal: AbortSignal): Promise<MachineSecrets | undefined> {
   for (const storage of storages) {
-    const secrets = await storage?.machineSecrets?.({ signal });
+    const secrets = await machineSecretsOver(storage, stdinLeavesCopy, "the launch", { signal });
     if (secrets) return secrets;
   }
   return undefined;
@@ -86,6 +91,11 @@ function mirrorKey(localDirPath: string): string {
 export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
   const { options } = request;
   let storage = resolveStorage(state);
+  /** Every storage the machine reaches for this run. */
+  const runStorages = (checkpoints: Storage | undefined): (Storage | undefined)[] => [checkpoints, ...state.data.map((d) => (d.kind === "storage" ? d.storage : undefined)), state.outputs];
+  // A provider that says its machines' stdin leaves a copy: refuse forwarding now, before anything is created.
+  for (const s of runStorages(storage)) refuseStoredSecrets(s, state.provider.stdinLeavesCopy === true, ".train()");
+
   let storageDescriptor = storage ? descriptorOf(storage, state) : null;
   const resume = resolveResume(state, storage);
   const runId = options.runId ?? newRunId();
@@ -178,10 +188,11 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
       dataSources: state.data.map((d) => (d.kind === "path" ? { kind: "dir", path: d.path } : descriptorOf(d.storage, state))),
       outputs: state.outputs ? descriptorOf(state.outputs, state) : null,
     });
-    const secrets = await machineSecretsFor([storage, ...state.data.map((d) => (d.kind === "storage" ? d.storage : undefined)), state.outputs], signal);
+    const secrets = await machineSecretsFor(runStorages(storage), machine.transport.stdinLeavesCopy === true, signal);
     throwIfAborted(signal);
     const argv = [agent.python, agent.path, "launch", runDir];
-    // Secrets travel only on the launch command's stdin; the agent keeps them in memory.
+    // Secrets travel only on the launch command's stdin, and only where it leaves no copy (never
+    // over SSM); the agent keeps them in memory.
     const started = await machine.transport.exec(argv, { stdin: JSON.stringify(secrets ? { ...spec, secrets } : spec) });
     if (started.exitCode !== 0) {
       throw new CommandError(

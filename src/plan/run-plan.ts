@@ -6,11 +6,13 @@ import { startRun } from "../engine/start-run.js";
 import { summarizePlan, type PlanSummary } from "../engine/plan-summary.js";
 import { provisionMachine, type ProvisionedMachine } from "../engine/provisioned-machine.js";
 import type { TrainingRun } from "../run/training-run.js";
-import { validateHyperparams } from "./hyperparams.js";
+import { hyperparamArgs, validateHyperparams, type HyperparamValue } from "./hyperparams.js";
+import { checkExecString, checkExecTotal } from "./os-limits.js";
 import type { BudgetOptions, CheckpointOptions, DataOptions, PlanState, RecoverOptions, ResumeSource, SetupOptions, SyncOptions, TrainOptions } from "./plan-types.js";
 import { localDir } from "../storage/local-dir/local-dir-storage.js";
 import { s3 } from "../storage/s3/index.js";
 import type { Storage } from "../storage/types.js";
+import { refuseStoredSecrets } from "../transport/secrets-channel.js";
 import {
   budgetOptionsSchema,
   checkpointOptionsSchema,
@@ -149,6 +151,13 @@ export class RunPlan {
   checkpoints(options: CheckpointOptions): RunPlan {
     const parsed = parseOptions(checkpointOptionsSchema, options, ".checkpoints()") as CheckpointOptions;
     if (parsed.storage) reachableFrom(this.state.provider, parsed.storage, ".checkpoints()");
+    if (parsed.dir !== undefined) {
+      // Relative to the workdir and inside it, like .data({ to }): an absolute path or `..` would
+      // have the agent commit (and, on resume, restore into) a folder outside the run.
+      const dir = validateRelativePath(parsed.dir, ".checkpoints() dir");
+      if (dir === ".") throw new RunctlError("INVALID_ARGUMENT", '.checkpoints() dir must be a folder inside the workdir, not the workdir itself ("."); e.g. "checkpoints".');
+      return this.with({ checkpoints: { ...parsed, dir } });
+    }
     return this.with({ checkpoints: parsed });
   }
 
@@ -215,6 +224,7 @@ export class RunPlan {
     const parsed = parseOptions(trainOptionsSchema, options, ".train()") as TrainOptions;
     const hyperparams = validateHyperparams(parsed.hyperparams ?? {});
     this.checkScript(script);
+    this.checkCommand(".train()", script, hyperparams, parsed.args ?? []);
     this.checkRecovery();
     return startRun(this.state, { script, options: { ...parsed, hyperparams } });
   }
@@ -231,9 +241,10 @@ export class RunPlan {
    */
   plan(script?: string, options: TrainOptions = {}): Promise<PlanSummary> {
     if (script !== undefined) {
-      parseOptions(trainOptionsSchema, options, ".plan()");
-      validateHyperparams(options.hyperparams ?? {});
+      const parsed = parseOptions(trainOptionsSchema, options, ".plan()") as TrainOptions;
+      const hyperparams = validateHyperparams(parsed.hyperparams ?? {});
       this.checkScript(script);
+      this.checkCommand(".plan()", script, hyperparams, parsed.args ?? []);
     }
     return summarizePlan(this.state, script);
   }
@@ -267,6 +278,17 @@ export class RunPlan {
     }
   }
 
+  /**
+   * The trainer's command line and environment must reach `execve` exactly as written: every
+   * string free of NUL and lone surrogates and within the operating system's size limits.
+   */
+  private checkCommand(call: string, script: string, hyperparams: Readonly<Record<string, HyperparamValue>>, args: readonly string[]): void {
+    checkExecString(`${call} script`, script, "INVALID_ARGUMENT");
+    args.forEach((arg, i) => checkExecString(`${call} args[${i}]`, arg, "INVALID_ARGUMENT"));
+    const argv = [script, ...hyperparamArgs(hyperparams), ...args];
+    checkExecTotal(call, argv, { ...this.state.env, RUNCTL_HPARAMS: JSON.stringify(hyperparams) });
+  }
+
   private checkScript(script: string): void {
     if (typeof script !== "string" || script.length === 0) {
       throw new RunctlError("SCRIPT_NOT_FOUND", ".train(script): script must be a path to a Python file.");
@@ -293,4 +315,5 @@ function reachableFrom(provider: Provider, storage: Storage, call: string): void
   if (storage.machineDescriptor?.({ sharesLocalFilesystem: provider.sharesLocalFilesystem }) === undefined) {
     throw new RunctlError("STORAGE_UNREACHABLE", `${call}: machines of the ${provider.name} provider cannot reach ${storage.uri}; use a storage they can reach (s3(...)).`);
   }
+  refuseStoredSecrets(storage, provider.stdinLeavesCopy === true, call);
 }

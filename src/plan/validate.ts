@@ -3,6 +3,7 @@ import { isAbsolute, normalize, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { RunctlError } from "../errors/runctl-error.js";
+import { checkExecString } from "./os-limits.js";
 
 /** Parses `value` with a zod schema, turning failures into INVALID_ARGUMENT naming the call. */
 export function parseOptions<T>(schema: z.ZodType<T>, value: unknown, call: string): T {
@@ -68,7 +69,10 @@ export const trainOptionsSchema = z.strictObject({
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-/** Environment variables: valid names, string values, and none of runctl's own `RUNCTL_*` names. */
+/**
+ * Environment variables: valid names, string values that reach the machine exactly (no NUL, no lone
+ * surrogate, within the operating system's limit), and none of runctl's own `RUNCTL_*` names.
+ */
 export function validateEnv(vars: unknown): Record<string, string> {
   if (typeof vars !== "object" || vars === null || Array.isArray(vars)) {
     throw new RunctlError("INVALID_ARGUMENT", ".env(vars): vars must be an object of name -> string.");
@@ -77,14 +81,16 @@ export function validateEnv(vars: unknown): Record<string, string> {
     if (!ENV_NAME.test(name)) throw new RunctlError("INVALID_ARGUMENT", `.env(): ${JSON.stringify(name)} is not a valid variable name.`);
     if (name.startsWith("RUNCTL_")) throw new RunctlError("INVALID_ARGUMENT", `.env(): ${name} is reserved; runctl sets RUNCTL_* variables itself.`);
     if (typeof value !== "string") throw new RunctlError("INVALID_ARGUMENT", `.env(): ${name} must be a string, got ${typeof value}.`);
+    checkExecString(`.env(): ${name}`, `${name}=${value}`, "INVALID_ARGUMENT");
   }
   return { ...(vars as Record<string, string>) };
 }
 
 /** A relative path that stays inside its base folder (`train.py`, `src/train.py`). */
 export function validateRelativePath(path: string, what: string): string {
+  if (typeof path !== "string") throw new RunctlError("INVALID_ARGUMENT", `${what} must be a relative path inside the synced folder, got ${typeof path}.`);
   const normal = normalize(path);
-  if (path === "" || isAbsolute(path) || normal.startsWith("..") || normal.includes("\0")) {
+  if (path === "" || isAbsolute(path) || normal === ".." || normal.startsWith("../") || normal.includes("\0")) {
     throw new RunctlError("INVALID_ARGUMENT", `${what} must be a relative path inside the synced folder, got ${JSON.stringify(path)}.`);
   }
   return normal;

@@ -117,6 +117,13 @@ export interface Provider {
   readonly name: string;
   /** Whether its machines see this process's filesystem (local folders are reachable). */
   readonly sharesLocalFilesystem: boolean;
+  /**
+   * Its machines are reached by a transport whose stdin leaves a copy ({@link Transport.stdinLeavesCopy},
+   * e.g. EC2 over SSM): credentials are never forwarded to them, and a storage that insists on it
+   * (`forwardCredentials: true`) is refused at the plan call, before anything is created.
+   * @defaultValue false
+   */
+  readonly stdinLeavesCopy?: boolean;
   /** Hands out a ready machine (reachable, Python 3 present, root folder known). */
   provision(request: ProvisionRequest, options?: { readonly signal?: AbortSignal }): Promise<Machine>;
   /** Gives a machine back (a pool host is freed; a cloud instance is terminated). Idempotent. */

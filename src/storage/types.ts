@@ -93,4 +93,10 @@ export interface Storage {
    * Optional capability.
    */
   machineSecrets?(options?: StorageCallOptions): Promise<MachineSecrets | undefined>;
+  /**
+   * Whether {@link Storage.machineSecrets} was asked for explicitly: `true` (always forward, so a
+   * channel that stores its input, SSM, is refused with UNSUPPORTED), `false` (never), unset (forward
+   * only over a channel that leaves no copy). Optional capability.
+   */
+  readonly forwardCredentials?: boolean | undefined;
 }

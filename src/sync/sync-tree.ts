@@ -10,6 +10,7 @@ import { hashScan, manifestDigest, type Manifest } from "./manifest.js";
 import { scanTree } from "./scan-tree.js";
 import { DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, checkSizeLimits, largestEntries, type LargestEntries } from "./size-guard.js";
 import { packSyncTar } from "./tar-pack.js";
+import { machineSecretsOver } from "../transport/secrets-channel.js";
 
 /**
  * The stage a sync is in, reported through {@link SyncTreeOptions.onProgress}.
@@ -333,7 +334,8 @@ async function syncOnce(options: SyncTreeOptions, started: number): Promise<Sync
       apply = staging.storage
         .put(key, tar.stream, withSignal(controller.signal))
         .then(async () => {
-          const secrets = await staging.storage.machineSecrets?.(withSignal(controller.signal));
+          // Over SSM the request itself is staged in S3: no credentials in it (the instance profile reads the tar).
+          const secrets = await machineSecretsOver(staging.storage, transport.stdinLeavesCopy === true, "sync staging", withSignal(controller.signal));
           const request = JSON.stringify({ storage: descriptor, key, secrets: secrets ?? null });
           return transport.exec(applyArgv, { stdin: request, signal: controller.signal });
         })

@@ -88,6 +88,12 @@ export interface Transport {
    * @defaultValue false (output streams while the command runs)
    */
   readonly buffered?: boolean;
+  /**
+   * A command's stdin is stored on its way to the machine (SSM stages it in S3), so it leaves a
+   * copy: runctl never sends secrets on it, and the machine must use its own credentials.
+   * @defaultValue false (stdin is a private byte stream: a pipe, an SSH channel)
+   */
+  readonly stdinLeavesCopy?: boolean;
   /** Starts a command. See {@link ExecHandle}. */
   exec(command: Command, options?: ExecOptions): ExecHandle;
   /** Copies a local file to the machine, creating parent folders. */

@@ -35,14 +35,14 @@ describe("hyperparameters on an SSH host", () => {
     const echo = lines.filter((l) => l.startsWith("RUNCTL_HPARAMS_ECHO "));
     expect(echo).toHaveLength(1);
     const received = JSON.parse(echo[0]!.slice("RUNCTL_HPARAMS_ECHO ".length)) as { argv_list: string[]; env: Record<string, unknown> };
-    // argv is exactly `--key value` pairs: no value was split, merged or dropped on the way.
+    // argv is exactly one `--key=value` element per hyperparameter: no value was split, merged or dropped on the way.
     const argv = received.argv_list;
-    expect(argv.length % 2).toBe(0);
     const pairs = new Map<string, string>();
-    for (let i = 0; i < argv.length; i += 2) {
-      expect(argv[i]!.startsWith("--"), `argv[${i}] = ${JSON.stringify(argv[i])}`).toBe(true);
-      pairs.set(argv[i]!.slice(2), argv[i + 1]!);
+    for (const [i, arg] of argv.entries()) {
+      expect(arg.startsWith("--") && arg.includes("="), `argv[${i}] = ${JSON.stringify(arg)}`).toBe(true);
+      pairs.set(arg.slice(2, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1));
     }
+    expect(pairs.size).toBe(argv.length);
     for (const [key, value] of Object.entries(hostile)) {
       // argv: strings verbatim, everything else as JSON text; RUNCTL_HPARAMS: the JSON value itself.
       expect(pairs.get(key), key).toBe(typeof value === "string" ? value : JSON.stringify(value));

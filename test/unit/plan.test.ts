@@ -74,9 +74,9 @@ describe("plan", () => {
 });
 
 describe("hyperparameters", () => {
-  it("become --name value arguments, lossless through JSON", () => {
+  it("become --name=value arguments, lossless through JSON", () => {
     const hp = validateHyperparams({ lr: 0.001, name: "a b'c\"$x;\n", on: true, none: null, layers: [1, 2], opt: { beta: [0.9, 0.99] } });
-    expect(hyperparamArgs(hp)).toEqual(["--lr", "0.001", "--name", "a b'c\"$x;\n", "--on", "true", "--none", "null", "--layers", "[1,2]", "--opt", '{"beta":[0.9,0.99]}']);
+    expect(hyperparamArgs(hp)).toEqual(["--lr=0.001", "--name=a b'c\"$x;\n", "--on=true", "--none=null", "--layers=[1,2]", '--opt={"beta":[0.9,0.99]}']);
   });
 
   it("names the offending path", () => {

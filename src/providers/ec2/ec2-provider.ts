@@ -311,6 +311,8 @@ export function ec2(options: Ec2ProviderOptions): Provider {
   return {
     name: "ec2",
     sharesLocalFilesystem: false,
+    // SSM stages stdin in S3: no client credentials may travel there (the instance profile is used).
+    stdinLeavesCopy: access.kind === "ssm",
     async provision(request, opts) {
       const signal = opts?.signal;
       if (options.instanceId) return provisionExisting(options.instanceId, request.runId, signal);

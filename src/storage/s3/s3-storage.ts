@@ -93,8 +93,11 @@ export interface S3StorageOptions {
   readonly machineBackend?: "auto" | "boto3" | "cli";
   /**
    * Whether {@link S3Storage.machineSecrets} resolves this client's credentials and hands them to
-   * the machine (in memory only). False: the machine uses its own credential chain (an EC2 instance profile).
-   * @defaultValue true
+   * the machine (in memory only). False: the machine uses its own credential chain (an EC2 instance
+   * profile). Unset: forwarded over channels that leave no copy (local, SSH), never over SSM, whose
+   * input is staged in S3 (the machine then uses its instance profile). True over SSM is refused
+   * (UNSUPPORTED) before anything is created.
+   * @defaultValue forwarded, except over SSM
    */
   readonly forwardCredentials?: boolean;
   /**
@@ -338,6 +341,7 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
 
   return {
     uri: location.uri,
+    forwardCredentials: options.forwardCredentials,
     bucket,
     prefix,
     client,

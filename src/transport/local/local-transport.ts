@@ -1,5 +1,7 @@
 import { spawn } from "node:child_process";
-import { copyFile, mkdir, chmod } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { copyFile, mkdir, open, rename, rm } from "node:fs/promises";
+import { pipeline } from "node:stream/promises";
 import { hostname } from "node:os";
 import { dirname } from "node:path";
 import { Readable } from "node:stream";
@@ -8,11 +10,14 @@ import { AsyncQueue } from "../../util/async-queue.js";
 import { TailBuffer } from "../../util/tail-buffer.js";
 import type { Command, ExecHandle, ExecOptions, ExecResult, OutputChunk, Transport } from "../types.js";
 import { shellJoin } from "../shell-quote.js";
+import { localBaseEnv } from "./machine-env.js";
 
 const DEFAULT_TAIL_BYTES = 65_536;
 
 /**
  * A Transport for this machine, over `child_process` (argv is never passed through a shell).
+ * Commands get a minimal environment, not this process's: `PATH`, `HOME`, `USER`, `LOGNAME`,
+ * `SHELL`, `LANG`, `LANGUAGE`, `LC_*`, `TZ`, `TERM`, `TMPDIR`, plus `ExecOptions.env`.
  *
  * @example
  * ```ts
@@ -25,8 +30,35 @@ export function localTransport(): Transport {
     host: hostname(),
     exec: (command, options) => localExec(command, options ?? {}),
     async putFile(localPath, remotePath, options) {
-      await copyLocal(localPath, remotePath, options?.signal);
-      if (options?.mode !== undefined) await chmod(remotePath, options.mode);
+      if (options?.mode === undefined) {
+        await copyLocal(localPath, remotePath, options?.signal);
+        return;
+      }
+      // Created with its mode (a 0600 file is never readable by others, not even for a moment),
+      // then renamed into place.
+      const tmp = `${remotePath}.runctl-${randomBytes(6).toString("hex")}.part`;
+      await mkdir(dirname(remotePath), { recursive: true });
+      try {
+        const source = await open(localPath, "r").catch((cause: unknown) => {
+          throw new RunctlError("NOT_FOUND", `Cannot copy ${localPath} to ${remotePath}: ${(cause as Error).message}`, { cause });
+        });
+        try {
+          // 0o600 & mode at creation (never wider than asked), the exact mode after (the umask may narrow it).
+          const target = await open(tmp, "wx", options.mode & 0o600);
+          try {
+            await pipeline(source.createReadStream({ autoClose: false }), target.createWriteStream({ autoClose: false }), ...(options.signal ? [{ signal: options.signal }] : []));
+            await target.chmod(options.mode);
+          } finally {
+            await target.close();
+          }
+        } finally {
+          await source.close();
+        }
+        await rename(tmp, remotePath);
+      } catch (e) {
+        await rm(tmp, { force: true });
+        throw e;
+      }
     },
     async getFile(remotePath, localPath, options) {
       await copyLocal(remotePath, localPath, options?.signal);
@@ -68,7 +100,9 @@ export function localExec(command: Command, options: ExecOptions): ExecHandle {
     }
     const child = spawn(file, argv.slice(1), {
       cwd: options.cwd,
-      env: { ...process.env, ...options.env },
+      // Never this process's whole environment: the client's credentials (AWS_*, tokens) would
+      // reach every command and, through the agent, the trainer.
+      env: { ...localBaseEnv(), ...options.env },
       stdio: ["pipe", "pipe", "pipe"],
     });
     const onAbort = (): void => {

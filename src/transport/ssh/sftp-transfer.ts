@@ -155,6 +155,11 @@ export async function sftpPutFile(client: Client, localPath: string, remotePath:
     const tmp = tempName(remotePath);
     try {
       await sftpMkdirp(sftp, posix.dirname(remotePath));
+      if (ctx.mode !== undefined) {
+        // Created private before a byte is written (fastPut alone creates it with the remote umask).
+        const handle = await cb<Buffer>((done) => sftp.open(tmp, "wx", { mode: ctx.mode! & 0o600 }, done));
+        await cb((done) => sftp.close(handle, done));
+      }
       await cb((done) => sftp.fastPut(localPath, tmp, { concurrency: 32, chunkSize: 65_536 }, done));
       if (ctx.mode !== undefined) await cb((done) => sftp.chmod(tmp, ctx.mode!, done));
       try {

@@ -147,7 +147,8 @@ export function putFileLine(remotePath: string, tempName: string, mode: number |
   const dir = remotePath.slice(0, remotePath.lastIndexOf("/")) || "/";
   const tmp = `${dir === "/" ? "" : dir}/${tempName}`;
   const write = inlineBase64 === undefined ? `cat > ${shellQuote(tmp)}` : `printf '%s' ${shellQuote(inlineBase64)} | base64 -d > ${shellQuote(tmp)}`;
-  const steps = [`mkdir -p -- ${shellQuote(dir)}`, write];
+  // With a mode, the temporary file is created private (umask 077) and given its mode before the rename.
+  const steps = [`mkdir -p -- ${shellQuote(dir)}`, mode === undefined ? write : `(umask 077 && ${write})`];
   if (mode !== undefined) steps.push(`chmod ${(mode & 0o7777).toString(8)} ${shellQuote(tmp)}`);
   steps.push(`mv -f -- ${shellQuote(tmp)} ${shellQuote(remotePath)}`);
   return `${steps.join(" && ")} || { runctl_rc=$?; rm -f -- ${shellQuote(tmp)}; exit $runctl_rc; }`;

@@ -36,8 +36,8 @@ export interface SsmTransportOptions {
    * `runctl-staging/<scope>/` and are deleted after use; `close()` deletes the whole folder. The
    * instance profile must allow `s3:GetObject`/`s3:PutObject` there, and the machine needs the `aws` CLI.
    * Whatever a caller sends on stdin sits in the bucket while its command runs, the engine's launch
-   * spec included: when that carries forwarded storage credentials, prefer an instance profile and
-   * `s3(uri, { forwardCredentials: false })`.
+   * spec included (so the transport reports `stdinLeavesCopy`): runctl never sends credentials on
+   * it, the machine uses its instance profile, and `forwardCredentials: true` is refused.
    * @defaultValue none: stdin and files over 32 KiB are refused (UNSUPPORTED), output over the
    * inline limits is truncated (with a warning in the stderr tail)
    */

@@ -41,6 +41,8 @@ import { SSM_TRANSPORT_DEFAULTS, resolveSsmOptions, type ResolvedSsmOptions, typ
 export interface SsmTransport extends Transport {
   /** Always true: SSM returns a command's output only when it ends. */
   readonly buffered: true;
+  /** Always true: stdin is staged in S3, so runctl never sends secrets through it. */
+  readonly stdinLeavesCopy: true;
   /** The instance commands run on. */
   readonly instanceId: string;
   /**
@@ -101,6 +103,8 @@ interface ScriptOutcome {
 class SsmTransportImpl implements SsmTransport {
   readonly host: string;
   readonly buffered = true as const;
+  /** Stdin is staged in S3 (or refused without staging): never a channel for secrets. */
+  readonly stdinLeavesCopy = true as const;
   readonly instanceId: string;
   private readonly o: ResolvedSsmOptions;
   private readonly client: SSMClient;

@@ -162,6 +162,10 @@ export async function prewarmVolume(transport: Transport, options: PrewarmVolume
   const mountPoint = checkMachinePath("mountPoint", options.mountPoint);
   const path = options.to ? `${mountPoint}/${options.to.replace(/\/+$/, "")}` : mountPoint;
   const c = options.credentials;
+  if (c && transport.stdinLeavesCopy === true) {
+    // SSM stages stdin in S3: the keys would be written there. The instance profile must do.
+    throw new RunctlError("UNSUPPORTED", `prewarmVolume(): credentials cannot be sent to ${transport.host} over a transport that stores its input (SSM); let the instance profile read ${parseS3Uri(options.source).uri} and omit credentials.`);
+  }
   const started = performance.now();
   const result = await transport.exec(
     { script },
