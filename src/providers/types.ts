@@ -82,6 +82,11 @@ export interface SweepOptions {
   readonly dryRun?: boolean;
   /** Whose resources (`runctl:owner`): `"all"` widens to every owner. @defaultValue this process's `user@host` */
   readonly owner?: string;
+  /**
+   * Also sweep expired resources whose run looks alive (an instance of it still runs and the run
+   * is not known to be over). Without it a live run is never swept. @defaultValue false
+   */
+  readonly force?: boolean;
   readonly signal?: AbortSignal;
 }
 

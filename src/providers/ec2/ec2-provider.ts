@@ -372,7 +372,16 @@ export function ec2(options: Ec2ProviderOptions): Provider {
     },
     async sweep(opts) {
       const staging: Storage[] = access.kind === "ssm" ? [access.staging] : [];
-      return sweepEc2({ region: options.region, client: aws().ec2, staging, ...(opts.dryRun !== undefined ? { dryRun: opts.dryRun } : {}), ...(opts.owner !== undefined ? { owner: opts.owner } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+      // The provider's own owner (ec2({ owner })) unless the sweep names one.
+      return sweepEc2({
+        region: options.region,
+        client: aws().ec2,
+        staging,
+        owner: opts.owner ?? owner,
+        ...(opts.dryRun !== undefined ? { dryRun: opts.dryRun } : {}),
+        ...(opts.force !== undefined ? { force: opts.force } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
     },
   };
 }
