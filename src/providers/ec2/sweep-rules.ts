@@ -96,9 +96,8 @@ function parseTime(value: string | undefined): Date | undefined {
  * 6. `runctl:expires-at` has passed: swept (a stopped instance, or a resource whose run has no
  *    live instance). A snapshot that has not expired is kept.
  * 7. Instances: otherwise kept. Other resources: kept while a stopped instance carries the run
- *    id; kept while the local journal says the run goes on (between two machines of a
- *    recovering run); else swept when older than `graceMs` (from `runctl:created-at`, else the
- *    cloud's creation time): the grace protects a run that is still launching.
+ *    id; else swept when older than `graceMs` (from `runctl:created-at`, else the cloud's
+ *    creation time): the grace protects a run that is still launching.
  *
  * @example
  * ```ts
@@ -135,7 +134,6 @@ export function judge(subject: SweepSubject, ctx: SweepContext): SweepVerdict {
   if (snapshot) return keep(expiresAt ? `expires at ${expiresAt.toISOString()}` : "no runctl:expires-at");
   if (subject.kind === "instance") return keep(`run ${runId} is not known to be over${until}`);
   if (liveInstance !== undefined) return keep(`instance ${liveInstance} of run ${runId} is still there${until}`);
-  if (ended === false) return keep(`run ${runId} is not over by the local journal${until}`);
   const createdAt = parseTime(subject.tags[TAG.createdAt]) ?? subject.cloudCreatedAt;
   if (!createdAt) return keep(`no live instance of run ${runId}, but its age is unknown${until}`);
   const graceEnds = createdAt.getTime() + ctx.graceMs;

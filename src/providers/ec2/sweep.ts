@@ -117,7 +117,7 @@ interface VolumeCandidate {
  *   `runctl:expires-at` has passed (a stopped instance, or a resource whose run has no live
  *   instance). A volume, key pair, security group or staging folder with no live instance is
  *   also swept once older than `graceMs` from `runctl:created-at` (the grace protects a run that
- *   is still launching), unless the local journal says the run goes on.
+ *   is still launching).
  *
  * Order: terminate instances, then wait (bounded) until they are shutting-down/terminated; delete
  * volumes (one attached to a swept instance is retried until it comes free, within
