@@ -140,7 +140,8 @@ export function ec2(options: Ec2ProviderOptions): Provider {
           lastError = `exit ${r.exitCode}: ${r.stderrTail.trim() || "Python 3.8+ missing?"}`;
           return undefined;
         } catch (err) {
-          if (isRunctlError(err) && (err.code === "HOST_KEY_MISMATCH" || err.code === "AUTH_FAILED" || err.code === "INVALID_ARGUMENT" || err.code === "ABORTED")) {
+          if (isRunctlError(err) && err.code === "ABORTED") throw err;
+          if (isRunctlError(err) && (err.code === "HOST_KEY_MISMATCH" || err.code === "AUTH_FAILED" || err.code === "INVALID_ARGUMENT")) {
             throw new RunctlError(err.code, `${err.message} (instance ${instanceId}; ${aftermath})`, { cause: err, details: { ...err.details, instanceId } });
           }
           lastError = (err as Error).message;
@@ -234,7 +235,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
     const transport = transportOf(instanceId, address, keys, runId);
     const terminates = options.terminateOnRelease ?? false;
     try {
-      const home = await waitReady(transport, instanceId, signal, `it was left ${instance.State?.Name ?? "running"}: runctl did not launch it${terminates ? ", and terminates it only at release" : ""}`);
+      const home = await waitReady(transport, instanceId, signal, `it was left ${instance.State?.Name ?? "running"}: runctl did not launch it`);
       const runFacts: Ec2MachineFacts = { region: options.region, access: access.kind, market: "existing", terminateOnRelease: terminates, createdKeyPair: false, createdSecurityGroup: false };
       return machineOf(instance, address, transport, home, runFacts, keys, await hourlyFor(instance, instance.InstanceLifecycle === "spot" ? "spot" : "on-demand", signal), {});
     } catch (err) {
