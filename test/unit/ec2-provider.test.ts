@@ -3,10 +3,11 @@ import { GetParameterCommand } from "@aws-sdk/client-ssm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Runctl, RunctlError, ec2, s3, type Machine, type Storage } from "runctl";
 import { listRecordedResources } from "../../src/ledger/resource-ledger.js";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { hostKeyOfUserData, powerOffMinutesOfUserData } from "../../src/providers/ec2/user-data.js";
+import { BOOT_POWER_OFF_CANCEL, buildUserData, hostKeyOfUserData, powerOffMinutesOfUserData } from "../../src/providers/ec2/user-data.js";
 import { caught } from "../support/caught.js";
 import { capacityError, ec2Error, fakeEc2, type FakeEc2 } from "../support/fake-ec2.js";
 import { fakeSsm, type FakeSsm } from "../support/fake-ssm.js";
@@ -341,10 +342,32 @@ describe("ec2(): issue 10 (cloud resources)", () => {
     const input = a.fake.inputsOf<{ UserData: string; InstanceInitiatedShutdownBehavior: string }>("RunInstances")[0]!;
     expect(input.InstanceInitiatedShutdownBehavior).toBe("terminate"); // the power-off ends billing
     const text = Buffer.from(input.UserData, "base64").toString("utf8");
-    // Once, on the first boot, in cloud-init's first stage; 5 min ready timeout + 30 min margin.
-    expect(text).toMatch(/^bootcmd:\n {2}- \[cloud-init-per, once, runctl-poweroff, sh, -c, "exec 9>\/run\/runctl-poweroff\.lock; flock 9; \[ -e \/run\/runctl-poweroff\.canceled \] \|\| shutdown -h \+35"\]$/m);
+    // The first runcmd (once per instance), under the lock the agent's cancel takes; 5 min ready timeout + 30 min margin.
+    expect(text).toMatch(/^runcmd:\n {2}- \[sh, -c, "exec 9>\/run\/runctl-poweroff\.lock; flock 9; \[ -e \/run\/runctl-poweroff\.canceled \] \|\| shutdown -h \+35"\]$/m);
     expect(powerOffMinutesOfUserData(input.UserData)).toBe(35);
     expect(machine.shutdown?.cancelBootPowerOff).toEqual(["sudo", "-n", "sh", "-c", expect.stringMatching(/flock 9; touch \/run\/runctl-poweroff\.canceled; shutdown -c/)]);
+  });
+
+  it("item 10: the power-off and its cancel, run for real in either order (fake shutdown and sudo, the lock and marker in a temp folder)", () => {
+    const script = /runcmd:\n {2}- \[sh, -c, "(.*)"\]$/m.exec(Buffer.from(buildUserData({ powerOffAfterMin: 40 }), "base64").toString("utf8"))![1]!;
+    for (const order of [["poweroff", "cancel"], ["cancel", "poweroff"]] as const) {
+      const dir = mkdtempSync(join(tmpdir(), "runctl-poweroff-"));
+      const bin = join(dir, "bin");
+      mkdirSync(bin);
+      const calls = join(dir, "calls");
+      // A scheduled power-off is a file, as systemd keeps it; shutdown -c fails when none is scheduled.
+      writeFileSync(join(bin, "shutdown"), `#!/bin/sh\necho "$*" >> '${calls}'\nif [ "$1" = -c ]; then [ -e '${dir}/scheduled' ] && rm '${dir}/scheduled'; else touch '${dir}/scheduled'; fi\n`, { mode: 0o755 });
+      writeFileSync(join(bin, "sudo"), `#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n`, { mode: 0o755 });
+      const local = (text: string): string => text.replaceAll("/run/runctl-poweroff", join(dir, "runctl-poweroff")).replaceAll("/run/systemd/shutdown/scheduled", join(dir, "scheduled"));
+      const env = { ...process.env, PATH: `${bin}:${process.env["PATH"] ?? ""}` };
+      for (const step of order) {
+        if (step === "poweroff") execFileSync("sh", ["-c", local(script)], { env });
+        else execFileSync(BOOT_POWER_OFF_CANCEL[0]!, BOOT_POWER_OFF_CANCEL.slice(1).map(local), { env });
+      }
+      // Either way nothing stays scheduled; the cancel succeeded; a power-off after the cancel is never scheduled.
+      expect(existsSync(join(dir, "scheduled")), order.join(" then ")).toBe(false);
+      expect(readFileSync(calls, "utf8")).toBe(order[0] === "poweroff" ? "-h +40\n-c\n" : "-c\n");
+    }
   });
 
   it("item 10: unstartedPowerOffMs sets the minutes; 0, or an instance kept after the run, has no power-off and no cancel", async () => {

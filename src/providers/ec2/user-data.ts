@@ -36,10 +36,14 @@ export interface UserDataInput {
 }
 
 /**
- * The instance's cloud-config: the boot-time power-off (scheduled by `bootcmd` once, on the first
- * boot, in cloud-init's first stage, before sshd or the SSM agent answer), the SSH host key runctl
- * chose (so the first connection is verified), and the AWS CLI when the image lacks it (the agent
- * uses it for S3; the Deep Learning AMIs have it). Returned base64-encoded, as RunInstances wants it.
+ * The instance's cloud-config: the boot-time power-off, the SSH host key runctl chose (so the first
+ * connection is verified), and the AWS CLI when the image lacks it (the agent uses it for S3; the
+ * Deep Learning AMIs have it). Returned base64-encoded, as RunInstances wants it.
+ *
+ * The power-off is the first `runcmd` (once per instance, late in the first boot, when logind can
+ * schedule it: in an early stage `shutdown +N` may power off at once). The agent may start before
+ * that runs (sshd answers earlier): the lock and the marker make the order not matter; whichever
+ * comes second sees the other.
  *
  * @example
  * ```ts
@@ -51,17 +55,15 @@ export function buildUserData(input: UserDataInput): string {
   const minutes = input.powerOffAfterMin;
   if (minutes !== undefined) {
     if (!Number.isInteger(minutes) || minutes < 1) throw new RangeError(`powerOffAfterMin must be a whole number of minutes >= 1, got ${minutes}`);
-    lines.push(
-      "bootcmd:",
-      `  - [cloud-init-per, once, runctl-poweroff, sh, -c, "exec 9>${POWER_OFF_LOCK}; flock 9; [ -e ${POWER_OFF_CANCELED} ] || shutdown -h +${minutes}"]`,
-    );
   }
   if (input.hostKey) {
     lines.push("ssh_deletekeys: true", "ssh_genkeytypes: []", "ssh_keys:", "  ed25519_private: |");
     for (const l of input.hostKey.privateKey.trim().split("\n")) lines.push(`    ${l}`);
     lines.push(`  ed25519_public: ${input.hostKey.publicKey}`);
   }
-  lines.push("runcmd:", `  - [sh, -c, "command -v aws >/dev/null || snap install aws-cli --classic || true"]`);
+  lines.push("runcmd:");
+  if (minutes !== undefined) lines.push(`  - [sh, -c, "exec 9>${POWER_OFF_LOCK}; flock 9; [ -e ${POWER_OFF_CANCELED} ] || shutdown -h +${minutes}"]`);
+  lines.push(`  - [sh, -c, "command -v aws >/dev/null || snap install aws-cli --classic || true"]`);
   return Buffer.from(lines.join("\n") + "\n", "utf8").toString("base64");
 }
 
