@@ -36,13 +36,14 @@ describe.concurrent("agent: budget and shutdown", () => {
 
   test("a run that ends normally schedules the shutdown after afterRunMs (the backstop for a dead client)", async () => {
     const marker = join(tmp(), "powered-off");
-    const run = makeRun("print('done')", { shutdown: { command: ["sh", "-c", `echo off > '${marker}.tmp' && mv '${marker}.tmp' '${marker}'`], afterRunMs: 1500 } });
+    // 4 s: long enough that a loaded machine still reads the end before the command runs.
+    const run = makeRun("print('done')", { shutdown: { command: ["sh", "-c", `echo off > '${marker}.tmp' && mv '${marker}.tmp' '${marker}'`], afterRunMs: 4000 } });
     await launch(run);
     const { events, exit } = await runToEnd(run);
     expect(exit["status"]).toBe("succeeded");
-    expect(events.find((e) => e.type === "shutdown-scheduled")?.["inMs"]).toBe(1500);
+    expect(events.find((e) => e.type === "shutdown-scheduled")?.["inMs"]).toBe(4000);
     expect(existsSync(marker)).toBe(false);
-    await waitFor("the shutdown command", () => existsSync(marker), 10_000);
+    await waitFor("the shutdown command", () => existsSync(marker), 15_000);
   });
 
   /** A folder with a fake `shutdown` that records its arguments (and fails with `exitCode`), first on PATH. */
