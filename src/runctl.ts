@@ -68,10 +68,12 @@ export class Runctl {
   }
 
   /**
-   * Finds what runctl left behind on a provider (instances, volumes, key pairs, security groups,
-   * S3 staging folders) whose run is over or whose `runctl:expires-at` has passed, and deletes it.
-   * Only resources carrying runctl's tags are ever touched, only your own unless `owner: "all"`,
-   * never persistent volumes. `dryRun` reports without deleting anything.
+   * Finds what runctl left behind on a provider (instances, volumes, snapshots, key pairs, security
+   * groups, S3 staging folders) whose run is over or whose `runctl:expires-at` has passed, and
+   * deletes it. Only resources carrying runctl's full tag set are ever touched, only the provider's
+   * owner's (`ec2({ owner })`, else yours) unless `owner` says otherwise (`"all"`), never persistent
+   * ones. A live run (an instance of it still running, the run not known to be over) is kept even
+   * when expired, unless `force`. `dryRun` reports without deleting anything.
    *
    * @example
    * ```ts

@@ -1759,7 +1759,10 @@ def normalize_spec(spec, run_dir):
         cmd = shutdown.get("command") if isinstance(shutdown, dict) else None
         if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
             raise UsageError("spec.shutdown must be null or {command: [argv], afterRunMs}")
-        shutdown = {"command": cmd, "afterRunMs": _num(shutdown.get("afterRunMs"), 0, "shutdown.afterRunMs")}
+        cancel = shutdown.get("cancelBootPowerOff")
+        if cancel is not None and (not isinstance(cancel, list) or not cancel or not all(isinstance(c, str) for c in cancel)):
+            raise UsageError("spec.shutdown.cancelBootPowerOff must be absent or [argv]")
+        shutdown = {"command": cmd, "afterRunMs": _num(shutdown.get("afterRunMs"), 0, "shutdown.afterRunMs"), "cancelBootPowerOff": cancel}
     s["shutdown"] = shutdown
     outputs = s.get("outputs")
     if outputs is not None and (not isinstance(outputs, dict) or not isinstance(outputs.get("storage"), dict)):
@@ -2146,6 +2149,23 @@ class Supervisor:
                 os.killpg(pg, sig)
             except OSError:
                 pass
+
+    def cancel_boot_power_off(self):
+        """A machine launched with a boot-time power-off (the backstop for a client that died between
+        launch and this agent's start; on EC2 `shutdown -h +N` from the user data) stays up now that
+        the agent supervises the run: runs spec.shutdown.cancelBootPowerOff once, only when the spec
+        has it. A failure is a warning: the machine would power off mid-run."""
+        sd = self.spec.get("shutdown")
+        cmd = sd.get("cancelBootPowerOff") if sd else None
+        if not cmd:
+            return
+        try:
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+            problem = None if r.returncode == 0 else "exit %d: %s" % (r.returncode, r.stderr.decode("utf-8", "replace").strip()[-500:])
+        except (OSError, subprocess.SubprocessError) as e:
+            problem = str(e)
+        if problem is not None:
+            self.events.emit("warning", message="could not cancel the machine's boot-time power-off (%s): it may power off during the run" % problem)
 
     def schedule_shutdown(self, reason):
         """Powers the machine off after the run (spec.shutdown; on EC2 that terminates it): at once
@@ -3095,6 +3115,7 @@ class Supervisor:
             except UsageError as e:
                 raise PhaseFailed("AGENT_FAILED", "invalid spec.json: %s" % e, "agent")
             self.hp_hash = hashlib.sha256(canonical_json(spec["hyperparams"]).encode("utf-8")).hexdigest()
+            self.cancel_boot_power_off()
             if spec["interruption"] is not None:
                 self.poller = InterruptionPoller(self, spec["interruption"])
                 self.poller.start()

@@ -49,7 +49,7 @@ export type ParsedCli =
   | { readonly kind: "attach"; readonly json: boolean; readonly runId: string }
   | { readonly kind: "checkpoints"; readonly json: boolean; readonly runId: string; readonly verify: boolean }
   | { readonly kind: "cancel"; readonly json: boolean; readonly runId: string; readonly strategy: CliCancelStrategy }
-  | { readonly kind: "sweep"; readonly json: boolean; readonly dryRun: boolean; readonly region: string | undefined; readonly owner: string | undefined }
+  | { readonly kind: "sweep"; readonly json: boolean; readonly dryRun: boolean; readonly force: boolean; readonly region: string | undefined; readonly owner: string | undefined }
   | { readonly kind: "plan"; readonly json: boolean; readonly file: string };
 
 type OptionSpec = Record<string, { type: "boolean" | "string"; short?: string }>;
@@ -62,7 +62,7 @@ const COMMAND_OPTIONS: Record<CommandName, OptionSpec> = {
   attach: {},
   checkpoints: { verify: { type: "boolean" } },
   cancel: { strategy: { type: "string" } },
-  sweep: { "dry-run": { type: "boolean" }, region: { type: "string" }, owner: { type: "string" } },
+  sweep: { "dry-run": { type: "boolean" }, force: { type: "boolean" }, region: { type: "string" }, owner: { type: "string" } },
   plan: {},
 };
 // The one positional each command takes, if any (named as in its usage line).
@@ -174,7 +174,7 @@ function build(command: CommandName, { flags, positionals }: CommandValues): Par
       return { kind: "cancel", json, runId: arg, strategy: strategy as CliCancelStrategy };
     }
     case "sweep":
-      return { kind: "sweep", json, dryRun: flags["dry-run"] === true, region: text("region"), owner: text("owner") };
+      return { kind: "sweep", json, dryRun: flags["dry-run"] === true, force: flags["force"] === true, region: text("region"), owner: text("owner") };
     case "plan":
       return { kind: "plan", json, file: arg };
   }

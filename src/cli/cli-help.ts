@@ -106,13 +106,16 @@ Flags:
 
 ${PROVIDERS_TEXT}
 `,
-  sweep: `Usage: runctl sweep [--dry-run] [--region R] [--owner all] [--json]
+  sweep: `Usage: runctl sweep [--dry-run] [--force] [--region R] [--owner all] [--json]
 
-Finds cloud resources runctl created (by their runctl tags) that are no longer needed (expired,
-or their run has ended) and deletes them. Persistent resources are kept.
+Finds cloud resources runctl created (by their full set of runctl tags) that are no longer needed
+(expired, or their run has ended) and deletes them. Persistent resources are kept. A live run
+(an instance of it still running, the run not known to be over) is never swept, even expired,
+unless --force.
 
 Flags:
   --dry-run     report what would be deleted; delete nothing
+  --force       also sweep expired resources of runs that look alive
   --region R    the region to sweep (default: every region in the local ledger, and AWS_REGION)
   --owner O     whose resources: all for everyone's (default: only yours)
   --json        {"schemaVersion":1,"dryRun","found","deleted","kept","errors"}

@@ -8,10 +8,10 @@ import type { SweepFn, SweepReport } from "./sweep-report.js";
  * @defaultValue the sweep `runCli` uses when `io.sweep` is not given
  * @example
  * ```ts
- * const report = await defaultSweep({ region: "us-east-1", dryRun: true, owner: undefined, signal });
+ * const report = await defaultSweep({ region: "us-east-1", dryRun: true, force: false, owner: undefined, signal });
  * ```
  */
-export const defaultSweep: SweepFn = async ({ region, dryRun, owner, signal }) => {
+export const defaultSweep: SweepFn = async ({ region, dryRun, force, owner, signal }) => {
   const fromEnv = process.env["AWS_REGION"] ?? process.env["AWS_DEFAULT_REGION"];
   const regions = region
     ? [region]
@@ -20,7 +20,7 @@ export const defaultSweep: SweepFn = async ({ region, dryRun, owner, signal }) =
   const reports: SweepReport[] = [];
   for (const r of regions) {
     // The instance type only matters for launching; sweeping reads tags.
-    reports.push(await Runctl.sweep({ provider: ec2({ region: r, instanceType: "t3.micro" }), dryRun, ...(owner !== undefined ? { owner } : {}), signal }));
+    reports.push(await Runctl.sweep({ provider: ec2({ region: r, instanceType: "t3.micro" }), dryRun, force, ...(owner !== undefined ? { owner } : {}), signal }));
   }
   return {
     dryRun,

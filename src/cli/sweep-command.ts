@@ -14,6 +14,8 @@ import type { SweepResource } from "./sweep-report.js";
 export interface SweepCommandOptions {
   /** Report only; delete nothing. @defaultValue false */
   readonly dryRun: boolean;
+  /** Also sweep expired resources whose run looks alive. @defaultValue false */
+  readonly force?: boolean;
   /** The region to sweep. @defaultValue undefined: every region in the local ledger, and AWS_REGION */
   readonly region: string | undefined;
   /** Whose resources: `all`, or undefined for the caller's own. @defaultValue undefined */
@@ -35,8 +37,8 @@ export async function sweepCommand(options: SweepCommandOptions, io: CliIo): Pro
   const o = output(io);
   const sweep = io.sweep ?? defaultSweep;
   const signal = io.signal ?? new AbortController().signal;
-  if (!options.json) o.err(`runctl: sweeping${options.region ? ` ${options.region}` : ""}${options.owner ? ` (owner ${options.owner})` : ""}${options.dryRun ? " (dry run: nothing is deleted)" : ""}`);
-  const report = await sweep({ region: options.region, dryRun: options.dryRun, owner: options.owner, signal });
+  if (!options.json) o.err(`runctl: sweeping${options.region ? ` ${options.region}` : ""}${options.owner ? ` (owner ${options.owner})` : ""}${options.force ? " (force: expired resources of runs that look alive too)" : ""}${options.dryRun ? " (dry run: nothing is deleted)" : ""}`);
+  const report = await sweep({ region: options.region, dryRun: options.dryRun, force: options.force ?? false, owner: options.owner, signal });
   if (options.json) {
     o.json({ schemaVersion: 1, ...report });
   } else {

@@ -9,7 +9,7 @@ export type { SweepReport };
  *
  * @example
  * ```ts
- * const request: SweepRequest = { region: "us-east-1", dryRun: true, owner: undefined, signal: new AbortController().signal };
+ * const request: SweepRequest = { region: "us-east-1", dryRun: true, force: false, owner: undefined, signal: new AbortController().signal };
  * ```
  */
 export interface SweepRequest {
@@ -17,6 +17,8 @@ export interface SweepRequest {
   readonly region: string | undefined;
   /** `--dry-run`: report only. */
   readonly dryRun: boolean;
+  /** `--force`: also sweep expired resources whose run looks alive. */
+  readonly force: boolean;
   /** `--owner`; undefined for the caller's own resources only, `all` for everyone's. */
   readonly owner: string | undefined;
   /** SIGINT. */

@@ -34,7 +34,7 @@ export interface AgentSpec {
     /** Money left for this machine: stop once `(maxUsd - spentUsd) / hourlyUsd` hours have passed. */
     readonly budget: { readonly maxUsd: number; readonly hourlyUsd: number; readonly spentUsd: number } | null;
   };
-  readonly shutdown: { readonly command: readonly string[]; readonly afterRunMs: number } | null;
+  readonly shutdown: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] } | null;
   readonly interruption: { readonly imdsEndpoint: string; readonly pollMs: number } | null;
 }
 
@@ -57,7 +57,7 @@ export interface AgentSpecInput {
   /** The machine's metadata service, if it has one. */
   readonly imds: { readonly endpoint: string; readonly pollMs?: number } | undefined;
   /** How the machine powers itself off, if it should (a cloud instance). */
-  readonly shutdown?: { readonly command: readonly string[]; readonly afterRunMs: number } | undefined;
+  readonly shutdown?: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] | undefined } | undefined;
   /** This machine's price and what earlier machines of the run already cost. */
   readonly cost?: { readonly hourlyUsd: number; readonly spentUsd: number } | undefined;
 }
@@ -111,7 +111,9 @@ export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
       graceMs: input.options.graceMs ?? 30_000,
       budget: state.budget?.maxUsd !== undefined && input.cost && input.cost.hourlyUsd > 0 ? { maxUsd: state.budget.maxUsd, hourlyUsd: input.cost.hourlyUsd, spentUsd: input.cost.spentUsd } : null,
     },
-    shutdown: input.shutdown ? { command: input.shutdown.command, afterRunMs: input.shutdown.afterRunMs } : null,
+    shutdown: input.shutdown
+      ? { command: input.shutdown.command, afterRunMs: input.shutdown.afterRunMs, ...(input.shutdown.cancelBootPowerOff ? { cancelBootPowerOff: input.shutdown.cancelBootPowerOff } : {}) }
+      : null,
     interruption: input.imds ? { imdsEndpoint: input.imds.endpoint, pollMs: input.imds.pollMs ?? 5000 } : null,
   };
 }

@@ -6,6 +6,7 @@ import type { CommittedCheckpoint, RunInterruption, RunResult } from "../run/run
 import { CostMeter } from "../cost/cost-meter.js";
 import { AsyncQueue } from "../util/async-queue.js";
 import { followRun, type FollowOutcome } from "./follow-run.js";
+import { keepMachineAlive } from "./keep-alive.js";
 
 /** Options of following a run. */
 export interface FollowOptions {
@@ -114,11 +115,19 @@ export class RunSession {
 
   /** Follows a launched run to its end, then releases the machine and settles the result. */
   async followToEnd(run: LaunchedRun, provider: Provider, options: FollowOptions): Promise<RunResult> {
-    return this.conclude(run, provider, await this.follow(run, options), options);
+    return this.conclude(run, provider, await this.follow(run, options, provider), options);
   }
 
-  /** Follows a launched run until it ends (or is detached, or its machine is lost). */
-  follow(run: LaunchedRun, options: FollowOptions): Promise<FollowOutcome> {
+  /**
+   * Follows a launched run until it ends (or is detached, or its machine is lost). Meanwhile
+   * `provider`'s `keepAlive` renews the machine's lease, so a sweep never takes it.
+   */
+  follow(run: LaunchedRun, options: FollowOptions, provider?: Provider): Promise<FollowOutcome> {
+    const stopKeepAlive = provider
+      ? keepMachineAlive(provider, run.machine, (err) =>
+          this.emit({ type: "warning", code: "KEEP_ALIVE_FAILED", message: `Could not renew ${run.machine.address}'s expiry (${err.message}); a sweep keeps it while its run looks alive, unless forced.` }),
+        )
+      : () => {};
     return followRun({
       machine: run.machine,
       agentPath: run.agentPath,
@@ -131,7 +140,7 @@ export class RunSession {
       ...(options.lostAfterMs !== undefined ? { lostAfterMs: options.lostAfterMs } : {}),
       onReconnect: (error, attempt) =>
         this.emit({ type: "warning", code: "RECONNECTING", message: `Lost the connection to ${run.machine.address} (${error.message}); reconnecting (attempt ${attempt}). The run goes on.` }),
-    });
+    }).finally(stopKeepAlive);
   }
 
   /** Cleans up, releases the machine and settles the result of a followed run. */

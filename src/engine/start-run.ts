@@ -120,7 +120,8 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
     const signal = prelaunch.signal;
     session.emit({ type: "phase", phase: "provisioning" });
     const spentUsd = session.meter.usd();
-    machine = await state.provider.provision({ runId, ...(lostMachines.length > 0 ? { avoid: [...lostMachines] } : {}) }, { signal });
+    const maxDurationMs = state.budget?.maxDurationMs;
+    machine = await state.provider.provision({ runId, ...(lostMachines.length > 0 ? { avoid: [...lostMachines] } : {}), ...(maxDurationMs !== undefined ? { maxDurationMs } : {}) }, { signal });
     journal.update({ machine: machine.record });
     session.meter.start(machine.id, machine.hourlyPriceUsd, machine.launchedAtMs ?? Date.now());
     if (!storage && state.provider.transportFor) {
@@ -264,13 +265,13 @@ export function startRun(state: PlanState, request: TrainRequest): TrainingRun {
       for (;;) {
         const run = await launch(resumeFrom);
         const stopWatch = watchCost(run);
-        let outcome = await session.follow(run, followOptions).finally(stopWatch);
+        let outcome = await session.follow(run, followOptions, state.provider).finally(stopWatch);
         // Unreachable is not gone: while the provider's own view says the machine runs, keep
         // following (a long network outage must not restart a healthy run).
         while (outcome.kind === "host-lost" && (await machineState(run)) === "running") {
           session.emit({ type: "warning", code: "STILL_RUNNING", message: `${run.machine.address} is unreachable but its provider reports it running; still waiting for it.` });
           const stop = watchCost(run);
-          outcome = await session.follow(run, followOptions).finally(stop);
+          outcome = await session.follow(run, followOptions, state.provider).finally(stop);
         }
         const reason = restartReason(outcome);
         if (reason === undefined || session.cancelRequested || session.budgetExceeded) return await session.conclude(run, state.provider, outcome, followOptions);

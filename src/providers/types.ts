@@ -49,8 +49,11 @@ export interface Machine {
   /**
    * How the agent powers the machine off when a time or budget limit is hit, or when a finished run
    * was not released in time (a cloud instance whose shutdown terminates it). Absent: never.
+   * `cancelBootPowerOff`: the machine powers itself off some minutes after boot unless this
+   * command (run once by the agent when it starts) cancels that (an EC2 instance launched by
+   * runctl, so that a client that dies before the agent starts does not leave it running).
    */
-  readonly shutdown?: { readonly command: readonly string[]; readonly afterRunMs: number };
+  readonly shutdown?: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] | undefined };
   /** When the machine started costing money (epoch ms), for accrued cost. @defaultValue when it was handed out */
   readonly launchedAtMs?: number;
 }
@@ -61,6 +64,11 @@ export interface ProvisionRequest {
   readonly runId: string;
   /** Machine ids to avoid when there is a choice (the machines a recovering run just lost). */
   readonly avoid?: readonly string[];
+  /**
+   * The run's time budget (`.budget({ maxDurationMs })`), when it has one: a cloud provider lets
+   * what it creates expire after this plus a margin. @defaultValue none (the provider's default expiry)
+   */
+  readonly maxDurationMs?: number | undefined;
 }
 
 /** Cloud truth about a machine. */
@@ -82,6 +90,11 @@ export interface SweepOptions {
   readonly dryRun?: boolean;
   /** Whose resources (`runctl:owner`): `"all"` widens to every owner. @defaultValue this process's `user@host` */
   readonly owner?: string;
+  /**
+   * Also sweep expired resources whose run looks alive (an instance of it still runs and the run
+   * is not known to be over). Without it a live run is never swept. @defaultValue false
+   */
+  readonly force?: boolean;
   readonly signal?: AbortSignal;
 }
 
@@ -143,4 +156,12 @@ export interface Provider {
   estimate?(options?: { readonly signal?: AbortSignal }): Promise<ProviderEstimate>;
   /** Finds and deletes leftovers of runs that are over or expired (only what runctl tagged). */
   sweep?(options: SweepOptions): Promise<SweepReport>;
+  /**
+   * Renews what marks a machine as still in use (EC2: `runctl:expires-at` on the instance and the
+   * resources made for it), so that a sweep never takes a machine whose run is being followed.
+   * The engine calls it when it starts following a run and then every {@link Provider.keepAliveEveryMs}.
+   */
+  keepAlive?(machine: Machine, options?: { readonly signal?: AbortSignal }): Promise<void>;
+  /** How often the engine calls {@link Provider.keepAlive} while following. @defaultValue 600000 (10 minutes) */
+  readonly keepAliveEveryMs?: number;
 }

@@ -264,11 +264,11 @@ describe("runctl plan and sweep", () => {
     const doc = JSON.parse(dry.out) as SweepReport & { schemaVersion: number };
     expect(doc).toMatchObject({ schemaVersion: 1, dryRun: true, deleted: [], errors: [] });
     expect(doc.found.map((f) => f.id)).toEqual(["i-0aaa", "vol-0bbb"]);
-    expect(requests[0]).toMatchObject({ dryRun: true, region: "eu-west-1", owner: undefined });
+    expect(requests[0]).toMatchObject({ dryRun: true, force: false, region: "eu-west-1", owner: undefined });
     expect(requests[0]!.signal).toBeInstanceOf(AbortSignal);
 
-    const real = await cli(["sweep", "--owner", "all"], { sweep: fake });
-    expect(requests[1]).toMatchObject({ dryRun: false, region: undefined, owner: "all" });
+    const real = await cli(["sweep", "--owner", "all", "--force"], { sweep: fake });
+    expect(requests[1]).toMatchObject({ dryRun: false, force: true, region: undefined, owner: "all" });
     expect(real.code).toBe(1); // one deletion failed
     expect(real.out).toMatch(/^FOUND \(2\)\n {2}KIND\s+ID\s+RUN\s+OWNER\s+REASON\n {2}instance\s+i-0aaa\s+20261121-152117-utfo5u\s+ml\s+expired 2h ago\n/);
     expect(real.out).toMatch(/DELETED \(1\)\n {2}KIND.*\n {2}instance\s+i-0aaa/);

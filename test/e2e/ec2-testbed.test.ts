@@ -5,11 +5,15 @@
  * pinned host key, sync, the agent, training, checkpoints committed to S3 by the host, cost, budget,
  * release and the sweep.
  */
-import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Runctl, ec2, listRecordedResources, s3, type Ec2ProviderOptions, type Storage } from "runctl";
 import { main as ec2Train } from "../../examples/ec2-train.js";
-import { hostKeyOfUserData } from "../../src/providers/ec2/user-data.js";
+import { BOOT_POWER_OFF_CANCEL, hostKeyOfUserData } from "../../src/providers/ec2/user-data.js";
+import { caught } from "../support/caught.js";
 import { fakeEc2, type FakeEc2 } from "../support/fake-ec2.js";
 import { startImds, type TestImds } from "../support/imds-server.js";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../support/s3-server.js";
@@ -111,6 +115,62 @@ describe("EC2 provider on the testbed (fake control plane, real everything else)
     // The sweep agrees: nothing of this run is left.
     const report = await Runctl.sweep({ provider: provider(fake), dryRun: true });
     expect(report.found.filter((r) => r.runId === runId)).toEqual([]);
+
+    // Issue 10, item 8: the expiry is the run's budget (30 min in the example) plus 2 h, not a flat day ...
+    const launchTags = Object.fromEntries(
+      fake.inputsOf<{ TagSpecifications: { ResourceType: string; Tags: { Key: string; Value: string }[] }[] }>("RunInstances")[0]!.TagSpecifications.find((t) => t.ResourceType === "instance")!.Tags.map((t) => [t.Key, t.Value]),
+    );
+    expect(Date.parse(launchTags["runctl:expires-at"]!) - Date.parse(launchTags["runctl:created-at"]!)).toBe(30 * 60_000 + 2 * 3600_000);
+    // ... and the engine renewed it while it followed the run (the instance, its volume, group and key pair).
+    const renewals = fake.inputsOf<{ Resources: string[]; Tags: { Key: string; Value: string }[] }>("CreateTags");
+    expect(renewals.length).toBeGreaterThanOrEqual(1);
+    expect(renewals[0]!.Resources).toEqual(expect.arrayContaining([instance!.id, `vol-${instance!.id.slice(2)}`]));
+    expect(renewals[0]!.Resources.some((r) => r.startsWith("sg-"))).toBe(true);
+    expect(renewals[0]!.Resources.some((r) => r.startsWith("key-"))).toBe(true);
+    expect(renewals[0]!.Tags.map((t) => t.Key)).toEqual(["runctl:expires-at"]);
+    const renewalCalls = fake.calls().map((c, i) => [c, i] as const);
+    // Renewed after launch and before release.
+    expect(renewalCalls.find(([c]) => c === "CreateTags")![1]).toBeGreaterThan(renewalCalls.find(([c]) => c === "RunInstances")![1]);
+    expect(renewalCalls.find(([c]) => c === "CreateTags")![1]).toBeLessThan(renewalCalls.find(([c]) => c === "TerminateInstances")![1]);
+    // Item 10: the agent on the instance was told to cancel the boot-time power-off the user data scheduled.
+    const spec = JSON.parse(readFileSync(`${host.home}/.runctl/runs/${runId}/spec.json`, "utf8")) as { shutdown: { cancelBootPowerOff?: string[] } };
+    expect(spec.shutdown.cancelBootPowerOff).toEqual(BOOT_POWER_OFF_CANCEL);
+  });
+
+  it("a key the instance refuses is AUTH_FAILED at once, not retried for readyTimeoutMs; the instance is terminated (issue 10, item 11)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "runctl-e2e-key-"));
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "id"), "-C", "not-authorized"]);
+    // Boots with runctl's host key (pinned) but only the host's own authorized keys: ours is refused.
+    const fake = fakeEc2({
+      pendingPolls: 2,
+      boot: async ({ input }) => {
+        await useTestbed().assertSafe(host.address);
+        const hostKey = hostKeyOfUserData(input.UserData ?? "");
+        if (!hostKey) throw new Error("user data without a host key");
+        writeFileSync(host.hostKeyPath, hostKey.privateKey, { mode: 0o600 });
+        writeFileSync(`${host.hostKeyPath}.pub`, `${hostKey.publicKey}\n`);
+        writeFileSync(`${host.home}/.ssh/authorized_keys`, original.authorizedKeys);
+        await host.restart();
+        return { publicIp: host.address };
+      },
+    });
+    const p = ec2({
+      region: "us-east-1",
+      instanceType: "t3.micro",
+      access: { kind: "ssh", keyPairName: "someone-elses", privateKeyPath: join(dir, "id"), allowSshFrom: testbedInfo().subnet, username: host.user },
+      clients: { ec2: fake.ec2, ssm: fake.ssm },
+      pollMs: 50,
+      readyTimeoutMs: 60_000,
+    });
+    const started = Date.now();
+    const err = await caught(p.provision({ runId: "20261204-120000-authno" }));
+    expect(err.code).toBe("AUTH_FAILED");
+    expect(err.message).toMatch(/SSH authentication to .* failed/);
+    expect(Date.now() - started).toBeLessThan(30_000);
+    const [instance] = [...fake.instances.values()];
+    expect(err.message).toContain(`instance ${instance!.id}; it was terminated`);
+    expect(instance!.state).toMatch(/shutting-down|terminated/);
+    expect(fake.securityGroups.size).toBe(0);
   });
 
   it("a budget the run outgrows stops it on the machine: failed with BUDGET_EXCEEDED, instance terminated", async () => {

@@ -10,6 +10,7 @@ import { randomBytes } from "node:crypto";
 import {
   AuthorizeSecurityGroupIngressCommand,
   CreateSecurityGroupCommand,
+  CreateTagsCommand,
   DeleteKeyPairCommand,
   DeleteSecurityGroupCommand,
   DescribeImagesCommand,
@@ -17,6 +18,7 @@ import {
   DescribeInstanceTypesCommand,
   DescribeKeyPairsCommand,
   DescribeSecurityGroupsCommand,
+  DescribeSnapshotsCommand,
   DescribeVolumesCommand,
   DescribeSpotPriceHistoryCommand,
   DescribeSubnetsCommand,
@@ -95,7 +97,7 @@ export interface FakeEc2 {
   readonly ssm: SSMClient;
   readonly ec2Mock: AwsStub<any, any, any>;
   readonly instances: Map<string, FakeInstance>;
-  readonly keyPairs: Map<string, { publicKey: string; tags: Tag[] }>;
+  readonly keyPairs: Map<string, { publicKey: string; tags: Tag[]; keyPairId: string }>;
   readonly securityGroups: Map<string, { name: string; tags: Tag[]; ingress: unknown[] }>;
   /** Names of the EC2 commands called, in order. */
   calls(): string[];
@@ -118,7 +120,7 @@ export function fakeEc2(options: FakeEc2Options = {}): FakeEc2 {
   const ssmMock = mockClient(ssm);
   const types = options.instanceTypes ?? { "t3.micro": { gpus: 0 }, "g5.xlarge": { gpus: 1 } };
   const instances = new Map<string, FakeInstance>();
-  const keyPairs = new Map<string, { publicKey: string; tags: Tag[] }>();
+  const keyPairs = new Map<string, { publicKey: string; tags: Tag[]; keyPairId: string }>();
   const securityGroups = new Map<string, { name: string; tags: Tag[]; ingress: unknown[] }>();
   const log: { name: string; input: unknown }[] = [];
   const throttled = new Map<string, number>();
@@ -146,6 +148,7 @@ export function fakeEc2(options: FakeEc2Options = {}): FakeEc2 {
     ...(i.spot ? { InstanceLifecycle: "spot", SpotInstanceRequestId: `sir-${i.id.slice(2, 10)}` } : {}),
     ...(i.state === "running" && i.address ? { PublicIpAddress: i.address.publicIp, PrivateIpAddress: i.address.privateIp ?? "172.31.5.10" } : { PrivateIpAddress: "172.31.5.10" }),
     Tags: tagsFor(i.input, "instance"),
+    BlockDeviceMappings: [{ DeviceName: "/dev/sda1", Ebs: { VolumeId: `vol-${i.id.slice(2)}`, Status: "attached", DeleteOnTermination: true } }],
     ...(i.input.KeyName ? { KeyName: i.input.KeyName } : {}),
     SecurityGroups: (i.input.SecurityGroupIds ?? []).map((g) => ({ GroupId: g, GroupName: securityGroups.get(g)?.name ?? g })),
   });
@@ -185,8 +188,9 @@ export function fakeEc2(options: FakeEc2Options = {}): FakeEc2 {
   ec2Mock.on(ImportKeyPairCommand).callsFake((input: { KeyName: string; PublicKeyMaterial: Uint8Array; TagSpecifications?: { Tags?: Tag[] }[] }) => {
     record("ImportKeyPair", input);
     if (keyPairs.has(input.KeyName)) throw ec2Error("InvalidKeyPair.Duplicate", `The keypair already exists`);
-    keyPairs.set(input.KeyName, { publicKey: Buffer.from(input.PublicKeyMaterial).toString("utf8"), tags: input.TagSpecifications?.[0]?.Tags ?? [] });
-    return { KeyName: input.KeyName, KeyPairId: id("key"), KeyFingerprint: "SHA256:fake" };
+    const keyPairId = id("key");
+    keyPairs.set(input.KeyName, { publicKey: Buffer.from(input.PublicKeyMaterial).toString("utf8"), tags: input.TagSpecifications?.[0]?.Tags ?? [], keyPairId });
+    return { KeyName: input.KeyName, KeyPairId: keyPairId, KeyFingerprint: "SHA256:fake" };
   });
   ec2Mock.on(CreateSecurityGroupCommand).callsFake((input: { GroupName: string; TagSpecifications?: { Tags?: Tag[] }[] }) => {
     record("CreateSecurityGroup", input);
@@ -222,7 +226,8 @@ export function fakeEc2(options: FakeEc2Options = {}): FakeEc2 {
     if (!types[input.InstanceType ?? ""]) throw ec2Error("InvalidParameterValue", `Invalid value '${input.InstanceType}' for InstanceType.`);
     options.onRunInstances?.(input, attempts);
     const zone = input.Placement?.AvailabilityZone ?? `${region}a`;
-    const instance: FakeInstance = { id: presetIds.shift() ?? id("i"), input, state: "pending", polls: 0, launchTime: new Date(), zone, spot: input.InstanceMarketOptions?.MarketType === "spot" };
+    // The instance's own copy: tags changed later (CreateTags) do not rewrite the recorded call, and its resources' tag lists are separate.
+    const instance: FakeInstance = { id: presetIds.shift() ?? id("i"), input: structuredClone(input), state: "pending", polls: 0, launchTime: new Date(), zone, spot: input.InstanceMarketOptions?.MarketType === "spot" };
     const endReason = options.endBeforeRunning?.(attempts);
     if (endReason) instance.reason = { Code: endReason, Message: `${endReason}: Server error` };
     instances.set(instance.id, instance);
@@ -245,11 +250,38 @@ export function fakeEc2(options: FakeEc2Options = {}): FakeEc2 {
   });
   ec2Mock.on(DescribeKeyPairsCommand).callsFake((input: { Filters?: { Name?: string; Values?: string[] }[] }) => {
     record("DescribeKeyPairs", input);
-    return { KeyPairs: [...keyPairs.entries()].filter(([, k]) => passes(k.tags, input.Filters)).map(([name, k]) => ({ KeyName: name, KeyPairId: `key-${name}`, Tags: k.tags })) };
+    return { KeyPairs: [...keyPairs.entries()].filter(([, k]) => passes(k.tags, input.Filters)).map(([name, k]) => ({ KeyName: name, KeyPairId: k.keyPairId, Tags: k.tags })) };
   });
   ec2Mock.on(DescribeSecurityGroupsCommand).callsFake((input: { Filters?: { Name?: string; Values?: string[] }[] }) => {
     record("DescribeSecurityGroups", input);
     return { SecurityGroups: [...securityGroups.entries()].filter(([, g]) => passes(g.tags, input.Filters)).map(([id, g]) => ({ GroupId: id, GroupName: g.name, Tags: g.tags, VpcId: "vpc-0123456789abcdef0" })) };
+  });
+  // Snapshots: this account has none (the sweep's unit tests make their own).
+  ec2Mock.on(DescribeSnapshotsCommand).callsFake((input: unknown) => {
+    record("DescribeSnapshots", input);
+    return { Snapshots: [] };
+  });
+  /** Sets tags by id as AWS does (an existing key's value is replaced); an unknown id fails the whole call. */
+  ec2Mock.on(CreateTagsCommand).callsFake((input: { Resources: string[]; Tags: Tag[] }) => {
+    record("CreateTags", input);
+    const targets: Tag[][] = input.Resources.map((rid) => {
+      const instance = instances.get(rid) ?? [...instances.values()].find((i) => `vol-${i.id.slice(2)}` === rid);
+      if (instance && instance.state !== "terminated") return rid.startsWith("vol-") ? tagsFor(instance.input, "volume") : tagsFor(instance.input, "instance");
+      const group = securityGroups.get(rid);
+      if (group) return group.tags;
+      const key = [...keyPairs.values()].find((k) => k.keyPairId === rid);
+      if (key) return key.tags;
+      const kind = rid.startsWith("sg-") ? "InvalidGroup.NotFound" : rid.startsWith("key-") ? "InvalidKeyPair.NotFound" : rid.startsWith("vol-") ? "InvalidVolume.NotFound" : "InvalidInstanceID.NotFound";
+      throw ec2Error(kind, `The ID '${rid}' does not exist`);
+    });
+    for (const tags of targets) {
+      for (const t of input.Tags) {
+        const at = tags.findIndex((x) => x.Key === t.Key);
+        if (at >= 0) tags[at] = { Key: t.Key, Value: t.Value ?? "" };
+        else tags.push({ Key: t.Key, Value: t.Value ?? "" });
+      }
+    }
+    return {};
   });
   ec2Mock.on(DescribeInstancesCommand).callsFake(async (input: { InstanceIds?: string[]; Filters?: { Name?: string; Values?: string[] }[] }) => {
     record("DescribeInstances", input);

@@ -31,8 +31,9 @@ describe("parseCliArgs", () => {
     expect(parseCliArgs(["cancel", RUN])).toEqual({ kind: "cancel", json: false, runId: RUN, strategy: "interrupt" });
     expect(parseCliArgs(["cancel", RUN, "--strategy", "kill"])).toMatchObject({ strategy: "kill" });
     expect(parseCliArgs(["cancel", RUN, "--strategy=interrupt"])).toMatchObject({ strategy: "interrupt" });
-    expect(parseCliArgs(["sweep"])).toEqual({ kind: "sweep", json: false, dryRun: false, region: undefined, owner: undefined });
-    expect(parseCliArgs(["sweep", "--dry-run", "--region", "eu-west-1", "--owner", "all", "--json"])).toEqual({ kind: "sweep", json: true, dryRun: true, region: "eu-west-1", owner: "all" });
+    expect(parseCliArgs(["sweep"])).toEqual({ kind: "sweep", json: false, dryRun: false, force: false, region: undefined, owner: undefined });
+    expect(parseCliArgs(["sweep", "--dry-run", "--region", "eu-west-1", "--owner", "all", "--json"])).toEqual({ kind: "sweep", json: true, dryRun: true, force: false, region: "eu-west-1", owner: "all" });
+    expect(parseCliArgs(["sweep", "--force"])).toMatchObject({ kind: "sweep", force: true, dryRun: false });
     expect(parseCliArgs(["plan", "examples/quickstart.ts"])).toEqual({ kind: "plan", json: false, file: "examples/quickstart.ts" });
   });
 

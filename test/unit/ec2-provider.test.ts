@@ -3,7 +3,11 @@ import { GetParameterCommand } from "@aws-sdk/client-ssm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Runctl, RunctlError, ec2, s3, type Machine, type Storage } from "runctl";
 import { listRecordedResources } from "../../src/ledger/resource-ledger.js";
-import { hostKeyOfUserData } from "../../src/providers/ec2/user-data.js";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BOOT_POWER_OFF_CANCEL, buildUserData, hostKeyOfUserData, powerOffMinutesOfUserData } from "../../src/providers/ec2/user-data.js";
 import { caught } from "../support/caught.js";
 import { capacityError, ec2Error, fakeEc2, type FakeEc2 } from "../support/fake-ec2.js";
 import { fakeSsm, type FakeSsm } from "../support/fake-ssm.js";
@@ -276,5 +280,149 @@ describe("ec2(): cloud truth, plan and price", () => {
     await provider.release(machine);
     expect(a.fake.instances.get(created.id)?.state).toBe("running");
     a.ssm.restore();
+  });
+});
+
+describe("ec2(): issue 10 (cloud resources)", () => {
+  const tagsOf = (spec: { Tags: { Key: string; Value: string }[] }): Record<string, string> => Object.fromEntries(spec.Tags.map((t) => [t.Key, t.Value]));
+  const instanceTags = (a: { fake: FakeEc2 }): Record<string, string> =>
+    tagsOf(a.fake.inputsOf<{ TagSpecifications: { ResourceType: string; Tags: { Key: string; Value: string }[] }[] }>("RunInstances")[0]!.TagSpecifications.find((t) => t.ResourceType === "instance")!);
+  const lifetime = (tags: Record<string, string>): number => Date.parse(tags["runctl:expires-at"]!) - Date.parse(tags["runctl:created-at"]!);
+
+  it("item 8: expiry follows the run's time budget plus 2 h (a day without one), and keepAlive renews it on what the run made", async () => {
+    const budgeted = account();
+    const provider = ec2(ssmOptions(budgeted));
+    const machine = await provider.provision({ runId: "r-budget", maxDurationMs: 30 * 3600_000 });
+    try {
+      expect(lifetime(instanceTags(budgeted))).toBe(32 * 3600_000);
+      // Renewal: the instance, its root volume and its security group get a new expires-at, a full lifetime from now.
+      expect(provider.keepAliveEveryMs).toBe(600_000);
+      const before = Date.now();
+      await provider.keepAlive!(machine);
+      const [renewal] = budgeted.fake.inputsOf<{ Resources: string[]; Tags: { Key: string; Value: string }[] }>("CreateTags");
+      const [group] = [...budgeted.fake.securityGroups.keys()];
+      expect(renewal!.Resources.sort()).toEqual([INSTANCE, `vol-${INSTANCE.slice(2)}`, group!].sort());
+      expect(renewal!.Tags).toHaveLength(1);
+      const renewed = Date.parse(renewal!.Tags[0]!.Value);
+      expect(renewal!.Tags[0]!.Key).toBe("runctl:expires-at");
+      expect(renewed).toBeGreaterThanOrEqual(before + 32 * 3600_000);
+      expect(renewed).toBeLessThanOrEqual(Date.now() + 32 * 3600_000);
+      // The cloud now says so too.
+      expect(budgeted.fake.securityGroups.get(group!)!.tags.find((t) => t.Key === "runctl:expires-at")?.Value).toBe(renewal!.Tags[0]!.Value);
+    } finally {
+      await provider.release(machine);
+      budgeted.ssm.restore();
+    }
+
+    const unbudgeted = account();
+    const plain = ec2(ssmOptions(unbudgeted));
+    const other = await plain.provision({ runId: "r-nobudget" });
+    await plain.release(other);
+    unbudgeted.ssm.restore();
+    expect(lifetime(instanceTags(unbudgeted))).toBe(24 * 3600_000);
+  });
+
+  it("item 8: an existing instance (ec2({ instanceId })) carries no runctl expiry: keepAlive tags nothing", async () => {
+    const a = account();
+    const created = await ec2(ssmOptions(a)).provision({ runId: "r-pre2" });
+    const provider = ec2({ region: REGION, instanceId: created.id, access: { kind: "ssm", staging, user: null }, clients: { ec2: a.fake.ec2, ssm: a.ssm.client }, pollMs: 5 });
+    const machine = await provider.provision({ runId: "r-existing" });
+    await provider.keepAlive!(machine);
+    expect(a.fake.calls()).not.toContain("CreateTags");
+    await provider.release(machine);
+    a.ssm.restore();
+  });
+
+  it("item 10: the user data powers the instance off unless the agent cancels it, and the machine tells the agent how", async () => {
+    const a = account();
+    const provider = ec2(ssmOptions(a, { readyTimeoutMs: 300_000 }));
+    const machine = await provider.provision({ runId: "r-poweroff" });
+    await provider.release(machine);
+    a.ssm.restore();
+    const input = a.fake.inputsOf<{ UserData: string; InstanceInitiatedShutdownBehavior: string }>("RunInstances")[0]!;
+    expect(input.InstanceInitiatedShutdownBehavior).toBe("terminate"); // the power-off ends billing
+    const text = Buffer.from(input.UserData, "base64").toString("utf8");
+    // The first runcmd (once per instance), under the lock the agent's cancel takes; 5 min ready timeout + 30 min margin.
+    expect(text).toMatch(/^runcmd:\n {2}- \[sh, -c, "exec 9>\/run\/runctl-poweroff\.lock; flock 9; \[ -e \/run\/runctl-poweroff\.canceled \] \|\| shutdown -h \+35"\]$/m);
+    expect(powerOffMinutesOfUserData(input.UserData)).toBe(35);
+    expect(machine.shutdown?.cancelBootPowerOff).toEqual(["sudo", "-n", "sh", "-c", expect.stringMatching(/flock 9; touch \/run\/runctl-poweroff\.canceled; shutdown -c/)]);
+  });
+
+  it("item 10: the power-off and its cancel, run for real in either order (fake shutdown and sudo, the lock and marker in a temp folder)", () => {
+    const script = /runcmd:\n {2}- \[sh, -c, "(.*)"\]$/m.exec(Buffer.from(buildUserData({ powerOffAfterMin: 40 }), "base64").toString("utf8"))![1]!;
+    for (const order of [["poweroff", "cancel"], ["cancel", "poweroff"]] as const) {
+      const dir = mkdtempSync(join(tmpdir(), "runctl-poweroff-"));
+      const bin = join(dir, "bin");
+      mkdirSync(bin);
+      const calls = join(dir, "calls");
+      // A scheduled power-off is a file, as systemd keeps it; shutdown -c fails when none is scheduled.
+      writeFileSync(join(bin, "shutdown"), `#!/bin/sh\necho "$*" >> '${calls}'\nif [ "$1" = -c ]; then [ -e '${dir}/scheduled' ] && rm '${dir}/scheduled'; else touch '${dir}/scheduled'; fi\n`, { mode: 0o755 });
+      writeFileSync(join(bin, "sudo"), `#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n`, { mode: 0o755 });
+      const local = (text: string): string => text.replaceAll("/run/runctl-poweroff", join(dir, "runctl-poweroff")).replaceAll("/run/systemd/shutdown/scheduled", join(dir, "scheduled"));
+      const env = { ...process.env, PATH: `${bin}:${process.env["PATH"] ?? ""}` };
+      for (const step of order) {
+        if (step === "poweroff") execFileSync("sh", ["-c", local(script)], { env });
+        else execFileSync(BOOT_POWER_OFF_CANCEL[0]!, BOOT_POWER_OFF_CANCEL.slice(1).map(local), { env });
+      }
+      // Either way nothing stays scheduled; the cancel succeeded; a power-off after the cancel is never scheduled.
+      expect(existsSync(join(dir, "scheduled")), order.join(" then ")).toBe(false);
+      expect(readFileSync(calls, "utf8")).toBe(order[0] === "poweroff" ? "-h +40\n-c\n" : "-c\n");
+    }
+  });
+
+  it("item 10: unstartedPowerOffMs sets the minutes; 0, or an instance kept after the run, has no power-off and no cancel", async () => {
+    const cases: [Record<string, unknown>, number | undefined][] = [
+      [{ unstartedPowerOffMs: 90_001 }, 2],
+      [{ unstartedPowerOffMs: 0 }, undefined],
+      [{ terminateOnRelease: false }, undefined],
+    ];
+    for (const [extra, minutes] of cases) {
+      const a = account();
+      const provider = ec2(ssmOptions(a, extra));
+      const machine = await provider.provision({ runId: "r-poweroff-opts" });
+      await provider.release(machine);
+      a.ssm.restore();
+      expect(powerOffMinutesOfUserData(a.fake.inputsOf<{ UserData: string }>("RunInstances")[0]!.UserData)).toBe(minutes);
+      expect(machine.shutdown?.cancelBootPowerOff).toEqual(minutes === undefined ? undefined : expect.any(Array));
+    }
+  });
+
+  it("item 11: an unreadable or unusable private key fails before anything is created", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "runctl-key-"));
+    const notAKey = join(dir, "not-a-key.pem");
+    writeFileSync(notAKey, "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n-----END OPENSSH PRIVATE KEY-----\n", { mode: 0o600 });
+    const cases: [string, string][] = [
+      [join(dir, "missing.pem"), "INVALID_ARGUMENT"],
+      [dir, "INVALID_ARGUMENT"], // a folder
+      [notAKey, "AUTH_FAILED"],
+    ];
+    for (const [privateKeyPath, code] of cases) {
+      const a = account();
+      const err = await caught(
+        ec2({ region: REGION, instanceType: "t3.micro", access: { kind: "ssh", keyPairName: "mine", privateKeyPath, allowSshFrom: "198.51.100.7/32" }, clients: { ec2: a.fake.ec2, ssm: a.ssm.client }, pollMs: 5 }).provision({ runId: "r-badkey" }),
+      );
+      a.ssm.restore();
+      expect(err.code, privateKeyPath).toBe(code);
+      expect(err.message).toMatch(/nothing was created/);
+      expect(a.fake.calls()).toEqual([]); // not even a read: the key is checked first
+    }
+    // The same for an existing instance: it is not even looked up.
+    const a = account();
+    const err = await caught(ec2({ region: REGION, instanceId: INSTANCE, access: { kind: "ssh", keyPairName: "mine", privateKeyPath: join(dir, "missing.pem") }, clients: { ec2: a.fake.ec2, ssm: a.ssm.client } }).provision({ runId: "r-badkey2" }));
+    a.ssm.restore();
+    expect(err.code).toBe("INVALID_ARGUMENT");
+    expect(a.fake.calls()).toEqual([]);
+  });
+
+  it("item 13: an existing instance that does not answer is left running, and the error says so", async () => {
+    const a = account();
+    const created = await ec2(ssmOptions(a)).provision({ runId: "r-pre3" });
+    a.ssm.agent = "unregistered";
+    const err = await caught(ec2({ region: REGION, instanceId: created.id, access: { kind: "ssm", staging, user: null }, clients: { ec2: a.fake.ec2, ssm: a.ssm.client }, pollMs: 5, readyTimeoutMs: 300 }).provision({ runId: "r-existing2" }));
+    a.ssm.restore();
+    expect(err.code).toBe("MACHINE_NOT_READY");
+    expect(err.message).toMatch(/it was left running: runctl did not launch it/);
+    expect(err.message).not.toMatch(/terminated/);
+    expect(a.fake.instances.get(created.id)?.state).toBe("running");
   });
 });

@@ -14,7 +14,9 @@ import {
   DescribeInstancesCommand,
   DescribeKeyPairsCommand,
   DescribeSecurityGroupsCommand,
+  DescribeSnapshotsCommand,
   DescribeVolumesCommand,
+  DeleteSnapshotCommand,
   EC2Client,
   EC2ServiceException,
   TerminateInstancesCommand,
@@ -26,6 +28,7 @@ import {
 } from "@aws-sdk/client-ec2";
 import { mockClient } from "aws-sdk-client-mock";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { Runctl, ec2 } from "runctl";
 import type { SweepReport } from "../../src/engine/sweep-types.js";
 import { resourceLedgerPath } from "../../src/ledger/resource-ledger.js";
 import { sweepEc2, type SweepEc2Options } from "../../src/providers/ec2/sweep.js";
@@ -160,9 +163,11 @@ function fakeAccount(mock: ReturnType<typeof mockClient>, options: { readonly sg
     ],
   });
   mock.on(DeleteKeyPairCommand).resolves({});
+  mock.on(DescribeSnapshotsCommand).resolves({ Snapshots: [] });
+  mock.on(DeleteSnapshotCommand).resolves({});
 }
 
-const MUTATING = new Set(["TerminateInstancesCommand", "DeleteVolumeCommand", "DeleteSecurityGroupCommand", "DeleteKeyPairCommand"]);
+const MUTATING = new Set(["TerminateInstancesCommand", "DeleteVolumeCommand", "DeleteSnapshotCommand", "DeleteSecurityGroupCommand", "DeleteKeyPairCommand"]);
 
 /** Every mutating call, as [command name, ids it names]. */
 function mutatingCalls(mock: ReturnType<typeof mockClient>): [string, string[]][] {
@@ -172,7 +177,7 @@ function mutatingCalls(mock: ReturnType<typeof mockClient>): [string, string[]][
     .filter((cmd) => MUTATING.has(cmd.constructor.name))
     .map((cmd) => {
       const i = cmd.input;
-      const ids = [...((i["InstanceIds"] as string[] | undefined) ?? []), i["VolumeId"], i["GroupId"], i["KeyName"], i["KeyPairId"]].filter((x): x is string => typeof x === "string");
+      const ids = [...((i["InstanceIds"] as string[] | undefined) ?? []), i["VolumeId"], i["SnapshotId"], i["GroupId"], i["KeyName"], i["KeyPairId"]].filter((x): x is string => typeof x === "string");
       return [cmd.constructor.name, ids];
     });
 }
@@ -329,7 +334,8 @@ describe("sweepEc2 over a mixed account", () => {
     const { client, mock } = mocked();
     fakeAccount(mock, { sgStuck: false });
     await putStaging();
-    const report = await sweepEc2({ region: "us-east-1", client, now: NOW, runEnded, staging: [staging], owner: "all", ...FAST });
+    // Bob's expired instance still runs and his run is not known to be over here: only force takes it.
+    const report = await sweepEc2({ region: "us-east-1", client, now: NOW, runEnded, staging: [staging], owner: "all", force: true, ...FAST });
     const deleted = ids(report.deleted);
     expect(deleted).toContain("i-0bbbbbbbbbbbbbbb1");
     expect(deleted).toContain("vol-0bbbbbbbbbbbbbbb1");
@@ -346,7 +352,7 @@ describe("sweepEc2 over a mixed account", () => {
   it("another owner's name scopes to that owner only", async () => {
     const { client, mock } = mocked();
     fakeAccount(mock);
-    const report = await sweepEc2({ region: "us-east-1", client, now: NOW, runEnded, owner: BOB, ...FAST });
+    const report = await sweepEc2({ region: "us-east-1", client, now: NOW, runEnded, owner: BOB, force: true, ...FAST });
     expect(ids(report.deleted)).toEqual(["i-0bbbbbbbbbbbbbbb1", "runctl-run-bob", "vol-0bbbbbbbbbbbbbbb1"]);
   });
 
@@ -428,9 +434,165 @@ describe("runEndedFromJournal (the default runEnded)", () => {
     mock.on(DescribeVolumesCommand).resolves({ Volumes: [] });
     mock.on(DescribeSecurityGroupsCommand).resolves({ SecurityGroups: [] });
     mock.on(DescribeKeyPairsCommand).resolves({ KeyPairs: [] });
+    mock.on(DescribeSnapshotsCommand).resolves({ Snapshots: [] });
     mock.on(TerminateInstancesCommand).resolves({});
     const report = await sweepEc2({ region: "us-east-1", client, now: NOW, ...FAST });
     expect(ids(report.deleted)).toEqual(["i-0ccccccccccccccc1"]);
     expect(keptReason(report, "i-0ccccccccccccccc2")).toMatch(/not known to be over/);
+  });
+});
+
+/** An account holding exactly these resources (one page each). */
+function account(mock: ReturnType<typeof mockClient>, r: { instances?: Instance[]; volumes?: Volume[]; groups?: { GroupId: string; GroupName: string; Tags?: { Key: string; Value: string }[] }[]; keys?: { KeyName: string; KeyPairId: string; Tags?: { Key: string; Value: string }[] }[]; snapshots?: Record<string, unknown>[] }): void {
+  mock.on(DescribeInstancesCommand).callsFake((input: DescribeInstancesCommandInput) =>
+    input.InstanceIds ? { Reservations: [{ Instances: input.InstanceIds.map((id) => ({ InstanceId: id, State: { Name: "shutting-down", Code: 32 } })) }] } : { Reservations: [{ Instances: r.instances ?? [] }] },
+  );
+  mock.on(DescribeVolumesCommand).resolves({ Volumes: r.volumes ?? [] });
+  mock.on(DescribeSecurityGroupsCommand).resolves({ SecurityGroups: r.groups ?? [] });
+  mock.on(DescribeKeyPairsCommand).resolves({ KeyPairs: r.keys ?? [] });
+  mock.on(DescribeSnapshotsCommand).resolves({ Snapshots: (r.snapshots ?? []) as never });
+  mock.on(TerminateInstancesCommand).resolves({});
+  mock.on(DeleteVolumeCommand).resolves({});
+  mock.on(DeleteSecurityGroupCommand).resolves({});
+  mock.on(DeleteKeyPairCommand).resolves({});
+  mock.on(DeleteSnapshotCommand).resolves({});
+}
+
+describe("a live run is never swept (issue 10, item 8)", () => {
+  // A 30-hour run, still training: launched yesterday, its tags expired an hour ago (nobody renewed them).
+  const RUN = "20261120-060000-live30";
+  const liveRun = (mock: ReturnType<typeof mockClient>): void =>
+    account(mock, {
+      instances: [instance("i-0ddddddddddddddd1", "running", { runId: RUN, owner: ME, createdAt: ago(30 * H), expiresAt: ago(H) })],
+      groups: [{ GroupId: "sg-0ddddddddddddddd1", GroupName: `runctl-${RUN}`, Tags: tags({ runId: RUN, owner: ME, createdAt: ago(30 * H), expiresAt: ago(H) }) }],
+      keys: [{ KeyName: `runctl-${RUN}`, KeyPairId: "key-0ddddddddddddddd1", Tags: tags({ runId: RUN, owner: ME, createdAt: ago(30 * H), expiresAt: ago(H) }) }],
+    });
+
+  it("an expired instance that still runs a run not known to be over is kept, with its group and key pair", async () => {
+    const { client, mock } = mocked();
+    liveRun(mock);
+    // The local journal says the run goes on (false), or this machine does not know it (undefined).
+    for (const ended of [false, undefined]) {
+      const report = await sweepEc2({ region: "us-east-1", client, now: NOW, runEnded: () => ended, ...FAST });
+      expect(report.found).toEqual([]);
+      expect(report.deleted).toEqual([]);
+      expect(keptReason(report, "i-0ddddddddddddddd1")).toMatch(/expired at .* but run 20261120-060000-live30 looks alive .*pass force/);
+      expect(keptReason(report, "sg-0ddddddddddddddd1")).toMatch(/looks alive/);
+      expect(keptReason(report, `runctl-${RUN}`)).toMatch(/looks alive/);
+    }
+    expect(mutatingCalls(mock)).toEqual([]);
+  });
+
+  it("force sweeps the expired live run; a run known to be over goes without force", async () => {
+    const forced = mocked();
+    liveRun(forced.mock);
+    const report = await sweepEc2({ region: "us-east-1", client: forced.client, now: NOW, runEnded: () => undefined, force: true, ...FAST });
+    expect(ids(report.deleted)).toEqual([`runctl-${RUN}`, "i-0ddddddddddddddd1", "sg-0ddddddddddddddd1"].sort());
+    expect(report.deleted.find((r) => r.id === "i-0ddddddddddddddd1")?.reason).toMatch(/swept with force/);
+
+    const over = mocked();
+    liveRun(over.mock);
+    const overReport = await sweepEc2({ region: "us-east-1", client: over.client, now: NOW, runEnded: (id) => id === RUN, ...FAST });
+    expect(ids(overReport.deleted)).toContain("i-0ddddddddddddddd1");
+  });
+
+  it("force never takes a live run that has not expired", async () => {
+    const { client, mock } = mocked();
+    account(mock, { instances: [instance("i-0ddddddddddddddd2", "running", { runId: RUN, owner: ME, createdAt: ago(30 * H), expiresAt: later(H) })] });
+    const report = await sweepEc2({ region: "us-east-1", client, now: NOW, runEnded: () => undefined, force: true, ...FAST });
+    expect(report.deleted).toEqual([]);
+    expect(keptReason(report, "i-0ddddddddddddddd2")).toMatch(/not known to be over; expires at/);
+  });
+});
+
+describe("only runctl's own tag set counts (issue 10, item 9)", () => {
+  it('owner "all" ignores resources tagged by hand with runctl:run-id (or an incomplete or malformed set)', async () => {
+    const { client, mock } = mocked();
+    const hand = (extra: { Key: string; Value: string }[]) => [{ Key: TAG.runId, Value: "my-data" }, ...extra];
+    account(mock, {
+      volumes: [
+        vol("vol-0eeeeeeeeeeeeeee1", undefined, { Tags: hand([]) }), // run-id only
+        vol("vol-0eeeeeeeeeeeeeee2", undefined, { Tags: hand([{ Key: TAG.owner, Value: "me" }, { Key: TAG.expiresAt, Value: ago(H) }]) }), // no created-at
+        vol("vol-0eeeeeeeeeeeeeee3", undefined, { Tags: hand([{ Key: TAG.owner, Value: "me" }, { Key: TAG.createdAt, Value: "2026-11-01" }]) }), // not runctl's time format
+        vol("vol-0eeeeeeeeeeeeeee4", undefined, { Tags: [{ Key: TAG.runId, Value: "my data set!" }, { Key: TAG.owner, Value: "me" }, { Key: TAG.createdAt, Value: ago(30 * H) }] }), // not a run id
+        vol("vol-0eeeeeeeeeeeeeee5", undefined, { Tags: hand([{ Key: TAG.owner, Value: "me" }, { Key: TAG.createdAt, Value: ago(30 * H) }, { Key: TAG.expiresAt, Value: "tomorrow" }]) }),
+        vol("vol-0eeeeeeeeeeeeeee9", { runId: "20261120-060000-gone01", owner: "someone@else", createdAt: ago(30 * H), expiresAt: ago(H) }), // runctl's: swept
+      ],
+      keys: [{ KeyName: "my-key", KeyPairId: "key-0eeeeeeeeeeeeeee1", Tags: hand([{ Key: TAG.owner, Value: "me" }]) }],
+      groups: [{ GroupId: "sg-0eeeeeeeeeeeeeee1", GroupName: "mine", Tags: hand([{ Key: TAG.createdAt, Value: ago(30 * H) }]) }],
+    });
+    const report = await sweepEc2({ region: "us-east-1", client, now: NOW, owner: "all", runEnded: () => undefined, ...FAST });
+    expect(mutatingCalls(mock)).toEqual([["DeleteVolumeCommand", ["vol-0eeeeeeeeeeeeeee9"]]]);
+    const named = [...report.found, ...report.kept.map((k) => k.resource)].map((r) => r.id);
+    expect(named).toEqual(["vol-0eeeeeeeeeeeeeee9"]);
+  });
+});
+
+describe("snapshots (issue 10, item 12)", () => {
+  const snap = (id: string, t: Parameters<typeof tags>[0] | undefined, extra: Record<string, unknown> = {}) => ({
+    SnapshotId: id,
+    VolumeId: "vol-0fffffffffffffff0",
+    State: "completed",
+    StartTime: new Date(ago(8 * 24 * H)),
+    VolumeSize: 10,
+    OwnerId: "123456789012",
+    ...(t ? { Tags: tags(t) } : {}),
+    ...extra,
+  });
+
+  it("expired snapshots are swept; fresh, persistent, pending, hand-tagged and persistent volumes' ones are not", async () => {
+    const { client, mock } = mocked();
+    const old = { owner: ME, createdAt: ago(8 * 24 * H), expiresAt: ago(24 * H) };
+    account(mock, {
+      volumes: [vol("vol-0fffffffffffffff1", { runId: "volume:imagenet", owner: ME, createdAt: ago(100 * H), persistent: true })],
+      snapshots: [
+        snap("snap-0fffffffffffffff1", { runId: "volume:vol-0fffffffffffffff0", ...old }),
+        snap("snap-0fffffffffffffff2", { runId: "20261120-060000-done01", ...old }), // a run's snapshot: its own expiry, not the run's end, ends it
+        snap("snap-0fffffffffffffff3", { runId: "volume:vol-0fffffffffffffff0", owner: ME, createdAt: ago(H), expiresAt: later(6 * 24 * H) }),
+        snap("snap-0fffffffffffffff4", { runId: "volume:vol-0fffffffffffffff0", owner: ME, createdAt: ago(8 * 24 * H), persistent: true }),
+        snap("snap-0fffffffffffffff5", { runId: "volume:imagenet", ...old }, { VolumeId: "vol-0fffffffffffffff1" }),
+        snap("snap-0fffffffffffffff6", { runId: "volume:vol-0fffffffffffffff0", ...old }, { State: "pending" }),
+        snap("snap-0fffffffffffffff7", undefined, { Tags: [{ Key: TAG.runId, Value: "x" }, { Key: TAG.expiresAt, Value: ago(H) }] }),
+      ],
+    });
+    const report = await sweepEc2({ region: "us-east-1", client, now: NOW, runEnded: () => undefined, ...FAST });
+    expect(mock.commandCalls(DescribeSnapshotsCommand)[0]!.args[0].input).toMatchObject({ OwnerIds: ["self"], Filters: [{ Name: "tag-key", Values: [TAG.runId] }] });
+    expect(mock.commandCalls(DeleteSnapshotCommand).map((c) => c.args[0].input.SnapshotId).sort()).toEqual(["snap-0fffffffffffffff1", "snap-0fffffffffffffff2"]);
+    expect(ids(report.deleted)).toEqual(["snap-0fffffffffffffff1", "snap-0fffffffffffffff2"]);
+    expect(report.deleted[0]!.kind).toBe("snapshot");
+    expect(keptReason(report, "snap-0fffffffffffffff3")).toMatch(/^expires at/);
+    expect(keptReason(report, "snap-0fffffffffffffff4")).toBe("persistent");
+    expect(keptReason(report, "snap-0fffffffffffffff5")).toMatch(/persistent volume vol-0fffffffffffffff1/);
+    expect(keptReason(report, "snap-0fffffffffffffff6")).toMatch(/being created/);
+    expect(keptReason(report, "snap-0fffffffffffffff7")).toBeUndefined();
+    const ledger = readFileSync(resourceLedgerPath(), "utf8");
+    expect(ledger).toContain('"snap-0fffffffffffffff1"');
+  });
+
+  it("a snapshot an AMI uses is kept for the next sweep", async () => {
+    const { client, mock } = mocked();
+    account(mock, { snapshots: [snap("snap-0fffffffffffffff8", { runId: "volume:vol-0fffffffffffffff0", owner: ME, createdAt: ago(8 * 24 * H), expiresAt: ago(H) })] });
+    mock.on(DeleteSnapshotCommand).rejects(awsError("InvalidSnapshot.InUse", "The snapshot snap-0fffffffffffffff8 is currently in use by ami-0123456789abcdef0"));
+    const report = await sweepEc2({ region: "us-east-1", client, now: NOW, runEnded: () => undefined, ...FAST });
+    expect(report.errors).toEqual([]);
+    expect(keptReason(report, "snap-0fffffffffffffff8")).toMatch(/AMI/);
+  });
+});
+
+describe("Runctl.sweep through ec2() (issue 10, item 13)", () => {
+  it("uses the provider's own owner (ec2({ owner })) unless the sweep names one", async () => {
+    const { client, mock } = mocked();
+    account(mock, {
+      keys: [
+        { KeyName: "runctl-bob", KeyPairId: "key-0aaaaaaaaaaaaaab1", Tags: tags({ runId: "20261120-060000-bob001", owner: BOB, createdAt: ago(30 * H), expiresAt: ago(H) }) },
+        { KeyName: "runctl-me", KeyPairId: "key-0aaaaaaaaaaaaaab2", Tags: tags({ runId: "20261120-060000-me0001", owner: ME, createdAt: ago(30 * H), expiresAt: ago(H) }) },
+      ],
+    });
+    const provider = ec2({ region: "us-east-1", instanceType: "t3.micro", owner: BOB, clients: { ec2: client } });
+    const report = await Runctl.sweep({ provider, dryRun: true });
+    expect(ids(report.found)).toEqual(["runctl-bob"]);
+    expect(keptReason(report, "runctl-me")).toMatch(/owned by/);
+    const mine = await Runctl.sweep({ provider, dryRun: true, owner: ME });
+    expect(ids(mine.found)).toEqual(["runctl-me"]);
   });
 });

@@ -69,16 +69,16 @@ export interface AccessContext {
   readonly signal?: AbortSignal | undefined;
 }
 
-/** ImportKeyPair with the run's tags; recorded in the ledger. Returns the key pair name. */
-export async function importRunKeyPair(ctx: AccessContext, publicKey: string): Promise<string> {
+/** ImportKeyPair with the run's tags; recorded in the ledger. Returns the key pair's name and id (tags are set by id). */
+export async function importRunKeyPair(ctx: AccessContext, publicKey: string): Promise<{ readonly name: string; readonly keyPairId: string | undefined }> {
   const name = `runctl-${ctx.runId}`;
-  await awsCall(
+  const out = await awsCall(
     "ImportKeyPair",
     () => ctx.ec2.send(new ImportKeyPairCommand({ KeyName: name, PublicKeyMaterial: new TextEncoder().encode(publicKey), TagSpecifications: [{ ResourceType: "key-pair", Tags: toAwsTags(ctx.tags) }] })),
     ctx.signal,
   );
   recordResourceCreated({ kind: "key-pair", id: name, provider: "ec2", region: ctx.region, runId: ctx.runId, createdAt: new Date().toISOString(), ...expiry(ctx.tags), tags: ctx.tags });
-  return name;
+  return { name, keyPairId: out.KeyPairId };
 }
 
 /** The VPC to create a security group in: the first subnet's, else the region's default VPC. */

@@ -89,7 +89,12 @@ export interface Ec2ProviderOptions {
   readonly instanceId?: string;
   /** Terminate the instance at release. @defaultValue true for instances runctl launched, false for `instanceId` */
   readonly terminateOnRelease?: boolean;
-  /** After this long a leftover resource may be swept (`runctl:expires-at`). @defaultValue 24 hours */
+  /**
+   * How long after launch, and after each renewal, what runctl created for a run may be swept
+   * (`runctl:expires-at`). A client following the run renews it every few minutes, and a sweep
+   * never takes a run that looks alive unless forced.
+   * @defaultValue the run's `.budget({ maxDurationMs })` plus 2 hours; 24 hours for a run without one
+   */
   readonly ttlMs?: number;
   /** The `runctl:owner` tag. @defaultValue `user@host` of this process */
   readonly owner?: string;
@@ -113,6 +118,14 @@ export interface Ec2ProviderOptions {
   readonly clients?: { readonly ec2?: EC2Client; readonly ssm?: SSMClient };
   /** The instance metadata endpoint the agent polls for spot notices. @defaultValue `"http://169.254.169.254"` */
   readonly imdsEndpoint?: string;
+  /**
+   * A launched instance powers itself off (and so terminates) this long after its first boot
+   * unless runctl's agent has started on it by then: the backstop for a client that dies between
+   * launch and the run's start. Only for instances terminated at release; 0 turns it off.
+   * Rounded up to whole minutes (`shutdown -h +N`).
+   * @defaultValue `readyTimeoutMs` plus 30 minutes (40 minutes)
+   */
+  readonly unstartedPowerOffMs?: number;
   /** Python 3 on the instance. @defaultValue `"python3"` */
   readonly python?: string;
   /** Receives warnings (spot fell back to on-demand, a leftover that release could not delete). @defaultValue `process.emitWarning` */
@@ -148,6 +161,7 @@ const schema = z.strictObject({
   readyTimeoutMs: z.number().int().positive().optional(),
   pollMs: z.number().int().positive().optional(),
   shutdownAfterRunMs: z.number().int().nonnegative().optional(),
+  unstartedPowerOffMs: z.number().int().nonnegative().optional(),
   clients: z.strictObject({ ec2: z.any().optional(), ssm: z.any().optional() }).optional(),
   imdsEndpoint: z.string().url().optional(),
   python: z.string().min(1).optional(),

@@ -1,5 +1,5 @@
 import { rmSync } from "node:fs";
-import { EC2Client, type Instance } from "@aws-sdk/client-ec2";
+import { CreateTagsCommand, EC2Client, type Instance } from "@aws-sdk/client-ec2";
 import { SSMClient } from "@aws-sdk/client-ssm";
 import { RunctlError, isRunctlError, throwIfAborted } from "../../errors/runctl-error.js";
 import { onDemandPrice, PRICE_CATALOG } from "../../cost/price-catalog.js";
@@ -20,16 +20,27 @@ import {
   type AccessContext,
 } from "./access-resources.js";
 import { validateEc2Options, type Ec2ProviderOptions } from "./ec2-options.js";
+import { ec2Call, resolveEc2Retry } from "./ec2-call.js";
 import { describeInstance, machineStateOf } from "./instance-state.js";
+import { checkPrivateKeyFile } from "./local-key.js";
 import { launchInstance, terminateInstance, waitForTerminated, type Placement } from "./launch-instance.js";
 import { describeInstanceType, resolveMachineImage } from "./machine-image.js";
 import { pollUntil } from "./poll.js";
 import { currentSpotPrices } from "./spot-price.js";
 import { sweepEc2 } from "./sweep.js";
-import { defaultOwner, runctlTags } from "./tags.js";
-import { buildUserData } from "./user-data.js";
+import { TAG, defaultOwner, runctlTags } from "./tags.js";
+import { BOOT_POWER_OFF_CANCEL, buildUserData } from "./user-data.js";
 
 const DAY_MS = 24 * 3600_000;
+/**
+ * Added to a run's time budget for its expiry: provisioning, setup, sync and data before the
+ * budget's clock runs, the final commit and outputs after, and the agent's power-off backstop.
+ */
+export const EXPIRY_MARGIN_MS = 2 * 3600_000;
+/** Added to `readyTimeoutMs` for the boot-time power-off: installing the agent and syncing before it starts. */
+export const BOOT_POWER_OFF_MARGIN_MS = 30 * 60_000;
+/** How often a followed run's expiry is renewed (at most a quarter of its lifetime). */
+const KEEP_ALIVE_EVERY_MS = 10 * 60_000;
 
 /** What runctl keeps about an instance it handed out (also in the journal record, for reattach). */
 interface Ec2MachineFacts {
@@ -42,6 +53,14 @@ interface Ec2MachineFacts {
   readonly securityGroupId?: string | undefined;
   readonly createdSecurityGroup: boolean;
   readonly keysDir?: string | undefined;
+  /** The key pair's id (`key-…`): tags are set by id. */
+  readonly keyPairId?: string | undefined;
+  /** Volumes launched with the instance (its root volume). */
+  readonly volumeIds?: readonly string[] | undefined;
+  /** How long after the last renewal what runctl created for the run may be swept; absent for an existing instance. */
+  readonly expiryTtlMs?: number | undefined;
+  /** The instance was launched with a boot-time power-off the agent must cancel. */
+  readonly bootPowerOff?: boolean | undefined;
 }
 
 /**
@@ -80,6 +99,13 @@ export function ec2(options: Ec2ProviderOptions): Provider {
   const facts = new Map<string, Ec2MachineFacts>();
   const spot = options.spot === undefined || options.spot === false ? null : options.spot === true ? { fallbackToOnDemand: false } : { fallbackToOnDemand: options.spot.fallbackToOnDemand ?? false, maxPriceUsd: options.spot.maxPriceUsd };
   const shutdownAfterRunMs = options.shutdownAfterRunMs ?? 30 * 60_000;
+  const unstartedPowerOffMs = options.unstartedPowerOffMs ?? (options.readyTimeoutMs ?? 600_000) + BOOT_POWER_OFF_MARGIN_MS;
+  /** How long what a run creates lives past its last renewal: `ttlMs`, else the run's time budget plus a margin, else a day. */
+  const expiryTtlMs = (request: Pick<ProvisionRequest, "maxDurationMs">): number => options.ttlMs ?? (request.maxDurationMs !== undefined ? request.maxDurationMs + EXPIRY_MARGIN_MS : DAY_MS);
+  /** Reads every local file the provider was given (the SSH private key), before anything is created. */
+  const checkLocalInputs = (): void => {
+    if (access.kind === "ssh" && access.privateKeyPath !== undefined) checkPrivateKeyFile(access.privateKeyPath);
+  };
 
   const catalogPrice = (): number | undefined => (options.instanceType ? onDemandPrice(options.region, options.instanceType) : undefined);
 
@@ -96,8 +122,12 @@ export function ec2(options: Ec2ProviderOptions): Provider {
     });
   };
 
-  /** Waits until a command really runs on the instance (not merely "accepted"); MACHINE_NOT_READY on timeout. */
-  const waitReady = async (transport: Transport, instanceId: string, signal: AbortSignal | undefined): Promise<string> => {
+  /**
+   * Waits until a command really runs on the instance (not merely "accepted"); MACHINE_NOT_READY on
+   * timeout, its message ending with `aftermath` (what becomes of the instance). A refused key
+   * (AUTH_FAILED), a wrong host key or a bad setting is final at once: waiting cannot fix it.
+   */
+  const waitReady = async (transport: Transport, instanceId: string, signal: AbortSignal | undefined, aftermath: string): Promise<string> => {
     const timeoutMs = options.readyTimeoutMs ?? 600_000;
     let lastError = "no answer yet";
     const python = options.python ?? "python3";
@@ -110,13 +140,16 @@ export function ec2(options: Ec2ProviderOptions): Provider {
           lastError = `exit ${r.exitCode}: ${r.stderrTail.trim() || "Python 3.8+ missing?"}`;
           return undefined;
         } catch (err) {
-          if (isRunctlError(err) && (err.code === "HOST_KEY_MISMATCH" || err.code === "ABORTED")) throw err;
+          if (isRunctlError(err) && err.code === "ABORTED") throw err;
+          if (isRunctlError(err) && (err.code === "HOST_KEY_MISMATCH" || err.code === "AUTH_FAILED" || err.code === "INVALID_ARGUMENT")) {
+            throw new RunctlError(err.code, `${err.message} (instance ${instanceId}; ${aftermath})`, { cause: err, details: { ...err.details, instanceId } });
+          }
           lastError = (err as Error).message;
           return undefined;
         }
       },
       { intervalMs: pollMs, maxIntervalMs: 10_000, timeoutMs, signal },
-      () => new RunctlError("MACHINE_NOT_READY", `Instance ${instanceId} is running but did not answer over ${access.kind.toUpperCase()} within ${timeoutMs} ms (last: ${lastError}); it was terminated.`, { retryable: true, details: { instanceId } }),
+      () => new RunctlError("MACHINE_NOT_READY", `Instance ${instanceId} is running but did not answer over ${access.kind.toUpperCase()} within ${timeoutMs} ms (last: ${lastError}); ${aftermath}.`, { retryable: true, details: { instanceId } }),
     );
   };
 
@@ -175,7 +208,9 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       record,
       launchedAtMs,
       imds: { endpoint: options.imdsEndpoint ?? "http://169.254.169.254" },
-      ...(runFacts.terminateOnRelease ? { shutdown: { command: ["sudo", "-n", "shutdown", "-h", "now"], afterRunMs: shutdownAfterRunMs } } : {}),
+      ...(runFacts.terminateOnRelease
+        ? { shutdown: { command: ["sudo", "-n", "shutdown", "-h", "now"], afterRunMs: shutdownAfterRunMs, ...(runFacts.bootPowerOff ? { cancelBootPowerOff: BOOT_POWER_OFF_CANCEL } : {}) } }
+        : {}),
     };
   };
 
@@ -190,6 +225,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
 
   /** Uses an existing instance (ec2({ instanceId })). */
   const provisionExisting = async (instanceId: string, runId: string, signal: AbortSignal | undefined): Promise<Machine> => {
+    checkLocalInputs();
     const instance = await describeInstance(aws().ec2, instanceId, signal);
     if (!instance || instance.State?.Name !== "running") {
       throw new RunctlError("PROVISION_FAILED", `Instance ${instanceId} is ${instance?.State?.Name ?? "not found"} in ${options.region}; it must be running.`);
@@ -197,9 +233,10 @@ export function ec2(options: Ec2ProviderOptions): Provider {
     const address = addressOf(instance);
     const keys = { username: access.kind === "ssh" ? (access.username ?? "ubuntu") : (access.user === undefined ? "ubuntu" : (access.user ?? "root")), ...(access.kind === "ssh" && access.privateKeyPath ? { privateKeyPath: access.privateKeyPath } : {}) };
     const transport = transportOf(instanceId, address, keys, runId);
+    const terminates = options.terminateOnRelease ?? false;
     try {
-      const home = await waitReady(transport, instanceId, signal);
-      const runFacts: Ec2MachineFacts = { region: options.region, access: access.kind, market: "existing", terminateOnRelease: options.terminateOnRelease ?? false, createdKeyPair: false, createdSecurityGroup: false };
+      const home = await waitReady(transport, instanceId, signal, `it was left ${instance.State?.Name ?? "running"}: runctl did not launch it`);
+      const runFacts: Ec2MachineFacts = { region: options.region, access: access.kind, market: "existing", terminateOnRelease: terminates, createdKeyPair: false, createdSecurityGroup: false };
       return machineOf(instance, address, transport, home, runFacts, keys, await hourlyFor(instance, instance.InstanceLifecycle === "spot" ? "spot" : "on-demand", signal), {});
     } catch (err) {
       await transport.close().catch(() => {});
@@ -210,23 +247,34 @@ export function ec2(options: Ec2ProviderOptions): Provider {
   const provisionNew = async (request: ProvisionRequest, signal: AbortSignal | undefined): Promise<Machine> => {
     const { runId } = request;
     const instanceType = options.instanceType!;
+    // Every local input first: nothing is created (or billed) for a key that cannot be used.
+    checkLocalInputs();
     const client = aws();
-    const tags = runctlTags({ runId, owner, now: new Date(), ttlMs: options.ttlMs ?? DAY_MS, name: `runctl-${runId}`, ...(options.tags ? { extra: options.tags } : {}) });
+    const ttlMs = expiryTtlMs(request);
+    const tags = runctlTags({ runId, owner, now: new Date(), ttlMs, name: `runctl-${runId}`, ...(options.tags ? { extra: options.tags } : {}) });
     const ctx: AccessContext = { ec2: client.ec2, region: options.region, runId, tags, signal };
     // Reads first: a bad type or AMI fails before anything is created.
     const typeFacts = await describeInstanceType(client.ec2, instanceType, signal);
     const image = await resolveMachineImage(client, typeFacts, options.ami, signal);
+    const terminateOnRelease = options.terminateOnRelease ?? true;
+    // Only an instance runctl terminates anyway powers itself off: one kept after the run must not die before it.
+    const powerOffAfterMin = terminateOnRelease && unstartedPowerOffMs > 0 ? Math.max(1, Math.ceil(unstartedPowerOffMs / 60_000)) : undefined;
     const allowSshFrom = access.kind === "ssh" && !options.securityGroupIds ? (access.allowSshFrom ?? (await callerCidr(signal))) : undefined;
     throwIfAborted(signal);
 
-    const made: { instanceIds: string[]; securityGroupId?: string; keyPairName?: string; keysDir?: string } = { instanceIds: [] };
+    const made: { instanceIds: string[]; securityGroupId?: string; keyPairName?: string; keyPairId?: string | undefined; keysDir?: string } = { instanceIds: [] };
     try {
       const keys = makeRunKeys(runId);
       made.keysDir = keys.dir;
       let keyPairName: string | undefined;
       let privateKeyPath: string | undefined;
       if (access.kind === "ssh") {
-        keyPairName = access.keyPairName ?? (made.keyPairName = await importRunKeyPair(ctx, keys.login.publicKey));
+        if (access.keyPairName) keyPairName = access.keyPairName;
+        else {
+          const imported = await importRunKeyPair(ctx, keys.login.publicKey);
+          keyPairName = made.keyPairName = imported.name;
+          made.keyPairId = imported.keyPairId;
+        }
         privateKeyPath = access.privateKeyPath ?? keys.login.privateKeyPath;
       }
       const securityGroupIds = options.securityGroupIds ?? [(made.securityGroupId = await createRunSecurityGroup(ctx, await resolveVpc(ctx, options.subnetIds), allowSshFrom))];
@@ -247,7 +295,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
         keyName: keyPairName,
         securityGroupIds,
         instanceProfile: options.instanceProfile,
-        userData: buildUserData(access.kind === "ssh" ? { hostKey: keys.host } : {}),
+        userData: buildUserData({ ...(access.kind === "ssh" ? { hostKey: keys.host } : {}), ...(powerOffAfterMin !== undefined ? { powerOffAfterMin } : {}) }),
         tags,
         spot,
         placements,
@@ -268,7 +316,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       const transport = transportOf(instanceId, address, keyInfo, runId);
       let home: string;
       try {
-        home = await waitReady(transport, instanceId, signal);
+        home = await waitReady(transport, instanceId, signal, "it was terminated");
       } catch (err) {
         await transport.close().catch(() => {});
         throw err;
@@ -277,8 +325,12 @@ export function ec2(options: Ec2ProviderOptions): Provider {
         region: options.region,
         access: access.kind,
         market: launched.market,
-        terminateOnRelease: options.terminateOnRelease ?? true,
+        terminateOnRelease,
         keyPairName,
+        keyPairId: made.keyPairId,
+        volumeIds: (instance.BlockDeviceMappings ?? []).flatMap((b) => (b.Ebs?.VolumeId ? [b.Ebs.VolumeId] : [])),
+        expiryTtlMs: ttlMs,
+        bootPowerOff: powerOffAfterMin !== undefined,
         createdKeyPair: made.keyPairName !== undefined,
         securityGroupId: made.securityGroupId,
         createdSecurityGroup: made.securityGroupId !== undefined,
@@ -305,6 +357,10 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       securityGroupId: typeof r["securityGroupId"] === "string" ? r["securityGroupId"] : undefined,
       createdSecurityGroup: r["createdSecurityGroup"] === true,
       keysDir: typeof r["keysDir"] === "string" ? r["keysDir"] : undefined,
+      keyPairId: typeof r["keyPairId"] === "string" ? r["keyPairId"] : undefined,
+      volumeIds: Array.isArray(r["volumeIds"]) ? r["volumeIds"].filter((v): v is string => typeof v === "string") : undefined,
+      expiryTtlMs: typeof r["expiryTtlMs"] === "number" ? r["expiryTtlMs"] : undefined,
+      bootPowerOff: r["bootPowerOff"] === true,
     };
   };
 
@@ -343,12 +399,12 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       const keys = { username: str("username") ?? "ubuntu", privateKeyPath: str("privateKeyPath"), knownHostsPath: str("knownHostsPath") };
       const address = str("address") ?? addressOf(instance);
       const transport = transportOf(record.id, address, keys, undefined);
-      const home = await waitReady(transport, record.id, opts?.signal);
+      const home = await waitReady(transport, record.id, opts?.signal, "it was left as it is");
       const f = factsOf({ id: record.id, record });
       return machineOf(instance, address, transport, home, f, keys, typeof record["hourlyPriceUsd"] === "number" ? record["hourlyPriceUsd"] : await hourlyFor(instance, f.market, opts?.signal), {});
     },
     plan() {
-      const tags = runctlTags({ runId: "<run-id>", owner, now: new Date(), ttlMs: options.ttlMs ?? DAY_MS, name: "runctl-<run-id>", ...(options.tags ? { extra: options.tags } : {}) });
+      const tags = runctlTags({ runId: "<run-id>", owner, now: new Date(), ttlMs: expiryTtlMs({}), name: "runctl-<run-id>", ...(options.tags ? { extra: options.tags } : {}) });
       const resources: PlannedResource[] = [];
       if (options.instanceId) {
         resources.push({ kind: "instance", description: `use existing instance ${options.instanceId} (not created${options.terminateOnRelease ? "; terminated at release" : ""})`, tags: {} });
@@ -372,9 +428,27 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       if (price === undefined) throw new RunctlError("INVALID_ARGUMENT", `No price known for ${type ?? options.instanceId} in ${options.region}; pass ec2({ hourlyPriceUsd }).`);
       return { hourlyPriceUsd: price, basis: `on-demand catalog ${PRICE_CATALOG.asOf}` };
     },
+    keepAliveEveryMs: Math.max(1000, Math.min(KEEP_ALIVE_EVERY_MS, Math.floor((options.ttlMs ?? DAY_MS) / 4))),
+    async keepAlive(machine, opts) {
+      const f = factsOf(machine);
+      // An existing instance carries no runctl expiry; nothing to renew.
+      if (f.expiryTtlMs === undefined || f.market === "existing") return;
+      const resources = [machine.id, ...(f.volumeIds ?? []), ...(f.createdSecurityGroup && f.securityGroupId ? [f.securityGroupId] : []), ...(f.createdKeyPair && f.keyPairId ? [f.keyPairId] : [])];
+      const expiresAt = new Date(Date.now() + f.expiryTtlMs).toISOString();
+      await ec2Call("CreateTags", (http) => aws().ec2.send(new CreateTagsCommand({ Resources: resources, Tags: [{ Key: TAG.expiresAt, Value: expiresAt }] }), http), resolveEc2Retry(undefined), opts?.signal);
+    },
     async sweep(opts) {
       const staging: Storage[] = access.kind === "ssm" ? [access.staging] : [];
-      return sweepEc2({ region: options.region, client: aws().ec2, staging, ...(opts.dryRun !== undefined ? { dryRun: opts.dryRun } : {}), ...(opts.owner !== undefined ? { owner: opts.owner } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+      // The provider's own owner (ec2({ owner })) unless the sweep names one.
+      return sweepEc2({
+        region: options.region,
+        client: aws().ec2,
+        staging,
+        owner: opts.owner ?? owner,
+        ...(opts.dryRun !== undefined ? { dryRun: opts.dryRun } : {}),
+        ...(opts.force !== undefined ? { force: opts.force } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
     },
   };
 }

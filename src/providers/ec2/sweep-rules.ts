@@ -2,7 +2,7 @@ import { closeSync, openSync, readSync, fstatSync } from "node:fs";
 import { join } from "node:path";
 import { journalDir } from "../../run/journal.js";
 import type { SweptResource, SweptResourceKind } from "../../engine/sweep-types.js";
-import { TAG } from "./tags.js";
+import { TAG, hasRunctlTagSet } from "./tags.js";
 
 /**
  * Default grace period: resources younger than this are never swept for lack of a live instance (their run may still be launching).
@@ -29,6 +29,8 @@ export interface SweepSubject {
   readonly tags: Readonly<Record<string, string>>;
   /** The cloud's own creation time, used when `runctl:created-at` is missing or unreadable. */
   readonly cloudCreatedAt?: Date | undefined;
+  /** An instance's state (`pending`, `running`, `stopping`, `stopped`). */
+  readonly state?: string | undefined;
 }
 
 /**
@@ -36,7 +38,7 @@ export interface SweepSubject {
  *
  * @example
  * ```ts
- * const ctx: SweepContext = { owner: "all", now: new Date(), graceMs: 900_000, liveRunIds: new Map(), runEnded: () => undefined };
+ * const ctx: SweepContext = { owner: "all", now: new Date(), graceMs: 900_000, liveRunIds: new Map(), runEnded: () => undefined, force: false };
  * ```
  */
 export interface SweepContext {
@@ -46,8 +48,12 @@ export interface SweepContext {
   readonly graceMs: number;
   /** Run ids carried by instances that are live (pending, running, stopping, stopped) and stay. */
   readonly liveRunIds: ReadonlyMap<string, string>;
+  /** The state of each instance in `liveRunIds`. @defaultValue every one counts as running */
+  readonly instanceStates?: ReadonlyMap<string, string> | undefined;
   /** Whether a run is over (memoized by the caller). */
   readonly runEnded: (runId: string) => boolean | undefined;
+  /** Sweep expired resources even when their run looks alive. @defaultValue false */
+  readonly force?: boolean | undefined;
 }
 
 /**
@@ -63,6 +69,9 @@ export type SweepVerdict =
   | { readonly verdict: "keep"; readonly resource: SweptResource; readonly reason: string }
   | { readonly verdict: "ignore" };
 
+/** Instance states in which a machine may be running its run's trainer. */
+const RUNNING_STATES = new Set(["pending", "running", "stopping"]);
+
 function parseTime(value: string | undefined): Date | undefined {
   if (value === undefined || value === "") return undefined;
   const t = Date.parse(value);
@@ -72,14 +81,23 @@ function parseTime(value: string | undefined): Date | undefined {
 /**
  * The sweep rules, for one resource (pure: everything comes from `subject` and `ctx`).
  *
- * 1. No `runctl:run-id` tag: not runctl's; ignored (never touched, never reported).
+ * 1. Not runctl's full tag set in runctl's formats ({@link hasRunctlTagSet}): ignored (never
+ *    touched, never reported). A hand-made `runctl:run-id` tag is not enough.
  * 2. `runctl:owner` other than `ctx.owner` (unless `"all"`): kept, "owned by …".
  * 3. `runctl:persistent=true`: kept, always.
- * 4. `runctl:expires-at` in the past: swept.
- * 5. Instances: swept when `runEnded(runId) === true`; otherwise kept.
- * 6. Volumes, key pairs, security groups, staging prefixes: kept while a live instance carries
- *    the same run id; else swept when the run is over, or when older than `graceMs` (from
- *    `runctl:created-at`, else the cloud's creation time); an unknown age is kept.
+ * 4. The run is over (`runEnded(runId) === true`): swept (not a snapshot: it is made to outlive
+ *    its run, and only its own `runctl:expires-at` ends it).
+ * 5. The run looks alive: an instance of it is pending, running or stopping (the instance
+ *    itself, or, for its volumes, key pair, group, snapshots and staging folder, any instance
+ *    carrying its run id). Kept, even past `runctl:expires-at`: an expired live run is swept
+ *    only with `ctx.force`. (While a client follows the run it renews `runctl:expires-at`, and
+ *    without a follower expiry is the run's own time budget plus a margin, so a live run that
+ *    expired is one nobody follows and whose budget is over.)
+ * 6. `runctl:expires-at` has passed: swept (a stopped instance, or a resource whose run has no
+ *    live instance). A snapshot that has not expired is kept.
+ * 7. Instances: otherwise kept. Other resources: kept while a stopped instance carries the run
+ *    id; else swept when older than `graceMs` (from `runctl:created-at`, else the cloud's
+ *    creation time): the grace protects a run that is still launching.
  *
  * @example
  * ```ts
@@ -87,8 +105,8 @@ function parseTime(value: string | undefined): Date | undefined {
  * ```
  */
 export function judge(subject: SweepSubject, ctx: SweepContext): SweepVerdict {
-  const runId = subject.tags[TAG.runId];
-  if (runId === undefined || runId === "") return { verdict: "ignore" };
+  if (!hasRunctlTagSet(subject.tags)) return { verdict: "ignore" };
+  const runId = subject.tags[TAG.runId]!;
   const owner = subject.tags[TAG.owner] ?? "";
   const base = { kind: subject.kind, id: subject.id, runId, owner };
   const keep = (reason: string): SweepVerdict => ({ verdict: "keep", resource: { ...base, reason }, reason });
@@ -97,17 +115,25 @@ export function judge(subject: SweepSubject, ctx: SweepContext): SweepVerdict {
   if (ctx.owner !== "all" && owner !== ctx.owner) return keep(`owned by ${owner || "nobody"} (pass owner: "all" to include it)`);
   if (subject.tags[TAG.persistent] === "true") return keep("persistent");
 
-  const expiresAt = parseTime(subject.tags[TAG.expiresAt]);
-  if (expiresAt && expiresAt.getTime() <= ctx.now.getTime()) return sweep(`expired at ${expiresAt.toISOString()}`);
-  const until = expiresAt ? `; expires at ${expiresAt.toISOString()}` : "";
-
-  const ended = ctx.runEnded(runId);
-  if (subject.kind === "instance") {
-    return ended === true ? sweep(`run ${runId} is over`) : keep(`run ${runId} is not known to be over${until}`);
-  }
-  const liveInstance = ctx.liveRunIds.get(runId);
-  if (liveInstance !== undefined) return keep(`instance ${liveInstance} of run ${runId} is still there${until}`);
+  // A snapshot is made to outlive its run: only its own expiry ends it, never the run's end or age.
+  const snapshot = subject.kind === "snapshot";
+  const ended = snapshot ? undefined : ctx.runEnded(runId);
   if (ended === true) return sweep(`run ${runId} is over`);
+
+  const expiresAt = parseTime(subject.tags[TAG.expiresAt]);
+  const expired = expiresAt !== undefined && expiresAt.getTime() <= ctx.now.getTime();
+  const until = expiresAt ? `; expires at ${expiresAt.toISOString()}` : "";
+  const liveInstance = subject.kind === "instance" ? subject.id : ctx.liveRunIds.get(runId);
+  const liveState = subject.kind === "instance" ? (subject.state ?? "running") : liveInstance !== undefined ? (ctx.instanceStates?.get(liveInstance) ?? "running") : undefined;
+  if (liveInstance !== undefined && liveState !== undefined && RUNNING_STATES.has(liveState)) {
+    if (!expired) return keep(subject.kind === "instance" ? `run ${runId} is not known to be over${until}` : `instance ${liveInstance} of run ${runId} is still there${until}`);
+    const why = `expired at ${expiresAt!.toISOString()}, but run ${runId} looks alive (instance ${liveInstance} is ${liveState} and the run is not known to be over)`;
+    return ctx.force ? sweep(`${why}; swept with force`) : keep(`${why}; pass force to sweep it`);
+  }
+  if (expired) return sweep(`expired at ${expiresAt!.toISOString()}`);
+  if (snapshot) return keep(expiresAt ? `expires at ${expiresAt.toISOString()}` : "no runctl:expires-at");
+  if (subject.kind === "instance") return keep(`run ${runId} is not known to be over${until}`);
+  if (liveInstance !== undefined) return keep(`instance ${liveInstance} of run ${runId} is still there${until}`);
   const createdAt = parseTime(subject.tags[TAG.createdAt]) ?? subject.cloudCreatedAt;
   if (!createdAt) return keep(`no live instance of run ${runId}, but its age is unknown${until}`);
   const graceEnds = createdAt.getTime() + ctx.graceMs;

@@ -1,10 +1,12 @@
 import {
   DeleteKeyPairCommand,
   DeleteSecurityGroupCommand,
+  DeleteSnapshotCommand,
   DeleteVolumeCommand,
   DescribeInstancesCommand,
   DescribeKeyPairsCommand,
   DescribeSecurityGroupsCommand,
+  DescribeSnapshotsCommand,
   DescribeVolumesCommand,
   EC2Client,
   TerminateInstancesCommand,
@@ -63,6 +65,12 @@ export interface SweepEc2Options {
   readonly owner?: string;
   /** Report only: no mutating call at all. @defaultValue false */
   readonly dryRun?: boolean;
+  /**
+   * Sweep expired resources even when their run looks alive (an instance of it is pending,
+   * running or stopping and the run is not known to be over). Without it they are kept and
+   * reported. @defaultValue false
+   */
+  readonly force?: boolean;
   /** "Now", for expiry and the grace period. @defaultValue the current time */
   readonly now?: Date;
   /** Resources without a live instance are kept this long after `runctl:created-at` (their run may still be launching). @defaultValue 900000 (15 min) */
@@ -90,27 +98,32 @@ interface VolumeCandidate {
 
 /**
  * Finds and deletes runctl's leftovers in one EC2 region (and the SSM staging folders of
- * `staging`): instances, EBS volumes, key pairs, security groups and `runctl-staging/<scope>/`
- * prefixes whose run is over or whose `runctl:expires-at` has passed.
+ * `staging`): instances, EBS volumes and snapshots, key pairs, security groups and
+ * `runctl-staging/<scope>/` prefixes whose run is over or whose `runctl:expires-at` has passed.
  *
  * Rules (see `judge` in sweep-rules.ts):
- * - Only resources tagged `runctl:run-id` are ever looked at: the Describe calls filter on the tag
- *   key server-side, and every result is checked again here. Untagged resources never appear in
- *   the report and no call names them. Staging folders count only with a `_runctl.json` marker.
+ * - Only resources with runctl's full tag set (`runctl:run-id`, `runctl:owner`,
+ *   `runctl:created-at`, in the formats runctl writes) are ever touched: the Describe calls
+ *   filter on the `runctl:run-id` tag key server-side, and every result is checked again here.
+ *   Other resources never appear in the report and no call names them. Staging folders count
+ *   only with a `_runctl.json` marker; snapshots only the account's own.
  * - Owner scope: by default only resources whose `runctl:owner` is this process's `user@host`;
  *   `owner: "all"` widens to everyone. Others are reported as kept.
- * - `runctl:persistent=true` is never swept.
- * - Swept when `runctl:expires-at` has passed (also a stopped instance), or when the run is over:
- *   an instance when `runEnded(runId) === true`; a volume, key pair, security group or staging
- *   folder when no live (pending/running/stopping/stopped) instance carries its run id AND (the run
- *   is over OR it is older than `graceMs` from `runctl:created-at`: the grace protects a run that
+ * - `runctl:persistent=true` is never swept, nor a snapshot of a persistent volume.
+ * - A live run is never swept: while an instance of the run is pending, running or stopping and
+ *   the run is not known to be over, the instance and the run's other resources are kept, even
+ *   past `runctl:expires-at` (reported with the reason); `force` sweeps such expired resources.
+ * - Swept when the run is over (`runEnded(runId) === true`; not snapshots), or when
+ *   `runctl:expires-at` has passed (a stopped instance, or a resource whose run has no live
+ *   instance). A volume, key pair, security group or staging folder with no live instance is
+ *   also swept once older than `graceMs` from `runctl:created-at` (the grace protects a run that
  *   is still launching).
  *
  * Order: terminate instances, then wait (bounded) until they are shutting-down/terminated; delete
  * volumes (one attached to a swept instance is retried until it comes free, within
- * `timing.volumeWaitMs`; one attached to any other instance is kept); delete security groups
- * (`DependencyViolation` while a network interface lingers: repeated with backoff, then kept as
- * "in use"); delete key pairs; delete staging folders (marker last). Each deletion is recorded in
+ * `timing.volumeWaitMs`; one attached to any other instance is kept); delete snapshots; delete
+ * security groups (`DependencyViolation` while a network interface lingers: repeated with
+ * backoff, then kept as "in use"); delete key pairs, staging folders (marker last). Each deletion is recorded in
  * the resource ledger. `dryRun` makes no mutating call and reports the same `found` and `kept`.
  *
  * @returns What was found, deleted, kept (with reasons) and what failed.
@@ -142,6 +155,8 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
   const poll: ResolvedPollOptions = resolvePollOptions(options.timing?.poll, { initialMs: 2_000, maxMs: 15_000 });
   const retry = resolveEc2Retry(options.retry);
   const dryRun = options.dryRun ?? false;
+  const force = options.force ?? false;
+  if (typeof force !== "boolean") throw new RunctlError("INVALID_ARGUMENT", `force must be true or false, got ${JSON.stringify(force)}.`);
   const signal = options.signal;
   const client = options.client ?? new EC2Client({ region });
   const warn = (message: string): void => {
@@ -233,10 +248,25 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
   // DescribeKeyPairs has no pagination: one answer holds every key pair of the region.
   const keyPairs = (await ec2Call("DescribeKeyPairs", (http) => client.send(new DescribeKeyPairsCommand({ Filters: [RUNCTL_TAG_FILTER] }), http), retry, signal)).KeyPairs ?? [];
 
+  // Only this account's own snapshots (never public or shared ones that happen to carry the tag).
+  const snapshots = [];
+  token = undefined;
+  do {
+    const page = await ec2Call(
+      "DescribeSnapshots",
+      (http) => client.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: [RUNCTL_TAG_FILTER], MaxResults: 1000, ...(token ? { NextToken: token } : {}) }), http),
+      retry,
+      signal,
+    );
+    snapshots.push(...(page.Snapshots ?? []));
+    token = page.NextToken || undefined;
+  } while (token);
+
   // 2. Judge instances; the ones that stay (whoever owns them) protect their run's other resources.
-  const ctxBase = { owner, now, graceMs, runEnded };
+  const ctxBase = { owner, now, graceMs, runEnded, force };
   const sweptInstances: { resource: SweptResource; instanceId: string }[] = [];
   const liveRunIds = new Map<string, string>();
+  const instanceStates = new Map<string, string>();
   const goingInstances = new Set<string>();
   const instanceVerdicts = instances.map((i) => {
     const tags = fromAwsTags(i.Tags);
@@ -245,7 +275,7 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
       goingInstances.add(i.InstanceId!);
       return undefined; // shutting-down already: nothing to do, and it no longer protects anything
     }
-    return { instanceId: i.InstanceId!, tags, verdict: judge({ kind: "instance", id: i.InstanceId!, tags, cloudCreatedAt: i.LaunchTime }, { ...ctxBase, liveRunIds: new Map() }) };
+    return { instanceId: i.InstanceId!, state, tags, verdict: judge({ kind: "instance", id: i.InstanceId!, tags, cloudCreatedAt: i.LaunchTime, state }, { ...ctxBase, liveRunIds: new Map() }) };
   });
   for (const v of instanceVerdicts) {
     if (!v) continue;
@@ -256,10 +286,12 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
     } else {
       if (v.verdict.verdict === "keep") kept.push({ resource: v.verdict.resource, reason: v.verdict.reason });
       const runId = v.tags[TAG.runId];
-      if (runId) liveRunIds.set(runId, v.instanceId);
+      // A running instance speaks for its run over a stopped one of the same run.
+      if (runId && (!liveRunIds.has(runId) || v.state !== "stopped")) liveRunIds.set(runId, v.instanceId);
+      instanceStates.set(v.instanceId, v.state);
     }
   }
-  const ctx: SweepContext = { ...ctxBase, liveRunIds };
+  const ctx: SweepContext = { ...ctxBase, liveRunIds, instanceStates };
 
   const judgeAll = <T>(items: readonly T[], subject: (item: T) => SweepSubject | undefined): { item: T; resource: SweptResource }[] => {
     const out: { item: T; resource: SweptResource }[] = [];
@@ -289,6 +321,17 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
   }
   const groupCandidates = judgeAll(groups, (g) => (g.GroupId ? { kind: "security-group", id: g.GroupId, tags: fromAwsTags(g.Tags) } : undefined));
   found.push(...groupCandidates.map((c) => c.resource));
+  // Snapshots: never one of a persistent volume (the volume is kept for good; so is what it was made from).
+  const persistentVolumes = new Set(volumes.filter((v) => fromAwsTags(v.Tags)[TAG.persistent] === "true").map((v) => v.VolumeId));
+  const snapshotCandidates: SweptResource[] = [];
+  for (const { item, resource } of judgeAll(snapshots, (sn) => (sn.SnapshotId ? { kind: "snapshot", id: sn.SnapshotId, tags: fromAwsTags(sn.Tags), cloudCreatedAt: sn.StartTime } : undefined))) {
+    if (item.VolumeId && persistentVolumes.has(item.VolumeId)) kept.push({ resource, reason: `a snapshot of persistent volume ${item.VolumeId}` });
+    else if (item.State === "pending") kept.push({ resource, reason: "still being created" });
+    else {
+      found.push(resource);
+      snapshotCandidates.push(resource);
+    }
+  }
   const keyCandidates = judgeAll(keyPairs, (k) => (k.KeyName ? { kind: "key-pair", id: k.KeyName, tags: fromAwsTags(k.Tags), cloudCreatedAt: k.CreateTime } : undefined));
   found.push(...keyCandidates.map((c) => c.resource));
 
@@ -417,6 +460,23 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
       if (!(err instanceof RunctlError && err.code === "PROVISION_TIMEOUT")) warn(`Waiting for volumes failed: ${(err as Error).message}`);
     }
     for (const w of waiting) kept.push({ resource: w.resource, reason: `still attached to ${w.attachedTo.join(", ") || "an instance"}; the next sweep retries` });
+  }
+
+  // 4b. Snapshots (independent of everything else).
+  for (const resource of snapshotCandidates) {
+    try {
+      await ec2Call("DeleteSnapshot", (http) => client.send(new DeleteSnapshotCommand({ SnapshotId: resource.id }), http), retry, signal);
+      deleted.push(resource);
+      ledgerDeleted("snapshot", resource.id);
+    } catch (err) {
+      if (signal?.aborted) throw abortError(signal);
+      const code = awsCodeOf(err);
+      if (code === "InvalidSnapshot.NotFound") {
+        deleted.push(resource);
+        ledgerDeleted("snapshot", resource.id);
+      } else if (code === "InvalidSnapshot.InUse") kept.push({ resource, reason: "in use (an AMI is registered from it)" });
+      else failed(resource, err);
+    }
   }
 
   // 5. Security groups, in parallel: one may reference another, and a terminated instance's network interface lingers for a while.

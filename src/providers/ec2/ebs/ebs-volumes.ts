@@ -15,7 +15,7 @@ import {
 } from "@aws-sdk/client-ec2";
 import { RunctlError } from "../../../errors/runctl-error.js";
 import { recordResourceCreated, recordResourceDeleted, type ResourceKind } from "../../../ledger/resource-ledger.js";
-import { TAG, defaultOwner, fromAwsTags, runctlTags, toAwsTags } from "../tags.js";
+import { TAG, defaultOwner, fromAwsTags, runctlTags, toAwsTags, validateRunIdTag } from "../tags.js";
 import { pollUntil, resolvePollOptions, type PollOptions, type ResolvedPollOptions } from "../backoff.js";
 import { awsCodeOf, ec2Call, resolveEc2Retry, type Ec2RetryOptions, type ResolvedEc2RetryOptions } from "../ec2-call.js";
 import type { EbsAttachResult, EbsDeleteResult, EbsDetachResult, EbsSnapshot, EbsSnapshotState, EbsVolume, EbsVolumeState, EbsVolumeType } from "./ebs-types.js";
@@ -463,7 +463,7 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
     if (typeof persistent !== "boolean") throw new RunctlError("INVALID_ARGUMENT", `persistent must be true or false.`);
     if (persistent && input.ttlMs !== undefined) throw new RunctlError("INVALID_ARGUMENT", "A persistent volume has no ttlMs: it is kept until deleted with force.");
     const ttlMs = persistent ? null : input.ttlMs === undefined ? DEFAULT_VOLUME_TTL_MS : validateTtlMs(input.ttlMs);
-    const runId = input.runId === undefined ? undefined : validateTagValue("runId", input.runId);
+    const runId = input.runId === undefined ? undefined : validateRunIdTag(input.runId);
     const name = input.name === undefined ? (runId !== undefined ? `runctl-${runId}` : `runctl-vol-${randomUUID().slice(0, 8)}`) : validateTagValue("name", input.name);
     checkExtraTags(input.tags);
     const tags = runctlTags({ runId: runId ?? `volume:${name}`.slice(0, 255), owner, now: new Date(), ttlMs, name, persistent, ...(input.tags ? { extra: input.tags } : {}) });
@@ -590,7 +590,7 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
       const persistent = opts.persistent ?? false;
       if (persistent && opts.ttlMs !== undefined) throw new RunctlError("INVALID_ARGUMENT", "A persistent snapshot has no ttlMs: it is kept until deleted with force.");
       const ttlMs = persistent ? null : opts.ttlMs === undefined ? DEFAULT_SNAPSHOT_TTL_MS : validateTtlMs(opts.ttlMs);
-      if (opts.runId !== undefined) validateTagValue("runId", opts.runId);
+      if (opts.runId !== undefined) validateRunIdTag(opts.runId);
       if (opts.name !== undefined) validateTagValue("name", opts.name);
       const description = opts.description ?? `runctl snapshot of ${volumeId}`;
       if (typeof description !== "string" || description.length > 255) throw new RunctlError("INVALID_ARGUMENT", "description must be a string of at most 255 characters.");
