@@ -1386,6 +1386,8 @@ class CheckpointWatcher:
         gens = sorted(set(k[len(base):].split("/", 1)[0] for k in doomed))
         for g in gens:
             self.storage.delete_prefix(base + g + "/")
+        if keep is None:
+            self.storage.delete_prefix(base)  # the name's own (now empty) folder, in a dir storage
 
     def _retention(self):
         if self.keep is None:
