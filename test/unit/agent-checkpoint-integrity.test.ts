@@ -101,8 +101,8 @@ describe.concurrent("a checkpoint being written when the trainer dies is never c
     process.kill(Number(readText(join(run.code, "trainer.pid"))), "SIGKILL");
     const { events, exit } = await runToEnd(run);
     expect(exit).toMatchObject({ status: "failed", reason: "exit", exitCode: null, signal: "SIGKILL" });
-    expect(String(only(events.filter((e) => e.type === "warning"), "warnings")["message"])).toContain("was killed by SIGKILL");
     await expectOnlyTheCompleteOne(run, events);
+    expect(String(only(events.filter((e) => e.type === "warning"), "warnings")["message"])).toContain("was killed by SIGKILL");
   });
 
   test("a non-zero exit in the middle of writing: not committed either", async () => {
@@ -112,8 +112,8 @@ describe.concurrent("a checkpoint being written when the trainer dies is never c
     const { events, exit } = await runToEnd(run);
     expect(exit).toMatchObject({ status: "failed", reason: "exit", exitCode: 3 });
     expect(statSync(join(run.ckptDir, "ckpt-2", "model.bin")).size).toBe(11 * MiB);
-    expect(String(only(events.filter((e) => e.type === "warning"), "warnings")["message"])).toContain("exited with status 3");
     await expectOnlyTheCompleteOne(run, events);
+    expect(String(only(events.filter((e) => e.type === "warning"), "warnings")["message"])).toContain("exited with status 3");
   });
 
   test("a fresh .done marker is trusted after a crash; a stale one (older than a rewrite under way) is not", async () => {
@@ -263,14 +263,20 @@ describe.concurrent("retention pruning while a resume downloads is not corruptio
       "print('resumed', os.path.basename(p), hashlib.sha256(open(os.path.join(p, 'w.bin'), 'rb').read()).hexdigest(), flush=True)",
     ].join("\n");
     const run = makeRun(script, { resume: { storage: { kind: "dir", path: store }, runId: prev, name: null } }, root);
-    await launch(run);
-    const writer = await open(join(old, "files", "a.bin"), "w"); // resolves once the agent opened it
-    // What retention does meanwhile (keep 1): commit step-3, then delete step-2, manifest first.
-    commitByHand(store, prev, "step-3", 3, { "w.bin": payload("w3", 1) });
-    rmSync(join(old, "manifest.json"));
-    rmSync(join(old, "files", "b.bin"));
-    await writer.write(payload("step-2/a.bin", 1));
-    await writer.close();
+    // Opened read-write, the pipe has a writer at once: the agent's read blocks until the bytes come.
+    const writer = await open(join(old, "files", "a.bin"), "r+");
+    try {
+      await launch(run);
+      // Its restore staging folder exists once it listed the manifests and started downloading step-2.
+      await waitFor("the restore of step-2 started", () => readdirSync(run.ckptDir).some((n) => n.startsWith(".runctl-restore-step-2-")));
+      // What retention does meanwhile (keep 1): commit step-3, then delete step-2, manifest first.
+      commitByHand(store, prev, "step-3", 3, { "w.bin": payload("w3", 1) });
+      rmSync(join(old, "manifest.json"));
+      rmSync(join(old, "files", "b.bin"));
+      await writer.write(payload("step-2/a.bin", 1));
+    } finally {
+      await writer.close();
+    }
     rmSync(dirname(old), { recursive: true, force: true });
 
     const { events: evs, exit, log } = await runToEnd(run);
