@@ -1170,6 +1170,7 @@ class CheckpointWatcher:
         # name -> signature seen unchanged for settleMs while the trainer was alive: after a crash
         # only these (and entries with a fresh .done marker) may still be committed.
         self.settled = {}
+        self.stale = {}  # name -> seqs of its generations to delete besides the committed one
         self.committed = []  # [{"name", "seq", "step", "files"}] of this run in storage, oldest first
         self.next_seq = 1
         self.stop_event = threading.Event()
@@ -1178,11 +1179,20 @@ class CheckpointWatcher:
 
     def _load_existing(self):
         """A run restarted with the same runId continues its seq and retention from storage."""
-        for m in list_manifests(self.storage, self.run_id):
+        gens = {}
+        for m in list_manifests(self.storage, self.run_id, gens_out=gens):
             self.committed.append({"name": m["name"], "seq": m["seq"], "step": m.get("step"), "files": m.get("files") or []})
         self.committed.sort(key=lambda c: c["seq"])
-        if self.committed:
-            self.next_seq = self.committed[-1]["seq"] + 1
+        # Generations an earlier agent left behind (an upload cut short, or an old generation not yet
+        # removed): never reused, and removed with the next commit of their name.
+        live = dict((c["name"], c["seq"]) for c in self.committed)
+        for name, seqs in gens.items():
+            stale = set(q for q in seqs if q != live.get(name))
+            if stale:
+                self.stale[name] = stale
+        every = [q for seqs in gens.values() for q in seqs]
+        if every:
+            self.next_seq = max(every) + 1
 
     def mark_known(self, name, sig):
         if sig:
@@ -1353,6 +1363,8 @@ class CheckpointWatcher:
         self.storage.put_bytes(prefix + "manifest.json", json.dumps(manifest, separators=(",", ":")).encode("utf-8"))
         self.storage.put_bytes(self.run_id + "/LATEST", name.encode("utf-8"))
         self.next_seq = seq + 1
+        if stored is not None:
+            self.stale.setdefault(name, set()).add(stored["seq"])
         self.committed = [c for c in self.committed if c["name"] != name]
         self.committed.append({"name": name, "seq": seq, "step": manifest["step"], "files": files})
         self.known[name] = sig
@@ -1367,27 +1379,25 @@ class CheckpointWatcher:
             location=self.storage.location(prefix.rstrip("/")),
             durationMs=int((time.monotonic() - t0) * 1000),
         )
+        # Only now, with the new manifest and LATEST in place, the older generations go.
         try:
-            self._delete_generations(name, keep_seq=seq)
+            self._delete_stale(name)
         except Exception as e:
             # Harmless leftovers: readers take the highest generation; the next commit retries.
             self.sup.debug("removing older generations of %s failed: %s" % (name, e))
         self._retention()
 
-    def _delete_generations(self, name, keep_seq=None):
-        """Deletes every generation of `name` but keep_seq: all their manifests first (a checkpoint
-        stops existing for readers before its bytes go), then the rest."""
-        base = ckpt_name_prefix(self.run_id, name)
-        keep = None if keep_seq is None else base + gen_name(keep_seq) + "/"
-        doomed = [k for k in self.storage.list(base) if keep is None or not k.startswith(keep)]
-        manifests = [k for k in doomed if k.endswith("/manifest.json") and k.count("/") == base.count("/") + 1]
-        for k in manifests:
-            self.storage.delete(k)
-        gens = sorted(set(k[len(base):].split("/", 1)[0] for k in doomed))
-        for g in gens:
-            self.storage.delete_prefix(base + g + "/")
-        if keep is None:
-            self.storage.delete_prefix(base)  # the name's own (now empty) folder, in a dir storage
+    def _delete_stale(self, name):
+        """Deletes the superseded generations of `name`: their manifests first (a generation stops
+        existing for readers before its bytes go), then their files."""
+        seqs = sorted(self.stale.get(name) or ())
+        for q in seqs:
+            self.storage.delete(ckpt_gen_prefix(self.run_id, name, q) + "manifest.json")
+        for q in seqs:
+            self.storage.delete_prefix(ckpt_gen_prefix(self.run_id, name, q))
+            self.stale[name].discard(q)
+        if not self.stale.get(name):
+            self.stale.pop(name, None)
 
     def _retention(self):
         if self.keep is None:
@@ -1395,7 +1405,11 @@ class CheckpointWatcher:
         while len(self.committed) > self.keep:
             old = self.committed[0]
             try:
-                self._delete_generations(old["name"])
+                # Every manifest of the name first, then everything under it.
+                for q in sorted(self.stale.get(old["name"]) or ()) + [old["seq"]]:
+                    self.storage.delete(ckpt_gen_prefix(self.run_id, old["name"], q) + "manifest.json")
+                self.storage.delete_prefix(ckpt_name_prefix(self.run_id, old["name"]))
+                self.stale.pop(old["name"], None)
             except Exception as e:
                 self.sup.events.emit("warning", message="retention could not delete checkpoint %s: %s" % (old["name"], e))
                 return
@@ -1413,19 +1427,22 @@ def _read_manifest(storage, key, name, seq):
     return None
 
 
-def list_manifests(storage, run_id, name=None):
+def list_manifests(storage, run_id, name=None, gens_out=None):
     """The committed checkpoints of a run (of one name if given): per name, the manifest of its highest
     generation that has a readable one (`<run>/checkpoints/<name>/<gen>/manifest.json`). A generation
-    without a manifest is an upload in progress or abandoned: it does not exist for readers."""
+    without a manifest is an upload in progress or abandoned: it does not exist for readers.
+    gens_out (a dict), if given, gets name -> every generation seq found, with a manifest or not."""
     prefix = ckpt_name_prefix(run_id, name) if name is not None else "%s/checkpoints/" % run_id
     base = "%s/checkpoints/" % run_id
     gens = {}  # name -> [seq]
     for key in storage.list(prefix):
         parts = key[len(base):].split("/")
-        if len(parts) != 3 or parts[2] != "manifest.json":
-            continue
-        g = GEN_RE.match(parts[1])
+        g = GEN_RE.match(parts[1]) if len(parts) >= 3 else None
         if g is None or (name is not None and parts[0] != name):
+            continue
+        if gens_out is not None:
+            gens_out.setdefault(parts[0], set()).add(int(g.group(1)))
+        if len(parts) != 3 or parts[2] != "manifest.json":
             continue
         gens.setdefault(parts[0], []).append(int(g.group(1)))
     out = []
