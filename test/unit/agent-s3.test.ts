@@ -25,6 +25,8 @@ import {
   tmp,
 } from "../support/agent-harness.js";
 import { S3RVER_CLIENT_SETTINGS, startS3Server, TEST_AWS_CREDENTIALS, type TestS3Server } from "../support/s3-server.js";
+import { checkpointStore } from "../../src/checkpoints/index.js";
+import { s3 as s3Storage } from "../../src/storage/s3/index.js";
 
 const BUCKET = "runctl-test";
 // The agents here run under SYSTEM_PY (it has boto3/botocore from python3-boto3); the trainers under PY.
@@ -604,4 +606,57 @@ describe.concurrent("agent S3 storage outages", () => {
       }
     },
   );
+});
+
+describe("agent S3 checkpoint rewrites (issue 10, item 2)", () => {
+  test("boto3: the agent is SIGKILLed while a rewrite of best/ uploads: the committed version stays latest() and verifies, LATEST names it", async () => {
+    const s3 = shared;
+    const prefix = `rw-${randomBytes(3).toString("hex")}`;
+    const script = [
+      "import json, os, time",
+      "ck = os.environ['RUNCTL_CHECKPOINT_DIR']",
+      "open('trainer.pid', 'w').write(str(os.getpid()))",
+      "d = os.path.join(ck, 'best')",
+      "def save(step, sizes):",
+      "    os.makedirs(d, exist_ok=True)",
+      "    for i, n in enumerate(sizes):",
+      "        open(os.path.join(d, 'part-%d.bin' % i), 'wb').write(os.urandom(n))",
+      "    open(d + '.done', 'w').write(json.dumps({'step': step}))",
+      "save(1, [1000, 2000])",
+      "while not os.path.exists(os.path.join(ck, '.go')): time.sleep(0.02)",
+      // The next save of the same name: marker off, rewrite, marker on.
+      "os.unlink(d + '.done')",
+      "save(2, [7 << 20, 7 << 20, 7 << 20])",
+      "print('rewritten', flush=True)",
+      "time.sleep(60)",
+    ].join("\n");
+    const run = makeRun(script, {}, tmp(), S3_CHECKPOINTS);
+    run.spec["checkpoints"] = { dir: run.ckptDir, storage: descriptor(s3, prefix, "boto3"), keep: null, settleMs: 30_000, pollMs: 20 };
+    const base = `${prefix}/${run.runId}`;
+    const agentPid = await launch(run, { python: SYSTEM_PY, secrets: testSecrets() });
+    const deadline = Date.now() + 30_000;
+    while (readObject(s3, `${base}/LATEST`)?.toString("utf8") !== "best") {
+      if (Date.now() > deadline) throw new Error(`no first commit: ${readText(join(run.runDir, "events.jsonl"))}`);
+      await sleep(20);
+    }
+    const firstCommitAt = Date.now();
+    writeFileSync(join(run.ckptDir, ".go"), "");
+    // The rewrite's upload has started once an object under best/ is newer than the first commit.
+    const root = join(s3.dir, BUCKET, ...base.split("/"), "checkpoints", "best");
+    const newer = (dir: string): boolean =>
+      existsSync(dir) && readdirSync(dir).some((n) => (lstatSync(join(dir, n)).isDirectory() ? newer(join(dir, n)) : n.endsWith("._S3rver_object") && statSync(join(dir, n)).mtimeMs > firstCommitAt + 5));
+    while (!newer(root)) {
+      if (Date.now() > deadline) throw new Error(`the rewrite never started uploading: ${readText(join(run.runDir, "events.jsonl"))}`);
+      await sleep(2);
+    }
+    process.kill(agentPid, "SIGKILL");
+    process.kill(Number(readText(join(run.code, "trainer.pid"))), "SIGKILL");
+
+    expect(readObject(s3, `${base}/LATEST`)?.toString("utf8")).toBe("best");
+    const store = checkpointStore(s3Storage(`s3://${BUCKET}/${prefix}`, { endpoint: s3.endpoint, ...S3RVER_CLIENT_SETTINGS, credentials: TEST_AWS_CREDENTIALS }), run.runId);
+    const latest = await store.latest();
+    expect(latest).toMatchObject({ name: "best", step: 1, seq: 1, totalBytes: 3000 });
+    expect(await latest!.verify()).toEqual({ ok: true, problems: [] });
+    expect((await store.list()).map((c) => [c.name, c.seq])).toEqual([["best", 1]]);
+  });
 });
