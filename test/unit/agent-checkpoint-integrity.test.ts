@@ -17,6 +17,7 @@ import { localDir } from "../../src/storage/local-dir/index.js";
 import {
   type AgentEvent,
   cleanUpAgentTests,
+  cli,
   committedDir,
   genName,
   type Json,
@@ -114,6 +115,17 @@ describe.concurrent("a checkpoint being written when the trainer dies is never c
     expect(statSync(join(run.ckptDir, "ckpt-2", "model.bin")).size).toBe(11 * MiB);
     await expectOnlyTheCompleteOne(run, events);
     expect(String(only(events.filter((e) => e.type === "warning"), "warnings")["message"])).toContain("exited with status 3");
+  });
+
+  test("cancel with the kill strategy mid-write: not committed, the run is canceled", async () => {
+    const run = makeRun(slowWriter("pass"));
+    run.spec["env"] = { STORE: run.store };
+    await launch(run);
+    await waitFor("11 MiB written", () => readText(join(run.runDir, "train.log")).includes("wrote 11 MiB"), 30_000);
+    expect((await cli(["signal", run.runDir, "kill"])).code).toBe(0);
+    const { events, exit } = await runToEnd(run);
+    expect(exit).toMatchObject({ status: "canceled", reason: "kill", signal: "SIGKILL" });
+    await expectOnlyTheCompleteOne(run, events);
   });
 
   test("a fresh .done marker is trusted after a crash; a stale one (older than a rewrite under way) is not", async () => {
