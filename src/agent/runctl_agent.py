@@ -1119,12 +1119,47 @@ def step_of(ckpt_dir, name):
     return int(digits[-1]) if digits else None
 
 
+GEN_RE = re.compile(r"^g([0-9]+)$")
+
+
+def gen_name(seq):
+    """The storage folder of one commit of a checkpoint: `g` + its commit seq, zero-padded."""
+    return "g%08d" % seq
+
+
+def ckpt_name_prefix(run_id, name):
+    return "%s/checkpoints/%s/" % (run_id, name)
+
+
+def ckpt_gen_prefix(run_id, name, seq):
+    """`<run>/checkpoints/<name>/<gen>/`: holds `manifest.json` and `files/<path>` of one commit."""
+    return "%s/checkpoints/%s/%s/" % (run_id, name, gen_name(seq))
+
+
+def done_marker_fresh(ckpt_dir, name, sig):
+    """`<name>.done` exists and is at least as new as every file of the entry: a marker left from an
+    earlier version of the entry does not vouch for a rewrite in progress."""
+    try:
+        st = os.stat(os.path.join(ckpt_dir, name + ".done"))
+    except OSError:
+        return False
+    return st.st_mtime_ns >= max(s[2] for s in sig)
+
+
 class CheckpointChanged(Exception):
     """The entry changed while it was being copied: not an error, it is committed once it settles."""
 
 
 class CheckpointCorrupt(Exception):
     pass
+
+
+class CheckpointMissing(CheckpointCorrupt):
+    """A file the manifest lists is not in storage (pruned, replaced, or lost): see _restore."""
+
+    def __init__(self, message, manifest_key):
+        CheckpointCorrupt.__init__(self, message)
+        self.manifest_key = manifest_key
 
 
 class CheckpointWatcher:
@@ -1143,22 +1178,32 @@ class CheckpointWatcher:
         self.hp_hash = hp_hash
         self.known = {}  # name -> signature that needs no commit (committed, restored, or failed)
         self.pending = {}  # name -> (signature, monotonic time it was first seen like that)
+        # name -> signature seen unchanged for settleMs while the trainer was alive: after a crash
+        # only these (and entries with a fresh .done marker) may still be committed.
+        self.settled = {}
+        self.stale = {}  # name -> seqs of its generations to delete besides the committed one
         self.committed = []  # [{"name", "seq", "step", "files"}] of this run in storage, oldest first
         self.next_seq = 1
         self.stop_event = threading.Event()
         self.thread = None
         self._load_existing()
 
-    def _prefix(self, name):
-        return "%s/checkpoints/%s" % (self.run_id, name)
-
     def _load_existing(self):
         """A run restarted with the same runId continues its seq and retention from storage."""
-        for m in list_manifests(self.storage, self.run_id):
+        gens = {}
+        for m in list_manifests(self.storage, self.run_id, gens_out=gens):
             self.committed.append({"name": m["name"], "seq": m["seq"], "step": m.get("step"), "files": m.get("files") or []})
         self.committed.sort(key=lambda c: c["seq"])
-        if self.committed:
-            self.next_seq = self.committed[-1]["seq"] + 1
+        # Generations an earlier agent left behind (an upload cut short, or an old generation not yet
+        # removed): never reused, and removed with the next commit of their name.
+        live = dict((c["name"], c["seq"]) for c in self.committed)
+        for name, seqs in gens.items():
+            stale = set(q for q in seqs if q != live.get(name))
+            if stale:
+                self.stale[name] = stale
+        every = [q for seqs in gens.values() for q in seqs]
+        if every:
+            self.next_seq = max(every) + 1
 
     def mark_known(self, name, sig):
         if sig:
@@ -1185,9 +1230,11 @@ class CheckpointWatcher:
                 self.sup.debug("checkpoint scan failed:\n" + traceback.format_exc())
             self.stop_event.wait(self.poll_s)
 
-    def scan(self, final, should_stop=None, drain=False):
-        """One pass. final: every candidate counts as finished (the trainer has exited). drain: a pass
-        of the main thread after stop(), which commits what is finished (see `final`) all the same."""
+    def scan(self, final, should_stop=None, drain=False, clean=True, exit_text=None):
+        """One pass. final: the trainer has exited; if clean (exit status 0) every candidate counts as
+        finished, else only entries that settled while it lived or have a fresh `.done` marker do, and
+        each other one gets a `warning` (docs/checkpoints.md). drain: a pass of the main thread after
+        stop(), which commits what is finished all the same."""
         try:
             names = [n for n in os.listdir(self.dir) if is_candidate(n)]
         except FileNotFoundError:
@@ -1211,9 +1258,33 @@ class CheckpointWatcher:
             prev = self.pending.get(name)
             if prev is None or prev[0] != sig:
                 self.pending[name] = prev = (sig, now)
-            done = os.path.exists(os.path.join(self.dir, name + ".done"))
-            if final or done or now - prev[1] >= self.settle_s:
+            done = done_marker_fresh(self.dir, name, sig)
+            if final and not clean:
+                if done or self.settled.get(name) == sig:
+                    self._commit_with_retries(name, sig, final)
+                else:
+                    self._abandon(name, sig, exit_text or "did not exit cleanly")
+                continue
+            if final or done:
                 self._commit_with_retries(name, sig, final)
+            elif now - prev[1] >= self.settle_s and self.sup._trainer_running():
+                # Checked after the signature was read: the entry stayed the same for settleMs while
+                # its writer lived. A writer that died mid-write leaves an entry that merely looks
+                # settled; that one is left to the final pass, which knows how the trainer exited.
+                self.settled[name] = sig
+                self._commit_with_retries(name, sig, final)
+
+    def _abandon(self, name, sig, exit_text):
+        """An entry still being written when the trainer died is never committed (docs/checkpoints.md)."""
+        self.known[name] = sig
+        self.pending.pop(name, None)
+        self.sup.events.emit(
+            "warning",
+            message="checkpoint %s was not committed: the trainer %s while it was still being written "
+            "(it had not stayed unchanged for settleMs=%d and has no fresh %s.done marker); the previous "
+            "complete checkpoint stays the latest" % (name, exit_text, int(self.settle_s * 1000), name),
+            checkpoint=name,
+        )
 
     def _commit_with_retries(self, name, sig, final):
         err = None
@@ -1259,29 +1330,35 @@ class CheckpointWatcher:
         path = os.path.join(self.dir, name)
         is_dir = sig[0][0] != ""
         rels = [s[0] for s in sig]
-        prefix = self._prefix(name)
         stored = self._stored(name)
-        if stored is not None:
-            if self._same_as_stored(path, is_dir, rels, stored):
-                # Same bytes as the committed manifest (e.g. a restarted run): nothing to upload.
-                self.known[name] = sig
-                self.pending.pop(name, None)
-                return
-            # Recommit: readers must fall back to the previous checkpoint while this one uploads.
-            self.storage.delete(prefix + "/manifest.json")
-            self.committed = [c for c in self.committed if c["name"] != name]
-            self.storage.delete_prefix(prefix + "/files")
+        if stored is not None and self._same_as_stored(path, is_dir, rels, stored):
+            # Same bytes as the committed manifest (e.g. a restarted run): nothing to upload.
+            self.known[name] = sig
+            self.pending.pop(name, None)
+            return
+        # A new generation beside the committed one (a rewrite of `last.pt`): readers keep seeing the
+        # old one until this manifest exists; the old one is removed only after LATEST moved on.
+        seq = self.next_seq
+        prefix = ckpt_gen_prefix(self.run_id, name, seq)
         files = []
         total = 0
-        for rel in rels:
-            src = os.path.join(path, rel) if is_dir else path
-            fpath = rel if is_dir else name
-            size, digest = self.storage.put_file(prefix + "/files/" + fpath, src)
-            files.append({"path": fpath, "size": size, "sha256": digest})
-            total += size
-        if entry_signature(path) != sig:
-            raise CheckpointChanged()
-        seq = self.next_seq
+        try:
+            for rel in rels:
+                src = os.path.join(path, rel) if is_dir else path
+                fpath = rel if is_dir else name
+                size, digest = self.storage.put_file(prefix + "files/" + fpath, src)
+                files.append({"path": fpath, "size": size, "sha256": digest})
+                total += size
+            if entry_signature(path) != sig:
+                raise CheckpointChanged()
+        except CheckpointChanged:
+            # No manifest was written, so nothing reads these. (After a storage error they stay: the
+            # next try reuses this generation, and the next commit of the name removes leftovers.)
+            try:
+                self.storage.delete_prefix(prefix)
+            except Exception:
+                pass
+            raise
         manifest = {
             "version": 1,
             "runId": self.run_id,
@@ -1294,9 +1371,12 @@ class CheckpointWatcher:
             "files": files,
             "totalBytes": total,
         }
-        self.storage.put_bytes(prefix + "/manifest.json", json.dumps(manifest, separators=(",", ":")).encode("utf-8"))
+        self.storage.put_bytes(prefix + "manifest.json", json.dumps(manifest, separators=(",", ":")).encode("utf-8"))
         self.storage.put_bytes(self.run_id + "/LATEST", name.encode("utf-8"))
         self.next_seq = seq + 1
+        if stored is not None:
+            self.stale.setdefault(name, set()).add(stored["seq"])
+        self.committed = [c for c in self.committed if c["name"] != name]
         self.committed.append({"name": name, "seq": seq, "step": manifest["step"], "files": files})
         self.known[name] = sig
         self.pending.pop(name, None)
@@ -1307,43 +1387,82 @@ class CheckpointWatcher:
             commitSeq=seq,  # `seq` is the event's own number; this is the commit's (manifest seq)
             files=len(files),
             bytes=total,
-            location=self.storage.location(prefix),
+            location=self.storage.location(prefix.rstrip("/")),
             durationMs=int((time.monotonic() - t0) * 1000),
         )
+        # Only now, with the new manifest and LATEST in place, the older generations go.
+        try:
+            self._delete_stale(name)
+        except Exception as e:
+            # Harmless leftovers: readers take the highest generation; the next commit retries.
+            self.sup.debug("removing older generations of %s failed: %s" % (name, e))
         self._retention()
+
+    def _delete_stale(self, name):
+        """Deletes the superseded generations of `name`: their manifests first (a generation stops
+        existing for readers before its bytes go), then their files."""
+        seqs = sorted(self.stale.get(name) or ())
+        for q in seqs:
+            self.storage.delete(ckpt_gen_prefix(self.run_id, name, q) + "manifest.json")
+        for q in seqs:
+            self.storage.delete_prefix(ckpt_gen_prefix(self.run_id, name, q))
+            self.stale[name].discard(q)
+        if not self.stale.get(name):
+            self.stale.pop(name, None)
 
     def _retention(self):
         if self.keep is None:
             return
         while len(self.committed) > self.keep:
             old = self.committed[0]
-            prefix = self._prefix(old["name"])
             try:
-                # Manifest first: a checkpoint stops existing for readers before its bytes go.
-                self.storage.delete(prefix + "/manifest.json")
-                self.storage.delete_prefix(prefix)
+                # Every manifest of the name first, then everything under it.
+                for q in sorted(self.stale.get(old["name"]) or ()) + [old["seq"]]:
+                    self.storage.delete(ckpt_gen_prefix(self.run_id, old["name"], q) + "manifest.json")
+                self.storage.delete_prefix(ckpt_name_prefix(self.run_id, old["name"]))
+                self.stale.pop(old["name"], None)
             except Exception as e:
                 self.sup.events.emit("warning", message="retention could not delete checkpoint %s: %s" % (old["name"], e))
                 return
             self.committed.pop(0)
 
 
-def list_manifests(storage, run_id):
-    """Every readable manifest.json of a run (directly under checkpoints/<name>/)."""
-    out = []
-    prefix = "%s/checkpoints/" % run_id
+def _read_manifest(storage, key, name, seq):
+    raw = storage.get_bytes(key)
+    try:
+        m = json.loads(raw.decode("utf-8")) if raw is not None else None
+    except ValueError:
+        m = None
+    if isinstance(m, dict) and m.get("name") == name and m.get("seq") == seq:
+        return m
+    return None
+
+
+def list_manifests(storage, run_id, name=None, gens_out=None):
+    """The committed checkpoints of a run (of one name if given): per name, the manifest of its highest
+    generation that has a readable one (`<run>/checkpoints/<name>/<gen>/manifest.json`). A generation
+    without a manifest is an upload in progress or abandoned: it does not exist for readers.
+    gens_out (a dict), if given, gets name -> every generation seq found, with a manifest or not."""
+    prefix = ckpt_name_prefix(run_id, name) if name is not None else "%s/checkpoints/" % run_id
+    base = "%s/checkpoints/" % run_id
+    gens = {}  # name -> [seq]
     for key in storage.list(prefix):
-        rest = key[len(prefix):]
-        parts = rest.split("/")
-        if len(parts) != 2 or parts[1] != "manifest.json":
+        parts = key[len(base):].split("/")
+        g = GEN_RE.match(parts[1]) if len(parts) >= 3 else None
+        if g is None or (name is not None and parts[0] != name):
             continue
-        raw = storage.get_bytes(key)
-        try:
-            m = json.loads(raw.decode("utf-8")) if raw is not None else None
-        except ValueError:
-            m = None
-        if isinstance(m, dict) and m.get("name") == parts[0] and isinstance(m.get("seq"), int):
-            out.append(m)
+        if gens_out is not None:
+            gens_out.setdefault(parts[0], set()).add(int(g.group(1)))
+        if len(parts) != 3 or parts[2] != "manifest.json":
+            continue
+        gens.setdefault(parts[0], []).append(int(g.group(1)))
+    out = []
+    for n, seqs in gens.items():
+        for seq in sorted(seqs, reverse=True):
+            m = _read_manifest(storage, ckpt_gen_prefix(run_id, n, seq) + "manifest.json", n, seq)
+            if m is not None:
+                out.append(m)
+                break
     return out
 
 
@@ -1352,7 +1471,9 @@ def restore_checkpoint(storage, from_run, manifest, ckpt_dir):
     name = manifest.get("name")
     kind = manifest.get("kind")
     files = manifest.get("files")
-    if not isinstance(name, str) or safe_rel(name) != name or "/" in name or kind not in ("file", "dir") or not isinstance(files, list) or not files:
+    seq = manifest.get("seq")
+    if not isinstance(name, str) or safe_rel(name) != name or "/" in name or kind not in ("file", "dir") or not isinstance(files, list) or not files \
+            or not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise CheckpointCorrupt("checkpoint %r has an invalid manifest" % (name,))
     if kind == "file" and (len(files) != 1 or files[0].get("path") != name):
         raise CheckpointCorrupt("checkpoint %s has an invalid manifest (file kind)" % name)
@@ -1366,11 +1487,12 @@ def restore_checkpoint(storage, from_run, manifest, ckpt_dir):
                 raise CheckpointCorrupt("checkpoint %s lists an unsafe path %r" % (name, f.get("path")))
             dest = os.path.join(staging, *rel.split("/"))
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            key = "%s/checkpoints/%s/files/%s" % (from_run, name, rel)
+            gen = ckpt_gen_prefix(from_run, name, manifest.get("seq"))
+            key = gen + "files/" + rel
             size = f.get("size") if isinstance(f.get("size"), int) else None
             got = storage.get_file(key, dest, size) if storage.kind == "s3" else storage.get_file(key, dest)
             if got is None:
-                raise CheckpointCorrupt("checkpoint %s is corrupt: %s is missing" % (name, rel))
+                raise CheckpointMissing("checkpoint %s is corrupt: %s is missing" % (name, rel), gen + "manifest.json")
             if got[0] != f.get("size") or got[1] != f.get("sha256"):
                 raise CheckpointCorrupt(
                     "checkpoint %s is corrupt: %s has sha256 %s (size %d), manifest says %s (size %s)"
@@ -2027,6 +2149,7 @@ class Supervisor:
         self.events = None
         self.watcher = None
         self.early_watcher = None  # made (and its storage listed) before the data phase, started with training
+        self.trainer_rc = None  # the trainer's wait status (negative: killed by that signal) once it ended
         self.venv = None
         self.ckpt_storage = None
         self.out_storage = None
@@ -2689,32 +2812,56 @@ class Supervisor:
         chosen = None
         path = None
         if name:
-            raw = storage.get_bytes("%s/checkpoints/%s/manifest.json" % (from_run, name)) if safe_rel(name) == name and "/" not in name else None
-            try:
-                m = json.loads(raw.decode("utf-8")) if raw is not None else None
-            except ValueError:
-                m = None
-            if not isinstance(m, dict):
-                raise PhaseFailed("CHECKPOINT_NOT_FOUND", "checkpoint %s of run %s was not found in %s" % (name, from_run, storage.location(from_run)), "resume")
-            try:
-                path = restore_checkpoint(storage, from_run, m, ckpt_dir)
-            except CheckpointCorrupt as e:
-                raise PhaseFailed("CHECKPOINT_CORRUPT", str(e), "resume")
-            chosen = m
-        else:
-            manifests = sorted(list_manifests(storage, from_run), key=lambda m: m["seq"], reverse=True)
-            latest = (storage.get_bytes(from_run + "/LATEST") or b"").decode("utf-8", "replace").strip()
-            manifests.sort(key=lambda m: 0 if m["name"] == latest else 1)  # stable: LATEST first, then by seq
-            corrupt = []
-            for m in manifests:
+            tried = set()
+            while chosen is None:
+                found = list_manifests(storage, from_run, name) if safe_rel(name) == name and "/" not in name else []
+                m = found[0] if found else None
+                if m is None:
+                    raise PhaseFailed("CHECKPOINT_NOT_FOUND", "checkpoint %s of run %s was not found in %s" % (name, from_run, storage.location(from_run)), "resume")
+                if m["seq"] in tried:
+                    raise PhaseFailed("CHECKPOINT_CORRUPT", "checkpoint %s is corrupt: a file its manifest lists is missing" % name, "resume")
+                tried.add(m["seq"])
                 self.check_abort()
                 try:
                     path = restore_checkpoint(storage, from_run, m, ckpt_dir)
                     chosen = m
-                    break
+                except CheckpointMissing as e:
+                    if storage.get_bytes(e.manifest_key) is not None:
+                        raise PhaseFailed("CHECKPOINT_CORRUPT", str(e), "resume")
+                    # Replaced by a newer commit of the same name (or pruned) while it downloaded: read again.
                 except CheckpointCorrupt as e:
-                    corrupt.append(m["name"])
-                    self.events.emit("warning", message="%s; falling back to an older checkpoint" % e)
+                    raise PhaseFailed("CHECKPOINT_CORRUPT", str(e), "resume")
+        else:
+            corrupt = []
+            tried = set()  # (name, seq) already downloaded or found corrupt
+            relist = True
+            while relist and chosen is None:
+                relist = False
+                manifests = sorted(list_manifests(storage, from_run), key=lambda m: m["seq"], reverse=True)
+                latest = (storage.get_bytes(from_run + "/LATEST") or b"").decode("utf-8", "replace").strip()
+                manifests.sort(key=lambda m: 0 if m["name"] == latest else 1)  # stable: LATEST first, then by seq
+                for m in manifests:
+                    if (m["name"], m["seq"]) in tried:
+                        continue
+                    tried.add((m["name"], m["seq"]))
+                    self.check_abort()
+                    try:
+                        path = restore_checkpoint(storage, from_run, m, ckpt_dir)
+                        chosen = m
+                        break
+                    except CheckpointMissing as e:
+                        if storage.get_bytes(e.manifest_key) is None:
+                            # Its manifest is gone too: retention pruned it (or a newer commit of the
+                            # same name replaced it) while this restore read it. Not corruption: list
+                            # again and take the newest complete checkpoint there is now.
+                            self.debug("checkpoint %s (seq %d) vanished during the restore; listing again" % (m["name"], m["seq"]))
+                            relist = True
+                            break
+                        corrupt.append(m["name"])
+                        self.events.emit("warning", message="%s; falling back to an older checkpoint" % e)
+                    except CheckpointCorrupt as e:
+                        corrupt.append(m["name"])
+                        self.events.emit("warning", message="%s; falling back to an older checkpoint" % e)
             if chosen is None:
                 if corrupt:
                     raise PhaseFailed("CHECKPOINT_CORRUPT", "every checkpoint of run %s failed verification: %s" % (from_run, ", ".join(corrupt)), "resume")
@@ -3050,16 +3197,27 @@ class Supervisor:
         try:
             return self._wait_child(proc)
         finally:
+            # The final checkpoint pass reads this: only a clean exit 0 vouches for entries still in flux.
+            self.trainer_rc = proc.returncode
             self.trainer_done = True
 
     def final_commits(self):
-        if self.interruption is not None and self.interruption["committed"]:
-            # The flush deadline's pass already ran, and the trainer was then SIGKILLed: what it was
-            # still writing is not a finished checkpoint.
+        """The pass after the trainer ended. Only its own exit status 0 (also after a SIGTERM it handled)
+        makes every entry count as finished; after a signal, a non-zero status, a kill at a deadline or
+        a trainer that never ran, an entry still changing is reported and not committed."""
+        rc = self.trainer_rc
+        if rc == 0:
+            self._flush_commits(final=True, clean=True)
             return
-        self._flush_commits(final=True)
+        if rc is None:
+            text = "never ran to its end"
+        elif rc < 0:
+            text = "was killed by %s" % signal_name(-rc)
+        else:
+            text = "exited with status %d" % rc
+        self._flush_commits(final=True, clean=False, exit_text=text)
 
-    def _flush_commits(self, final):
+    def _flush_commits(self, final, clean=True, exit_text=None):
         """Stops the watcher's thread, then one pass on this thread (final: the trainer has exited)."""
         if self.watcher is None:
             return
@@ -3070,7 +3228,7 @@ class Supervisor:
             return self.stop_commits
 
         try:
-            self.watcher.scan(final=final, should_stop=should_stop, drain=True)
+            self.watcher.scan(final=final, should_stop=should_stop, drain=True, clean=clean, exit_text=exit_text)
         except Exception as e:
             what = "final" if final else "interruption"
             self.debug("%s checkpoint pass failed:\n" % what + traceback.format_exc())

@@ -43,7 +43,9 @@ export interface Checkpoint {
   /**
    * Downloads into `dest` (a `dir` checkpoint's files under `dest/`, a `file` checkpoint as
    * `dest/<name>`), checking every sha256 while streaming. On a mismatch nothing is left behind and
-   * CHECKPOINT_CORRUPT is thrown. Returns the local path of the checkpoint.
+   * CHECKPOINT_CORRUPT is thrown. If its files vanish because it was pruned or replaced by a newer
+   * commit of its name meanwhile (its manifest is gone too), CHECKPOINT_NOT_FOUND is thrown instead.
+   * Returns the local path of the checkpoint.
    */
   download(dest: string, options?: CheckpointCallOptions): Promise<string>;
   /** Re-reads every file from storage and checks size and sha256 against the manifest. */
@@ -84,6 +86,8 @@ export interface CheckpointStore {
   get(name: string, options?: CheckpointCallOptions): Promise<Checkpoint | undefined>;
   /**
    * Downloads the newest checkpoint whose bytes verify, falling back to older ones past corrupt ones.
+   * A checkpoint whose files vanish during the download because retention pruned it (or a newer commit
+   * of its name replaced it) is not corrupt: the store lists again and takes the newest complete one.
    * Throws CHECKPOINT_NOT_FOUND when none verifies.
    */
   downloadLatest(dest: string, options?: CheckpointCallOptions): Promise<{
@@ -94,7 +98,7 @@ export interface CheckpointStore {
     /** Names of newer checkpoints passed over because they were corrupt, newest first. */
     skipped: string[];
   }>;
-  /** Deletes all but the newest `keep` checkpoints (manifest first, so readers never see half of one). */
+  /** Deletes all but the newest `keep` checkpoints (manifests first, so readers never see half of one). */
   prune(options: CheckpointCallOptions & { readonly keep: number }): Promise<string[]>;
 }
 
@@ -107,8 +111,8 @@ export interface CheckpointStore {
  * ```
  */
 export function checkpointStore(storage: Storage, runId: string): CheckpointStore {
-  const readManifest = async (name: string, signal?: AbortSignal): Promise<CheckpointManifest | undefined> => {
-    const key = checkpointKeys.manifest(runId, name);
+  const readManifest = async (name: string, seq: number, signal?: AbortSignal): Promise<CheckpointManifest | undefined> => {
+    const key = checkpointKeys.manifest(runId, name, seq);
     let text: string;
     try {
       text = await readText(storage, key, signal);
@@ -120,8 +124,36 @@ export function checkpointStore(storage: Storage, runId: string): CheckpointStor
     if (!parsed.success) {
       throw new RunctlError("CHECKPOINT_CORRUPT", `The manifest of checkpoint ${name} of run ${runId} is not valid: ${parsed.error.message}`);
     }
+    if (parsed.data.name !== name || parsed.data.seq !== seq || parsed.data.runId !== runId) {
+      throw new RunctlError("CHECKPOINT_CORRUPT", `The manifest at ${key} names checkpoint ${parsed.data.name} (seq ${parsed.data.seq}) of run ${parsed.data.runId}.`);
+    }
     return parsed.data;
   };
+
+  /** Per name, the generations (commit seqs) that have a manifest key under `prefix`, highest first. */
+  const generations = async (prefix: string, options?: CheckpointCallOptions): Promise<Map<string, number[]>> => {
+    const base = checkpointKeys.checkpointsPrefix(runId);
+    const byName = new Map<string, number[]>();
+    for await (const object of storage.list(prefix, options)) {
+      const parsed = checkpointKeys.parseManifest(object.key.slice(base.length));
+      if (parsed) byName.set(parsed.name, [...(byName.get(parsed.name) ?? []), parsed.seq]);
+    }
+    for (const seqs of byName.values()) seqs.sort((a, b) => b - a);
+    return byName;
+  };
+
+  /** The highest generation of `name` whose manifest can still be read (one pruned meanwhile is skipped). */
+  const newest = async (name: string, seqs: readonly number[], signal?: AbortSignal): Promise<CheckpointManifest | undefined> => {
+    for (const seq of seqs) {
+      const manifest = await readManifest(name, seq, signal);
+      if (manifest) return manifest;
+    }
+    return undefined;
+  };
+
+  /** Whether the generation a manifest was read from still has it (else it was pruned or replaced). */
+  const stillCommitted = async (manifest: CheckpointManifest, signal?: AbortSignal): Promise<boolean> =>
+    (await readManifest(manifest.name, manifest.seq, signal).catch(() => manifest)) !== undefined;
 
   const toCheckpoint = (manifest: CheckpointManifest): Checkpoint => ({
     runId,
@@ -132,32 +164,45 @@ export function checkpointStore(storage: Storage, runId: string): CheckpointStor
     createdAt: new Date(manifest.createdAt),
     totalBytes: manifest.totalBytes,
     manifest,
-    download: (dest, options) => downloadCheckpoint(storage, manifest, dest, options?.signal),
+    download: async (dest, options) => {
+      try {
+        return await downloadCheckpoint(storage, manifest, dest, options?.signal);
+      } catch (err) {
+        if (err instanceof RunctlError && isMissingFile(err) && !(await stillCommitted(manifest, options?.signal))) {
+          // Its manifest is gone too: retention pruned it, or a newer commit of its name replaced it,
+          // while it downloaded. That is not corruption (the stored checkpoints are all whole).
+          throw new RunctlError(
+            "CHECKPOINT_NOT_FOUND",
+            `Checkpoint ${manifest.name} (seq ${manifest.seq}) of run ${runId} was pruned or replaced by a newer commit while it downloaded; read latest() again.`,
+            { cause: err, details: { name: manifest.name, seq: manifest.seq, vanished: true } },
+          );
+        }
+        throw err;
+      }
+    },
     verify: (options) => verifyCheckpoint(storage, manifest, options?.signal),
   });
 
   const list = async (options?: CheckpointCallOptions): Promise<Checkpoint[]> => {
-    const names = new Set<string>();
-    const prefix = checkpointKeys.checkpointsPrefix(runId);
-    for await (const object of storage.list(prefix, options)) {
-      const rest = object.key.slice(prefix.length);
-      const match = /^([^/]+)\/manifest\.json$/.exec(rest);
-      if (match?.[1]) names.add(match[1]);
-    }
-    const manifests = await Promise.all([...names].map((name) => readManifest(name, options?.signal)));
+    const byName = await generations(checkpointKeys.checkpointsPrefix(runId), options);
+    const manifests = await Promise.all([...byName].map(([name, seqs]) => newest(name, seqs, options?.signal)));
     return manifests
       .filter((m): m is CheckpointManifest => m !== undefined)
       .sort((a, b) => a.seq - b.seq)
       .map(toCheckpoint);
   };
 
+  const get = async (name: string, options?: CheckpointCallOptions): Promise<Checkpoint | undefined> => {
+    if (!name || name.includes("/")) return undefined;
+    const seqs = (await generations(checkpointKeys.namePrefix(runId, name), options)).get(name) ?? [];
+    const manifest = await newest(name, seqs, options?.signal);
+    return manifest ? toCheckpoint(manifest) : undefined;
+  };
+
   return {
     runId,
     list,
-    async get(name, options) {
-      const manifest = await readManifest(name, options?.signal);
-      return manifest ? toCheckpoint(manifest) : undefined;
-    },
+    get,
     async latest(options) {
       let named: string | undefined;
       try {
@@ -166,27 +211,37 @@ export function checkpointStore(storage: Storage, runId: string): CheckpointStor
         if (!(err instanceof RunctlError && err.code === "NOT_FOUND")) throw err;
       }
       if (named) {
-        const manifest = await readManifest(named, options?.signal).catch(() => undefined);
-        if (manifest) return toCheckpoint(manifest);
+        const checkpoint = await get(named, options).catch(() => undefined);
+        if (checkpoint) return checkpoint;
       }
       // LATEST is missing or names a checkpoint whose manifest is gone: the newest committed one wins.
       const all = await list(options);
       return all[all.length - 1];
     },
     async downloadLatest(dest, options) {
-      const all = (await list(options)).reverse();
       const skipped: string[] = [];
-      for (const checkpoint of all) {
-        try {
-          const path = await checkpoint.download(dest, options);
-          return { checkpoint, path, skipped };
-        } catch (err) {
-          if (err instanceof RunctlError && err.code === "CHECKPOINT_CORRUPT") {
+      const tried = new Set<string>();
+      for (;;) {
+        let relist = false;
+        for (const checkpoint of (await list(options)).reverse()) {
+          const id = `${checkpoint.name}\0${checkpoint.seq}`;
+          if (tried.has(id)) continue;
+          tried.add(id);
+          try {
+            const path = await checkpoint.download(dest, options);
+            return { checkpoint, path, skipped };
+          } catch (err) {
+            if (err instanceof RunctlError && err.code === "CHECKPOINT_NOT_FOUND" && err.details["vanished"] === true) {
+              // Pruned (or replaced by a newer commit of its name) while we read it: not corruption.
+              // List again and take the newest complete checkpoint there is now.
+              relist = true;
+              break;
+            }
+            if (!(err instanceof RunctlError && err.code === "CHECKPOINT_CORRUPT")) throw err;
             skipped.push(checkpoint.name);
-            continue;
           }
-          throw err;
         }
+        if (!relist) break;
       }
       throw new RunctlError("CHECKPOINT_NOT_FOUND", `Run ${runId} has no checkpoint that verifies in ${storage.uri}${skipped.length ? ` (corrupt: ${skipped.join(", ")})` : ""}.`);
     },
@@ -197,14 +252,22 @@ export function checkpointStore(storage: Storage, runId: string): CheckpointStor
       const all = await list(options);
       const doomed = all.slice(0, Math.max(0, all.length - options.keep));
       for (const checkpoint of doomed) {
-        await storage.delete(checkpointKeys.manifest(runId, checkpoint.name), options);
+        // Every generation's manifest first, so readers never see half of one; then the bytes.
+        const prefix = checkpointKeys.namePrefix(runId, checkpoint.name);
         const keys: string[] = [];
-        for await (const object of storage.list(checkpointKeys.filesPrefix(runId, checkpoint.name), options)) keys.push(object.key);
-        await storage.delete(keys, options);
+        for await (const object of storage.list(prefix, options)) keys.push(object.key);
+        const manifests = keys.filter((k) => checkpointKeys.parseManifest(k.slice(checkpointKeys.checkpointsPrefix(runId).length)));
+        await storage.delete(manifests, options);
+        await storage.delete(keys.filter((k) => !manifests.includes(k)), options);
       }
       return doomed.map((c) => c.name);
     },
   };
+}
+
+/** A download failed because a file the manifest lists is not in storage (see downloadCheckpoint). */
+function isMissingFile(err: RunctlError): boolean {
+  return err.code === "CHECKPOINT_CORRUPT" && err.details["missing"] === true;
 }
 
 async function readText(storage: Storage, key: string, signal: AbortSignal | undefined): Promise<string> {
@@ -243,7 +306,7 @@ async function downloadCheckpoint(storage: Storage, manifest: CheckpointManifest
       written.push(tmp);
       const hash = createHash("sha256");
       let size = 0;
-      const source = await storage.get(checkpointKeys.file(manifest.runId, manifest.name, file.path), signal ? { signal } : {});
+      const source = await storage.get(checkpointKeys.file(manifest.runId, manifest.name, manifest.seq, file.path), signal ? { signal } : {});
       await pipeline(
         source,
         new Transform({
@@ -271,7 +334,10 @@ async function downloadCheckpoint(storage: Storage, manifest: CheckpointManifest
     await Promise.all(written.map((p) => rm(p, { force: true })));
     // A file the manifest lists but storage lacks makes the checkpoint corrupt (readers fall back).
     if ((err as { code?: string }).code === "NOT_FOUND") {
-      throw new RunctlError("CHECKPOINT_CORRUPT", `Checkpoint ${manifest.name} is missing a file: ${(err as Error).message}`, { cause: err });
+      throw new RunctlError("CHECKPOINT_CORRUPT", `Checkpoint ${manifest.name} is missing a file: ${(err as Error).message}`, {
+        cause: err,
+        details: { name: manifest.name, seq: manifest.seq, missing: true },
+      });
     }
     if (err instanceof RunctlError) throw err;
     if (signal?.aborted) throw new RunctlError("ABORTED", "Checkpoint download aborted.", { cause: err });
@@ -286,7 +352,7 @@ async function verifyCheckpoint(storage: Storage, manifest: CheckpointManifest, 
     throwIfAborted(signal);
     let stream;
     try {
-      stream = await storage.get(checkpointKeys.file(manifest.runId, manifest.name, file.path), signal ? { signal } : {});
+      stream = await storage.get(checkpointKeys.file(manifest.runId, manifest.name, manifest.seq, file.path), signal ? { signal } : {});
     } catch {
       problems.push({ path: file.path, reason: "missing" });
       continue;

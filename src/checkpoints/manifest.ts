@@ -35,7 +35,7 @@ export interface CheckpointManifest {
   kind: "file" | "dir";
   /** Training step: from `<name>.done`, else the last number in `name`; null when neither gives one. */
   step: number | null;
-  /** Commit number within the run: one more per commit; readers order by it. */
+  /** Commit number within the run: higher for every later commit; readers order by it. Names the storage generation (`g<seq>`). */
   seq: number;
   /** When the checkpoint was committed (ISO 8601). */
   createdAt: string;
@@ -43,7 +43,7 @@ export interface CheckpointManifest {
   hyperparamsHash?: string | null | undefined;
   /** Every file of the checkpoint. */
   files: {
-    /** Path relative to the checkpoint (POSIX); stored under `files/<path>`. */
+    /** Path relative to the checkpoint (POSIX); stored under `<gen>/files/<path>` (see {@link checkpointKeys}). */
     path: string;
     /** Size in bytes. */
     size: number;
@@ -59,12 +59,31 @@ type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ?
 type Assert<T extends true> = T;
 type ManifestMatchesSchema = Assert<Equal<z.infer<typeof checkpointManifestSchema>, CheckpointManifest>>;
 
-/** Storage keys of the checkpoint layout (see docs/agent-protocol.md). */
+/**
+ * Storage keys of the checkpoint layout (docs/agent-protocol.md, docs/checkpoints.md). Each commit of a
+ * checkpoint is one generation, `<runId>/checkpoints/<name>/g<seq, 8 digits>/`, holding `files/<path>`
+ * and, written last, `manifest.json`. A generation without a manifest does not exist for readers; per
+ * name, the highest generation with a manifest is the committed one. `LATEST` holds a name.
+ */
 export const checkpointKeys = {
   runPrefix: (runId: string): string => `${runId}/`,
   checkpointsPrefix: (runId: string): string => `${runId}/checkpoints/`,
-  manifest: (runId: string, name: string): string => `${runId}/checkpoints/${name}/manifest.json`,
-  file: (runId: string, name: string, path: string): string => `${runId}/checkpoints/${name}/files/${path}`,
-  filesPrefix: (runId: string, name: string): string => `${runId}/checkpoints/${name}/files/`,
+  /** Every generation of one checkpoint name. */
+  namePrefix: (runId: string, name: string): string => `${runId}/checkpoints/${name}/`,
+  /** The folder name of the generation written by commit `seq`. */
+  generation: (seq: number): string => `g${String(seq).padStart(8, "0")}`,
+  generationPrefix: (runId: string, name: string, seq: number): string => `${runId}/checkpoints/${name}/${checkpointKeys.generation(seq)}/`,
+  manifest: (runId: string, name: string, seq: number): string => `${checkpointKeys.generationPrefix(runId, name, seq)}manifest.json`,
+  file: (runId: string, name: string, seq: number, path: string): string => `${checkpointKeys.generationPrefix(runId, name, seq)}files/${path}`,
+  filesPrefix: (runId: string, name: string, seq: number): string => `${checkpointKeys.generationPrefix(runId, name, seq)}files/`,
   latest: (runId: string): string => `${runId}/LATEST`,
+  /**
+   * Parses a key below `checkpointsPrefix(runId)` (the part after it): the name and commit seq of a
+   * generation's manifest, else undefined.
+   */
+  parseManifest: (rest: string): { name: string; seq: number } | undefined => {
+    const match = /^([^/]+)\/g(\d+)\/manifest\.json$/.exec(rest);
+    if (!match?.[1] || !match[2]) return undefined;
+    return { name: match[1], seq: Number(match[2]) };
+  },
 };

@@ -195,6 +195,8 @@ function translateAgentEvent(e: Record<string, unknown>): RunEventInput | undefi
     case "rebalance-recommendation":
       return { type: "warning", code: "REBALANCE_RECOMMENDATION", message: "The machine got a rebalance recommendation (an interruption may follow)." };
     case "warning":
+      // A checkpoint the trainer was still writing when it died (docs/checkpoints.md): never committed.
+      if (typeof e["checkpoint"] === "string") return { type: "warning", code: "CHECKPOINT_NOT_COMMITTED", message: String(e["message"]) };
       return { type: "warning", message: String(e["message"]) };
     case "shutdown-scheduled":
       return { type: "warning", code: "SHUTDOWN_SCHEDULED", message: `The machine powers itself off in ${Math.round(Number(e["inMs"] ?? 0) / 1000)} s unless released first (${String(e["reason"])}).` };

@@ -151,7 +151,7 @@ export interface WarningEvent extends RunEventBase {
   readonly type: "warning";
   /** What happened, for people. */
   readonly message: string;
-  /** A short machine-readable kind (e.g. `SYNC`, `RECONNECTING`, `SIGNAL`); absent for the agent's own warnings. */
+  /** A short machine-readable kind (e.g. `SYNC`, `RECONNECTING`, `SIGNAL`, `CHECKPOINT_NOT_COMMITTED`); absent for most of the agent's own warnings. */
   readonly code?: string;
 }
 

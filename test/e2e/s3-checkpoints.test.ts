@@ -10,6 +10,7 @@ import { main as syncToHost } from "../../examples/sync-to-host.js";
 import { leaseTestHosts, testbedInfo, type HostLease } from "../testbed/inject.js";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../support/s3-server.js";
 import { sshHostOf } from "../support/ssh-hosts.js";
+import { checkpointKeys } from "../../src/checkpoints/manifest.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
 
 const home = useTempRunctlHome("e2e-s3");
@@ -145,7 +146,7 @@ describe("S3: data in, checkpoints and outputs out, written by the machine", () 
     const latest = (await store.latest())!;
     expect(latest.step).toBe(30);
     // Same key, different bytes: the manifest no longer matches.
-    await storage.put(`${first.runId}/checkpoints/${latest.name}/files/model.json`, '{"tampered": true}');
+    await storage.put(checkpointKeys.file(first.runId, latest.name, latest.seq, "model.json"), '{"tampered": true}');
     expect((await latest.verify()).ok).toBe(false);
     const used = await store.downloadLatest(tempDir("s3-fallback"));
     expect(used.skipped).toEqual([latest.name]);
@@ -194,7 +195,7 @@ describe("S3: data in, checkpoints and outputs out, written by the machine", () 
     const sampleLatest = async (): Promise<void> => {
       const name = (await textOf(storage, `${runId}/LATEST`).catch(() => "")).trim();
       if (!name) return;
-      samples.push({ latest: name, hasManifest: (await storage.stat(`${runId}/checkpoints/${name}/manifest.json`)) !== undefined });
+      samples.push({ latest: name, hasManifest: (await store(runId).get(name)) !== undefined });
     };
     const { result } = await s3Checkpoints({
       provider: sshHosts(hosts[0]!),

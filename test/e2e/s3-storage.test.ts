@@ -344,16 +344,19 @@ describe("s3() machine descriptor and secrets", () => {
 });
 
 describe("checkpoint store over s3()", () => {
+  /** The storage folder of commit `seq` of a checkpoint (docs/checkpoints.md). */
+  const gen = (seq: number): string => `g${String(seq).padStart(8, "0")}`;
+
   /** Commits a checkpoint the way the agent does: files, then manifest.json, then LATEST. */
   async function commit(s: S3Storage, runId: string, name: string, seq: number, files: Record<string, string | Buffer>): Promise<void> {
     const entries = [];
     for (const [path, content] of Object.entries(files)) {
       const bytes = Buffer.from(content);
-      await s.put(`${runId}/checkpoints/${name}/files/${path}`, bytes.length > 1024 ? Readable.from([bytes]) : bytes);
+      await s.put(`${runId}/checkpoints/${name}/${gen(seq)}/files/${path}`, bytes.length > 1024 ? Readable.from([bytes]) : bytes);
       entries.push({ path, size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") });
     }
     const manifest = { version: 1, runId, name, kind: "dir", step: seq * 10, seq, createdAt: new Date().toISOString(), hyperparamsHash: null, files: entries, totalBytes: entries.reduce((n, e) => n + e.size, 0) };
-    await s.put(`${runId}/checkpoints/${name}/manifest.json`, JSON.stringify(manifest));
+    await s.put(`${runId}/checkpoints/${name}/${gen(seq)}/manifest.json`, JSON.stringify(manifest));
     await s.put(`${runId}/LATEST`, name);
   }
 
@@ -363,7 +366,7 @@ describe("checkpoint store over s3()", () => {
     await commit(s, "r1", "step-1", 1, { "model.json": '{"w":1}' });
     await commit(s, "r1", "step-2", 2, { "model.json": '{"w":2}', "sub/opt.json": "{}", "weights.bin": weights });
     // Half-written: files but no manifest, and LATEST already pointing at it. Readers must not see it.
-    await s.put("r1/checkpoints/step-3/files/model.json", "partial");
+    await s.put("r1/checkpoints/step-3/g00000003/files/model.json", "partial");
     await s.put("r1/LATEST", "step-3");
 
     const ckpts = checkpointStore(s, "r1");
@@ -377,19 +380,19 @@ describe("checkpoint store over s3()", () => {
     expect(readFileSync(join(dest, "weights.bin")).equals(weights)).toBe(true);
 
     // Corrupt step-2 behind the manifest's back: verify reports it, downloadLatest falls back.
-    await s.put("r1/checkpoints/step-2/files/model.json", '{"w":9}');
+    await s.put("r1/checkpoints/step-2/g00000002/files/model.json", '{"w":9}');
     expect((await latest!.verify()).problems).toEqual([{ path: "model.json", reason: "sha256 differs" }]);
     const fallback = await ckpts.downloadLatest(tempDir("s3-ckpt-fb"));
     expect(fallback.checkpoint.name).toBe("step-1");
     expect(fallback.skipped).toEqual(["step-2"]);
 
     // A corrupt manifest is reported as such.
-    await s.put("r1/checkpoints/step-2/manifest.json", "{not json");
+    await s.put("r1/checkpoints/step-2/g00000002/manifest.json", "{not json");
     await expect(ckpts.get("step-2")).rejects.toMatchObject({ code: "CHECKPOINT_CORRUPT" });
 
     // Prune keeps the newest committed one and removes everything of the older ones.
     await commit(s, "r1", "step-4", 4, { "model.json": '{"w":4}' });
-    await s.delete("r1/checkpoints/step-2/manifest.json");
+    await s.delete("r1/checkpoints/step-2/g00000002/manifest.json");
     expect(await ckpts.prune({ keep: 1 })).toEqual(["step-1"]);
     expect((await ckpts.list()).map((c) => c.name)).toEqual(["step-4"]);
     expect(await keysOf(s, "r1/checkpoints/step-1/")).toEqual([]);
@@ -399,11 +402,11 @@ describe("checkpoint store over s3()", () => {
     const s = store({}, "ckpt/missing");
     await commit(s, "r2", "step-1", 1, { "model.json": '{"w":1}' });
     await commit(s, "r2", "step-2", 2, { "model.json": '{"w":2}', "extra.json": "{}" });
-    await s.delete("r2/checkpoints/step-2/files/extra.json");
+    await s.delete("r2/checkpoints/step-2/g00000002/files/extra.json");
     const latest = await checkpointStore(s, "r2").latest();
     expect(latest?.name).toBe("step-2");
     expect(await latest!.verify()).toEqual({ ok: false, problems: [{ path: "extra.json", reason: "missing" }] });
     // What a download of it reports: the missing object, by its full S3 key.
-    await expect(latest!.download(tempDir("s3-ckpt-missing"))).rejects.toMatchObject({ message: expect.stringContaining("r2/checkpoints/step-2/files/extra.json") as string });
+    await expect(latest!.download(tempDir("s3-ckpt-missing"))).rejects.toMatchObject({ message: expect.stringContaining("r2/checkpoints/step-2/g00000002/files/extra.json") as string });
   });
 });

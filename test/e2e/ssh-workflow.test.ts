@@ -3,6 +3,7 @@ import { sshTransport, type RunEvent, type SshHost } from "runctl";
 import { main as sshHostExample } from "../../examples/ssh-host.js";
 import { leaseTestHosts, useTestbed, type HostLease } from "../testbed/inject.js";
 import { useTempRunctlHome } from "../support/temp-home.js";
+import { checkpointKeys } from "../../src/checkpoints/manifest.js";
 
 useTempRunctlHome("e2e-ssh-workflow");
 let lease: HostLease;
@@ -35,7 +36,7 @@ describe("full workflow on an SSH host", () => {
     const t = sshTransport(host);
     try {
       const home = (await t.exec({ script: 'printf %s "$HOME"' })).stdout;
-      const stored = `${home}/.runctl/checkpoints/${result.runId}/checkpoints/${latest!.name}/files`;
+      const stored = `${home}/.runctl/checkpoints/${checkpointKeys.filesPrefix(result.runId, latest!.name, latest!.seq).replace(/\/$/, "")}`;
       for (const file of latest!.manifest.files) {
         const r = await t.exec(["sha256sum", `${stored}/${file.path}`]);
         expect(r.stdout.split(" ")[0]).toBe(file.sha256);

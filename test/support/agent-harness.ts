@@ -4,7 +4,7 @@
 // process); call cleanUpAgentTests() from the file's afterAll.
 import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -301,7 +301,25 @@ export function processGone(pid: number): boolean {
   return s === undefined || s === "Z" || s === "X";
 }
 
-/** A committed checkpoint's manifest in a dir storage. */
+/** The storage folder name of commit `seq` of a checkpoint (`g` + 8 digits; docs/checkpoints.md). */
+export function genName(seq: number): string {
+  return `g${String(seq).padStart(8, "0")}`;
+}
+
+/**
+ * The folder of a checkpoint's committed generation in a dir storage: the highest
+ * `<store>/<runId>/checkpoints/<name>/g<seq>/` that has a manifest.json; undefined when none has.
+ */
+export function committedDir(store: string, runId: string, name: string): string | undefined {
+  const base = join(store, runId, "checkpoints", name);
+  const gens = existsSync(base) ? readdirSync(base).filter((g) => /^g\d+$/.test(g)).sort().reverse() : [];
+  const gen = gens.find((g) => existsSync(join(base, g, "manifest.json")));
+  return gen === undefined ? undefined : join(base, gen);
+}
+
+/** A committed checkpoint's manifest in a dir storage (its highest generation with a manifest). */
 export function manifestOf(store: string, runId: string, name: string): Manifest {
-  return JSON.parse(readFileSync(join(store, runId, "checkpoints", name, "manifest.json"), "utf8")) as Manifest;
+  const dir = committedDir(store, runId, name);
+  if (dir === undefined) throw new Error(`checkpoint ${name} of run ${runId} has no manifest in ${store}`);
+  return JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as Manifest;
 }

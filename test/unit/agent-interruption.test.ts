@@ -15,6 +15,7 @@ import {
   launch,
   makeRun,
   manifestOf,
+  committedDir,
   only,
   processGone,
   readEvents,
@@ -129,7 +130,7 @@ const FOLLOW_MS = 30_000;
 
 function committedNames(run: Run): string[] {
   const dir = join(run.store, run.runId, "checkpoints");
-  return existsSync(dir) ? readdirSync(dir).filter((n) => existsSync(join(dir, n, "manifest.json"))).sort() : [];
+  return existsSync(dir) ? readdirSync(dir).filter((n) => committedDir(run.store, run.runId, n) !== undefined).sort() : [];
 }
 
 /**
@@ -202,7 +203,7 @@ describe.concurrent("agent: spot interruptions", () => {
         const m = /SIGTERM: checkpoint at step (\d+)/.exec(readText(join(run.runDir, "train.log")));
         if (!m) return false;
         name = `step-${m[1]?.padStart(8, "0")}`;
-        if (!existsSync(join(run.store, run.runId, "checkpoints", name, "manifest.json"))) return false;
+        if (committedDir(run.store, run.runId, name) === undefined) return false;
         committedAt = Date.now();
         return true;
       },
@@ -235,7 +236,7 @@ describe.concurrent("agent: spot interruptions", () => {
     expect(readText(join(run.runDir, "exit_code")).trim()).toBe("0");
 
     const m = manifestOf(run.store, run.runId, name);
-    const stored = readFileSync(join(run.store, run.runId, "checkpoints", name, "files", "model.json"));
+    const stored = readFileSync(join(committedDir(run.store, run.runId, name)!, "files", "model.json"));
     expect(m).toMatchObject({ name, step, files: [{ path: "model.json", size: stored.length, sha256: sha256(stored) }] });
     expect(JSON.parse(stored.toString())).toEqual({ step, tag: "sigterm" });
     expect(readText(join(run.store, run.runId, "LATEST"))).toBe(name);
@@ -273,7 +274,9 @@ describe.concurrent("agent: spot interruptions", () => {
     const handled = only(events.filter((e) => e.type === "interruption-handled"), "interruption-handled events");
     expect(handled).toMatchObject({ trainerExited: false, checkpoint: last["name"], step: last["step"] });
     expect(Date.parse(handled.time)).toBeGreaterThanOrEqual(deadline - 50);
-    expect(afterType(events, "interruption-handled").filter((e) => e.type !== "phase").map((e) => e.type)).toEqual(["exit"]);
+    // After it only the exit, and the warning that the half-written checkpoint was not committed.
+    expect(afterType(events, "interruption-handled").filter((e) => e.type !== "phase").map((e) => e.type)).toEqual(["warning", "exit"]);
+    expect(only(events.filter((e) => e.type === "warning"), "warnings")).toMatchObject({ checkpoint: "step-99999999" });
     expect(events.filter((e) => e.type === "signal")).toEqual([]);
     expect(exit).toMatchObject({ status: "interrupted", reason: "interruption", exitCode: null, signal: "SIGKILL" });
     expect(readText(join(run.runDir, "exit_code")).trim()).toBe("137");

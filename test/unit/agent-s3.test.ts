@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {
   type AgentEvent,
+  genName,
   cleanUpAgentTests,
   type Json,
   launch,
@@ -24,6 +25,8 @@ import {
   tmp,
 } from "../support/agent-harness.js";
 import { S3RVER_CLIENT_SETTINGS, startS3Server, TEST_AWS_CREDENTIALS, type TestS3Server } from "../support/s3-server.js";
+import { checkpointStore } from "../../src/checkpoints/index.js";
+import { s3 as s3Storage } from "../../src/storage/s3/index.js";
 
 const BUCKET = "runctl-test";
 // The agents here run under SYSTEM_PY (it has boto3/botocore from python3-boto3); the trainers under PY.
@@ -141,7 +144,7 @@ function bucketSampler(s3: TestS3Server, base: string): { stop: () => string[]; 
     samples++;
     try {
       const latest = readObject(s3, `${base}/LATEST`)?.toString("utf8").trim();
-      if (latest && !existsSync(objectPath(s3, `${base}/checkpoints/${latest}/manifest.json`))) {
+      if (latest && !listKeys(s3, `${base}/checkpoints/${latest}`).some((k) => /\/g\d+\/manifest\.json$/.test(k))) {
         if (readObject(s3, `${base}/LATEST`)?.toString("utf8").trim() === latest) violations.push(`LATEST=${latest} without a manifest`);
       }
       for (const key of listKeys(s3, `${base}/checkpoints`).filter((k) => k.endsWith("/manifest.json"))) {
@@ -154,7 +157,8 @@ function bucketSampler(s3: TestS3Server, base: string): { stop: () => string[]; 
           continue; // s3rver writes in place: a manifest being written is not a manifest yet
         }
         for (const f of m.files) {
-          const p = objectPath(s3, `${base}/checkpoints/${m.name}/files/${f.path}`);
+          if (!key.endsWith(`/${m.name}/${genName(m.seq)}/manifest.json`)) violations.push(`${key}: manifest says ${m.name} seq ${m.seq}`);
+          const p = objectPath(s3, `${base}/checkpoints/${m.name}/${genName(m.seq)}/files/${f.path}`);
           const ok = existsSync(p) && statSync(p).size === f.size;
           if (!ok && readObject(s3, key)?.toString("utf8") === raw) violations.push(`${m.name}: manifest lists ${f.path} which is not stored`);
         }
@@ -172,15 +176,18 @@ function bucketSampler(s3: TestS3Server, base: string): { stop: () => string[]; 
   };
 }
 
+/** The manifest of a checkpoint's highest generation (the committed one). */
 function manifestIn(s3: TestS3Server, base: string, name: string): Manifest {
-  return JSON.parse(readObject(s3, `${base}/checkpoints/${name}/manifest.json`)?.toString("utf8") ?? "null") as Manifest;
+  const keys = listKeys(s3, `${base}/checkpoints/${name}`).filter((k) => /\/g\d+\/manifest\.json$/.test(k)).sort();
+  const key = keys[keys.length - 1];
+  return JSON.parse((key === undefined ? undefined : readObject(s3, key)?.toString("utf8")) ?? "null") as Manifest;
 }
 
 /** Every stored object of a manifest has exactly the manifest's size and sha256. */
 function expectStoredMatches(s3: TestS3Server, base: string, m: Manifest): void {
   expect(m.files.length).toBeGreaterThan(0);
   for (const f of m.files) {
-    const data = readObject(s3, `${base}/checkpoints/${m.name}/files/${f.path}`);
+    const data = readObject(s3, `${base}/checkpoints/${m.name}/${genName(m.seq)}/files/${f.path}`);
     expect(data, `${m.name}/${f.path}`).toBeDefined();
     expect(data?.length).toBe(f.size);
     expect(sha256(data ?? "")).toBe(f.sha256);
@@ -288,7 +295,7 @@ describe.concurrent("agent S3 storage", () => {
         ["step-00000002", 2, 20],
         ["last.pt", 3, null],
       ]);
-      expect(commits[0]).toMatchObject({ files: 2, bytes: 300001 + 8, location: `s3://${BUCKET}/${base}/checkpoints/step-00000001` });
+      expect(commits[0]).toMatchObject({ files: 2, bytes: 300001 + 8, location: `s3://${BUCKET}/${base}/checkpoints/step-00000001/g00000001` });
       // s3rver deletes a DeleteObjects batch in parallel and its cleanup of emptied folders races
       // (rmdir vs readdir: a 500 InternalError now and then); the agent retries it like any 5xx.
       const s3rverDeleteRace = /InternalError\) when calling the DeleteObjects operation.*; retrying in/;
@@ -296,19 +303,19 @@ describe.concurrent("agent S3 storage", () => {
 
       // Retention keep 2: only the two newest remain, manifests and files; LATEST names the newest.
       expect(listKeys(s3, `${base}/checkpoints`)).toEqual([
-        `${base}/checkpoints/last.pt/files/last.pt`,
-        `${base}/checkpoints/last.pt/manifest.json`,
-        `${base}/checkpoints/step-00000002/files/model.bin`,
-        `${base}/checkpoints/step-00000002/files/sub/meta.json`,
-        `${base}/checkpoints/step-00000002/manifest.json`,
+        `${base}/checkpoints/last.pt/g00000003/files/last.pt`,
+        `${base}/checkpoints/last.pt/g00000003/manifest.json`,
+        `${base}/checkpoints/step-00000002/g00000002/files/model.bin`,
+        `${base}/checkpoints/step-00000002/g00000002/files/sub/meta.json`,
+        `${base}/checkpoints/step-00000002/g00000002/manifest.json`,
       ]);
       // Read back over HTTP too.
       expect((await getObject(s3, `${base}/LATEST`))?.toString("utf8")).toBe("last.pt");
-      const m2 = JSON.parse((await getObject(s3, `${base}/checkpoints/step-00000002/manifest.json`))?.toString("utf8") ?? "null") as Manifest;
+      const m2 = JSON.parse((await getObject(s3, `${base}/checkpoints/step-00000002/g00000002/manifest.json`))?.toString("utf8") ?? "null") as Manifest;
       expect(m2).toMatchObject({ runId: run.runId, name: "step-00000002", kind: "dir", step: 20, seq: 2 });
       expect(m2.files.map((f) => f.path)).toEqual(["model.bin", "sub/meta.json"]);
       expectStoredMatches(s3, base, m2);
-      expect(readObject(s3, `${base}/checkpoints/step-00000002/files/model.bin`)?.equals(readFileSync(join(run.ckptDir, "step-00000002", "model.bin")))).toBe(true);
+      expect(readObject(s3, `${base}/checkpoints/step-00000002/g00000002/files/model.bin`)?.equals(readFileSync(join(run.ckptDir, "step-00000002", "model.bin")))).toBe(true);
       const mLast = manifestIn(s3, base, "last.pt");
       expect(mLast).toMatchObject({ kind: "file", seq: 3, files: [{ path: "last.pt", size: 4321 }] });
       expectStoredMatches(s3, base, mLast);
@@ -358,14 +365,14 @@ describe.concurrent("agent S3 storage", () => {
         const files = { "weights.bin": weights(step), "opt/state.json": Buffer.from(`{"m":${step}}`) };
         const entries: ManifestFile[] = [];
         for (const [path, data] of Object.entries(files)) {
-          await putObject(s3, `${prefix}/${prev}/checkpoints/${name}/files/${path}`, data);
+          await putObject(s3, `${prefix}/${prev}/checkpoints/${name}/${genName(seq)}/files/${path}`, data);
           entries.push({ path, size: data.length, sha256: sha256(data) });
         }
         const manifest = { version: 1, runId: prev, name, kind: "dir", step, seq, createdAt: new Date().toISOString(), hyperparamsHash: sha256("{}"), files: entries, totalBytes: entries.reduce((a, f) => a + f.size, 0) };
-        await putObject(s3, `${prefix}/${prev}/checkpoints/${name}/manifest.json`, JSON.stringify(manifest));
+        await putObject(s3, `${prefix}/${prev}/checkpoints/${name}/${genName(seq)}/manifest.json`, JSON.stringify(manifest));
         await putObject(s3, `${prefix}/${prev}/LATEST`, name);
       }
-      await putObject(s3, `${prefix}/${prev}/checkpoints/step-00000030/files/weights.bin`, weights(31));
+      await putObject(s3, `${prefix}/${prev}/checkpoints/step-00000030/${genName(3)}/files/weights.bin`, weights(31));
 
       // A data set with nested keys (and a key that needs glob escaping for the CLI).
       const dataset: Record<string, Buffer> = {
@@ -569,13 +576,13 @@ describe.concurrent("agent S3 storage outages", () => {
         }
         writeFileSync(join(run.ckptDir, ".go"), ""); // hidden: not a checkpoint
         // Kill the server as soon as the big checkpoint's first object lands: the rest is unsent.
-        const first = objectPath(s3, `${base}/checkpoints/step-00000002/files/part-0.bin`);
+        const first = objectPath(s3, `${base}/checkpoints/step-00000002/g00000002/files/part-0.bin`);
         while (!existsSync(first)) {
           if (Date.now() > deadline) throw new Error(`the big commit never started: ${readText(join(run.runDir, "events.jsonl"))}`);
           await sleep(2);
         }
         await s3.kill();
-        expect(existsSync(objectPath(s3, `${base}/checkpoints/step-00000002/manifest.json`))).toBe(false);
+        expect(existsSync(objectPath(s3, `${base}/checkpoints/step-00000002/g00000002/manifest.json`))).toBe(false);
         await sleep(3000);
         await s3.restart();
         const { events, exit } = await waitExit(run);
@@ -599,4 +606,57 @@ describe.concurrent("agent S3 storage outages", () => {
       }
     },
   );
+});
+
+describe("agent S3 checkpoint rewrites (issue 10, item 2)", () => {
+  test("boto3: the agent is SIGKILLed while a rewrite of best/ uploads: the committed version stays latest() and verifies, LATEST names it", async () => {
+    const s3 = shared;
+    const prefix = `rw-${randomBytes(3).toString("hex")}`;
+    const script = [
+      "import json, os, time",
+      "ck = os.environ['RUNCTL_CHECKPOINT_DIR']",
+      "open('trainer.pid', 'w').write(str(os.getpid()))",
+      "d = os.path.join(ck, 'best')",
+      "def save(step, sizes):",
+      "    os.makedirs(d, exist_ok=True)",
+      "    for i, n in enumerate(sizes):",
+      "        open(os.path.join(d, 'part-%d.bin' % i), 'wb').write(os.urandom(n))",
+      "    open(d + '.done', 'w').write(json.dumps({'step': step}))",
+      "save(1, [1000, 2000])",
+      "while not os.path.exists(os.path.join(ck, '.go')): time.sleep(0.02)",
+      // The next save of the same name: marker off, rewrite, marker on.
+      "os.unlink(d + '.done')",
+      "save(2, [7 << 20, 7 << 20, 7 << 20])",
+      "print('rewritten', flush=True)",
+      "time.sleep(60)",
+    ].join("\n");
+    const run = makeRun(script, {}, tmp(), S3_CHECKPOINTS);
+    run.spec["checkpoints"] = { dir: run.ckptDir, storage: descriptor(s3, prefix, "boto3"), keep: null, settleMs: 30_000, pollMs: 20 };
+    const base = `${prefix}/${run.runId}`;
+    const agentPid = await launch(run, { python: SYSTEM_PY, secrets: testSecrets() });
+    const deadline = Date.now() + 30_000;
+    while (readObject(s3, `${base}/LATEST`)?.toString("utf8") !== "best") {
+      if (Date.now() > deadline) throw new Error(`no first commit: ${readText(join(run.runDir, "events.jsonl"))}`);
+      await sleep(20);
+    }
+    const firstCommitAt = Date.now();
+    writeFileSync(join(run.ckptDir, ".go"), "");
+    // The rewrite's upload has started once an object under best/ is newer than the first commit.
+    const root = join(s3.dir, BUCKET, ...base.split("/"), "checkpoints", "best");
+    const newer = (dir: string): boolean =>
+      existsSync(dir) && readdirSync(dir).some((n) => (lstatSync(join(dir, n)).isDirectory() ? newer(join(dir, n)) : n.endsWith("._S3rver_object") && statSync(join(dir, n)).mtimeMs > firstCommitAt + 5));
+    while (!newer(root)) {
+      if (Date.now() > deadline) throw new Error(`the rewrite never started uploading: ${readText(join(run.runDir, "events.jsonl"))}`);
+      await sleep(2);
+    }
+    process.kill(agentPid, "SIGKILL");
+    process.kill(Number(readText(join(run.code, "trainer.pid"))), "SIGKILL");
+
+    expect(readObject(s3, `${base}/LATEST`)?.toString("utf8")).toBe("best");
+    const store = checkpointStore(s3Storage(`s3://${BUCKET}/${prefix}`, { endpoint: s3.endpoint, ...S3RVER_CLIENT_SETTINGS, credentials: TEST_AWS_CREDENTIALS }), run.runId);
+    const latest = await store.latest();
+    expect(latest).toMatchObject({ name: "best", step: 1, seq: 1, totalBytes: 3000 });
+    expect(await latest!.verify()).toEqual({ ok: true, problems: [] });
+    expect((await store.list()).map((c) => [c.name, c.seq])).toEqual([["best", 1]]);
+  });
 });

@@ -31,6 +31,8 @@ import {
   type Manifest,
   type ManifestFile,
   manifestOf,
+  committedDir,
+  genName,
   only,
   processGone,
   PY,
@@ -85,19 +87,22 @@ function storageSampler(store: string, runId: string, checkLatest: boolean): { s
     try {
       if (checkLatest) {
         const latest = readText(join(store, runId, "LATEST")).trim();
-        if (latest && !existsSync(join(ckRoot, latest, "manifest.json")) && readText(join(store, runId, "LATEST")).trim() === latest) {
+        if (latest && committedDir(store, runId, latest) === undefined && readText(join(store, runId, "LATEST")).trim() === latest) {
           violations.push(`LATEST=${latest} without a manifest`);
         }
       }
       for (const name of existsSync(ckRoot) ? readdirSync(ckRoot) : []) {
-        const mpath = join(ckRoot, name, "manifest.json");
-        const raw = readText(mpath);
-        if (!raw) continue;
-        const m = JSON.parse(raw) as Manifest;
-        for (const f of m.files) {
-          const p = join(ckRoot, name, "files", f.path);
-          const ok = existsSync(p) && statSync(p).size === f.size;
-          if (!ok && readText(mpath) === raw) violations.push(`${name}: manifest lists ${f.path} which is not stored`);
+        for (const gen of readdirSync(join(ckRoot, name))) {
+          const mpath = join(ckRoot, name, gen, "manifest.json");
+          const raw = readText(mpath);
+          if (!raw) continue;
+          const m = JSON.parse(raw) as Manifest;
+          if (genName(m.seq) !== gen) violations.push(`${name}/${gen}: manifest says seq ${m.seq}`);
+          for (const f of m.files) {
+            const p = join(ckRoot, name, gen, "files", f.path);
+            const ok = existsSync(p) && statSync(p).size === f.size;
+            if (!ok && readText(mpath) === raw) violations.push(`${name}/${gen}: manifest lists ${f.path} which is not stored`);
+          }
         }
       }
     } catch {
@@ -114,7 +119,7 @@ function storageSampler(store: string, runId: string, checkLatest: boolean): { s
 
 /** Writes a committed checkpoint by hand, in the documented layout (as another run would have). */
 function commitByHand(store: string, runId: string, name: string, seq: number, files: Record<string, Buffer>, kind: "dir" | "file" = "dir"): void {
-  const base = join(store, runId, "checkpoints", name);
+  const base = join(store, runId, "checkpoints", name, genName(seq));
   const entries: ManifestFile[] = [];
   for (const [path, data] of Object.entries(files)) {
     const p = join(base, "files", path);
@@ -325,7 +330,7 @@ describe.concurrent("agent runs", () => {
     expect(events.findIndex((e) => e.type === "checkpoint")).toBeGreaterThan(events.findIndex((e) => e.type === "phase" && e["phase"] === "teardown"));
     expect(exit).toMatchObject({ status: "canceled", exitCode: 0, reason: "cancel" });
     const m = manifestOf(run.store, run.runId, "step-00000007");
-    const stored = readFileSync(join(run.store, run.runId, "checkpoints", "step-00000007", "files", "state.json"));
+    const stored = readFileSync(join(committedDir(run.store, run.runId, "step-00000007")!, "files", "state.json"));
     expect(m.files).toEqual([{ path: "state.json", size: stored.length, sha256: sha256(stored) }]);
     expect(stored.toString()).toBe('{"step": 7}');
 
@@ -466,11 +471,13 @@ describe.concurrent("agent checkpoints", () => {
     expect(commits.map((e) => e["name"])).toEqual(["step-00000001", "step-00000002", "step-00000003", "step-00000004", "last.pt"]);
     expect(commits.map((e) => e["commitSeq"])).toEqual([1, 2, 3, 4, 5]);
     expect(commits.map((e) => e["step"])).toEqual([100, 200, 300, 400, null]);
-    expect(commits[0]).toMatchObject({ files: 2, bytes: 2000001 + 8, location: join(run.store, run.runId, "checkpoints", "step-00000001") });
+    expect(commits[0]).toMatchObject({ files: 2, bytes: 2000001 + 8, location: join(run.store, run.runId, "checkpoints", "step-00000001", "g00000001") });
 
     // Retention (keep 2): only the two newest remain, manifests and files.
     const ckRoot = join(run.store, run.runId, "checkpoints");
     expect(readdirSync(ckRoot).sort()).toEqual(["last.pt", "step-00000004"]);
+    expect(readdirSync(join(ckRoot, "last.pt"))).toEqual(["g00000005"]);
+    expect(readdirSync(join(ckRoot, "step-00000004"))).toEqual(["g00000004"]);
     expect(readText(join(run.store, run.runId, "LATEST")).trim()).toBe("last.pt");
     expect(walk(join(run.store, run.runId)).filter((p) => p.includes(".tmp"))).toEqual([]);
 
@@ -480,9 +487,10 @@ describe.concurrent("agent checkpoints", () => {
       expect(m).toMatchObject({ version: 1, runId: run.runId, name, hyperparamsHash: hpHash });
       expect(Number.isNaN(Date.parse(m.createdAt))).toBe(false);
       expect(m.totalBytes).toBe(m.files.reduce((a, f) => a + f.size, 0));
-      expect(m.files.map((f) => f.path)).toEqual(walk(join(ckRoot, name, "files")));
+      const gen = committedDir(run.store, run.runId, name)!;
+      expect(m.files.map((f) => f.path)).toEqual(walk(join(gen, "files")));
       for (const f of m.files) {
-        const stored = readFileSync(join(ckRoot, name, "files", f.path));
+        const stored = readFileSync(join(gen, "files", f.path));
         const local = readFileSync(m.kind === "file" ? join(run.ckptDir, name) : join(run.ckptDir, name, f.path));
         expect(sha256(stored)).toBe(f.sha256);
         expect(stored.length).toBe(f.size);
@@ -494,7 +502,7 @@ describe.concurrent("agent checkpoints", () => {
     expect(manifestOf(run.store, run.runId, "last.pt")).toMatchObject({ kind: "file", step: null, seq: 5, files: [{ path: "last.pt", size: 12345 }] });
   });
 
-  test("a committed checkpoint whose content changes is recommitted (old manifest removed first)", async () => {
+  test("a committed checkpoint whose content changes is recommitted as a new generation; the old one goes after", async () => {
     const script = [
       "import json, os, time",
       "ck = os.environ['RUNCTL_CHECKPOINT_DIR']",
@@ -503,7 +511,7 @@ describe.concurrent("agent checkpoints", () => {
       "open(os.path.join(d, 'a.txt'), 'w').write('v1')",
       "open(os.path.join(d, 'b.txt'), 'w').write('bee')",
       "open(d + '.done', 'w').write('{\"step\": 1}')",
-      "manifest = os.path.join(os.environ['STORE'], os.environ['RUNCTL_RUN_ID'], 'checkpoints', 'best', 'manifest.json')",
+      "manifest = os.path.join(os.environ['STORE'], os.environ['RUNCTL_RUN_ID'], 'checkpoints', 'best', 'g00000001', 'manifest.json')",
       "while not os.path.exists(manifest): time.sleep(0.02)",
       "os.unlink(d + '.done')",
       "os.unlink(os.path.join(d, 'b.txt'))",
@@ -526,7 +534,7 @@ describe.concurrent("agent checkpoints", () => {
     ]);
     const m = manifestOf(run.store, run.runId, "best");
     expect(m).toMatchObject({ seq: 2, step: 2, files: [{ path: "a.txt", size: 11, sha256: sha256("version two") }] });
-    expect(walk(join(run.store, run.runId, "checkpoints", "best", "files"))).toEqual(["a.txt"]);
+    expect(walk(join(run.store, run.runId, "checkpoints", "best"))).toEqual(["g00000002/files/a.txt", "g00000002/manifest.json"]);
   });
 
   test("a commit that keeps failing is retried, then reported as one warning; the run goes on", async () => {
@@ -561,7 +569,7 @@ describe.concurrent("agent checkpoints", () => {
     commitByHand(store, prev, "step-00000020", 2, { "weights.bin": weights(20), "opt/state.json": Buffer.from('{"m":2}') });
     commitByHand(store, prev, "step-00000030", 3, { "weights.bin": weights(30), "opt/state.json": Buffer.from('{"m":3}') });
     // Same size, different bytes: only the sha256 can tell.
-    const corruptPath = join(store, prev, "checkpoints", "step-00000030", "files", "weights.bin");
+    const corruptPath = join(store, prev, "checkpoints", "step-00000030", genName(3), "files", "weights.bin");
     writeFileSync(corruptPath, weights(31));
     commitByHand(store, "prev-file", "final.pt", 1, { "final.pt": Buffer.from("a single file") }, "file");
 

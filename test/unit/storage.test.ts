@@ -44,7 +44,7 @@ describe("localDir storage", () => {
 
 /** Writes a committed checkpoint the way the agent does (files, then manifest, then LATEST). */
 function commit(root: string, runId: string, name: string, seq: number, files: Record<string, string>): void {
-  const base = join(root, runId, "checkpoints", name);
+  const base = join(root, runId, "checkpoints", name, `g${String(seq).padStart(8, "0")}`);
   const entries = Object.entries(files).map(([path, content]) => {
     mkdirSync(join(base, "files", path, ".."), { recursive: true });
     writeFileSync(join(base, "files", path), content);
@@ -61,8 +61,8 @@ describe("checkpoint store", () => {
     commit(root, "r1", "step-1", 1, { "model.json": "{\"w\":1}" });
     commit(root, "r1", "step-2", 2, { "model.json": "{\"w\":2}", "sub/opt.json": "{}" });
     // A half-written checkpoint: files but no manifest. It must not exist to readers.
-    mkdirSync(join(root, "r1", "checkpoints", "step-3", "files"), { recursive: true });
-    writeFileSync(join(root, "r1", "checkpoints", "step-3", "files", "model.json"), "partial");
+    mkdirSync(join(root, "r1", "checkpoints", "step-3", "g00000003", "files"), { recursive: true });
+    writeFileSync(join(root, "r1", "checkpoints", "step-3", "g00000003", "files", "model.json"), "partial");
     writeFileSync(join(root, "r1", "LATEST"), "step-3");
 
     const store = checkpointStore(localDir(root), "r1");
@@ -76,7 +76,7 @@ describe("checkpoint store", () => {
     expect(readFileSync(join(dest, "sub", "opt.json"), "utf8")).toBe("{}");
 
     // Corrupt step-2 behind the manifest's back: download refuses it and downloadLatest falls back.
-    writeFileSync(join(root, "r1", "checkpoints", "step-2", "files", "model.json"), "{\"w\":9}");
+    writeFileSync(join(root, "r1", "checkpoints", "step-2", "g00000002", "files", "model.json"), "{\"w\":9}");
     const verification = await latest!.verify();
     expect(verification.ok).toBe(false);
     expect(verification.problems).toEqual([{ path: "model.json", reason: "sha256 differs" }]);
@@ -88,7 +88,7 @@ describe("checkpoint store", () => {
     expect(used.skipped).toEqual(["step-2"]);
 
     // A file the manifest lists but storage lacks: also corrupt, also skipped.
-    rmSync(join(root, "r1", "checkpoints", "step-1", "files", "model.json"));
+    rmSync(join(root, "r1", "checkpoints", "step-1", "g00000001", "files", "model.json"));
     await expect(store.downloadLatest(tempDir("dl4"))).rejects.toMatchObject({ code: "CHECKPOINT_NOT_FOUND" });
     expect(await store.prune({ keep: 1 })).toEqual(["step-1"]);
     expect((await store.list()).map((c) => c.name)).toEqual(["step-2"]);
