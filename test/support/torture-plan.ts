@@ -18,12 +18,17 @@ export const TORTURE_SCRIPT = "torture_trainer.py";
 export const TORTURE_KNOBS = {
   /** Trainer steps per run; one `line <n>` per step. */
   steps: 12,
-  /** A checkpoint every this many steps (4 per run: folder, renamed file, rewritten `last.bin`, folder). */
+  /**
+   * Steps when the agent is killed: a longer run, so a trainer that outlives its agent is still
+   * running when the run is reported ended (a correct runctl ends it at once, so this costs nothing).
+   */
+  agentKillSteps: 40,
+  /** A checkpoint every this many steps (4 per run: folder, `last.bin`, renamed file, `last.bin` rewritten). */
   ckptEvery: 3,
-  /** Bytes per checkpoint, in KiB (~3 MiB). */
-  ckptKb: 3072,
+  /** Bytes per checkpoint, in KiB (2 MiB). */
+  ckptKb: 2048,
   /** The trainer writes checkpoints in chunks of this many KiB... */
-  chunkKb: 256,
+  chunkKb: 128,
   /** ...sleeping this long (s) after each chunk: ~0.3 s per checkpoint, well under `settleMs`'s pause. */
   chunkSleepS: 0.02,
   /** Sleep per step (s). */
@@ -41,9 +46,9 @@ export const TORTURE_KNOBS = {
   /** A run (or a reattach) that has not ended after this long is a violation ("run-hung"). */
   runTimeoutMs: 60_000,
   /** After a run ended, its processes get this long to exit before they count as left over. */
-  leftoverGraceMs: 3_000,
+  leftoverGraceMs: 2_000,
   /** The kill comes at a uniformly random moment in [0, this) ms after the trainer starts. */
-  killWindowMs: 3_200,
+  killWindowMs: 2_000,
   /** Host partition duration range (ms). */
   partitionMs: [1_500, 4_000] as const,
   /** S3 server outage duration range (ms). */
@@ -79,8 +84,8 @@ export function trainerHyperparams(overrides: Readonly<Record<string, Hyperparam
     "chunk-kb": k.chunkKb,
     "chunk-sleep": k.chunkSleepS,
     "step-sleep": k.stepSleepS,
-    "daemon-child": k.daemonChild ? 1 : 0,
-    "daemon-child-s": k.daemonChildS,
+    "spawn-helper": k.daemonChild ? 1 : 0,
+    "helper-s": k.daemonChildS,
     ...overrides,
   };
 }

@@ -193,7 +193,8 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
   const k = TORTURE_KNOBS;
   const runId = `torture-${target.label}-${seed}-${index}`;
   const resumeId = `${runId}-resume`;
-  const spec: TortureRunSpec = { host: target.host, storage: target.storage, runId, hyperparams: trainerHyperparams() };
+  const steps = kind === "agent" ? k.agentKillSteps : k.steps;
+  const spec: TortureRunSpec = { host: target.host, storage: target.storage, runId, hyperparams: trainerHyperparams({ steps }) };
   // Draw every random number up front, so a seed replays the same schedule whatever happens.
   const delayMs = Math.floor(rng() * k.killWindowMs);
   const faultMs = kind === "ssh" ? between(rng, k.partitionMs) : between(rng, k.s3OutageMs);
@@ -263,7 +264,7 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
     // Log lines: a contiguous prefix, each once.
     const seenLines = await lines(run, collected.events, hung);
     const complete = (!hung && result.exitCode === 0) || seenLines.includes("TRAINING_DONE");
-    violations.push(...checkLogLines(seenLines, complete, k.steps));
+    violations.push(...checkLogLines(seenLines, complete, steps));
 
     // Checkpoints through the API.
     const commits = collected.events.filter((e): e is CheckpointEvent => e.type === "checkpoint");
@@ -273,7 +274,7 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
     // A resume restores only complete data (the trainer checks its own payload).
     let resumed = false;
     if (listed.length > 0) {
-      const resumeSpec: TortureRunSpec = { ...spec, runId: resumeId, hyperparams: trainerHyperparams({ "check-only": 1, "daemon-child": 0 }) };
+      const resumeSpec: TortureRunSpec = { ...spec, runId: resumeId, hyperparams: trainerHyperparams({ "check-only": 1, "spawn-helper": 0 }) };
       const from = target.storage.kind === "s3" ? runId : { runId, storage: listed[0]!.storage };
       const resume = startTortureRun(resumeSpec, from);
       const r = await within(resume, k.runTimeoutMs);
