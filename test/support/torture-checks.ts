@@ -18,6 +18,8 @@ export const INVARIANTS = [
   "checkpoint-incomplete",
   /** A checkpoint among the newest `keep` commits (a `checkpoint` event was seen) is no longer listed. */
   "committed-checkpoint-lost",
+  /** The trainer exited 0 after saving its last step, but `latest()` is not that step (the final save was not committed). */
+  "final-checkpoint-missing",
   /** Reading the checkpoints through the API threw. */
   "checkpoints-unreadable",
   /** The resumed trainer found the restored data incomplete (`RESUME_BAD`). */
@@ -77,7 +79,7 @@ export async function checkCheckpoints(
   store: CheckpointStore,
   commits: readonly CheckpointEvent[],
   keep: number,
-): Promise<{ listed: Checkpoint[]; violations: Violation[] }> {
+): Promise<{ listed: Checkpoint[]; latest: Checkpoint | undefined; violations: Violation[] }> {
   const violations: Violation[] = [];
   let listed: Checkpoint[] = [];
   let latest: Checkpoint | undefined;
@@ -85,7 +87,7 @@ export async function checkCheckpoints(
     listed = await store.list();
     latest = await store.latest();
   } catch (err) {
-    return { listed, violations: [{ invariant: "checkpoints-unreadable", detail: errorText(err) }] };
+    return { listed, latest, violations: [{ invariant: "checkpoints-unreadable", detail: errorText(err) }] };
   }
   const scratch = mkdtempSync(join(tmpdir(), "runctl-torture-dl-"));
   try {
@@ -126,7 +128,7 @@ export async function checkCheckpoints(
   for (const name of new Set(newest.map((c) => c.name))) {
     if (!names.has(name)) violations.push({ invariant: "committed-checkpoint-lost", detail: `${name} was committed (event seen) and is among the newest ${keep}, but is not listed (listed: ${[...names].join(",") || "none"})` });
   }
-  return { listed, violations };
+  return { listed, latest, violations };
 }
 
 /**

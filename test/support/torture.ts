@@ -31,6 +31,8 @@ export interface TortureTarget {
   readonly storage: TortureStorageSpec;
   /** The S3 server behind `storage` (the `s3` kill restarts it); required for that kind. */
   readonly s3Server?: TestS3Server | undefined;
+  /** Cap the host's link at this many Mbit/s during the loop (slower uploads: wider commit windows). */
+  readonly linkMbit?: number | undefined;
 }
 
 /** Options of {@link runTortureLoop}. */
@@ -196,7 +198,7 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
   const steps = kind === "agent" ? k.agentKillSteps : k.steps;
   const spec: TortureRunSpec = { host: target.host, storage: target.storage, runId, hyperparams: trainerHyperparams({ steps }) };
   // Draw every random number up front, so a seed replays the same schedule whatever happens.
-  const delayMs = Math.floor(rng() * k.killWindowMs);
+  const delayMs = Math.floor(rng() * (kind === "agent" ? k.agentKillWindowMs : k.killWindowMs));
   const faultMs = kind === "ssh" ? between(rng, k.partitionMs) : between(rng, k.s3OutageMs);
   const violations: Violation[] = [];
   let delivered = false;
@@ -268,8 +270,15 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
 
     // Checkpoints through the API.
     const commits = collected.events.filter((e): e is CheckpointEvent => e.type === "checkpoint");
-    const { listed, violations: ckptViolations } = await checkCheckpoints(run.checkpoints(), commits, k.keep);
+    const { listed, latest, violations: ckptViolations } = await checkCheckpoints(run.checkpoints(), commits, k.keep);
     violations.push(...ckptViolations);
+    // A trainer that exited 0 saved its last step; that save is committed (storage came back within seconds).
+    if (!hung && result.status === "succeeded" && latest?.step !== steps) {
+      violations.push({
+        invariant: "final-checkpoint-missing",
+        detail: `exit 0 after saving step ${steps}, latest() is ${latest ? `${latest.name} (step ${latest.step})` : "undefined"}; commits seen: ${commits.map((c) => c.name).join(",") || "none"}`,
+      });
+    }
 
     // A resume restores only complete data (the trainer checks its own payload).
     let resumed = false;
@@ -323,6 +332,15 @@ export async function runTortureLoop(target: TortureTarget, options: TortureOpti
   const say = options.log ?? (() => {});
   const supported = KILL_KINDS.filter((kind) => kind !== "s3" || target.s3Server !== undefined);
   const kinds = options.kinds ?? supported;
+  if (target.linkMbit !== undefined) await target.testHost.setBandwidth(target.linkMbit);
+  try {
+    return await loop(target, options, kinds, started, say);
+  } finally {
+    if (target.linkMbit !== undefined) await target.testHost.setBandwidth(null);
+  }
+}
+
+async function loop(target: TortureTarget, options: TortureOptions, kinds: readonly KillKind[], started: number, say: (line: string) => void): Promise<TortureReport> {
   // One stream per target, so two loops run side by side replay the same way from one seed.
   const rng = seededRandom(options.seed ^ [...target.label].reduce((h, c) => Math.imul(h, 31) + c.charCodeAt(0), 7));
   const plan = schedule(kinds, options.iterations, rng);
