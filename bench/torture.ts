@@ -18,7 +18,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startS3Server, type TestS3Server } from "../test/support/s3-server.js";
-import { TORTURE_KNOBS } from "../test/support/torture-plan.js";
 import { formatTortureReport, runTortureLoop, totalViolations, tortureSeed, type TortureTarget } from "../test/support/torture.js";
 import { defaultStateDir } from "../test/testbed/global-setup.js";
 import { startTestbed, type Testbed } from "../test/testbed/testbed.js";
@@ -54,7 +53,7 @@ async function main(): Promise<number> {
     const hostOf = (h: NonNullable<typeof a>) => ({ host: h.address, port: h.port, username: h.user, privateKeyPath: h.privateKeyPath, knownHostsPath: h.knownHostsPath });
     const targets: TortureTarget[] = [
       { label: "machine", testHost: a!, host: hostOf(a!), storage: { kind: "machine" } },
-      { label: "s3", testHost: b!, host: hostOf(b!), storage: { kind: "s3", uri: `s3://${BUCKET}/bench-${seed}`, endpoint: server.endpoint }, s3Server: server, linkMbit: TORTURE_KNOBS.s3LinkMbit },
+      { label: "s3", testHost: b!, host: hostOf(b!), storage: { kind: "s3", uri: `s3://${BUCKET}/bench-${seed}`, endpoint: server.endpoint }, s3Server: server },
     ];
     const half = Math.ceil(total / 2);
     const reports = await Promise.all(

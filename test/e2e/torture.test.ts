@@ -12,7 +12,6 @@ import { leaseTestHosts, testbedInfo, type HostLease } from "../testbed/inject.j
 import { startS3Server, type TestS3Server } from "../support/s3-server.js";
 import { sshHostOf } from "../support/ssh-hosts.js";
 import { useTempRunctlHome } from "../support/temp-home.js";
-import { TORTURE_KNOBS } from "../support/torture-plan.js";
 import { formatTortureReport, runTortureLoop, totalViolations, tortureSeed, type TortureTarget } from "../support/torture.js";
 
 useTempRunctlHome("e2e-torture");
@@ -49,7 +48,6 @@ describe("torture (issue 10 acceptance)", () => {
           host: await sshHostOf(b!),
           storage: { kind: "s3", uri: `s3://${BUCKET}/ci-${seed}`, endpoint: server!.endpoint },
           s3Server: server,
-          linkMbit: TORTURE_KNOBS.s3LinkMbit,
         },
       ];
       const reports = await Promise.all(targets.map((t) => runTortureLoop(t, { iterations: ITERATIONS_PER_STORAGE, seed, log: (l) => console.log(l) })));

@@ -51,11 +51,6 @@ export const TORTURE_KNOBS = {
   killWindowMs: 2_000,
   /** The same for agent kills, whose runs are longer (`agentKillSteps`): several rewrites of `last.bin` fall in it. */
   agentKillWindowMs: 5_000,
-  /**
-   * Bandwidth cap (Mbit/s) on the S3 target's host link: each 2 MiB upload then takes ~0.4 s, so a kill
-   * lands mid-commit often (the client reads S3 directly, so the checks stay fast).
-   */
-  s3LinkMbit: 40,
   /** Host partition duration range (ms). */
   partitionMs: [1_500, 4_000] as const,
   /** S3 server outage duration range (ms). */

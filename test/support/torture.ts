@@ -31,8 +31,6 @@ export interface TortureTarget {
   readonly storage: TortureStorageSpec;
   /** The S3 server behind `storage` (the `s3` kill restarts it); required for that kind. */
   readonly s3Server?: TestS3Server | undefined;
-  /** Cap the host's link at this many Mbit/s during the loop (slower uploads: wider commit windows). */
-  readonly linkMbit?: number | undefined;
 }
 
 /** Options of {@link runTortureLoop}. */
@@ -332,15 +330,6 @@ export async function runTortureLoop(target: TortureTarget, options: TortureOpti
   const say = options.log ?? (() => {});
   const supported = KILL_KINDS.filter((kind) => kind !== "s3" || target.s3Server !== undefined);
   const kinds = options.kinds ?? supported;
-  if (target.linkMbit !== undefined) await target.testHost.setBandwidth(target.linkMbit);
-  try {
-    return await loop(target, options, kinds, started, say);
-  } finally {
-    if (target.linkMbit !== undefined) await target.testHost.setBandwidth(null);
-  }
-}
-
-async function loop(target: TortureTarget, options: TortureOptions, kinds: readonly KillKind[], started: number, say: (line: string) => void): Promise<TortureReport> {
   // One stream per target, so two loops run side by side replay the same way from one seed.
   const rng = seededRandom(options.seed ^ [...target.label].reduce((h, c) => Math.imul(h, 31) + c.charCodeAt(0), 7));
   const plan = schedule(kinds, options.iterations, rng);
