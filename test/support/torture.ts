@@ -174,11 +174,17 @@ function waitForChildLine(child: ChildProcess, line: string, timeoutMs: number):
   });
 }
 
-async function lines(run: TrainingRun, fallback: readonly RunEvent[], hung: boolean): Promise<string[]> {
-  if (hung) return fallback.flatMap((e) => (e.type === "log" ? [e.line] : []));
+/**
+ * The run's output lines through `run.logs()` (from the first line; it ends with the run). A run that
+ * never ended would never end this either: after `waitMs`, what arrived so far is returned.
+ */
+async function lines(run: TrainingRun, waitMs: number): Promise<string[]> {
   const out: string[] = [];
-  for await (const l of run.logs()) out.push(l);
-  return out;
+  const reading = (async () => {
+    for await (const l of run.logs()) out.push(l);
+  })().catch(() => {});
+  await Promise.race([reading, sleep(waitMs)]);
+  return [...out];
 }
 
 function describeProcesses(ps: readonly { kind: string; pid: number }[]): string {
@@ -253,7 +259,7 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
       violations.push({ invariant: "run-hung", detail: `no end ${k.runTimeoutMs} ms after the ${kind} kill` });
       await run.cancel({ strategy: "detach" }).catch(() => {});
     } else {
-      await collected.done;
+      await Promise.race([collected.done, sleep(5_000)]);
     }
 
     // No process of the run outlives it.
@@ -262,7 +268,7 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
     await killRunProcesses(target.testHost, [runId]);
 
     // Log lines: a contiguous prefix, each once.
-    const seenLines = await lines(run, collected.events, hung);
+    const seenLines = await lines(run, hung ? 500 : 5_000);
     const complete = (!hung && result.exitCode === 0) || seenLines.includes("TRAINING_DONE");
     violations.push(...checkLogLines(seenLines, complete, steps));
 
@@ -283,13 +289,19 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
     if (listed.length > 0) {
       const resumeSpec: TortureRunSpec = { ...spec, runId: resumeId, hyperparams: trainerHyperparams({ "check-only": 1, "spawn-helper": 0 }) };
       const from = target.storage.kind === "s3" ? runId : { runId, storage: listed[0]!.storage };
-      const resume = startTortureRun(resumeSpec, from);
-      const r = await within(resume, k.runTimeoutMs);
+      let resume: TrainingRun | undefined;
+      let r: Outcome | "hung";
+      try {
+        resume = startTortureRun(resumeSpec, from);
+        r = await within(resume, k.runTimeoutMs);
+      } catch (err) {
+        r = failedResult(err); // refused at the plan call
+      }
       if (r === "hung") {
         violations.push({ invariant: "run-hung", detail: `the resume run ${resumeId} did not end` });
-        await resume.cancel({ strategy: "detach" }).catch(() => {});
+        await resume?.cancel({ strategy: "detach" }).catch(() => {});
       }
-      const rl = await lines(resume, [], r === "hung").catch(() => [] as string[]);
+      const rl = resume ? await lines(resume, r === "hung" ? 500 : 5_000) : [];
       const bad = rl.find((l) => l.startsWith("RESUME_BAD"));
       const ok = rl.find((l) => l.startsWith("RESUME_OK"));
       if (bad) violations.push({ invariant: "resume-incomplete-data", detail: bad });
