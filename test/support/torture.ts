@@ -12,7 +12,7 @@ import type { CheckpointEvent, RunEvent, RunResult, SshHost, TrainingRun } from 
 import type { TestHost } from "../testbed/testbed.js";
 import type { TestS3Server } from "./s3-server.js";
 import { INVARIANTS, checkCheckpoints, checkLogLines, type Invariant, type Violation } from "./torture-checks.js";
-import { killRunProcesses, leftoverProcesses, sigkill, waitForRunProcess } from "./torture-host.js";
+import { killRunProcesses, leftoverProcesses, sigkill, waitForRunProcess, type RunProcessKind } from "./torture-host.js";
 import { TORTURE_KNOBS, attachTortureRun, startTortureRun, trainerHyperparams, type TortureRunSpec, type TortureStorageSpec } from "./torture-plan.js";
 
 /** What an iteration kills. */
@@ -57,6 +57,8 @@ export interface IterationRecord {
   readonly committed: number;
   readonly listed: number;
   readonly resumed: boolean;
+  /** Kinds of the processes left running after the run ended (agent, trainer, daemon-child, ...). */
+  readonly leftover: readonly RunProcessKind[];
   readonly violations: readonly Violation[];
   readonly durationMs: number;
 }
@@ -205,6 +207,7 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
   const delayMs = Math.floor(rng() * (kind === "agent" ? k.agentKillWindowMs : k.killWindowMs));
   const faultMs = kind === "ssh" ? between(rng, k.partitionMs) : between(rng, k.s3OutageMs);
   const violations: Violation[] = [];
+  const leftover: RunProcessKind[] = [];
   let delivered = false;
   let child: ChildProcess | undefined;
   let partitioned = false;
@@ -264,6 +267,7 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
 
     // No process of the run outlives it.
     const left = await leftoverProcesses(target.testHost, [runId], hung ? 0 : k.leftoverGraceMs);
+    leftover.push(...left.map((p) => p.kind));
     if (left.length > 0) violations.push({ invariant: "leftover-process", detail: `${describeProcesses(left)} still running after the run ended` });
     await killRunProcesses(target.testHost, [runId]);
 
@@ -310,6 +314,7 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
       }
       resumed = ok !== undefined;
       const leftResume = await leftoverProcesses(target.testHost, [resumeId], r === "hung" ? 0 : k.leftoverGraceMs);
+      leftover.push(...leftResume.map((p) => p.kind));
       if (leftResume.length > 0) violations.push({ invariant: "leftover-process", detail: `resume run: ${describeProcesses(leftResume)} still running after it ended` });
     }
 
@@ -324,6 +329,7 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
       committed: commits.length,
       listed: listed.length,
       resumed,
+      leftover,
       violations,
       durationMs: Date.now() - started,
     };
@@ -382,6 +388,9 @@ export function formatTortureReport(reports: readonly TortureReport[]): string {
       `[torture]   kills (delivered/attempted): ${kills}`,
       `[torture]   violations: ${bad.length === 0 ? "0" : `${bad.join(", ")} (in ${hit} of ${r.iterations} iterations)`}`,
     );
+    const left = new Map<string, number>();
+    for (const kind of r.records.flatMap((x) => x.leftover)) left.set(kind, (left.get(kind) ?? 0) + 1);
+    if (left.size > 0) out.push(`[torture]   processes left over, by kind: ${[...left].map(([kind, n]) => `${kind} ${n}`).join(", ")}`);
     for (const kind of KILL_KINDS) {
       const recs = r.records.filter((x) => x.kind === kind);
       if (recs.length === 0) continue;
