@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { CheckpointEvent, RunEvent, RunResult, SshHost, TrainingRun } from "runctl";
+import type { CheckpointEvent, CheckpointStore, RunEvent, RunResult, SshHost, TrainingRun } from "runctl";
 import type { TestHost } from "../testbed/testbed.js";
 import type { TestS3Server } from "./s3-server.js";
 import { INVARIANTS, checkCheckpoints, checkLogLines, type Invariant, type Violation } from "./torture-checks.js";
@@ -278,7 +278,14 @@ async function iteration(target: TortureTarget, index: number, seed: number, kin
 
     // Checkpoints through the API.
     const commits = collected.events.filter((e): e is CheckpointEvent => e.type === "checkpoint");
-    const { listed, latest, violations: ckptViolations } = await checkCheckpoints(run.checkpoints(), commits, k.keep);
+    let store: CheckpointStore | undefined;
+    try {
+      store = run.checkpoints();
+    } catch (err) {
+      // No storage known: the run never reached a machine. Only a problem if something was committed.
+      if (commits.length > 0) violations.push({ invariant: "checkpoints-unreadable", detail: `run.checkpoints() threw ${(err as Error).message}` });
+    }
+    const { listed, latest, violations: ckptViolations } = store ? await checkCheckpoints(store, commits, k.keep) : { listed: [], latest: undefined, violations: [] };
     violations.push(...ckptViolations);
     // A trainer that exited 0 saved its last step; that save is committed (storage came back within seconds).
     if (!hung && result.status === "succeeded" && latest?.step !== steps) {
