@@ -33,6 +33,7 @@ export const INVARIANTS = [
   /** The run (or the reattach) did not end within the timeout. */
   "run-hung",
 ] as const;
+/** One of {@link INVARIANTS}. */
 export type Invariant = (typeof INVARIANTS)[number];
 
 /** One broken invariant. */

@@ -8,6 +8,7 @@ import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS } from "./s3-server.js";
 
 /** The folder synced to the host: just the torture trainer. */
 export const TORTURE_FIXTURE_DIR = fileURLToPath(new URL("../fixtures/torture", import.meta.url));
+/** The trainer, relative to {@link TORTURE_FIXTURE_DIR}. */
 export const TORTURE_SCRIPT = "torture_trainer.py";
 
 /**

@@ -17,6 +17,7 @@ import { TORTURE_KNOBS, attachTortureRun, startTortureRun, trainerHyperparams, t
 
 /** What an iteration kills. */
 export type KillKind = "trainer" | "agent" | "client" | "s3" | "ssh";
+/** Every kind, in report order. */
 export const KILL_KINDS: readonly KillKind[] = ["trainer", "agent", "client", "s3", "ssh"];
 
 const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
