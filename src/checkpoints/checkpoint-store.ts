@@ -120,13 +120,12 @@ export function checkpointStore(storage: Storage, runId: string): CheckpointStor
       if (err instanceof RunctlError && err.code === "NOT_FOUND") return undefined;
       throw err;
     }
+    // A manifest that does not parse, or names another checkpoint, never finished committing (or is not
+    // ours): like a missing one, that generation does not exist, and the name's older one is read
+    // instead — the agent's list_manifests does the same. One bad object never hides every checkpoint.
     const parsed = checkpointManifestSchema.safeParse(safeJson(text));
-    if (!parsed.success) {
-      throw new RunctlError("CHECKPOINT_CORRUPT", `The manifest of checkpoint ${name} of run ${runId} is not valid: ${parsed.error.message}`);
-    }
-    if (parsed.data.name !== name || parsed.data.seq !== seq || parsed.data.runId !== runId) {
-      throw new RunctlError("CHECKPOINT_CORRUPT", `The manifest at ${key} names checkpoint ${parsed.data.name} (seq ${parsed.data.seq}) of run ${parsed.data.runId}.`);
-    }
+    if (!parsed.success) return undefined;
+    if (parsed.data.name !== name || parsed.data.seq !== seq || parsed.data.runId !== runId) return undefined;
     return parsed.data;
   };
 

@@ -63,6 +63,20 @@ function withHook(storage: Storage, when: (key: string) => boolean, before: () =
 }
 
 describe.each(backends)("checkpoint generations over %s", (_label, make) => {
+  it("a manifest cut short (the agent died writing it; s3rver keeps the bytes) hides only that generation, never every checkpoint", async () => {
+    const s = make();
+    const store = checkpointStore(s, "r0");
+    await commit(s, "r0", "step-1", 1, { "w.json": '{"w":1}' });
+    await commit(s, "r0", "last.pt", 2, { "w.json": '{"w":2}' });
+    await commit(s, "r0", "last.pt", 3, { "w.json": '{"w":3}' }, { manifest: false });
+    await s.put(checkpointKeys.manifest("r0", "last.pt", 3), '{"version":1,"runId":"r0","name":"last.pt","ki');
+    // Before: list() and latest() threw CHECKPOINT_CORRUPT for the whole run.
+    expect((await store.list()).map((c) => [c.name, c.seq])).toEqual([["step-1", 1], ["last.pt", 2]]);
+    const latest = await store.latest();
+    expect(latest).toMatchObject({ name: "last.pt", seq: 2 });
+    expect(await latest!.verify()).toEqual({ ok: true, problems: [] });
+  });
+
   it("a rewrite's generation without a manifest does not exist; once its manifest is written it wins; prune removes every generation", async () => {
     const s = make();
     const store = checkpointStore(s, "r1");
