@@ -1184,6 +1184,11 @@ class CheckpointWatcher:
         self.stale = {}  # name -> seqs of its generations to delete besides the committed one
         self.committed = []  # [{"name", "seq", "step", "files"}] of this run in storage, oldest first
         self.next_seq = 1
+        # What LATEST names, and when the trainer finished writing it (newest mtime of its files; None:
+        # not written by this agent). Commits can finish out of the order the trainer wrote the entries
+        # in (a `.done` entry goes at once, an older one waits to settle): LATEST only moves forward.
+        self.latest_name = None
+        self.latest_written = None
         self.stop_event = threading.Event()
         self.thread = None
         self._load_existing()
@@ -1194,6 +1199,9 @@ class CheckpointWatcher:
         for m in list_manifests(self.storage, self.run_id, gens_out=gens):
             self.committed.append({"name": m["name"], "seq": m["seq"], "step": m.get("step"), "files": m.get("files") or []})
         self.committed.sort(key=lambda c: c["seq"])
+        named = (self.storage.get_bytes(self.run_id + "/LATEST") or b"").decode("utf-8", "replace").strip()
+        if any(c["name"] == named for c in self.committed):
+            self.latest_name = named
         # Generations an earlier agent left behind (an upload cut short, or an old generation not yet
         # removed): never reused, and removed with the next commit of their name.
         live = dict((c["name"], c["seq"]) for c in self.committed)
@@ -1372,7 +1380,10 @@ class CheckpointWatcher:
             "totalBytes": total,
         }
         self.storage.put_bytes(prefix + "manifest.json", json.dumps(manifest, separators=(",", ":")).encode("utf-8"))
-        self.storage.put_bytes(self.run_id + "/LATEST", name.encode("utf-8"))
+        written = max(s[2] for s in sig)
+        if self.latest_written is None or written >= self.latest_written or self.latest_name == name:
+            self.storage.put_bytes(self.run_id + "/LATEST", name.encode("utf-8"))
+            self.latest_name, self.latest_written = name, written
         self.next_seq = seq + 1
         if stored is not None:
             self.stale.setdefault(name, set()).add(stored["seq"])
@@ -1414,7 +1425,9 @@ class CheckpointWatcher:
         if self.keep is None:
             return
         while len(self.committed) > self.keep:
-            old = self.committed[0]
+            # The oldest commit, never the one LATEST names (it may have been committed before a
+            # checkpoint the trainer wrote earlier): LATEST never names a pruned checkpoint.
+            old = next(c for c in self.committed if c["name"] != self.latest_name)
             try:
                 # Every manifest of the name first, then everything under it.
                 for q in sorted(self.stale.get(old["name"]) or ()) + [old["seq"]]:
@@ -1424,7 +1437,7 @@ class CheckpointWatcher:
             except Exception as e:
                 self.sup.events.emit("warning", message="retention could not delete checkpoint %s: %s" % (old["name"], e))
                 return
-            self.committed.pop(0)
+            self.committed.remove(old)
 
 
 def _read_manifest(storage, key, name, seq):

@@ -262,6 +262,38 @@ function commitByHand(store: string, runId: string, name: string, seq: number, f
   return base;
 }
 
+describe.concurrent("LATEST follows the order the trainer wrote checkpoints in, not the order commits finished in", () => {
+  test("an entry with a .done marker commits before an older one settles: LATEST and latest() take the newer one; retention never prunes it", async () => {
+    // a.bin is written first and has no marker (it commits once it settled: 1.5 s); b.bin is written
+    // after it with a marker (it commits at once). Found by the torture test over S3.
+    const run = makeRun(
+      [
+        "import json, os, time",
+        "ck = os.environ['RUNCTL_CHECKPOINT_DIR']",
+        "open(os.path.join(ck, 'a.bin'), 'wb').write(b'a' * 65536)",
+        "time.sleep(0.3)",
+        "open(os.path.join(ck, 'b.bin'), 'wb').write(b'b' * 65536)",
+        "open(os.path.join(ck, 'b.bin.done'), 'w').write(json.dumps({'step': 2}))",
+        "time.sleep(4)",
+      ].join("\n"),
+      {},
+      undefined,
+      { settleMs: 1500, keep: 1 },
+    );
+    await launch(run);
+    const { events, exit } = await runToEnd(run);
+    expect(exit).toMatchObject({ status: "succeeded", exitCode: 0 });
+    // b.bin went first, a.bin after it settled; with keep 1 the commit that is not LATEST is pruned.
+    expect(events.filter((e) => e.type === "checkpoint").map((e) => e["name"])).toEqual(["b.bin", "a.bin"]);
+    expect(readText(join(run.store, run.runId, "LATEST"))).toBe("b.bin");
+    const store = checkpointStore(localDir(run.store), run.runId);
+    expect((await store.list()).map((c) => c.name)).toEqual(["b.bin"]);
+    const latest = await store.latest();
+    expect(latest).toMatchObject({ name: "b.bin", step: 2 });
+    expect(await latest!.verify()).toEqual({ ok: true, problems: [] });
+  });
+});
+
 describe.concurrent("retention pruning while a resume downloads is not corruption", () => {
   test("keep 1: the listed checkpoint is pruned mid-download (a newer one committed): the resume restores the newer one", async () => {
     const root = tmp();
