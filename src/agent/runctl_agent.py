@@ -1199,9 +1199,14 @@ class CheckpointWatcher:
         for m in list_manifests(self.storage, self.run_id, gens_out=gens):
             self.committed.append({"name": m["name"], "seq": m["seq"], "step": m.get("step"), "files": m.get("files") or []})
         self.committed.sort(key=lambda c: c["seq"])
-        named = (self.storage.get_bytes(self.run_id + "/LATEST") or b"").decode("utf-8", "replace").strip()
-        if any(c["name"] == named for c in self.committed):
-            self.latest_name = named
+        if self.committed:
+            try:
+                named = (self.storage.get_bytes(self.run_id + "/LATEST") or b"").decode("utf-8", "replace").strip()
+            except Exception as e:  # unreadable now: the first commit of this agent rewrites LATEST
+                self.sup.debug("reading LATEST failed: %s" % e)
+                named = None
+            if any(c["name"] == named for c in self.committed):
+                self.latest_name = named
         # Generations an earlier agent left behind (an upload cut short, or an old generation not yet
         # removed): never reused, and removed with the next commit of their name.
         live = dict((c["name"], c["seq"]) for c in self.committed)

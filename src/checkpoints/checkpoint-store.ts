@@ -111,21 +111,21 @@ export interface CheckpointStore {
  * ```
  */
 export function checkpointStore(storage: Storage, runId: string): CheckpointStore {
-  const readManifest = async (name: string, seq: number, signal?: AbortSignal): Promise<CheckpointManifest | undefined> => {
+  /** A generation's manifest; `missing` (pruned or never written) or `invalid` (cut short, or not ours). */
+  const readManifest = async (name: string, seq: number, signal?: AbortSignal): Promise<CheckpointManifest | "missing" | "invalid"> => {
     const key = checkpointKeys.manifest(runId, name, seq);
     let text: string;
     try {
       text = await readText(storage, key, signal);
     } catch (err) {
-      if (err instanceof RunctlError && err.code === "NOT_FOUND") return undefined;
+      if (err instanceof RunctlError && err.code === "NOT_FOUND") return "missing";
       throw err;
     }
     // A manifest that does not parse, or names another checkpoint, never finished committing (or is not
     // ours): like a missing one, that generation does not exist, and the name's older one is read
     // instead — the agent's list_manifests does the same. One bad object never hides every checkpoint.
     const parsed = checkpointManifestSchema.safeParse(safeJson(text));
-    if (!parsed.success) return undefined;
-    if (parsed.data.name !== name || parsed.data.seq !== seq || parsed.data.runId !== runId) return undefined;
+    if (!parsed.success || parsed.data.name !== name || parsed.data.seq !== seq || parsed.data.runId !== runId) return "invalid";
     return parsed.data;
   };
 
@@ -141,18 +141,23 @@ export function checkpointStore(storage: Storage, runId: string): CheckpointStor
     return byName;
   };
 
-  /** The highest generation of `name` whose manifest can still be read (one pruned meanwhile is skipped). */
-  const newest = async (name: string, seqs: readonly number[], signal?: AbortSignal): Promise<CheckpointManifest | undefined> => {
+  /**
+   * The highest generation of `name` whose manifest can still be read (one pruned meanwhile, or cut
+   * short, is skipped); `invalid` when the name has manifests but none is valid.
+   */
+  const newest = async (name: string, seqs: readonly number[], signal?: AbortSignal): Promise<CheckpointManifest | "invalid" | undefined> => {
+    let sawInvalid = false;
     for (const seq of seqs) {
       const manifest = await readManifest(name, seq, signal);
-      if (manifest) return manifest;
+      if (manifest === "invalid") sawInvalid = true;
+      else if (manifest !== "missing") return manifest;
     }
-    return undefined;
+    return sawInvalid ? "invalid" : undefined;
   };
 
   /** Whether the generation a manifest was read from still has it (else it was pruned or replaced). */
   const stillCommitted = async (manifest: CheckpointManifest, signal?: AbortSignal): Promise<boolean> =>
-    (await readManifest(manifest.name, manifest.seq, signal).catch(() => manifest)) !== undefined;
+    (await readManifest(manifest.name, manifest.seq, signal).catch(() => manifest)) !== "missing";
 
   const toCheckpoint = (manifest: CheckpointManifest): Checkpoint => ({
     runId,
@@ -186,7 +191,7 @@ export function checkpointStore(storage: Storage, runId: string): CheckpointStor
     const byName = await generations(checkpointKeys.checkpointsPrefix(runId), options);
     const manifests = await Promise.all([...byName].map(([name, seqs]) => newest(name, seqs, options?.signal)));
     return manifests
-      .filter((m): m is CheckpointManifest => m !== undefined)
+      .filter((m): m is CheckpointManifest => m !== undefined && m !== "invalid")
       .sort((a, b) => a.seq - b.seq)
       .map(toCheckpoint);
   };
@@ -195,6 +200,10 @@ export function checkpointStore(storage: Storage, runId: string): CheckpointStor
     if (!name || name.includes("/")) return undefined;
     const seqs = (await generations(checkpointKeys.namePrefix(runId, name), options)).get(name) ?? [];
     const manifest = await newest(name, seqs, options?.signal);
+    if (manifest === "invalid") {
+      // Asked for by name, a checkpoint whose every manifest is unreadable is reported, not hidden.
+      throw new RunctlError("CHECKPOINT_CORRUPT", `Checkpoint ${name} of run ${runId} has no valid manifest in ${storage.uri}.`);
+    }
     return manifest ? toCheckpoint(manifest) : undefined;
   };
 
