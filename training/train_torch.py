@@ -2,8 +2,8 @@
 """The same trainer contract as train.py, with PyTorch: a small CNN on scikit-learn's bundled 8x8
 handwritten digits (1,797 images, no download). Needs torch and scikit-learn; on Debian
 python3-torch and python3-sklearn, through /usr/bin/python3 or a venv made with
---system-site-packages. The default 1000 steps take a few seconds on one CPU core and reach about
-0.98 test accuracy; it uses the GPU when torch sees one.
+--system-site-packages. The default 1000 steps take about 5-15 s on one CPU core (importing torch
+is 1-2 s of it) and reach about 0.98 test accuracy; it uses the GPU when torch sees one.
 
 On the CPU it is deterministic (one thread, deterministic algorithms, step N's minibatch and dropout
 drawn from a seed made of (seed, N), the optimizer state in the checkpoint), so an interrupted and
