@@ -17,7 +17,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** Starts a slow run and follows it, printing every log line. Returns its id. */
 export async function start(options: { readonly steps?: number; readonly checkpointDir?: string } = {}): Promise<string> {
   const run = Runctl.instance(local())
-    .sync(join(here, "..", "training"))
+    .sync(join(here, "..", "test", "fixtures", "trainers"))
     .checkpoints({ storage: localDir(options.checkpointDir ?? ".runctl/checkpoints") })
     .train("train_mnist_e2e.py", { hyperparams: { lr: 0.5, steps: options.steps ?? 100, "sleep-per-step": 0.05, "checkpoint-every": 25 } });
   console.log(`RUN_ID ${run.runId}`);

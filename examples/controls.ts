@@ -12,7 +12,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 
 function basePlan(checkpointDir: string) {
   return Runctl.instance(local())
-    .sync(join(here, "..", "training"))
+    .sync(join(here, "..", "test", "fixtures", "trainers"))
     .checkpoints({ storage: localDir(checkpointDir) });
 }
 
@@ -68,7 +68,7 @@ export async function main(datasetDir: string): Promise<void> {
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   const dir = process.argv[2];
   if (!dir) {
-    console.error("usage: npx tsx examples/controls.ts <dataset-folder with train.csv>  (make one: python3 training/train_mnist_e2e.py --export-dataset DIR)");
+    console.error("usage: npx tsx examples/controls.ts <dataset-folder with train.csv>  (make one: python3 test/fixtures/trainers/train_mnist_e2e.py --export-dataset DIR)");
     process.exit(2);
   }
   main(dir).then(

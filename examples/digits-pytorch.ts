@@ -1,5 +1,6 @@
 /**
- * A real PyTorch model on a real dataset (scikit-learn's bundled handwritten digits), on this machine.
+ * A real PyTorch model on a real dataset (scikit-learn's bundled handwritten digits), on this machine:
+ * training/train_torch.py, the PyTorch version of the template.
  *
  * Uses the interpreter that has torch and scikit-learn (Debian's /usr/bin/python3 with
  * python3-torch and python3-sklearn here; pass another with RUNCTL_PYTHON).
@@ -17,7 +18,7 @@ export async function main(options: { readonly checkpointDir?: string; readonly 
   const run = Runctl.instance(local())
     .sync(join(here, "..", "training"))
     .checkpoints({ storage: localDir(options.checkpointDir ?? ".runctl/checkpoints"), keep: 2 })
-    .train("train_digits.py", { python: options.python ?? process.env["RUNCTL_PYTHON"] ?? "/usr/bin/python3" });
+    .train("train_torch.py", { python: options.python ?? process.env["RUNCTL_PYTHON"] ?? "/usr/bin/python3" });
   let accuracy: number | undefined;
   for await (const event of run) {
     if (event.type === "metric" && event.step !== undefined && event.step % 50 === 0) say(`step ${event.step} loss ${String(event.values["loss"])}`);

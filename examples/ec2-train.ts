@@ -34,7 +34,7 @@ export interface Ec2TrainOptions {
 export async function main(options: Ec2TrainOptions): Promise<{ runId: string; result: RunResult; events: RunEvent[] }> {
   const say = options.verbose === false ? () => {} : (line: string) => console.log(line);
   const plan = Runctl.instance(options.provider)
-    .sync(join(here, "..", "training"))
+    .sync(join(here, "..", "test", "fixtures", "trainers"))
     .checkpoints({ storage: options.storage, keep: 2 })
     .budget(options.budget ?? { maxUsd: 1, maxDurationMs: 30 * 60_000 });
   const summary = await plan.plan("train_mnist_e2e.py");

@@ -1,8 +1,9 @@
 /**
  * Quickstart: train on this machine, no cloud account.
  *
- * Syncs the sample project in training/, trains train_mnist_e2e.py with hyperparameters, shows
- * progress from the event stream, and prints the latest checkpoint after verifying it byte for byte.
+ * Syncs the sample project in training/, trains train.py (the template to copy) with
+ * hyperparameters, shows progress from the event stream, and prints the latest checkpoint after
+ * verifying it byte for byte.
  *
  *   npx tsx examples/quickstart.ts
  */
@@ -16,7 +17,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 export interface QuickstartOptions {
   /** Folder for committed checkpoints. @defaultValue ".runctl/checkpoints" */
   readonly checkpointDir?: string;
-  /** The script to train, inside training/. @defaultValue "train_mnist_e2e.py" */
+  /** The project folder to sync. @defaultValue the repository's training/ */
+  readonly project?: string | undefined;
+  /** The script to train, inside the project folder. @defaultValue "train.py" */
   readonly script?: string;
   /** Hyperparameters merged over the defaults. */
   readonly hyperparams?: Readonly<Record<string, HyperparamValue>>;
@@ -34,12 +37,12 @@ export interface QuickstartOutcome {
 }
 
 /** The script the quickstart trains, inside training/ (`runctl plan examples/quickstart.ts` shows it). */
-export const script = "train_mnist_e2e.py";
+export const script = "train.py";
 
 /** The quickstart's plan: this machine, the sample project, checkpoints in a local folder. */
-function quickstartPlan(checkpointDir: string): RunPlan {
+function quickstartPlan(checkpointDir: string, project = join(here, "..", "training")): RunPlan {
   return Runctl.instance(local())
-    .sync(join(here, "..", "training"))
+    .sync(project)
     .checkpoints({ storage: localDir(checkpointDir), keep: 3 });
 }
 
@@ -48,7 +51,7 @@ export const plan: RunPlan = quickstartPlan(".runctl/checkpoints");
 
 export async function main(options: QuickstartOptions = {}): Promise<QuickstartOutcome> {
   const say = options.verbose === false ? () => {} : (line: string) => console.log(line);
-  const run = quickstartPlan(options.checkpointDir ?? ".runctl/checkpoints")
+  const run = quickstartPlan(options.checkpointDir ?? ".runctl/checkpoints", options.project)
     .train(options.script ?? script, {
       hyperparams: { lr: 0.5, steps: 60, "batch-size": 32, "checkpoint-every": 20, ...options.hyperparams },
     });

@@ -37,7 +37,7 @@ export async function main(options: ResumeOptions = {}): Promise<ResumeOutcome> 
   const steps = options.steps ?? 80;
   const interruptAt = options.interruptAtStep ?? 30;
   const base = Runctl.instance(local())
-    .sync(join(here, "..", "training"))
+    .sync(join(here, "..", "test", "fixtures", "trainers"))
     .checkpoints({ storage: localDir(options.checkpointDir ?? ".runctl/checkpoints"), keep: 5 });
   // Slow steps down a little so the interruption lands mid-run.
   const hyperparams = { lr: 0.5, steps, "checkpoint-every": 10, "sleep-per-step": 0.02 };

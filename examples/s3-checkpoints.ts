@@ -39,7 +39,7 @@ export interface S3CheckpointsOptions {
 export async function main(options: S3CheckpointsOptions): Promise<{ runId: string; result: RunResult; lines: string[] }> {
   const say = options.verbose === false ? () => {} : (line: string) => console.log(line);
   let plan = Runctl.instance(options.provider ?? local())
-    .sync(join(here, "..", "training"))
+    .sync(join(here, "..", "test", "fixtures", "trainers"))
     .checkpoints({ storage: options.storage, keep: 3 });
   if (options.data) plan = plan.data(options.data, { to: "data" });
   if (options.outputs) plan = plan.outputs(options.outputs);

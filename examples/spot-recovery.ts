@@ -34,7 +34,7 @@ export interface SpotRecoveryOptions {
 export async function main(options: SpotRecoveryOptions): Promise<{ runId: string; result: RunResult; lines: string[]; events: RunEvent[] }> {
   const say = options.verbose === false ? () => {} : (line: string) => console.log(line);
   const run = Runctl.instance(sshHosts(options.hosts))
-    .sync(join(here, "..", "training"))
+    .sync(join(here, "..", "test", "fixtures", "trainers"))
     .checkpoints({ storage: options.storage, keep: 10 })
     .recover({ maxRestarts: 3, ...options.recover })
     .train("train_mnist_e2e.py", { hyperparams: { lr: 0.5, steps: 60, "checkpoint-every": 10, "sleep-per-step": 0.1, ...options.hyperparams } });

@@ -154,7 +154,7 @@ export async function trainThroughFaults(
 ): Promise<FaultRunReport> {
   const say = options.verbose === false ? () => {} : (line: string) => console.log(line);
   const run = Runctl.instance(sshHosts(host))
-    .sync(join(here, "..", "training"))
+    .sync(join(here, "..", "test", "fixtures", "trainers"))
     .train("train_mnist_e2e.py", {
       hyperparams: { lr: 0.5, steps: options.steps ?? 60, "sleep-per-step": options.sleepPerStep ?? 0.25, "checkpoint-every": 0 },
       cleanup: true,

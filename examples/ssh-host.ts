@@ -19,7 +19,7 @@ export interface SshHostExampleOptions {
   readonly host: SshHost;
   /** Hyperparameters merged over the defaults (any JSON value: strings arrive verbatim). */
   readonly hyperparams?: Readonly<Record<string, HyperparamValue>>;
-  /** The training script inside training/. @defaultValue "train_mnist_e2e.py" */
+  /** The training script inside test/fixtures/trainers/. @defaultValue "train_mnist_e2e.py" */
   readonly script?: string;
   /** Remove the run folder on the host at the end. @defaultValue true */
   readonly cleanup?: boolean;
@@ -32,7 +32,7 @@ export interface SshHostExampleOptions {
 export async function main(options: SshHostExampleOptions): Promise<{ result: RunResult; latest: Checkpoint | undefined; lines: string[] }> {
   const say = options.verbose === false ? () => {} : (line: string) => console.log(line);
   const run = Runctl.instance(sshHosts(options.host))
-    .sync(join(here, "..", "training"))
+    .sync(join(here, "..", "test", "fixtures", "trainers"))
     .setup({ requirements: "requirements.txt", pip: { noIndex: true } })
     .checkpoints({ keep: 2 })
     .train(options.script ?? "train_mnist_e2e.py", {

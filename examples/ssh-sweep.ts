@@ -43,7 +43,7 @@ export async function main(options: SshSweepOptions): Promise<SweepOutcome[]> {
   const sweep = options.sweep ?? [{ lr: 0.05 }, { lr: 0.1 }, { lr: 0.2 }, { lr: 0.5 }];
   // Shared by every run; the trainer needs only the standard library, so no .setup().
   const base = Runctl.instance(sshHosts(options.hosts))
-    .sync(join(here, "..", "training"))
+    .sync(join(here, "..", "test", "fixtures", "trainers"))
     .checkpoints({ keep: 2 });
   // Every run starts now; those beyond the pool's size wait inside for a free host.
   const runs = sweep.map((config) => base.train("train_mnist_e2e.py", { hyperparams: { steps: 40, "checkpoint-every": 10, ...config } }));

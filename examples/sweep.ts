@@ -19,7 +19,7 @@ export interface SweepTrial {
 
 export async function main(options: { readonly lrs?: readonly number[]; readonly checkpointDir?: string } = {}): Promise<{ trials: SweepTrial[]; best: SweepTrial | undefined }> {
   const base = Runctl.instance(local())
-    .sync(join(here, "..", "training"))
+    .sync(join(here, "..", "test", "fixtures", "trainers"))
     .checkpoints({ storage: localDir(options.checkpointDir ?? ".runctl/checkpoints"), keep: 1 });
 
   const trials = await Promise.all(

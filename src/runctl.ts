@@ -17,7 +17,7 @@ import type { Storage } from "./storage/types.js";
  * const run = Runctl.instance(local())
  *   .sync("./training")
  *   .checkpoints({ storage: localDir("./checkpoints"), keep: 3 })
- *   .train("train_mnist_e2e.py", { hyperparams: { lr: 0.1, steps: 60 } });
+ *   .train("train.py", { hyperparams: { lr: 0.1, steps: 60 } });
  * for await (const e of run) if (e.type === "metric") console.log(e.values);
  * console.log((await run).status);
  * ```

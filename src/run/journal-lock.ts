@@ -7,7 +7,7 @@ import { join, resolve } from "node:path";
 /**
  * The writer lock of a local run journal: at most one process, and one follower in it, appends to a
  * run's journal. Node has no flock, so the lock is a listening unix socket, which the kernel closes
- * when the process dies however it dies (docs/decisions/journal-writer-lock.md):
+ * when the process dies however it dies (docs/decisions/0002-journal-writer-lock.md):
  * - Linux: an abstract-namespace socket `\0runctl-journal-<hash of the journal folder>`. Binding is
  *   the atomic test-and-set; nothing is left on disk, so a crash leaves no stale lock.
  * - elsewhere (macOS): a socket file in the temp folder; a file nobody accepts connections on is

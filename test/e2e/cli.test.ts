@@ -11,7 +11,7 @@ import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
 const home = useTempRunctlHome("e2e-cli");
 const ckpt = tempDir("cli-ckpt");
 const repo = fileURLToPath(new URL("../..", import.meta.url));
-const training = join(repo, "training");
+const training = join(repo, "test", "fixtures", "trainers");
 const UNKNOWN = "20991231-000000-nosuch";
 
 interface Outcome {
@@ -222,17 +222,17 @@ describe("runctl plan and sweep", () => {
     expect(err).toBe("");
     expect(code).toBe(0);
     const doc = JSON.parse(out) as { script: string; plan: { provider: string; steps: string[]; resources: unknown[]; sync: { files: number }; checkpoints: { keep: number }; estimate: { hourlyUsd: number; maxTotalUsd: number | null } } };
-    expect(doc.script).toBe("train_mnist_e2e.py");
+    expect(doc.script).toBe("train.py");
     expect(doc.plan.provider).toBe("local");
     expect(doc.plan.steps[0]).toBe("provision a machine from local");
-    expect(doc.plan.steps).toContain("train train_mnist_e2e.py");
+    expect(doc.plan.steps).toContain("train train.py");
     expect(doc.plan.sync.files).toBeGreaterThan(0);
     expect(doc.plan.checkpoints.keep).toBe(3);
     expect(doc.plan.estimate).toMatchObject({ hourlyUsd: 0, maxDurationMs: null, maxTotalUsd: null });
 
     const human = await cli(["plan", "examples/quickstart.ts"]);
     expect(human.code).toBe(0);
-    expect(human.out).toContain("plan: train_mnist_e2e.py on local\nsteps:\n  1. provision a machine from local\n");
+    expect(human.out).toContain("plan: train.py on local\nsteps:\n  1. provision a machine from local\n");
     expect(human.out).toContain("resources: none created\n");
     expect(human.out).toMatch(/estimate: \$0\.0000\/h; expected total unknown/);
 

@@ -26,7 +26,7 @@ async function leftovers(runId: string): Promise<string[]> {
 describe("data, limits and cancellation (local)", () => {
   it(".data() copies a dataset into the workdir before training and the trainer reads it", async () => {
     const dataset = tempDir("dataset");
-    execFileSync("python3", ["training/train_mnist_e2e.py", "--export-dataset", dataset]);
+    execFileSync("python3", ["test/fixtures/trainers/train_mnist_e2e.py", "--export-dataset", dataset]);
     const { result, lines } = await trainOnData(dataset, ckpt);
     expect(result.status).toBe("succeeded");
     const info = JSON.parse(lines.find((l) => l.startsWith("DATASET "))!.slice("DATASET ".length)) as { source: string; path: string; train: number };

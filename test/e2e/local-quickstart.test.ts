@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { Runctl, RunctlError, localDir, type RunEvent } from "runctl";
 import { main as quickstart } from "../../examples/quickstart.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
+import { FIXTURE_TRAINER, FIXTURE_TRAINERS_DIR } from "../fixtures/trainers.js";
 
 const home = useTempRunctlHome("e2e-local");
 
@@ -60,7 +61,7 @@ describe("quickstart (local provider, localDir storage)", () => {
   });
 
   it("a trainer that exits 3 is a failed run with exitCode 3, never a success", async () => {
-    const { result } = await quickstart({ checkpointDir: tempDir("fail-ckpt"), verbose: false, hyperparams: { "fail-at-step": 5 } });
+    const { result } = await quickstart({ checkpointDir: tempDir("fail-ckpt"), verbose: false, project: FIXTURE_TRAINERS_DIR, script: FIXTURE_TRAINER, hyperparams: { "fail-at-step": 5 } });
     expect(result.status).toBe("failed");
     expect(result.exitCode).toBe(3);
     expect(result.error?.code).toBe("TRAINING_FAILED");
@@ -91,7 +92,7 @@ describe("quickstart (local provider, localDir storage)", () => {
       nested: { optimizer: { name: "adam", betas: [0.9, 0.999] }, schedule: null, flags: [true, false] },
     };
     const events: RunEvent[] = [];
-    const { result } = await quickstart({ checkpointDir: tempDir("hp-ckpt"), verbose: false, hyperparams: { ...hostile, "echo-hparams": true, steps: 3 }, onEvent: (e) => events.push(e) });
+    const { result } = await quickstart({ checkpointDir: tempDir("hp-ckpt"), verbose: false, project: FIXTURE_TRAINERS_DIR, script: FIXTURE_TRAINER, hyperparams: { ...hostile, "echo-hparams": true, steps: 3 }, onEvent: (e) => events.push(e) });
     expect(result.status).toBe("succeeded");
     const echo = events.flatMap((e) => (e.type === "log" && e.line.startsWith("RUNCTL_HPARAMS_ECHO ") ? [e.line] : []));
     expect(echo).toHaveLength(1);

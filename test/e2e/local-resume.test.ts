@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { main as quickstart } from "../../examples/quickstart.js";
 import { main as resume } from "../../examples/resume.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
+import { FIXTURE_TRAINER, FIXTURE_TRAINERS_DIR } from "../fixtures/trainers.js";
 
 useTempRunctlHome("e2e-resume");
 
@@ -33,6 +34,8 @@ describe("interrupt and resume (local)", () => {
     const straight = await quickstart({
       checkpointDir: tempDir("straight"),
       verbose: false,
+      project: FIXTURE_TRAINERS_DIR,
+      script: FIXTURE_TRAINER,
       hyperparams: { steps: 80, "checkpoint-every": 10, "sleep-per-step": 0.02 },
       onEvent: (e) => void (e.type === "log" && straightLines.push(e.line)),
     });

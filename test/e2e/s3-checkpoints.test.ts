@@ -46,10 +46,10 @@ describe("S3: data in, checkpoints and outputs out, written by the machine", () 
   it("downloads data the trainer reads, commits checkpoints while the run goes, uploads outputs", async () => {
     // A dataset in S3, made by the trainer's own exporter.
     const dataset = tempDir("s3-dataset");
-    execFileSync("python3", ["training/train_mnist_e2e.py", "--export-dataset", dataset]);
+    execFileSync("python3", ["test/fixtures/trainers/train_mnist_e2e.py", "--export-dataset", dataset]);
     const data = bucket("datasets/mnist");
     for (const file of readdirSync(dataset)) await data.put(file, readFileSync(join(dataset, file)));
-    const direct = execFileSync("python3", ["training/train_mnist_e2e.py", "--steps", "1"], {
+    const direct = execFileSync("python3", ["test/fixtures/trainers/train_mnist_e2e.py", "--steps", "1"], {
       env: { ...process.env, RUNCTL_DATA_DIR: dataset, RUNCTL_CHECKPOINT_DIR: tempDir("direct-ckpt") },
       encoding: "utf8",
     });

@@ -7,6 +7,7 @@ import { startImds, type TestImds } from "../support/imds-server.js";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../support/s3-server.js";
 import { sshHostOf } from "../support/ssh-hosts.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
+import { FIXTURE_TRAINER, FIXTURE_TRAINERS_DIR } from "../fixtures/trainers.js";
 
 useTempRunctlHome("e2e-spot");
 let lease: HostLease;
@@ -66,7 +67,7 @@ describe("spot interruption and managed recovery", () => {
     expect((await Runctl.checkpoints(storage, runId).latest())?.step).toBe(60);
     // Deterministic trainer: the same final weights as a run that was never interrupted.
     const straight: string[] = [];
-    await quickstart({ checkpointDir: tempDir("spot-straight"), verbose: false, hyperparams: { steps: 60, "checkpoint-every": 10 }, onEvent: (e) => void (e.type === "log" && straight.push(e.line)) });
+    await quickstart({ checkpointDir: tempDir("spot-straight"), verbose: false, project: FIXTURE_TRAINERS_DIR, script: FIXTURE_TRAINER, hyperparams: { steps: 60, "checkpoint-every": 10 }, onEvent: (e) => void (e.type === "log" && straight.push(e.line)) });
     expect(valueOf(lines, "FINAL_STEP")).toBe(valueOf(straight, "FINAL_STEP"));
   });
 
@@ -142,7 +143,7 @@ describe("spot interruption and managed recovery", () => {
   });
 
   it("a recovering run without checkpoint storage is refused at plan time", () => {
-    const plan = Runctl.instance(sshHosts(hosts)).sync("training").recover();
+    const plan = Runctl.instance(sshHosts(hosts)).sync("test/fixtures/trainers").recover();
     expect(() => plan.train("train_mnist_e2e.py")).toThrowError(RunctlError);
     expect(() => plan.train("train_mnist_e2e.py")).toThrowError(/needs checkpoint storage/);
   });

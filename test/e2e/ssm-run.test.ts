@@ -17,7 +17,7 @@ import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
 
 useTempRunctlHome("e2e-ssm");
-const TRAINING = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "training");
+const TRAINING = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "trainers");
 
 let server: TestS3Server;
 let ssm: FakeSsm;

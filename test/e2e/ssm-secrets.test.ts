@@ -19,7 +19,7 @@ import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
 
 useTempRunctlHome("e2e-ssm-secrets");
-const TRAINING = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "training");
+const TRAINING = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "trainers");
 
 /**
  * The client's own credentials: s3rver knows only the access key id S3RVER and checks no
