@@ -1,6 +1,6 @@
 // S3 in the machine-side agent (docs/agent-protocol.md, "S3"): checkpoints, resume, data and outputs
 // against a real S3-protocol server (s3rver, its own process), through both clients the agent can
-// use: boto3 and the aws CLI. Every test spawns the real agent file, like test/unit/agent.test.ts.
+// use: boto3 and the aws CLI. Every test spawns the real agent file, like test/integration/agent.test.ts.
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
