@@ -1,4 +1,4 @@
-// Tests of the machine-side agent (src/agent/runctl_agent.py) through its real command line:
+// Tests of the machine-side agent (the package src/agent/runctl_agent/, run as the built .pyz) through its real command line:
 // every test spawns the Python file, launches detached runs in temp folders and checks the files
 // and frames it produces against docs/agent-protocol.md.
 import { spawn, spawnSync } from "node:child_process";
