@@ -13,10 +13,6 @@ from .fsutil import now_iso, read_json_file, sha256_file
 from .s3util import StorageRetriesExhausted
 
 
-# ---------------------------------------------------------------------------------------------
-# checkpoints
-
-
 CKPT_SKIP_SUFFIXES = (".tmp", ".partial", "~", ".done")
 
 

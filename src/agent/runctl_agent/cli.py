@@ -12,10 +12,6 @@ from .manifest import cmd_manifest
 from .sync_apply import cmd_sync_apply, cmd_sync_apply_staged
 
 
-# ---------------------------------------------------------------------------------------------
-# command line
-
-
 def parse_follow(args):
     if not args:
         raise UsageError("follow needs RUN_DIR")

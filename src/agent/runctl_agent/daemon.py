@@ -43,10 +43,6 @@ def cmd_supervise(run_dir, secrets_on_stdin=False):
     return Supervisor(run_dir, machine_secrets).main()
 
 
-# ---------------------------------------------------------------------------------------------
-# launch / signal / status
-
-
 STATE_FILES = ("agent.pid", "exit_code", "status.json", "events.jsonl", "train.log", SUPERVISION_FILE)
 
 

@@ -10,10 +10,6 @@ from .fsutil import now_ms, print_json, read_json_file
 from .rundir import agent_alive, read_pid
 
 
-# ---------------------------------------------------------------------------------------------
-# follow
-
-
 class Follower:
     """Streams frames from a run folder. With max_wait_ms / max_bytes (bounded mode, for transports
     that return output only when a command ends, such as SSM) it stops with a `pause` frame once

@@ -10,10 +10,6 @@ import traceback
 from .constants import IMDS_TIMEOUT_S, IMDS_TOKEN_TTL_S
 
 
-# ---------------------------------------------------------------------------------------------
-# spot interruptions (EC2 instance metadata, IMDSv2)
-
-
 _ISO_RE = re.compile(
     r"^\s*(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d)(?::(\d\d)(\.\d+)?)?\s*(Z|z|[+-]\d\d(?::?\d\d)?)?\s*$"
 )

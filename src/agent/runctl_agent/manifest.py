@@ -8,10 +8,6 @@ from .constants import EXIT_OK
 from .fsutil import atomic_write, print_json, read_json_file, sha256_file
 
 
-# ---------------------------------------------------------------------------------------------
-# manifest / sync-apply
-
-
 def cache_path_for(root):
     root = os.path.abspath(root)
     return os.path.join(os.path.dirname(root), "." + os.path.basename(root) + ".hashcache.json")

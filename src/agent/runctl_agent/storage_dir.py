@@ -8,10 +8,6 @@ from .constants import CHUNK
 from .fsutil import _unlink_quiet, atomic_write, safe_rel, tmp_name
 
 
-# ---------------------------------------------------------------------------------------------
-# storage: one small class per kind (`dir`, `s3`) with the same interface
-
-
 class StorageError(Exception):
     pass
 
