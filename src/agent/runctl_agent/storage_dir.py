@@ -64,7 +64,9 @@ class DirStorage:
         try:
             with open(self._path(key), "rb") as f:
                 return f.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            # NotADirectoryError: a folder on the key's path is a file, so the key cannot exist (a
+            # broken storage root then fails at the first write, as a warning, not here).
             return None
 
     def get_file(self, key, dest):

@@ -186,6 +186,20 @@ class WatcherTest(unittest.TestCase):
         self.assertEqual(self.latest(), b"late.pt")
         self.assertEqual(sorted(m["name"] for m in list_manifests(self.store, "run1")), ["early.pt", "late.pt"])
 
+    def test_a_storage_that_refuses_every_write_gives_one_warning_after_three_tries(self):
+        blocker = os.path.join(self.root, "not-a-folder")
+        with open(blocker, "w") as f:
+            f.write("x")
+        self.store = DirStorage(os.path.join(blocker, "store"))
+        w = self.watcher()  # reads LATEST and the listing of a storage below a regular file
+        self.write("ckpt-1", "weights", done=True)
+        w.scan(final=False)
+        self.assertEqual(self.commits(), [])
+        (warning,) = [e["message"] for e in self.sup.events.events if e["type"] == "warning"]
+        self.assertIn("checkpoint ckpt-1 was not committed after 3 tries", warning)
+        w.scan(final=False)  # not retried until the entry changes
+        self.assertEqual(len(self.sup.events.events), 1)
+
     def test_restore_verifies_every_byte(self):
         self.write("model", "weights", done=True)
         self.watcher().scan(final=False)
