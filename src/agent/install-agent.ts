@@ -1,4 +1,4 @@
-import { AGENT_SHA256, AGENT_SOURCE } from "./agent-source.generated.js";
+import { AGENT_PYZ_BASE64, AGENT_SHA256 } from "./agent-source.generated.js";
 import { CommandError } from "../errors/runctl-error.js";
 import type { Machine } from "../providers/types.js";
 import { shellQuote } from "../transport/shell-quote.js";
@@ -18,7 +18,14 @@ const installed = new WeakMap<Machine, Promise<InstalledAgent>>();
 
 /** Where the agent lives on a machine: versioned by content, so upgrades never clash. */
 export function agentPathOn(rootDir: string): string {
-  return `${rootDir}/agent/runctl-agent-${AGENT_SHA256.slice(0, 12)}.py`;
+  return `${rootDir}/agent/runctl-agent-${AGENT_SHA256.slice(0, 12)}.pyz`;
+}
+
+/** The agent's bytes: the zipapp built from src/agent/runctl_agent/ (scripts/embed-agent.mjs). */
+let agentBytes: Uint8Array | undefined;
+function agentPyz(): Uint8Array {
+  agentBytes ??= Buffer.from(AGENT_PYZ_BASE64, "base64");
+  return agentBytes;
 }
 
 /**
@@ -52,7 +59,7 @@ async function install(machine: Machine, signal: AbortSignal | undefined): Promi
     `fi`,
     `exec ${shellQuote(machine.python)} -c 'import sys; print(sys.executable); sys.exit(0 if sys.version_info >= (3, 8) else 91)'`,
   ].join("\n");
-  const result = await machine.transport.exec({ script }, { stdin: AGENT_SOURCE, ...(signal ? { signal } : {}) });
+  const result = await machine.transport.exec({ script }, { stdin: agentPyz(), ...(signal ? { signal } : {}) });
   const python = result.stdout.trim().split("\n").pop() ?? "";
   if (result.exitCode === 0) return { path, python: python.startsWith("/") ? python : machine.python };
   const failure = { command: `install agent to ${path}`, host: machine.address, exitCode: result.exitCode, signal: result.signal, durationMs: result.durationMs, stdoutTail: result.stdoutTail, stderrTail: result.stderrTail };

@@ -1,4 +1,4 @@
-// Spot interruptions in the machine-side agent (src/agent/runctl_agent.py, docs/agent-protocol.md,
+// Spot interruptions in the machine-side agent (src/agent/runctl_agent/, docs/agent-protocol.md,
 // "Spot interruptions"): every test launches a real detached run with python3 and points the agent at
 // a real HTTP instance-metadata server on 127.0.0.1 that implements the IMDSv2 token flow.
 import { randomBytes } from "node:crypto";

@@ -1,4 +1,4 @@
-// Tests of the machine-side agent (src/agent/runctl_agent.py) through its real command line:
+// Tests of the machine-side agent (the package src/agent/runctl_agent/, run as the built .pyz) through its real command line:
 // every test spawns the Python file, launches detached runs in temp folders and checks the files
 // and frames it produces against docs/agent-protocol.md.
 import { spawn, spawnSync } from "node:child_process";
@@ -19,6 +19,7 @@ import tar from "tar-stream";
 import { afterAll, describe, expect, test } from "vitest";
 import {
   AGENT,
+  AGENT_PACKAGE,
   cleanUpAgentTests,
   cli,
   exitOf,
@@ -745,8 +746,11 @@ describe("agent command line", () => {
     expect(String(bad.json["error"])).toContain("argv");
     expect(existsSync(join(dir, "run", "agent.pid"))).toBe(false);
     expect((await cli(["launch", join(dir, "run")], "not json")).code).toBe(2);
-    const grammar = spawnSync(PY, ["-c", "import ast, sys; ast.parse(open(sys.argv[1]).read(), feature_version=(3, 8))", AGENT]);
+    // Every module of the built file (what machines run) parses with Python 3.8's grammar.
+    const parse = "import ast, sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nfor n in z.namelist(): ast.parse(z.read(n).decode('utf-8'), n, feature_version=(3, 8))\nprint(len(z.namelist()))";
+    const grammar = spawnSync(PY, ["-c", parse, AGENT]);
     expect(grammar.status, grammar.stderr.toString()).toBe(0);
-    expect(relative(dirname(AGENT), AGENT)).toBe("runctl_agent.py");
+    expect(Number(grammar.stdout.toString().trim())).toBe(1 + readdirSync(AGENT_PACKAGE).filter((n) => n.endsWith(".py")).length);
+    expect(basename(AGENT)).toMatch(/^runctl_agent-[0-9a-f]{12}\.pyz$/);
   });
 });

@@ -12,10 +12,10 @@ import { parseApplyReply } from "../../src/sync/agent-sync-replies.js";
 import { buildManifest, manifestDigest } from "../../src/sync/manifest.js";
 import { planSync, syncTree, type SyncProgress, type SyncTreeOptions } from "../../src/sync/sync-tree.js";
 import { localTransport } from "../../src/transport/local/local-transport.js";
+/** The real machine-side agent (the built .pyz), run by the real local transport. */
+import { AGENT } from "../support/agent-harness.js";
 import type { Transport } from "../../src/transport/types.js";
 
-/** The real machine-side agent, run by the real local transport. */
-const AGENT = fileURLToPath(new URL("../../src/agent/runctl_agent.py", import.meta.url));
 /**
  * `python3` resolved to the real interpreter once, as an engine would per machine: a pyenv shim (a shell
  * script) adds 150-250 ms to every agent call, which would drown the timings measured here.

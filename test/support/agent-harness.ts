@@ -1,4 +1,4 @@
-// Shared helpers for the tests that spawn the machine-side agent (src/agent/runctl_agent.py) through
+// Shared helpers for the tests that spawn the machine-side agent (built from src/agent/runctl_agent/) through
 // its real command line: test/unit/agent.test.ts, agent-s3.test.ts and agent-interruption.test.ts.
 // The temp folders and launched runs are tracked per test file (vitest runs each file in its own
 // process); call cleanUpAgentTests() from the file's afterAll.
@@ -10,8 +10,21 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { expect } from "vitest";
 
-/** The agent's source file, run directly by every helper here. */
-export const AGENT = fileURLToPath(new URL("../../src/agent/runctl_agent.py", import.meta.url));
+/** The agent's Python package (its sources). */
+export const AGENT_PACKAGE = fileURLToPath(new URL("../../src/agent/runctl_agent", import.meta.url));
+/**
+ * The agent as machines run it: the zipapp that scripts/embed-agent.mjs builds from {@link AGENT_PACKAGE},
+ * run by every helper here. Built when this module loads (a few ms) into a shared temp folder under a
+ * name holding its sha256, so it is never stale and test files (or worktrees) running at once agree.
+ */
+export const AGENT = buildAgent();
+
+function buildAgent(): string {
+  const script = fileURLToPath(new URL("../../scripts/embed-agent.mjs", import.meta.url));
+  const built = spawnSync(process.execPath, [script, "--pyz-dir", join(tmpdir(), "runctl_agent_build")], { encoding: "utf8" });
+  if (built.status !== 0) throw new Error(`building the agent failed: ${built.stderr}`);
+  return built.stdout.trim();
+}
 /** The default interpreter; RUNCTL_TEST_PYTHON picks another (e.g. python3.8, the oldest supported). */
 export const PY = process.env["RUNCTL_TEST_PYTHON"] ?? "python3";
 /** The Debian interpreter (it has boto3/botocore from python3-boto3). */

@@ -1,0 +1,1 @@
+"""Unit tests of the agent package's modules (stdlib unittest; `npm run test:agent`)."""
