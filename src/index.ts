@@ -51,7 +51,7 @@ export type {
   PrewarmVolumeResult,
 } from "./providers/ec2/index.js";
 export type { SweepOptions, ProviderEstimate } from "./providers/types.js";
-export type * from "./engine/sweep-types.js";
+export type * from "./providers/sweep-types.js";
 export { listRecordedResources, resourceLedgerPath } from "./ledger/index.js";
 export type { ResourceRecord, ResourceKind, ListRecordedResourcesOptions } from "./ledger/index.js";
 export { PRICE_CATALOG, onDemandPrice } from "./cost/price-catalog.js";

@@ -2,6 +2,7 @@ import type { Provider } from "../providers/types.js";
 import type { Storage } from "../storage/types.js";
 import type { HyperparamValue } from "./hyperparams.js";
 import type { Checkpoint } from "../checkpoints/checkpoint-store.js";
+import type { CancelStrategy } from "../run/training-run.js";
 
 /** Options of `.sync(dir, options)`. */
 export interface SyncOptions {
@@ -101,8 +102,7 @@ export type ResumeSource =
       readonly name?: string;
     };
 
-/** How a canceled run is stopped. `detach` leaves it running and stops following it. */
-export type CancelStrategy = "detach" | "interrupt" | "kill";
+export type { CancelStrategy } from "../run/training-run.js";
 
 /** Options of `.train(script, options)`. */
 export interface TrainOptions {

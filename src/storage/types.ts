@@ -52,6 +52,21 @@ export interface S3StorageDescriptor {
  */
 export type StorageDescriptor = DirStorageDescriptor | S3StorageDescriptor;
 
+/**
+ * What `machineDir()`-style storages need of a connection to a machine: a structural subset of
+ * `Transport` (src/transport/types.ts), declared here so that storage/ never imports transport/
+ * (transport/ sits above storage/: SSM stages through a Storage). Every `Transport` is a `MachineShell`.
+ */
+export interface MachineShell {
+  /** Runs an argv or a POSIX `sh` script; the handle is awaited for the result and iterated for output. */
+  exec(
+    command: readonly string[] | { readonly script: string },
+    options?: { readonly signal?: AbortSignal | undefined; readonly stdin?: string | Uint8Array | Readable | undefined; readonly captureStdout?: boolean | undefined },
+  ): PromiseLike<{ readonly exitCode: number | null; readonly stdout: string; readonly stderrTail: string }> & AsyncIterable<{ readonly stream: "stdout" | "stderr"; readonly data: Uint8Array }>;
+  /** Frees the connection. */
+  close(): Promise<void>;
+}
+
 /** Credentials handed to the agent in memory (never written on the machine). */
 export interface MachineSecrets {
   /** AWS credentials for an `s3` storage. */
