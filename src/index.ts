@@ -20,8 +20,8 @@ export type { LogsOptions } from "./run/training-run.js";
 export type { RunResult, CommittedCheckpoint, RunInterruption } from "./run/run-result.js";
 export type * from "./run/events.js";
 export type { AttachOptions } from "./engine/attach-run.js";
-export type { PlanSummary } from "./engine/plan-summary.js";
-export type { ProvisionedMachine } from "./engine/provisioned-machine.js";
+export type { PlanSummary } from "./plan/plan-summary.js";
+export type { ProvisionedMachine } from "./plan/provisioned-machine.js";
 export type { SyncResult } from "./sync/sync-tree.js";
 
 export { local } from "./providers/local/index.js";

@@ -1,6 +1,6 @@
 import type { Provider } from "../providers/types.js";
 import type { Storage } from "../storage/types.js";
-import type { HyperparamValue } from "./hyperparams.js";
+import type { HyperparamValue, RecoverTrigger } from "../engine/run-spec.js";
 import type { Checkpoint } from "../checkpoints/checkpoint-store.js";
 import type { CancelStrategy } from "../run/training-run.js";
 
@@ -56,8 +56,7 @@ export interface CheckpointOptions {
   readonly settleMs?: number;
 }
 
-/** What makes a run restart on a new machine. */
-export type RecoverTrigger = "interruption" | "host-lost";
+export type { RecoverTrigger } from "../engine/run-spec.js";
 
 /** Options of `.recover(options)`. */
 export interface RecoverOptions {
