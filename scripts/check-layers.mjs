@@ -8,7 +8,8 @@
 //   - a folder imports a folder of its own or of a higher layer (layers only reach down), or
 //   - a folder is missing from LAYERS (a new folder must be placed deliberately).
 // Regex, not the compiler: import specifiers are simple enough, and this must run in well under a
-// second before the tests. Usage: `node scripts/check-layers.mjs [--graph]`.
+// second before the tests. Usage: `node scripts/check-layers.mjs [--graph] [--src DIR]` (`--src`
+// checks another tree; the tests use it to show that a cycle fails).
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -34,7 +35,8 @@ export const LAYERS = [
 ];
 
 const here = dirname(fileURLToPath(import.meta.url));
-const srcDir = resolve(here, "..", "src");
+const srcFlag = process.argv.indexOf("--src");
+const srcDir = srcFlag !== -1 && process.argv[srcFlag + 1] ? resolve(process.argv[srcFlag + 1]) : resolve(here, "..", "src");
 
 function* tsFiles(dir) {
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
