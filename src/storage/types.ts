@@ -99,7 +99,8 @@ export interface Storage {
   delete(keys: string | readonly string[], options?: StorageCallOptions): Promise<void>;
   /**
    * How the agent on a machine reaches this storage, or undefined when it cannot (for example a
-   * local folder seen from a remote host). Optional capability.
+   * local folder seen from a remote host). A pure description of the storage's configuration (no
+   * I/O): the plan calls it once, when `.train()` builds the run's spec. Optional capability.
    */
   machineDescriptor?(context: { readonly sharesLocalFilesystem: boolean }): StorageDescriptor | undefined;
   /**
