@@ -1,3 +1,4 @@
+import { RunctlError } from "../errors/runctl-error.js";
 import type { Provider } from "../providers/types.js";
 import type { CancelStrategy } from "../run/training-run.js";
 import type { Storage, StorageDescriptor } from "../storage/types.js";
@@ -105,7 +106,8 @@ export interface RunResources {
 }
 
 /**
- * The live storage a ref names. A missing key is a bug in whoever built the spec.
+ * The live storage a ref names; INVALID_ARGUMENT when the resources lack it (a spec built by hand
+ * with resources that do not match).
  *
  * @example
  * ```ts
@@ -114,6 +116,6 @@ export interface RunResources {
  */
 export function storageOf(resources: RunResources, ref: StorageRef): Storage {
   const storage = resources.storages.get(ref.key);
-  if (!storage) throw new Error(`RunSpec names storage ${ref.key} (${ref.uri}), which its resources do not hold.`);
+  if (!storage) throw new RunctlError("INVALID_ARGUMENT", `The run spec names storage ${ref.key} (${ref.uri}), which its resources do not hold.`);
   return storage;
 }
