@@ -52,12 +52,13 @@ function folderOf(file) {
   return parts.length > 1 ? parts[0] : "(root)";
 }
 
-// `from "x"` (import and export), `import "x"`, `import("x")`; comments are stripped first so that
-// an example in TSDoc is not an import.
+// `from "x"` (import and export), `import "x"`, `import("x")`. Comments that start a line are
+// stripped first, so that an example in TSDoc is not an import (only those: a string such as
+// "src/**/*.ts" must not open a "comment" that swallows real imports).
 const SPECIFIER = /(?:\bfrom\s*|\bimport\s*\(?\s*)["']([^"']+)["']/g;
 
 function importsOf(text) {
-  const code = text.replace(/\/\*[\s\S]*?\*\//g, "").replace(/(^|[^:"'`])\/\/.*$/gm, "$1");
+  const code = text.replace(/^\s*\/\*[\s\S]*?\*\//gm, "").replace(/^\s*\/\/.*$/gm, "");
   return [...code.matchAll(SPECIFIER)].map((m) => m[1]);
 }
 
