@@ -20,8 +20,8 @@ export type { LogsOptions } from "./run/training-run.js";
 export type { RunResult, CommittedCheckpoint, RunInterruption } from "./run/run-result.js";
 export type * from "./run/events.js";
 export type { AttachOptions } from "./engine/attach-run.js";
-export type { PlanSummary } from "./engine/plan-summary.js";
-export type { ProvisionedMachine } from "./engine/provisioned-machine.js";
+export type { PlanSummary } from "./plan/plan-summary.js";
+export type { ProvisionedMachine } from "./plan/provisioned-machine.js";
 export type { SyncResult } from "./sync/sync-tree.js";
 
 export { local } from "./providers/local/index.js";
@@ -51,7 +51,7 @@ export type {
   PrewarmVolumeResult,
 } from "./providers/ec2/index.js";
 export type { SweepOptions, ProviderEstimate } from "./providers/types.js";
-export type * from "./engine/sweep-types.js";
+export type * from "./providers/sweep-types.js";
 export { listRecordedResources, resourceLedgerPath } from "./ledger/index.js";
 export type { ResourceRecord, ResourceKind, ListRecordedResourcesOptions } from "./ledger/index.js";
 export { PRICE_CATALOG, onDemandPrice } from "./cost/price-catalog.js";

@@ -2,7 +2,7 @@ import { checkpointStore, type CheckpointStore } from "./checkpoints/checkpoint-
 import { attachRun, type AttachOptions } from "./engine/attach-run.js";
 import { RunctlError } from "./errors/runctl-error.js";
 import { RunPlan } from "./plan/run-plan.js";
-import type { SweepReport } from "./engine/sweep-types.js";
+import type { SweepReport } from "./providers/sweep-types.js";
 import type { Provider, SweepOptions } from "./providers/types.js";
 import type { TrainingRun } from "./run/training-run.js";
 import type { Storage } from "./storage/types.js";

@@ -1,4 +1,5 @@
-import { Runctl, localDir, s3FromDescriptor, type CheckpointStore, type CheckpointVerification } from "../index.js";
+import { Runctl, type CheckpointStore, type CheckpointVerification } from "../index.js";
+import { storageFromRecord } from "../storage/resolve-storage.js";
 import { output, table, formatBytes, formatTime, type CliIo } from "./cli-output.js";
 import { CliError, EXIT_CODES, type ExitCode } from "./cli-errors.js";
 import { readRunJournal, type StoredRunRecord } from "./run-journals.js";
@@ -91,8 +92,9 @@ function openStore(record: StoredRunRecord, warn: (message: string) => void): Op
     throw new CliError("CHECKPOINT_NOT_FOUND", `Run ${record.runId} has no checkpoint storage recorded (it never reached its machine).`);
   }
   const noop = async (): Promise<void> => {};
-  if (saved.descriptor.kind === "s3") return { store: Runctl.checkpoints(s3FromDescriptor(saved.descriptor), record.runId), uri: saved.uri, close: noop };
-  if (saved.uri.startsWith("file:")) return { store: Runctl.checkpoints(localDir(saved.descriptor.path), record.runId), uri: saved.uri, close: noop };
+  // S3 or a local folder directly (the resolver, as `Runctl.attach` does); on a machine, below.
+  const direct = storageFromRecord(saved, () => undefined);
+  if (direct) return { store: Runctl.checkpoints(direct, record.runId), uri: saved.uri, close: noop };
   const run = Runctl.attach(record.runId, attachOptionsFor(record, warn));
   return { store: run.checkpoints(), uri: saved.uri, close: () => run.cancel({ strategy: "detach" }).catch(() => {}) };
 }

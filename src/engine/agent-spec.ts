@@ -1,8 +1,6 @@
 import { posix } from "node:path";
-import type { PlanState, TrainOptions } from "../plan/plan-types.js";
-import type { HyperparamValue } from "../plan/hyperparams.js";
-import { hyperparamArgs } from "../plan/hyperparams.js";
 import type { StorageDescriptor } from "../storage/types.js";
+import type { HyperparamValue, RunSpec } from "./run-spec.js";
 
 /** The `spec.json` the agent runs (docs/agent-protocol.md). */
 export interface AgentSpec {
@@ -40,20 +38,15 @@ export interface AgentSpec {
 
 /** Inputs of {@link buildAgentSpec}. */
 export interface AgentSpecInput {
-  readonly state: PlanState;
+  readonly spec: RunSpec;
   readonly runId: string;
   readonly rootDir: string;
   readonly workdir: string;
   readonly mirrorDir: string | null;
   readonly python: string;
-  readonly script: string;
-  readonly options: TrainOptions & { readonly hyperparams: Readonly<Record<string, HyperparamValue>> };
+  /** The checkpoint storage as the machine reaches it (the spec's, or one on the machine). */
   readonly storage: StorageDescriptor | null;
   readonly resume: AgentSpec["resume"];
-  /** Where each `.data()` source is reached from the machine, in plan order. */
-  readonly dataSources: readonly StorageDescriptor[];
-  /** Where `.outputs()` go, as the machine reaches it. */
-  readonly outputs: StorageDescriptor | null;
   /** The machine's metadata service, if it has one. */
   readonly imds: { readonly endpoint: string; readonly pollMs?: number } | undefined;
   /** How the machine powers itself off, if it should (a cloud instance). */
@@ -62,13 +55,13 @@ export interface AgentSpecInput {
   readonly cost?: { readonly hourlyUsd: number; readonly spentUsd: number } | undefined;
 }
 
-/** Turns a validated plan into the agent's spec for one machine. Pure. */
+/** Turns a run's {@link RunSpec} into the agent's spec for one machine. Pure. */
 export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
-  const { state, runId, rootDir, workdir } = input;
+  const { spec, runId, rootDir, workdir } = input;
   const runDir = posix.join(rootDir, "runs", runId);
   const inWorkdir = (p: string): string => (posix.isAbsolute(p) ? p : posix.join(workdir, p));
-  const setup = state.setup;
-  const data = state.data.map((d, i) => ({ source: input.dataSources[i]!, to: inWorkdir(d.to) }));
+  const data = spec.data.map((d) => ({ source: d.kind === "path" ? { kind: "dir" as const, path: d.path } : d.storage.descriptor, to: inWorkdir(d.to) }));
+  const maxUsd = spec.budget.maxUsd;
   return {
     version: 1,
     runId,
@@ -77,39 +70,26 @@ export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
     mirrorDir: input.mirrorDir,
     python: input.python,
     // `./-V.py`, not `-V.py`: the interpreter must never read the script's path as one of its options.
-    argv: [input.script.startsWith("-") ? `./${input.script}` : input.script, ...hyperparamArgs(input.options.hyperparams), ...(input.options.args ?? [])],
-    env: state.env,
-    hyperparams: input.options.hyperparams,
-    setup: setup
-      ? {
-          requirements: setup.requirements ?? null,
-          pip: {
-            findLinks: setup.pip?.findLinks ?? [],
-            noIndex: setup.pip?.noIndex ?? false,
-            indexUrl: setup.pip?.indexUrl ?? null,
-            extraArgs: setup.pip?.extraArgs ?? [],
-          },
-          systemSitePackages: setup.systemSitePackages ?? true,
-          commands: setup.commands ?? [],
-          venvRoot: posix.join(rootDir, "venvs"),
-        }
-      : null,
+    argv: [spec.script.startsWith("-") ? `./${spec.script}` : spec.script, ...spec.trainerArgs],
+    env: spec.env,
+    hyperparams: spec.hyperparams,
+    setup: spec.setup ? { ...spec.setup, venvRoot: posix.join(rootDir, "venvs") } : null,
     data,
     dataDir: data[0]?.to ?? null,
     outputDir: posix.join(runDir, "outputs"),
-    outputs: input.outputs ? { storage: input.outputs } : null,
+    outputs: spec.outputs ? { storage: spec.outputs.descriptor } : null,
     checkpoints: {
-      dir: state.checkpoints?.dir ? inWorkdir(state.checkpoints.dir) : posix.join(runDir, "checkpoints"),
+      dir: spec.checkpoints.dir ? inWorkdir(spec.checkpoints.dir) : posix.join(runDir, "checkpoints"),
       storage: input.storage,
-      keep: state.checkpoints?.keep ?? null,
-      settleMs: state.checkpoints?.settleMs ?? 2000,
+      keep: spec.checkpoints.keep,
+      settleMs: spec.checkpoints.settleMs,
       pollMs: 250,
     },
     resume: input.resume,
     limits: {
-      maxDurationMs: state.budget?.maxDurationMs ?? null,
-      graceMs: input.options.graceMs ?? 30_000,
-      budget: state.budget?.maxUsd !== undefined && input.cost && input.cost.hourlyUsd > 0 ? { maxUsd: state.budget.maxUsd, hourlyUsd: input.cost.hourlyUsd, spentUsd: input.cost.spentUsd } : null,
+      maxDurationMs: spec.budget.maxDurationMs,
+      graceMs: spec.graceMs,
+      budget: maxUsd !== null && input.cost && input.cost.hourlyUsd > 0 ? { maxUsd, hourlyUsd: input.cost.hourlyUsd, spentUsd: input.cost.spentUsd } : null,
     },
     shutdown: input.shutdown
       ? { command: input.shutdown.command, afterRunMs: input.shutdown.afterRunMs, ...(input.shutdown.cancelBootPowerOff ? { cancelBootPowerOff: input.shutdown.cancelBootPowerOff } : {}) }

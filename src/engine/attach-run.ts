@@ -2,17 +2,15 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { RunctlError } from "../errors/runctl-error.js";
 import { local } from "../providers/local/local-provider.js";
 import type { Provider } from "../providers/types.js";
-import type { CancelStrategy } from "../plan/plan-types.js";
 import type { ExitEvent } from "../run/events.js";
 import { RunJournal, readJournalFrom } from "../run/journal.js";
 import type { RunResult } from "../run/run-result.js";
-import { TrainingRun } from "../run/training-run.js";
-import { localDir } from "../storage/local-dir/local-dir-storage.js";
-import { s3FromDescriptor } from "../storage/s3/index.js";
+import { TrainingRun, type CancelStrategy } from "../run/training-run.js";
+import { storageFromRecord } from "../storage/resolve-storage.js";
 import { RunSession, type LaunchedRun } from "./run-session.js";
 import { posix } from "node:path";
 import type { Storage } from "../storage/types.js";
-import { machineStorageFor } from "./start-run.js";
+import { machineStorageFor } from "./run-storage.js";
 
 /** Options of `Runctl.attach`. */
 export interface AttachOptions {
@@ -42,11 +40,10 @@ export function attachRun(runId: string, options: AttachOptions = {}): TrainingR
     if (options.storage) return options.storage;
     const saved = record.storage;
     if (!saved) return undefined;
-    const descriptor = saved.descriptor;
-    if (descriptor.kind === "s3") return s3FromDescriptor(descriptor);
-    if (saved.uri.startsWith("file:")) return localDir(descriptor.path);
-    if (!record.machine) return undefined;
-    return machineStorageFor(provider(), { record: record.machine, id: record.machine.id, rootDir: posix.dirname(descriptor.path) });
+    return storageFromRecord(saved, (dirOnMachine) => {
+      if (!record.machine) return undefined;
+      return machineStorageFor(provider(), { record: record.machine, id: record.machine.id, rootDir: posix.dirname(dirOnMachine) });
+    });
   };
   const provider = (): Provider => {
     if (options.provider) return options.provider;

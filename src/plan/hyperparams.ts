@@ -1,15 +1,8 @@
 import { RunctlError } from "../errors/runctl-error.js";
+import type { HyperparamValue } from "../engine/run-spec.js";
 import { MAX_ARG_BYTES, execStringProblem } from "./os-limits.js";
 
-/**
- * A hyperparameter value: anything JSON can carry losslessly.
- *
- * @example
- * ```ts
- * const hp: Record<string, HyperparamValue> = { lr: 1e-3, layers: [64, 64], opt: { name: "adam" } };
- * ```
- */
-export type HyperparamValue = string | number | boolean | null | readonly HyperparamValue[] | { readonly [key: string]: HyperparamValue };
+export type { HyperparamValue } from "../engine/run-spec.js";
 
 /** Hyperparameter names become `--name` arguments, so they are restricted to a safe alphabet. */
 const NAME = /^[A-Za-z_][A-Za-z0-9_.-]*$/;

@@ -1,7 +1,8 @@
 import type { Provider } from "../providers/types.js";
 import type { Storage } from "../storage/types.js";
-import type { HyperparamValue } from "./hyperparams.js";
+import type { HyperparamValue, RecoverTrigger } from "../engine/run-spec.js";
 import type { Checkpoint } from "../checkpoints/checkpoint-store.js";
+import type { CancelStrategy } from "../run/training-run.js";
 
 /** Options of `.sync(dir, options)`. */
 export interface SyncOptions {
@@ -55,8 +56,7 @@ export interface CheckpointOptions {
   readonly settleMs?: number;
 }
 
-/** What makes a run restart on a new machine. */
-export type RecoverTrigger = "interruption" | "host-lost";
+export type { RecoverTrigger } from "../engine/run-spec.js";
 
 /** Options of `.recover(options)`. */
 export interface RecoverOptions {
@@ -101,8 +101,7 @@ export type ResumeSource =
       readonly name?: string;
     };
 
-/** How a canceled run is stopped. `detach` leaves it running and stops following it. */
-export type CancelStrategy = "detach" | "interrupt" | "kill";
+export type { CancelStrategy } from "../run/training-run.js";
 
 /** Options of `.train(script, options)`. */
 export interface TrainOptions {

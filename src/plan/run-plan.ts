@@ -3,14 +3,14 @@ import { join } from "node:path";
 import { RunctlError } from "../errors/runctl-error.js";
 import type { Provider } from "../providers/types.js";
 import { startRun } from "../engine/start-run.js";
-import { summarizePlan, type PlanSummary } from "../engine/plan-summary.js";
-import { provisionMachine, type ProvisionedMachine } from "../engine/provisioned-machine.js";
 import type { TrainingRun } from "../run/training-run.js";
+import { buildRunSpec } from "./build-run-spec.js";
 import { hyperparamArgs, validateHyperparams, type HyperparamValue } from "./hyperparams.js";
+import { summarizePlan, type PlanSummary } from "./plan-summary.js";
+import { provisionMachine, type ProvisionedMachine } from "./provisioned-machine.js";
 import { checkExecString, checkExecTotal } from "./os-limits.js";
 import type { BudgetOptions, CheckpointOptions, DataOptions, PlanState, RecoverOptions, ResumeSource, SetupOptions, SyncOptions, TrainOptions } from "./plan-types.js";
-import { localDir } from "../storage/local-dir/local-dir-storage.js";
-import { s3 } from "../storage/s3/index.js";
+import { isStorageUri, storageFromUri } from "../storage/resolve-storage.js";
 import type { Storage } from "../storage/types.js";
 import { refuseStoredSecrets } from "../transport/secrets-channel.js";
 import {
@@ -103,7 +103,7 @@ export class RunPlan {
    */
   data(source: string | Storage, options: DataOptions = {}): RunPlan {
     const to = validateRelativePath(options.to ?? "data", ".data() to");
-    const storage = typeof source === "string" ? (source.startsWith("s3://") ? s3(source) : undefined) : source;
+    const storage = typeof source === "string" ? (isStorageUri(source) ? storageFromUri(source) : undefined) : source;
     if (storage) {
       reachableFrom(this.state.provider, storage, ".data()");
       return this.with({ data: [...this.state.data, { kind: "storage", uri: storage.uri, storage, to }] });
@@ -123,7 +123,7 @@ export class RunPlan {
    * ```
    */
   outputs(target: string | Storage): RunPlan {
-    const storage = typeof target === "string" ? (target.startsWith("s3://") ? s3(target) : localDir(target)) : target;
+    const storage = typeof target === "string" ? storageFromUri(target) : target;
     reachableFrom(this.state.provider, storage, ".outputs()");
     return this.with({ outputs: storage });
   }
@@ -226,7 +226,8 @@ export class RunPlan {
     this.checkScript(script);
     this.checkCommand(".train()", script, hyperparams, parsed.args ?? []);
     this.checkRecovery();
-    return startRun(this.state, { script, options: { ...parsed, hyperparams } });
+    const { spec, resources } = buildRunSpec(this.state, script, { ...parsed, hyperparams });
+    return startRun(spec, resources);
   }
 
   /**

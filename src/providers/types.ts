@@ -1,4 +1,4 @@
-import type { SweepReport } from "../engine/sweep-types.js";
+import type { SweepReport } from "./sweep-types.js";
 import type { Transport } from "../transport/types.js";
 
 /** JSON facts about a machine, kept in the run journal so `Runctl.attach` can reach it again. */

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { RunctlError } from "../errors/runctl-error.js";
 import type { MachineRecord } from "../providers/types.js";
 import type { StorageDescriptor } from "../storage/types.js";
-import { runctlHome } from "../util/runctl-home.js";
+import { journalDir, runctlHome } from "../util/runctl-home.js";
 import { tryLockJournal, unlockJournal } from "./journal-lock.js";
 import type { RunEvent, RunEventInput } from "./events.js";
 
@@ -35,10 +35,7 @@ interface JournalLine {
   readonly c?: FollowCursor;
 }
 
-/** The folder of a run's local journal. */
-export function journalDir(runId: string): string {
-  return join(runctlHome(), "runs", runId);
-}
+export { journalDir };
 
 /**
  * The client's durable record of a run: `run.json` plus `journal.jsonl` (every event, with the

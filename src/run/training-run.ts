@@ -1,10 +1,12 @@
 import { RunctlError } from "../errors/runctl-error.js";
 import { checkpointStore, type CheckpointStore } from "../checkpoints/checkpoint-store.js";
-import type { CancelStrategy } from "../plan/plan-types.js";
 import type { Storage } from "../storage/types.js";
 import type { AsyncQueue } from "../util/async-queue.js";
 import type { RunEvent } from "./events.js";
 import type { RunResult } from "./run-result.js";
+
+/** How a canceled run is stopped. `detach` leaves it running and stops following it. */
+export type CancelStrategy = "detach" | "interrupt" | "kill";
 
 /** @internal What the engine hands a {@link TrainingRun}. */
 export interface RunControl {

@@ -52,6 +52,21 @@ export interface S3StorageDescriptor {
  */
 export type StorageDescriptor = DirStorageDescriptor | S3StorageDescriptor;
 
+/**
+ * What `machineDir()`-style storages need of a connection to a machine: a structural subset of
+ * `Transport` (src/transport/types.ts), declared here so that storage/ never imports transport/
+ * (transport/ sits above storage/: SSM stages through a Storage). Every `Transport` is a `MachineShell`.
+ */
+export interface MachineShell {
+  /** Runs an argv or a POSIX `sh` script; the handle is awaited for the result and iterated for output. */
+  exec(
+    command: readonly string[] | { readonly script: string },
+    options?: { readonly signal?: AbortSignal | undefined; readonly stdin?: string | Uint8Array | Readable | undefined; readonly captureStdout?: boolean | undefined },
+  ): PromiseLike<{ readonly exitCode: number | null; readonly stdout: string; readonly stderrTail: string }> & AsyncIterable<{ readonly stream: "stdout" | "stderr"; readonly data: Uint8Array }>;
+  /** Frees the connection. */
+  close(): Promise<void>;
+}
+
 /** Credentials handed to the agent in memory (never written on the machine). */
 export interface MachineSecrets {
   /** AWS credentials for an `s3` storage. */
@@ -84,7 +99,8 @@ export interface Storage {
   delete(keys: string | readonly string[], options?: StorageCallOptions): Promise<void>;
   /**
    * How the agent on a machine reaches this storage, or undefined when it cannot (for example a
-   * local folder seen from a remote host). Optional capability.
+   * local folder seen from a remote host). A pure description of the storage's configuration (no
+   * I/O): the plan calls it once, when `.train()` builds the run's spec. Optional capability.
    */
   machineDescriptor?(context: { readonly sharesLocalFilesystem: boolean }): StorageDescriptor | undefined;
   /**

@@ -28,3 +28,16 @@ export function runctlHome(): string {
 export function syncHashCachePath(localDir: string): string {
   return join(runctlHome(), "cache", `hashes-${createHash("sha256").update(localDir).digest("hex").slice(0, 16)}.json`);
 }
+
+/**
+ * The folder of a run's local journal (`run.json`, `journal.jsonl`). Here, not in run/, because the
+ * EC2 sweep (a lower layer) reads journals too.
+ *
+ * @example
+ * ```ts
+ * journalDir("20261121-152117-utfo5u"); // "~/.runctl/runs/20261121-152117-utfo5u"
+ * ```
+ */
+export function journalDir(runId: string): string {
+  return join(runctlHome(), "runs", runId);
+}

@@ -1,4 +1,4 @@
-// The agent's venv setup (src/agent/runctl_agent.py) through its real command line: pip installs
+// The agent's venv setup (src/agent/runctl_agent/) through its real command line: pip installs
 // into venvs, which needs python3-venv, pip, setuptools and wheel (Debian packages the e2e tier's
 // globalSetup installs), so these tests live in the e2e tier; the rest are in test/integration/agent.test.ts.
 import { spawnSync } from "node:child_process";

@@ -29,7 +29,7 @@ import {
 import { mockClient } from "aws-sdk-client-mock";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Runctl, ec2 } from "runctl";
-import type { SweepReport } from "../../src/engine/sweep-types.js";
+import type { SweepReport } from "../../src/providers/sweep-types.js";
 import { resourceLedgerPath } from "../../src/ledger/resource-ledger.js";
 import { sweepEc2, type SweepEc2Options } from "../../src/providers/ec2/sweep.js";
 import { runEndedFromJournal } from "../../src/providers/ec2/sweep-rules.js";

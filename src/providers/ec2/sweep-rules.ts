@@ -1,7 +1,7 @@
 import { closeSync, openSync, readSync, fstatSync } from "node:fs";
 import { join } from "node:path";
-import { journalDir } from "../../run/journal.js";
-import type { SweptResource, SweptResourceKind } from "../../engine/sweep-types.js";
+import { journalDir } from "../../util/runctl-home.js";
+import type { SweptResource, SweptResourceKind } from "../sweep-types.js";
 import { TAG, hasRunctlTagSet } from "./tags.js";
 
 /**

@@ -14,7 +14,7 @@ import {
   type Instance,
 } from "@aws-sdk/client-ec2";
 import { RunctlError, abortError } from "../../errors/runctl-error.js";
-import type { KeptResource, SweepFailure, SweepReport, SweptResource } from "../../engine/sweep-types.js";
+import type { KeptResource, SweepFailure, SweepReport, SweptResource } from "../sweep-types.js";
 import { recordResourceDeleted, type ResourceKind } from "../../ledger/resource-ledger.js";
 import type { Storage } from "../../storage/types.js";
 import { backoffDelayMs, pollUntil, resolvePollOptions, sleepMs, type PollOptions, type ResolvedPollOptions } from "./backoff.js";

@@ -1,9 +1,8 @@
 import { Readable } from "node:stream";
 import { RunctlError, throwIfAborted } from "../../errors/runctl-error.js";
-import { shellQuote } from "../../transport/shell-quote.js";
-import type { Transport } from "../../transport/types.js";
+import { shellQuote } from "../../util/shell-quote.js";
 import { validateStorageKey } from "../storage-key.js";
-import type { Storage, StorageCallOptions, StorageDescriptor, StorageObjectInfo } from "../types.js";
+import type { MachineShell, Storage, StorageCallOptions, StorageDescriptor, StorageObjectInfo } from "../types.js";
 
 /**
  * Storage in a folder on a machine, reached through its transport: where checkpoints go when a
@@ -11,7 +10,7 @@ import type { Storage, StorageCallOptions, StorageDescriptor, StorageObjectInfo 
  * it, so a handle that outlives the run (`run.checkpoints()` after the host went back to its pool)
  * still works and holds no connection open.
  *
- * @param connect - Opens a transport to the machine.
+ * @param connect - Opens a connection to the machine (a {@link MachineShell}; any `Transport` is one).
  * @param root - Absolute folder on the machine.
  * @param label - How the machine is named in the URI (`ssh://user@host:22`).
  * @example
@@ -19,7 +18,7 @@ import type { Storage, StorageCallOptions, StorageDescriptor, StorageObjectInfo 
  * const store = machineDir(() => sshTransport({ host: "gpu-1" }), "/home/ml/.runctl/checkpoints", "ssh://gpu-1:22");
  * ```
  */
-export function machineDir(connect: () => Transport, root: string, label: string): Storage {
+export function machineDir(connect: () => MachineShell, root: string, label: string): Storage {
   if (!root.startsWith("/")) throw new RunctlError("INVALID_ARGUMENT", `machineDir(): ${root} is not an absolute path.`);
   const at = (key: string): string => `${root}/${validateStorageKey(key)}`;
 

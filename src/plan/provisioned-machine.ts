@@ -2,8 +2,8 @@ import { ensureAgent } from "../agent/install-agent.js";
 import type { Machine, Provider } from "../providers/types.js";
 import { syncTree, type SyncResult, type SyncTreeOptions } from "../sync/sync-tree.js";
 import type { Command, ExecHandle, ExecOptions } from "../transport/types.js";
-import type { SyncOptions } from "../plan/plan-types.js";
-import { existingDir } from "../plan/validate.js";
+import type { SyncOptions } from "./plan-types.js";
+import { existingDir } from "./validate.js";
 import { syncHashCachePath } from "../util/runctl-home.js";
 
 /**

@@ -1,7 +1,7 @@
-import type { PlanState } from "../plan/plan-types.js";
 import type { PlannedResource } from "../providers/types.js";
 import { planSync, type SyncPlan } from "../sync/sync-tree.js";
-import { resolveStorage } from "./start-run.js";
+import { checkpointStorageOf } from "./build-run-spec.js";
+import type { PlanState } from "./plan-types.js";
 
 /**
  * The dry run of a plan: what would happen, what would be created, what it would cost.
@@ -52,7 +52,7 @@ export async function summarizePlan(state: PlanState, script: string | undefined
   const estimate = state.provider.estimate
     ? await state.provider.estimate().catch((err: unknown) => ({ hourlyPriceUsd: providerPlan.hourlyPriceUsd, basis: `catalog (live price unavailable: ${(err as Error).message})` }))
     : { hourlyPriceUsd: providerPlan.hourlyPriceUsd, basis: providerPlan.hourlyPriceUsd > 0 ? "provider" : "free (your own machine)" };
-  const storage = resolveStorage(state);
+  const storage = checkpointStorageOf(state);
   const sync = state.sync
     ? await planSync({ localDir: state.sync.dir, ignore: state.sync.options.ignore ?? [], hash: false, ...(state.sync.options.maxBytes ? { maxBytes: state.sync.options.maxBytes } : {}), ...(state.sync.options.maxFiles ? { maxFiles: state.sync.options.maxFiles } : {}) })
     : undefined;

@@ -1,0 +1,56 @@
+import { createHash } from "node:crypto";
+import { posix } from "node:path";
+import type { Machine } from "../providers/types.js";
+import { syncTree } from "../sync/sync-tree.js";
+import { KeyedMutex } from "../util/keyed-mutex.js";
+import { syncHashCachePath } from "../util/runctl-home.js";
+import type { RunContext } from "./run-context.js";
+
+/** Runs of this process syncing into the same mirror take turns. */
+const mirrorLocks = new KeyedMutex();
+
+/** Where a synced folder is mirrored on a machine: one mirror per local folder, updated incrementally. */
+function mirrorKey(localDirPath: string): string {
+  return createHash("sha256").update(localDirPath).digest("hex").slice(0, 16);
+}
+
+/**
+ * Stages the run's code on the machine: syncs the spec's folder into its mirror
+ * (`<rootDir>/work/<hash>`), reporting `syncing`, warnings and a `sync` event. Returns the mirror,
+ * or null when the spec syncs nothing.
+ */
+export async function stageCode(ctx: RunContext, machine: Machine, agent: { readonly python: string; readonly path: string }, signal: AbortSignal): Promise<string | null> {
+  const { spec, session } = ctx;
+  const sync = spec.sync;
+  if (!sync) return null;
+  session.emit({ type: "phase", phase: "syncing" });
+  const mirror = posix.join(machine.rootDir, "work", mirrorKey(sync.dir));
+  const checkpointDir = spec.checkpoints.dir;
+  const synced = await mirrorLocks.run(`${machine.provider}:${machine.id}:${mirror}`, () =>
+    syncTree({
+      transport: machine.transport,
+      python: agent.python,
+      agentPath: agent.path,
+      localDir: sync.dir,
+      remoteDir: mirror,
+      ignore: sync.ignore,
+      // The trainer's checkpoint folder inside the synced tree is the run's, not the code's.
+      extraExcludes: checkpointDir && !posix.isAbsolute(checkpointDir) ? [`/${checkpointDir}`] : [],
+      hashCachePath: syncHashCachePath(sync.dir),
+      signal,
+      ...(sync.maxBytes !== null ? { maxBytes: sync.maxBytes } : {}),
+      ...(sync.maxFiles !== null ? { maxFiles: sync.maxFiles } : {}),
+    }),
+  );
+  for (const warning of synced.warnings) session.emit({ type: "warning", code: "SYNC", message: warning });
+  session.emit({
+    type: "sync",
+    files: synced.files,
+    bytes: synced.bytes,
+    uploadedFiles: synced.uploadedFiles,
+    uploadedBytes: synced.uploadedBytes,
+    deletedFiles: synced.deletedFiles,
+    durationMs: synced.durationMs,
+  });
+  return mirror;
+}
