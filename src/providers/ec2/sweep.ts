@@ -17,8 +17,9 @@ import { RunctlError, abortError } from "../../errors/runctl-error.js";
 import type { KeptResource, SweepFailure, SweepReport, SweptResource } from "../../engine/sweep-types.js";
 import { recordResourceDeleted, type ResourceKind } from "../../ledger/resource-ledger.js";
 import type { Storage } from "../../storage/types.js";
-import { backoffDelayMs, pollUntil, resolvePollOptions, sleepMs, type PollOptions, type ResolvedPollOptions } from "./backoff.js";
-import { awsCodeOf, ec2Call, resolveEc2Retry, type Ec2RetryOptions } from "./ec2-call.js";
+import { backoffDelayMs, pollUntil, resolvePollOptions, sleepMs, type PollOptions, type ResolvedPollOptions } from "../../aws/aws-poll.js";
+import { AWS_SDK_MAX_ATTEMPTS, awsCall, resolveAwsRetry, type AwsRetryOptions } from "../../aws/aws-call.js";
+import { awsErrorCode } from "../../aws/aws-errors.js";
 import { validateRegion } from "./ebs/validate-volume.js";
 import { DEFAULT_SWEEP_GRACE_MS, judge, runEndedFromJournal, type SweepContext, type SweepSubject } from "./sweep-rules.js";
 import { deleteStagingFolder, findStagingFolders, type StagingFolder } from "./sweep-staging.js";
@@ -59,7 +60,7 @@ export interface SweepTiming {
 export interface SweepEc2Options {
   /** The region to sweep. */
   readonly region: string;
-  /** The EC2 client to use. @defaultValue `new EC2Client({ region })` */
+  /** The EC2 client to use. @defaultValue `new EC2Client({ region, maxAttempts: AWS_SDK_MAX_ATTEMPTS })` */
   readonly client?: EC2Client;
   /** Only resources whose `runctl:owner` is this; `"all"` for every owner. @defaultValue {@link defaultOwner}() */
   readonly owner?: string;
@@ -80,7 +81,7 @@ export interface SweepEc2Options {
   /** Whether a run is over; `undefined` when unknown. @defaultValue {@link runEndedFromJournal} (the local journal's exit event) */
   readonly runEnded?: (runId: string) => boolean | undefined;
   /** Repeats of throttled EC2 calls. @defaultValue `{ retries: 5, minDelayMs: 250, maxDelayMs: 8000 }` */
-  readonly retry?: Ec2RetryOptions;
+  readonly retry?: AwsRetryOptions;
   /** Waits between steps. @defaultValue see {@link SweepTiming} */
   readonly timing?: SweepTiming;
   /** Called with things worth knowing that do not fail the sweep. @defaultValue ignore them */
@@ -153,12 +154,12 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
     if (!Number.isFinite(value) || value < 0) throw new RunctlError("INVALID_ARGUMENT", `timing.${name} must be a finite number >= 0, got ${String(value)}.`);
   }
   const poll: ResolvedPollOptions = resolvePollOptions(options.timing?.poll, { initialMs: 2_000, maxMs: 15_000 });
-  const retry = resolveEc2Retry(options.retry);
+  const retry = resolveAwsRetry(options.retry);
   const dryRun = options.dryRun ?? false;
   const force = options.force ?? false;
   if (typeof force !== "boolean") throw new RunctlError("INVALID_ARGUMENT", `force must be true or false, got ${JSON.stringify(force)}.`);
   const signal = options.signal;
-  const client = options.client ?? new EC2Client({ region });
+  const client = options.client ?? new EC2Client({ region, maxAttempts: AWS_SDK_MAX_ATTEMPTS });
   const warn = (message: string): void => {
     try {
       options.onWarning?.(message);
@@ -201,7 +202,7 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
   const instances: Instance[] = [];
   let token: string | undefined;
   do {
-    const page = await ec2Call(
+    const page = await awsCall(
       "DescribeInstances",
       (http) =>
         client.send(
@@ -212,8 +213,7 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
           }),
           http,
         ),
-      retry,
-      signal,
+      { retry, signal: signal },
     );
     for (const r of page.Reservations ?? []) for (const i of r.Instances ?? []) if (i.InstanceId) instances.push(i);
     token = page.NextToken || undefined;
@@ -222,11 +222,10 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
   const volumes = [];
   token = undefined;
   do {
-    const page = await ec2Call(
+    const page = await awsCall(
       "DescribeVolumes",
       (http) => client.send(new DescribeVolumesCommand({ Filters: [RUNCTL_TAG_FILTER], MaxResults: 500, ...(token ? { NextToken: token } : {}) }), http),
-      retry,
-      signal,
+      { retry, signal: signal },
     );
     volumes.push(...(page.Volumes ?? []));
     token = page.NextToken || undefined;
@@ -235,28 +234,26 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
   const groups = [];
   token = undefined;
   do {
-    const page = await ec2Call(
+    const page = await awsCall(
       "DescribeSecurityGroups",
       (http) => client.send(new DescribeSecurityGroupsCommand({ Filters: [RUNCTL_TAG_FILTER], MaxResults: 1000, ...(token ? { NextToken: token } : {}) }), http),
-      retry,
-      signal,
+      { retry, signal: signal },
     );
     groups.push(...(page.SecurityGroups ?? []));
     token = page.NextToken || undefined;
   } while (token);
 
   // DescribeKeyPairs has no pagination: one answer holds every key pair of the region.
-  const keyPairs = (await ec2Call("DescribeKeyPairs", (http) => client.send(new DescribeKeyPairsCommand({ Filters: [RUNCTL_TAG_FILTER] }), http), retry, signal)).KeyPairs ?? [];
+  const keyPairs = (await awsCall("DescribeKeyPairs", (http) => client.send(new DescribeKeyPairsCommand({ Filters: [RUNCTL_TAG_FILTER] }), http), { retry, signal: signal })).KeyPairs ?? [];
 
   // Only this account's own snapshots (never public or shared ones that happen to carry the tag).
   const snapshots = [];
   token = undefined;
   do {
-    const page = await ec2Call(
+    const page = await awsCall(
       "DescribeSnapshots",
       (http) => client.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: [RUNCTL_TAG_FILTER], MaxResults: 1000, ...(token ? { NextToken: token } : {}) }), http),
-      retry,
-      signal,
+      { retry, signal: signal },
     );
     snapshots.push(...(page.Snapshots ?? []));
     token = page.NextToken || undefined;
@@ -358,7 +355,7 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
   const terminated: string[] = [];
   const terminate = async (batch: { resource: SweptResource; instanceId: string }[]): Promise<void> => {
     try {
-      await ec2Call("TerminateInstances", (http) => client.send(new TerminateInstancesCommand({ InstanceIds: batch.map((b) => b.instanceId) }), http), retry, signal);
+      await awsCall("TerminateInstances", (http) => client.send(new TerminateInstancesCommand({ InstanceIds: batch.map((b) => b.instanceId) }), http), { retry, signal: signal });
       for (const b of batch) {
         deleted.push(b.resource);
         terminated.push(b.instanceId);
@@ -372,7 +369,7 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
         return;
       }
       const only = batch[0]!;
-      if (awsCodeOf(err) === "InvalidInstanceID.NotFound") {
+      if (awsErrorCode(err) === "InvalidInstanceID.NotFound") {
         deleted.push(only.resource);
         ledgerDeleted("instance", only.instanceId);
       } else failed(only.resource, err);
@@ -383,9 +380,9 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
     try {
       await pollUntil(
         async () => {
-          const out = await ec2Call("DescribeInstances", (http) => client.send(new DescribeInstancesCommand({ InstanceIds: terminated }), http), retry, signal).catch((err: unknown) => {
+          const out = await awsCall("DescribeInstances", (http) => client.send(new DescribeInstancesCommand({ InstanceIds: terminated }), http), { retry, signal: signal }).catch((err: unknown) => {
             // An id EC2 has already forgotten is as gone as it gets.
-            if (awsCodeOf(err) === "InvalidInstanceID.NotFound") return { Reservations: [] };
+            if (awsErrorCode(err) === "InvalidInstanceID.NotFound") return { Reservations: [] };
             throw err;
           });
           const alive = (out.Reservations ?? []).flatMap((r) => r.Instances ?? []).filter((i) => LIVE_STATES.has(i.State?.Name ?? ""));
@@ -402,10 +399,10 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
   // 4. Volumes: available ones now; attached ones (to swept or dying instances) as they come free.
   const deleteVolume = async (c: VolumeCandidate): Promise<"deleted" | "attached" | "failed"> => {
     try {
-      await ec2Call("DeleteVolume", (http) => client.send(new DeleteVolumeCommand({ VolumeId: c.resource.id }), http), retry, signal);
+      await awsCall("DeleteVolume", (http) => client.send(new DeleteVolumeCommand({ VolumeId: c.resource.id }), http), { retry, signal: signal });
     } catch (err) {
       if (signal?.aborted) throw abortError(signal);
-      const code = awsCodeOf(err);
+      const code = awsErrorCode(err);
       if (code === "VolumeInUse" || code === "IncorrectState") return "attached";
       if (code !== "InvalidVolume.NotFound") {
         failed(c.resource, err);
@@ -427,8 +424,8 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
     try {
       await pollUntil(
         async () => {
-          const out = await ec2Call("DescribeVolumes", (http) => client.send(new DescribeVolumesCommand({ VolumeIds: waiting.map((w) => w.resource.id) }), http), retry, signal).catch((err: unknown) => {
-            if (awsCodeOf(err) === "InvalidVolume.NotFound") return { Volumes: undefined };
+          const out = await awsCall("DescribeVolumes", (http) => client.send(new DescribeVolumesCommand({ VolumeIds: waiting.map((w) => w.resource.id) }), http), { retry, signal: signal }).catch((err: unknown) => {
+            if (awsErrorCode(err) === "InvalidVolume.NotFound") return { Volumes: undefined };
             throw err;
           });
           const byId = new Map((out.Volumes ?? []).map((v) => [v.VolumeId, v]));
@@ -465,12 +462,12 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
   // 4b. Snapshots (independent of everything else).
   for (const resource of snapshotCandidates) {
     try {
-      await ec2Call("DeleteSnapshot", (http) => client.send(new DeleteSnapshotCommand({ SnapshotId: resource.id }), http), retry, signal);
+      await awsCall("DeleteSnapshot", (http) => client.send(new DeleteSnapshotCommand({ SnapshotId: resource.id }), http), { retry, signal: signal });
       deleted.push(resource);
       ledgerDeleted("snapshot", resource.id);
     } catch (err) {
       if (signal?.aborted) throw abortError(signal);
-      const code = awsCodeOf(err);
+      const code = awsErrorCode(err);
       if (code === "InvalidSnapshot.NotFound") {
         deleted.push(resource);
         ledgerDeleted("snapshot", resource.id);
@@ -484,10 +481,10 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
     groupCandidates.map(async ({ resource }) => {
       for (let attempt = 0; ; attempt++) {
         try {
-          await ec2Call("DeleteSecurityGroup", (http) => client.send(new DeleteSecurityGroupCommand({ GroupId: resource.id }), http), retry, signal);
+          await awsCall("DeleteSecurityGroup", (http) => client.send(new DeleteSecurityGroupCommand({ GroupId: resource.id }), http), { retry, signal: signal });
         } catch (err) {
           if (signal?.aborted) throw abortError(signal);
-          const code = awsCodeOf(err);
+          const code = awsErrorCode(err);
           if (code === "InvalidGroup.NotFound") break;
           if (code === "DependencyViolation" || code === "InvalidGroup.InUse") {
             if (attempt < timing.dependencyRetries) {
@@ -510,11 +507,11 @@ export async function sweepEc2(options: SweepEc2Options): Promise<SweepReport> {
   // 6. Key pairs.
   for (const { item, resource } of keyCandidates) {
     try {
-      await ec2Call("DeleteKeyPair", (http) => client.send(new DeleteKeyPairCommand(item.KeyPairId ? { KeyPairId: item.KeyPairId } : { KeyName: resource.id }), http), retry, signal);
+      await awsCall("DeleteKeyPair", (http) => client.send(new DeleteKeyPairCommand(item.KeyPairId ? { KeyPairId: item.KeyPairId } : { KeyName: resource.id }), http), { retry, signal: signal });
       deleted.push(resource);
       ledgerDeleted("key-pair", resource.id);
     } catch (err) {
-      if (awsCodeOf(err) === "InvalidKeyPair.NotFound") {
+      if (awsErrorCode(err) === "InvalidKeyPair.NotFound") {
         deleted.push(resource);
         ledgerDeleted("key-pair", resource.id);
       } else failed(resource, err);

@@ -1,5 +1,5 @@
 import { CancelCommandCommand, GetCommandInvocationCommand, type GetCommandInvocationCommandOutput, type SSMClient } from "@aws-sdk/client-ssm";
-import { awsErrorCode } from "../../errors/cloud-error.js";
+import { awsErrorCode } from "../../aws/aws-errors.js";
 import { RunctlError, abortError } from "../../errors/runctl-error.js";
 import { callSsm, pause, ssmCallError } from "./ssm-call.js";
 

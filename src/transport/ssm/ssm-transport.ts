@@ -4,7 +4,8 @@ import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, posix } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { DescribeInstanceInformationCommand, SSMClient, SendCommandCommand, type GetCommandInvocationCommandOutput } from "@aws-sdk/client-ssm";
-import { isThrottlingError } from "../../errors/cloud-error.js";
+import { isThrottlingError } from "../../aws/aws-errors.js";
+import { AWS_SDK_MAX_ATTEMPTS } from "../../aws/aws-call.js";
 import { CommandError, RunctlError, abortError, isRunctlError, throwIfAborted } from "../../errors/runctl-error.js";
 import { RemoteExecHandle } from "../ssh/exec-handle.js";
 import { describeCommand } from "../ssh/remote-command.js";
@@ -115,7 +116,7 @@ class SsmTransportImpl implements SsmTransport {
     this.o = resolveSsmOptions(options);
     this.host = this.o.host;
     this.instanceId = this.o.instanceId;
-    this.client = options.client ?? new SSMClient({ ...(options.region ? { region: options.region } : {}), retryMode: "adaptive", maxAttempts: 10 });
+    this.client = options.client ?? new SSMClient({ ...(options.region ? { region: options.region } : {}), maxAttempts: AWS_SDK_MAX_ATTEMPTS });
     this.staging = options.staging
       ? new SsmStaging(options.staging, { scope: this.o.scope, runId: this.o.runId, owner: options.owner ?? localOwner(), ttlMs: this.o.stagingTtlMs })
       : undefined;

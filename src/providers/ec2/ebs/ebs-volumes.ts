@@ -16,8 +16,9 @@ import {
 import { RunctlError } from "../../../errors/runctl-error.js";
 import { recordResourceCreated, recordResourceDeleted, type ResourceKind } from "../../../ledger/resource-ledger.js";
 import { TAG, defaultOwner, fromAwsTags, runctlTags, toAwsTags, validateRunIdTag } from "../tags.js";
-import { pollUntil, resolvePollOptions, type PollOptions, type ResolvedPollOptions } from "../backoff.js";
-import { awsCodeOf, ec2Call, resolveEc2Retry, type Ec2RetryOptions, type ResolvedEc2RetryOptions } from "../ec2-call.js";
+import { pollUntil, resolvePollOptions, type PollOptions, type ResolvedPollOptions } from "../../../aws/aws-poll.js";
+import { AWS_SDK_MAX_ATTEMPTS, awsCall, resolveAwsRetry, type AwsRetryOptions, type ResolvedAwsRetryOptions } from "../../../aws/aws-call.js";
+import { awsErrorCode } from "../../../aws/aws-errors.js";
 import type { EbsAttachResult, EbsDeleteResult, EbsDetachResult, EbsSnapshot, EbsSnapshotState, EbsVolume, EbsVolumeState, EbsVolumeType } from "./ebs-types.js";
 import {
   validateAvailabilityZone,
@@ -50,14 +51,14 @@ const NOT_FOUND_GRACE_MS = 15_000;
 export interface EbsVolumesOptions {
   /** The AWS region of the volumes. */
   readonly region: string;
-  /** The EC2 client to use. @defaultValue `new EC2Client({ region })` (the standard credential chain) */
+  /** The EC2 client to use. @defaultValue `new EC2Client({ region, maxAttempts: AWS_SDK_MAX_ATTEMPTS })` (the standard credential chain) */
   readonly client?: EC2Client;
   /** The `runctl:owner` tag of what this creates. @defaultValue {@link defaultOwner}() (`user@host`) */
   readonly owner?: string;
   /** Called with things worth knowing that do not fail the call. @defaultValue ignore them */
   readonly onWarning?: (message: string) => void;
   /** Repeats of throttled or 5xx EC2 calls. @defaultValue `{ retries: 5, minDelayMs: 250, maxDelayMs: 8000 }` */
-  readonly retry?: Ec2RetryOptions;
+  readonly retry?: AwsRetryOptions;
   /** Pauses between checks while waiting. @defaultValue `{ initialMs: 1000, maxMs: 15000 }` */
   readonly poll?: PollOptions;
 }
@@ -349,7 +350,7 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
   const region = validateRegion(options.region);
   const owner = options.owner ?? defaultOwner();
   validateTagValue("owner", owner);
-  const retry: ResolvedEc2RetryOptions = resolveEc2Retry(options.retry);
+  const retry: ResolvedAwsRetryOptions = resolveAwsRetry(options.retry);
   const poll: ResolvedPollOptions = resolvePollOptions(options.poll);
   const warn = (message: string): void => {
     try {
@@ -360,7 +361,7 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
   };
   let clientValue = options.client;
   // Created on first use, so validation errors never construct a client (or touch credentials).
-  const client = (): EC2Client => (clientValue ??= new EC2Client({ region }));
+  const client = (): EC2Client => (clientValue ??= new EC2Client({ region, maxAttempts: AWS_SDK_MAX_ATTEMPTS }));
 
   const ledgerCreated = (kind: ResourceKind, id: string, tags: Record<string, string>, runId: string | undefined, persistent: boolean): void => {
     try {
@@ -389,22 +390,22 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
 
   const describe = async (volumeId: string, signal?: AbortSignal): Promise<EbsVolume | undefined> => {
     try {
-      const out = await ec2Call("DescribeVolumes", (http) => client().send(new DescribeVolumesCommand({ VolumeIds: [volumeId] }), http), retry, signal);
+      const out = await awsCall("DescribeVolumes", (http) => client().send(new DescribeVolumesCommand({ VolumeIds: [volumeId] }), http), { retry, signal: signal });
       const v = out.Volumes?.find((x) => x.VolumeId === volumeId);
       return v ? toEbsVolume(v) : undefined;
     } catch (err) {
-      if (awsCodeOf(err) === "InvalidVolume.NotFound") return undefined;
+      if (awsErrorCode(err) === "InvalidVolume.NotFound") return undefined;
       throw err;
     }
   };
 
   const describeSnapshot = async (snapshotId: string, signal?: AbortSignal): Promise<EbsSnapshot | undefined> => {
     try {
-      const out = await ec2Call("DescribeSnapshots", (http) => client().send(new DescribeSnapshotsCommand({ SnapshotIds: [snapshotId] }), http), retry, signal);
+      const out = await awsCall("DescribeSnapshots", (http) => client().send(new DescribeSnapshotsCommand({ SnapshotIds: [snapshotId] }), http), { retry, signal: signal });
       const s = out.Snapshots?.find((x) => x.SnapshotId === snapshotId);
       return s ? toEbsSnapshot(s) : undefined;
     } catch (err) {
-      if (awsCodeOf(err) === "InvalidSnapshot.NotFound") return undefined;
+      if (awsErrorCode(err) === "InvalidSnapshot.NotFound") return undefined;
       throw err;
     }
   };
@@ -413,9 +414,9 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
     validateInstanceId(instanceId);
     let out;
     try {
-      out = await ec2Call("DescribeInstances", (http) => client().send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }), http), retry, signal);
+      out = await awsCall("DescribeInstances", (http) => client().send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }), http), { retry, signal: signal });
     } catch (err) {
-      if (awsCodeOf(err) === "InvalidInstanceID.NotFound") throw new RunctlError("NOT_FOUND", `Instance ${instanceId} does not exist in ${region}.`, { cause: err });
+      if (awsErrorCode(err) === "InvalidInstanceID.NotFound") throw new RunctlError("NOT_FOUND", `Instance ${instanceId} does not exist in ${region}.`, { cause: err });
       throw err;
     }
     const instance = out.Reservations?.flatMap((r) => r.Instances ?? []).find((i) => i.InstanceId === instanceId);
@@ -470,7 +471,7 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
     // One token for every repeat of this call: a throttled-then-retried CreateVolume never makes two volumes.
     const clientToken = randomUUID();
 
-    const out = await ec2Call(
+    const out = await awsCall(
       "CreateVolume",
       (http) =>
         client().send(
@@ -488,8 +489,7 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
           }),
           http,
         ),
-      retry,
-      input.signal,
+      { retry, signal: input.signal },
     );
     if (!out.VolumeId) throw new RunctlError("CLOUD_ERROR", "CreateVolume returned no volume id.");
     ledgerCreated("volume", out.VolumeId, tags, runId, persistent);
@@ -504,15 +504,14 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
     const attachment = vol.attachments.find((a) => a.state !== "detached");
     if (!attachment) return { volumeId, state: vol.state, detached: false };
     try {
-      await ec2Call(
+      await awsCall(
         "DetachVolume",
         (http) => client().send(new DetachVolumeCommand({ VolumeId: volumeId, InstanceId: attachment.instanceId, ...(opts.force ? { Force: true } : {}) }), http),
-        retry,
-        opts.signal,
+        { retry, signal: opts.signal },
       );
     } catch (err) {
       // Already detached between our look and the call: the goal is reached.
-      if (awsCodeOf(err) !== "IncorrectState") throw err;
+      if (awsErrorCode(err) !== "IncorrectState") throw err;
     }
     if (!(opts.wait ?? true)) return { volumeId, instanceId: attachment.instanceId, state: "detaching", detached: true };
     const done = await waitVolume(volumeId, "available (detached)", isAvailable, timeoutMs, opts.signal);
@@ -567,9 +566,9 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
       }
       let out;
       try {
-        out = await ec2Call("AttachVolume", (http) => client().send(new AttachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId, Device: device }), http), retry, opts.signal);
+        out = await awsCall("AttachVolume", (http) => client().send(new AttachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId, Device: device }), http), { retry, signal: opts.signal });
       } catch (err) {
-        const code = awsCodeOf(err);
+        const code = awsErrorCode(err);
         if (code === "VolumeInUse" || code === "IncorrectState") {
           throw new RunctlError("RESOURCE_IN_USE", `Volume ${volumeId} cannot be attached now (${code}): it is attached elsewhere or changing state.`, { cause: err, details: { volumeId, instanceId } });
         }
@@ -600,12 +599,11 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
       const runId = opts.runId ?? vol.runId;
       const name = opts.name ?? vol.name ?? `runctl-snap-${volumeId}`;
       const tags = runctlTags({ runId: runId ?? `volume:${volumeId}`, owner, now: new Date(), ttlMs, name, persistent, ...(opts.tags ? { extra: opts.tags } : {}) });
-      const out = await ec2Call(
+      const out = await awsCall(
         "CreateSnapshot",
         (http) =>
           client().send(new CreateSnapshotCommand({ VolumeId: volumeId, Description: description, TagSpecifications: [{ ResourceType: "snapshot", Tags: toAwsTags(tags) }] }), http),
-        retry,
-        opts.signal,
+        { retry, signal: opts.signal },
       );
       if (!out.SnapshotId) throw new RunctlError("CLOUD_ERROR", "CreateSnapshot returned no snapshot id.");
       ledgerCreated("snapshot", out.SnapshotId, tags, runId, persistent);
@@ -667,9 +665,9 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
         detached = true;
       }
       try {
-        await ec2Call("DeleteVolume", (http) => client().send(new DeleteVolumeCommand({ VolumeId: volumeId }), http), retry, opts.signal);
+        await awsCall("DeleteVolume", (http) => client().send(new DeleteVolumeCommand({ VolumeId: volumeId }), http), { retry, signal: opts.signal });
       } catch (err) {
-        const code = awsCodeOf(err);
+        const code = awsErrorCode(err);
         if (code === "InvalidVolume.NotFound") {
           ledgerDeleted("volume", volumeId);
           return { id: volumeId, deleted: false, detached };
@@ -689,9 +687,9 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
         throw new RunctlError("RESOURCE_IN_USE", `Snapshot ${snapshotId} is persistent (runctl:persistent=true); pass force: true to delete it.`, { details: { snapshotId } });
       }
       try {
-        await ec2Call("DeleteSnapshot", (http) => client().send(new DeleteSnapshotCommand({ SnapshotId: snapshotId }), http), retry, opts.signal);
+        await awsCall("DeleteSnapshot", (http) => client().send(new DeleteSnapshotCommand({ SnapshotId: snapshotId }), http), { retry, signal: opts.signal });
       } catch (err) {
-        const code = awsCodeOf(err);
+        const code = awsErrorCode(err);
         if (code === "InvalidSnapshot.NotFound") return { id: snapshotId, deleted: false, detached: false };
         if (code === "InvalidSnapshot.InUse") throw new RunctlError("RESOURCE_IN_USE", `Snapshot ${snapshotId} is in use (by an AMI or a pending copy).`, { cause: err, details: { snapshotId } });
         throw err;
@@ -705,12 +703,11 @@ export function ebsVolumes(options: EbsVolumesOptions): EbsVolumes {
       const out: EbsVolume[] = [];
       let token: string | undefined;
       do {
-        const page = await ec2Call(
+        const page = await awsCall(
           "DescribeVolumes",
           (http) =>
             client().send(new DescribeVolumesCommand({ Filters: [{ Name: "tag-key", Values: [TAG.runId] }], MaxResults: 500, ...(token ? { NextToken: token } : {}) }), http),
-          retry,
-          opts.signal,
+          { retry, signal: opts.signal },
         );
         for (const v of page.Volumes ?? []) {
           const vol = toEbsVolume(v);
