@@ -1,4 +1,5 @@
-import { Runctl, localDir, s3FromDescriptor, type CheckpointStore, type CheckpointVerification } from "../index.js";
+import { Runctl, localDir, type CheckpointStore, type CheckpointVerification } from "../index.js";
+import { s3FromDescriptor } from "../aws/index.js";
 import { output, table, formatBytes, formatTime, type CliIo } from "./cli-output.js";
 import { CliError, EXIT_CODES, type ExitCode } from "./cli-errors.js";
 import { readRunJournal, type StoredRunRecord } from "./run-journals.js";

@@ -8,7 +8,7 @@ import { RunJournal, readJournalFrom } from "../run/journal.js";
 import type { RunResult } from "../run/run-result.js";
 import { TrainingRun } from "../run/training-run.js";
 import { localDir } from "../storage/local-dir/local-dir-storage.js";
-import { s3FromDescriptor } from "../storage/s3/index.js";
+import { lazyS3FromDescriptor as s3FromDescriptor } from "../storage/s3/s3-lazy.js";
 import { RunSession, type LaunchedRun } from "./run-session.js";
 import { posix } from "node:path";
 import type { Storage } from "../storage/types.js";

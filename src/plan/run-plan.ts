@@ -10,7 +10,7 @@ import { hyperparamArgs, validateHyperparams, type HyperparamValue } from "./hyp
 import { checkExecString, checkExecTotal } from "./os-limits.js";
 import type { BudgetOptions, CheckpointOptions, DataOptions, PlanState, RecoverOptions, ResumeSource, SetupOptions, SyncOptions, TrainOptions } from "./plan-types.js";
 import { localDir } from "../storage/local-dir/local-dir-storage.js";
-import { s3 } from "../storage/s3/index.js";
+import { lazyS3 as s3 } from "../storage/s3/s3-lazy.js";
 import type { Storage } from "../storage/types.js";
 import { refuseStoredSecrets } from "../transport/secrets-channel.js";
 import {
