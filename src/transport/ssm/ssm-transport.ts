@@ -64,8 +64,8 @@ const WAIT_SLACK_MS = 120_000;
 
 /**
  * Creates an SSM {@link Transport}: each exec is one `AWS-RunShellScript` SendCommand, polled with
- * GetCommandInvocation (backoff from `pollMs` to `maxPollMs`; throttling retried with backoff on top
- * of the SDK's adaptive mode) until it ends. Output arrives when the command ends (`buffered`), so
+ * GetCommandInvocation (backoff from `pollMs` to `maxPollMs`; throttling retried by the AWS layer's
+ * one retry policy, the SDK client itself sending once) until it ends. Output arrives when the command ends (`buffered`), so
  * the engine follows runs in bounded calls. Arguments, `cwd` and `env` are quoted into the script,
  * which travels base64-encoded so SSM's `{{ }}` parameter interpolation never touches it. Commands
  * run as `user` (default `ubuntu`, via `sudo -n -u`).
