@@ -77,7 +77,7 @@ describe("AWS calls under throttling (one retry policy, SDK retries off)", () =>
   it("SendCommand that failed with a 5xx is sent once: neither the SDK nor runctl repeats it (the command must not run twice)", async () => {
     requests = [];
     const t = ssmTransport({ instanceId: "i-0123456789abcdef0", region: "us-east-1" });
-    const err = await caught(t.exec({ script: "echo hi" }));
+    const err = await caught((async () => await t.exec({ script: "echo hi" }))());
     expect(err.code).toBe("CLOUD_ERROR");
     // Before: the SDK client ran adaptive retries (maxAttempts 10) under runctl's: 10 SendCommands.
     expect(requests.filter((r) => r === "SendCommand")).toEqual(["SendCommand"]);
