@@ -5,7 +5,7 @@ export default defineConfig([
     // Subpath entries (package.json "exports"): `runctl` (core, local, SSH, folders) and `runctl/aws`.
     // Shared code goes to chunks both entries import, so there is one RunctlError class; the core
     // reaches S3 only through a dynamic import(), so loading `runctl` never loads the AWS SDK.
-    entry: { index: "src/index.ts", aws: "src/aws/index.ts" },
+    entry: { index: "src/index.ts", aws: "src/aws-entry.ts" },
     format: ["esm", "cjs"],
     dts: { compilerOptions: { paths: {} } },
     tsconfig: "tsconfig.build.json",

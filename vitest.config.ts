@@ -4,7 +4,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   resolve: {
     alias: [
-      { find: /^runctl\/aws$/, replacement: fileURLToPath(new URL("./src/aws/index.ts", import.meta.url)) },
+      { find: /^runctl\/aws$/, replacement: fileURLToPath(new URL("./src/aws-entry.ts", import.meta.url)) },
       { find: /^runctl$/, replacement: fileURLToPath(new URL("./src/index.ts", import.meta.url)) },
     ],
   },

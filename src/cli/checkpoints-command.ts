@@ -1,5 +1,5 @@
 import { Runctl, localDir, type CheckpointStore, type CheckpointVerification } from "../index.js";
-import { s3FromDescriptor } from "../aws/index.js";
+import { s3FromDescriptor } from "../aws-entry.js";
 import { output, table, formatBytes, formatTime, type CliIo } from "./cli-output.js";
 import { CliError, EXIT_CODES, type ExitCode } from "./cli-errors.js";
 import { readRunJournal, type StoredRunRecord } from "./run-journals.js";

@@ -1,5 +1,5 @@
 import { Runctl, listRecordedResources, RunctlError } from "../index.js";
-import { ec2 } from "../aws/index.js";
+import { ec2 } from "../aws-entry.js";
 import type { SweepFn, SweepReport } from "./sweep-report.js";
 
 /**

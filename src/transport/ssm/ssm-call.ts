@@ -1,6 +1,5 @@
 import { awsCall, resolveAwsRetry } from "../../aws/aws-call.js";
 import { awsErrorCode, cloudError, isThrottlingError, isTransientAwsError } from "../../aws/aws-errors.js";
-import { sleepMs } from "../../aws/aws-poll.js";
 import { RunctlError } from "../../errors/runctl-error.js";
 
 
@@ -84,16 +83,4 @@ export function ssmCallError(err: unknown, operation: string, instanceId: string
     );
   }
   return cloudError(err, `SSM ${operation} for ${instanceId}`);
-}
-
-/**
- * Sleeps, rejecting with ABORTED when the signal fires (the one {@link sleepMs} of the AWS layer).
- *
- * @example
- * ```ts
- * await pause(250, signal);
- * ```
- */
-export function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return sleepMs(ms, signal);
 }

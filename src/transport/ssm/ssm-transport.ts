@@ -10,7 +10,8 @@ import { CommandError, RunctlError, abortError, isRunctlError, throwIfAborted } 
 import { RemoteExecHandle } from "../ssh/exec-handle.js";
 import { describeCommand } from "../ssh/remote-command.js";
 import type { Command, ExecHandle, ExecOptions, ExecResult, Transport } from "../types.js";
-import { callSsm, pause, ssmCallError } from "./ssm-call.js";
+import { callSsm, ssmCallError } from "./ssm-call.js";
+import { sleepMs } from "../../aws/aws-poll.js";
 import { cancelInvocation, waitForInvocation } from "./ssm-invocation.js";
 import { deliverOutput } from "./ssm-output.js";
 import {
@@ -415,7 +416,7 @@ class SsmTransportImpl implements SsmTransport {
           details: { host: this.host, instanceId: this.instanceId, lastSeen: seen },
         });
       }
-      await pause(delay, signal);
+      await sleepMs(delay, signal);
       delay = Math.min(5000, Math.ceil(delay * 1.5));
     }
   }

@@ -14,7 +14,7 @@
  *
  * @packageDocumentation
  */
-export { ec2, sweepEc2, RUNCTL_TAGS, ebsVolumes, mountVolume, unmountVolume, prewarmVolume, EBS_VOLUME_TYPES } from "../providers/ec2/index.js";
+export { ec2, sweepEc2, RUNCTL_TAGS, ebsVolumes, mountVolume, unmountVolume, prewarmVolume, EBS_VOLUME_TYPES } from "./providers/ec2/index.js";
 export type {
   Ec2ProviderOptions,
   Ec2SpotOptions,
@@ -34,11 +34,11 @@ export type {
   PrewarmVolumeResult,
   Ec2RetryOptions,
   PollOptions,
-} from "../providers/ec2/index.js";
-export type { AwsRetryOptions } from "./aws-call.js";
+} from "./providers/ec2/index.js";
+export type { AwsRetryOptions } from "./aws/aws-call.js";
 
-export { ssmTransport } from "../transport/ssm/index.js";
-export type { SsmTransport, SsmTransportOptions } from "../transport/ssm/index.js";
+export { ssmTransport } from "./transport/ssm/index.js";
+export type { SsmTransport, SsmTransportOptions } from "./transport/ssm/index.js";
 
-export { s3, s3FromDescriptor, parseS3Uri } from "../storage/s3/index.js";
-export type { S3Storage, S3StorageOptions, S3RetryOptions, S3Location } from "../storage/s3/index.js";
+export { s3, s3FromDescriptor, parseS3Uri } from "./storage/s3/index.js";
+export type { S3Storage, S3StorageOptions, S3RetryOptions, S3Location } from "./storage/s3/index.js";
