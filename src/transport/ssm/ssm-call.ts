@@ -2,7 +2,6 @@ import { awsCall, resolveAwsRetry } from "../../aws/aws-call.js";
 import { awsErrorCode, cloudError, isThrottlingError, isTransientAwsError } from "../../aws/aws-errors.js";
 import { RunctlError } from "../../errors/runctl-error.js";
 
-
 /**
  * How {@link callSsm} retries.
  *
@@ -15,15 +14,15 @@ export interface SsmCallOptions {
   /** Aborts the call and its waits with ABORTED. @defaultValue none */
   readonly signal?: AbortSignal | undefined;
   /** Extra attempts after a transient failure. @defaultValue 6 */
-  readonly retries?: number;
-  /** First backoff; doubles per attempt (full jitter) up to 10 s. @defaultValue 200 */
-  readonly baseDelayMs?: number;
+  readonly retries?: number | undefined;
+  /** First backoff; doubles per attempt (times a random 1–2) up to 10 s. @defaultValue 200 */
+  readonly baseDelayMs?: number | undefined;
   /**
    * Which failures are retried. A call that must not run twice (SendCommand) retries only
    * throttling, which AWS refused before doing anything.
    * @defaultValue {@link isTransientAwsError}
    */
-  readonly retryWhen?: (err: unknown) => boolean;
+  readonly retryWhen?: ((err: unknown) => boolean) | undefined;
   /** The machine, for messages. @defaultValue none (required) */
   readonly host: string;
 }
@@ -31,9 +30,8 @@ export interface SsmCallOptions {
 /**
  * Runs one SSM API call through the AWS layer's one retry loop ({@link awsCall}), retrying
  * throttling and transient failures with exponential backoff and jitter (the SDK client does not
- * retry on its own: `maxAttempts: 1`). When the retries run out a
- * throttled or transient failure becomes a retryable TRANSPORT_ERROR; any other AWS error is thrown
- * as it is, for the caller to map (see {@link ssmCallError}).
+ * retry on its own: `maxAttempts: 1`). When the retries run out a throttled or transient failure
+ * becomes a retryable TRANSPORT_ERROR; any other AWS error is thrown as it is, for the caller to map (see {@link ssmCallError}).
  *
  * @param operation - The API name, for messages (`"SendCommand"`).
  * @param attempt - Sends the request once; gets the abort signal to pass to the SDK.
