@@ -2,7 +2,10 @@ import { defineConfig } from "tsup";
 
 export default defineConfig([
   {
-    entry: ["src/index.ts"],
+    // Subpath entries (package.json "exports"): `runctl` (core, local, SSH, folders) and `runctl/aws`.
+    // Shared code goes to chunks both entries import, so there is one RunctlError class; the core
+    // reaches S3 only through a dynamic import(), so loading `runctl` never loads the AWS SDK.
+    entry: { index: "src/index.ts", aws: "src/aws-entry.ts" },
     format: ["esm", "cjs"],
     dts: { compilerOptions: { paths: {} } },
     tsconfig: "tsconfig.build.json",
@@ -12,7 +15,7 @@ export default defineConfig([
     target: "node20",
     platform: "node",
     shims: true,
-    splitting: false,
+    splitting: true,
     treeshake: true,
   },
   {

@@ -13,7 +13,10 @@ import { defineConfig } from "vitest/config";
  */
 export default defineConfig({
   resolve: {
-    alias: { runctl: fileURLToPath(new URL("./src/index.ts", import.meta.url)) },
+    alias: [
+      { find: /^runctl\/aws$/, replacement: fileURLToPath(new URL("./src/aws-entry.ts", import.meta.url)) },
+      { find: /^runctl$/, replacement: fileURLToPath(new URL("./src/index.ts", import.meta.url)) },
+    ],
   },
   test: {
     testTimeout: 120_000,

@@ -31,7 +31,8 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { s3, type RunEvent, type RunResult, type SshHost, type Storage } from "runctl";
+import { type RunEvent, type RunResult, type SshHost, type Storage } from "runctl";
+import { s3 } from "runctl/aws";
 import { main as spotRecovery } from "../examples/spot-recovery.js";
 import { startImds, type TestImds } from "../test/support/imds-server.js";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../test/support/s3-server.js";

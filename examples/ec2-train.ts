@@ -12,7 +12,8 @@
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { Runctl, ec2, s3, type BudgetOptions, type HyperparamValue, type Provider, type RunEvent, type RunResult, type Storage } from "runctl";
+import { Runctl, type BudgetOptions, type HyperparamValue, type Provider, type RunEvent, type RunResult, type Storage } from "runctl";
+import { ec2, s3 } from "runctl/aws";
 
 const here = dirname(fileURLToPath(import.meta.url));
 

@@ -12,7 +12,8 @@
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { Runctl, local, s3, sshHosts, type HyperparamValue, type Provider, type ResumeSource, type RunEvent, type RunResult, type Storage } from "runctl";
+import { Runctl, local, sshHosts, type HyperparamValue, type Provider, type ResumeSource, type RunEvent, type RunResult, type Storage } from "runctl";
+import { s3 } from "runctl/aws";
 import { sshHostsFromEnv } from "./ssh-env.js";
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -11,7 +11,8 @@
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { Runctl, s3, sshHosts, type HyperparamValue, type RecoverOptions, type RunEvent, type RunResult, type SshHost, type Storage } from "runctl";
+import { Runctl, sshHosts, type HyperparamValue, type RecoverOptions, type RunEvent, type RunResult, type SshHost, type Storage } from "runctl";
+import { s3 } from "runctl/aws";
 import { sshHostsFromEnv } from "./ssh-env.js";
 
 const here = dirname(fileURLToPath(import.meta.url));

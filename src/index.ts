@@ -1,3 +1,10 @@
+/**
+ * `runctl`: the core (plans, runs, checkpoints), local and SSH machines, and folder storage. It
+ * does not load the AWS SDK; the AWS adapters (ec2, ssmTransport, s3, ebsVolumes, sweepEc2) are in
+ * `runctl/aws`.
+ *
+ * @packageDocumentation
+ */
 export { Runctl } from "./runctl.js";
 export { RunPlan } from "./plan/run-plan.js";
 export type {
@@ -31,25 +38,6 @@ export type { Provider, Machine, MachineRecord, MachineState, ProvisionRequest, 
 export { sshHosts } from "./providers/ssh-hosts/index.js";
 export type { SshHost, SshHostsOptions } from "./providers/ssh-hosts/index.js";
 
-export { ec2, sweepEc2, RUNCTL_TAGS, ebsVolumes, mountVolume, unmountVolume, prewarmVolume, EBS_VOLUME_TYPES } from "./providers/ec2/index.js";
-export type {
-  Ec2ProviderOptions,
-  Ec2SpotOptions,
-  Ec2SshAccess,
-  Ec2SsmAccess,
-  SweepEc2Options,
-  EbsVolumes,
-  EbsVolumesOptions,
-  CreateEbsVolumeOptions,
-  RestoreEbsSnapshotOptions,
-  EbsVolume,
-  EbsSnapshot,
-  EbsVolumeType,
-  MountVolumeOptions,
-  MountVolumeResult,
-  PrewarmVolumeOptions,
-  PrewarmVolumeResult,
-} from "./providers/ec2/index.js";
 export type { SweepOptions, ProviderEstimate } from "./providers/types.js";
 export type * from "./providers/sweep-types.js";
 export { listRecordedResources, resourceLedgerPath } from "./ledger/index.js";
@@ -57,16 +45,12 @@ export type { ResourceRecord, ResourceKind, ListRecordedResourcesOptions } from 
 export { PRICE_CATALOG, onDemandPrice } from "./cost/price-catalog.js";
 
 export { localTransport } from "./transport/local/index.js";
-export { ssmTransport } from "./transport/ssm/index.js";
-export type { SsmTransport, SsmTransportOptions } from "./transport/ssm/index.js";
 export { sshTransport } from "./transport/ssh/index.js";
 export type { SshTransport, SshTransportOptions } from "./transport/ssh/index.js";
 export { shellQuote, shellJoin } from "./transport/shell-quote.js";
 export type { Transport, Command, ExecOptions, ExecResult, ExecHandle, OutputChunk } from "./transport/types.js";
 
 export { localDir } from "./storage/local-dir/index.js";
-export { s3, s3FromDescriptor, parseS3Uri } from "./storage/s3/index.js";
-export type { S3Storage, S3StorageOptions, S3RetryOptions, S3Location } from "./storage/s3/index.js";
 export { validateStorageKey } from "./storage/storage-key.js";
 export type { Storage, StorageObjectInfo, StorageCallOptions, StorageDescriptor, DirStorageDescriptor, S3StorageDescriptor, MachineSecrets } from "./storage/types.js";
 

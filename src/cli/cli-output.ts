@@ -1,4 +1,7 @@
 import type { SweepFn } from "./sweep-report.js";
+import { formatBytes } from "../util/format-bytes.js";
+
+export { formatBytes };
 
 /**
  * Where the CLI writes: anything with `write(string)` (process streams, or a test's capture).
@@ -89,25 +92,6 @@ export function formatDuration(ms: number): string {
   return `${Math.floor(s / 86_400)}d ${pad(Math.floor((s % 86_400) / 3600))}h`;
 }
 
-/**
- * Bytes for people, in binary units: `512 B`, `14.3 KiB`, `1.0 GiB`.
- *
- * @example
- * ```ts
- * formatBytes(14_596); // "14.3 KiB"
- * ```
- */
-export function formatBytes(bytes: number): string {
-  if (!Number.isFinite(bytes) || bytes < 0) return "-";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
-}
 
 /**
  * US dollars for people; `-` when unknown.

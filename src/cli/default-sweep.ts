@@ -1,4 +1,5 @@
-import { Runctl, ec2, listRecordedResources, RunctlError } from "../index.js";
+import { Runctl, listRecordedResources, RunctlError } from "../index.js";
+import { ec2 } from "../aws-entry.js";
 import type { SweepFn, SweepReport } from "./sweep-report.js";
 
 /**

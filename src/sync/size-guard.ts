@@ -1,4 +1,7 @@
 import { RunctlError } from "../errors/runctl-error.js";
+import { formatBytes } from "../util/format-bytes.js";
+
+export { formatBytes };
 
 /**
  * Default cap on the bytes one sync may send: code trees are small, datasets belong in `.data()`.
@@ -158,22 +161,3 @@ export function checkSizeLimits(
   });
 }
 
-/**
- * Bytes for people: `"512 B"`, `"1.5 KiB"`, `"2.0 GiB"`.
- *
- * @defaultValue binary units (1 KiB = 1024 B)
- * @example
- * ```ts
- * formatBytes(1536); // "1.5 KiB"
- * ```
- */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
-}

@@ -1,6 +1,6 @@
 import { posix } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
-import { RunctlError, abortError, throwIfAborted } from "../errors/runctl-error.js";
+import pRetry from "p-retry";
+import { RunctlError, throwIfAborted } from "../errors/runctl-error.js";
 import { randomUUID } from "node:crypto";
 import type { Storage } from "../storage/types.js";
 import type { ExecResult, Transport } from "../transport/types.js";
@@ -167,17 +167,20 @@ export async function syncTree(options: SyncTreeOptions): Promise<SyncResult> {
   const started = performance.now();
   validateRemoteDir(options.remoteDir);
   const retries = options.retries ?? 2;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await syncOnce(options, started);
-    } catch (error) {
-      throwIfAborted(options.signal);
-      const retryable = error instanceof RunctlError && error.retryable;
-      if (!retryable || attempt > retries) throw error;
-      // Transport hiccups get a short backoff; a changed local file retries at once.
-      const reason = error.details["reason"];
-      if (reason !== "changed-while-packing") await abortableSleep(250 * 2 ** (attempt - 1), options.signal);
-    }
+  try {
+    // p-retry, as every other retry in runctl: a retryable RunctlError (a dropped connection, a
+    // local file that changed while it was packed) is repeated after 250 ms, 500 ms, ...
+    return await pRetry(() => syncOnce(options, started), {
+      retries,
+      minTimeout: 250,
+      factor: 2,
+      randomize: false,
+      ...(options.signal ? { signal: options.signal } : {}),
+      shouldRetry: ({ error }) => error instanceof RunctlError && error.retryable,
+    });
+  } catch (error) {
+    throwIfAborted(options.signal);
+    throw error;
   }
 }
 
@@ -396,11 +399,3 @@ function validateRemoteDir(remoteDir: string): void {
   }
 }
 
-async function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  try {
-    await sleep(ms, undefined, signal ? { signal } : {});
-  } catch (cause) {
-    if (signal?.aborted) throw abortError(signal);
-    throw cause;
-  }
-}

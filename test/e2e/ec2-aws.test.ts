@@ -5,7 +5,8 @@
  * on-demand for about 5 minutes: about $0.002 of EC2 plus a few hundred S3 requests (< $0.01).
  */
 import { describe, expect, it } from "vitest";
-import { Runctl, ec2, listRecordedResources, s3 } from "runctl";
+import { Runctl, listRecordedResources } from "runctl";
+import { ec2, s3 } from "runctl/aws";
 import { main as ec2Train } from "../../examples/ec2-train.js";
 import { useTempRunctlHome } from "../support/temp-home.js";
 

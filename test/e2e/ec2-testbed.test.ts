@@ -10,7 +10,8 @@ import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Runctl, ec2, listRecordedResources, s3, type Ec2ProviderOptions, type Storage } from "runctl";
+import { Runctl, listRecordedResources, type Storage } from "runctl";
+import { ec2, s3, type Ec2ProviderOptions } from "runctl/aws";
 import { main as ec2Train } from "../../examples/ec2-train.js";
 import { BOOT_POWER_OFF_CANCEL, hostKeyOfUserData } from "../../src/providers/ec2/user-data.js";
 import { caught } from "../support/caught.js";

@@ -15,6 +15,41 @@ describe("the built package", () => {
     expect(existsSync("dist/index.d.cts")).toBe(true);
   });
 
+  it("has a runctl/aws entry that loads with require() and import(), sharing the root's RunctlError", () => {
+    const names = ["ec2", "s3", "s3FromDescriptor", "parseS3Uri", "ssmTransport", "ebsVolumes", "sweepEc2", "mountVolume", "prewarmVolume", "RUNCTL_TAGS"];
+    const script = (load: string): string =>
+      `${load}; let same = false; try { aws.s3("not-a-uri"); } catch (e) { same = e instanceof root.RunctlError && e.code === "INVALID_URI"; } console.log(JSON.stringify({ keys: Object.keys(aws).sort(), same }));`;
+    const cjs = JSON.parse(execFileSync("node", ["-e", script("const root = require('runctl'); const aws = require('runctl/aws')")], { encoding: "utf8" })) as { keys: string[]; same: boolean };
+    const esm = JSON.parse(
+      execFileSync("node", ["--input-type=module", "-e", script("const root = await import('runctl'); const aws = await import('runctl/aws')")], { encoding: "utf8" }),
+    ) as { keys: string[]; same: boolean };
+    expect(cjs.keys).toEqual(esm.keys);
+    for (const name of names) expect(cjs.keys).toContain(name);
+    expect(cjs.same).toBe(true);
+    expect(esm.same).toBe(true);
+    expect(existsSync("dist/aws.d.ts")).toBe(true);
+    expect(existsSync("dist/aws.d.cts")).toBe(true);
+  });
+
+  it("the root entry does not load the AWS SDK (require and import); runctl/aws does", () => {
+    const cjs = (entry: string): number =>
+      Number(execFileSync("node", ["-e", `require(${JSON.stringify(entry)}); console.log(Object.keys(require.cache).filter((k) => k.includes("@aws-sdk")).length)`], { encoding: "utf8" }));
+    expect(cjs("runctl")).toBe(0);
+    expect(cjs("runctl/aws")).toBeGreaterThan(0);
+    // ESM: a resolve hook that refuses every @aws-sdk module; importing must still succeed.
+    const hook = `data:text/javascript,${encodeURIComponent("export async function resolve(s, c, next) { const r = await next(s, c); if (r.url.includes('@aws-sdk')) throw new Error('AWS SDK loaded: ' + r.url); return r; }")}`;
+    const esm = (entry: string): string =>
+      execFileSync(
+        "node",
+        ["--input-type=module", "-e", `import { register } from "node:module"; register(${JSON.stringify(hook)}); try { await import(${JSON.stringify(entry)}); console.log("clean"); } catch (e) { console.log(String(e.message).includes("AWS SDK loaded") ? "sdk" : "error: " + e.message); }`],
+        { encoding: "utf8" },
+      ).trim();
+    expect(esm("runctl")).toBe("clean");
+    expect(esm("runctl/aws")).toBe("sdk");
+    const root = JSON.parse(readFileSync("package.json", "utf8")) as { exports: Record<string, unknown> };
+    expect(Object.keys(root.exports)).toContain("./aws");
+  });
+
   it("declares ESM, no side effects, node >= 20.19 and ships only dist", () => {
     const pkg = JSON.parse(readFileSync("package.json", "utf8")) as Record<string, unknown>;
     expect(pkg["type"]).toBe("module");

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Runctl, RunctlError, s3, sshHosts, type RunEvent, type SshHost, type Storage } from "runctl";
+import { Runctl, RunctlError, sshHosts, type RunEvent, type SshHost, type Storage } from "runctl";
+import { s3 } from "runctl/aws";
 import { main as spotRecovery } from "../../examples/spot-recovery.js";
 import { main as quickstart } from "../../examples/quickstart.js";
 import { leaseTestHosts, testbedInfo, type HostLease } from "../testbed/inject.js";

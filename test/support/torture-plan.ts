@@ -3,7 +3,8 @@
  * (torture-client.ts), so both start exactly the same run. Public API only.
  */
 import { fileURLToPath } from "node:url";
-import { Runctl, s3, sshHosts, type HyperparamValue, type ResumeSource, type SshHost, type Storage, type TrainingRun } from "runctl";
+import { Runctl, sshHosts, type HyperparamValue, type ResumeSource, type SshHost, type Storage, type TrainingRun } from "runctl";
+import { s3 } from "runctl/aws";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS } from "./s3-server.js";
 
 /** The folder synced to the host: just the torture trainer. */

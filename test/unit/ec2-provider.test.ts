@@ -1,7 +1,8 @@
 import type { RunInstancesCommandInput } from "@aws-sdk/client-ec2";
 import { GetParameterCommand } from "@aws-sdk/client-ssm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Runctl, RunctlError, ec2, s3, type Machine, type Storage } from "runctl";
+import { Runctl, RunctlError, type Machine, type Storage } from "runctl";
+import { ec2, s3 } from "runctl/aws";
 import { listRecordedResources } from "../../src/ledger/resource-ledger.js";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";

@@ -28,7 +28,8 @@ import {
 } from "@aws-sdk/client-ec2";
 import { mockClient } from "aws-sdk-client-mock";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Runctl, ec2 } from "runctl";
+import { Runctl } from "runctl";
+import { ec2 } from "runctl/aws";
 import type { SweepReport } from "../../src/providers/sweep-types.js";
 import { resourceLedgerPath } from "../../src/ledger/resource-ledger.js";
 import { sweepEc2, type SweepEc2Options } from "../../src/providers/ec2/sweep.js";

@@ -1,7 +1,8 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Runctl, local, localDir, s3 } from "runctl";
+import { Runctl, local, localDir } from "runctl";
+import { s3 } from "runctl/aws";
 import { buildAgentSpec } from "../../src/engine/agent-spec.js";
 import { buildRunSpec } from "../../src/plan/build-run-spec.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";

@@ -12,10 +12,11 @@ import {
 } from "@aws-sdk/client-ec2";
 import ssh2 from "ssh2";
 import { RunctlError } from "../../errors/runctl-error.js";
-import { awsErrorCode } from "../../errors/cloud-error.js";
+import { awsErrorCode } from "../../aws/aws-errors.js";
 import { recordResourceCreated, recordResourceDeleted } from "../../ledger/resource-ledger.js";
 import { runctlHome } from "../../util/runctl-home.js";
-import { awsCall, pollUntil } from "./poll.js";
+import { awsCall } from "../../aws/aws-call.js";
+import { pollUntil } from "../../aws/aws-poll.js";
 import { toAwsTags, TAG } from "./tags.js";
 
 /** An ed25519 key pair made on this machine: the private half never leaves it. */
@@ -74,9 +75,7 @@ export async function importRunKeyPair(ctx: AccessContext, publicKey: string): P
   const name = `runctl-${ctx.runId}`;
   const out = await awsCall(
     "ImportKeyPair",
-    () => ctx.ec2.send(new ImportKeyPairCommand({ KeyName: name, PublicKeyMaterial: new TextEncoder().encode(publicKey), TagSpecifications: [{ ResourceType: "key-pair", Tags: toAwsTags(ctx.tags) }] })),
-    ctx.signal,
-  );
+    (http) => ctx.ec2.send(new ImportKeyPairCommand({ KeyName: name, PublicKeyMaterial: new TextEncoder().encode(publicKey), TagSpecifications: [{ ResourceType: "key-pair", Tags: toAwsTags(ctx.tags) }] }), http), { signal: ctx.signal });
   recordResourceCreated({ kind: "key-pair", id: name, provider: "ec2", region: ctx.region, runId: ctx.runId, createdAt: new Date().toISOString(), ...expiry(ctx.tags), tags: ctx.tags });
   return { name, keyPairId: out.KeyPairId };
 }
@@ -84,12 +83,12 @@ export async function importRunKeyPair(ctx: AccessContext, publicKey: string): P
 /** The VPC to create a security group in: the first subnet's, else the region's default VPC. */
 export async function resolveVpc(ctx: AccessContext, subnetIds: readonly string[] | undefined): Promise<string> {
   if (subnetIds && subnetIds.length > 0) {
-    const out = await awsCall("DescribeSubnets", () => ctx.ec2.send(new DescribeSubnetsCommand({ SubnetIds: [...subnetIds] })), ctx.signal);
+    const out = await awsCall("DescribeSubnets", (http) => ctx.ec2.send(new DescribeSubnetsCommand({ SubnetIds: [...subnetIds] }), http), { signal: ctx.signal });
     const vpcs = new Set((out.Subnets ?? []).map((s) => s.VpcId));
     if (vpcs.size !== 1) throw new RunctlError("INVALID_ARGUMENT", `ec2(): subnets ${subnetIds.join(", ")} must all be in one VPC.`);
     return [...vpcs][0]!;
   }
-  const out = await awsCall("DescribeVpcs", () => ctx.ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: "is-default", Values: ["true"] }] })), ctx.signal);
+  const out = await awsCall("DescribeVpcs", (http) => ctx.ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: "is-default", Values: ["true"] }] }), http), { signal: ctx.signal });
   const vpc = out.Vpcs?.[0]?.VpcId;
   if (!vpc) throw new RunctlError("INVALID_ARGUMENT", `ec2(): region ${ctx.region} has no default VPC; pass subnetIds.`);
   return vpc;
@@ -102,7 +101,7 @@ export async function resolveVpc(ctx: AccessContext, subnetIds: readonly string[
 export async function createRunSecurityGroup(ctx: AccessContext, vpcId: string, allowSshFrom: string | undefined): Promise<string> {
   const out = await awsCall(
     "CreateSecurityGroup",
-    () =>
+    (http) =>
       ctx.ec2.send(
         new CreateSecurityGroupCommand({
           GroupName: `runctl-${ctx.runId}`,
@@ -110,24 +109,22 @@ export async function createRunSecurityGroup(ctx: AccessContext, vpcId: string, 
           VpcId: vpcId,
           TagSpecifications: [{ ResourceType: "security-group", Tags: toAwsTags(ctx.tags) }],
         }),
-      ),
-    ctx.signal,
-  );
+        http,
+      ), { signal: ctx.signal });
   const groupId = out.GroupId;
   if (!groupId) throw new RunctlError("CLOUD_ERROR", "CreateSecurityGroup returned no group id.");
   recordResourceCreated({ kind: "security-group", id: groupId, provider: "ec2", region: ctx.region, runId: ctx.runId, createdAt: new Date().toISOString(), ...expiry(ctx.tags), tags: ctx.tags });
   if (allowSshFrom) {
     await awsCall(
       "AuthorizeSecurityGroupIngress",
-      () =>
+      (http) =>
         ctx.ec2.send(
           new AuthorizeSecurityGroupIngressCommand({
             GroupId: groupId,
             IpPermissions: [{ IpProtocol: "tcp", FromPort: 22, ToPort: 22, IpRanges: [{ CidrIp: allowSshFrom, Description: "runctl: SSH from the client" }] }],
           }),
-        ),
-      ctx.signal,
-    );
+          http,
+        ), { signal: ctx.signal });
   }
   return groupId;
 }
@@ -138,9 +135,9 @@ export async function createRunSecurityGroup(ctx: AccessContext, vpcId: string, 
  */
 export async function deleteRunSecurityGroup(ec2: EC2Client, groupId: string, options: { readonly timeoutMs: number; readonly pollMs: number; readonly signal?: AbortSignal | undefined }): Promise<void> {
   await pollUntil(
-    async () => {
+    async (http) => {
       try {
-        await ec2.send(new DeleteSecurityGroupCommand({ GroupId: groupId }));
+        await ec2.send(new DeleteSecurityGroupCommand({ GroupId: groupId }), http);
         return true;
       } catch (err) {
         const code = awsErrorCode(err);
@@ -148,16 +145,13 @@ export async function deleteRunSecurityGroup(ec2: EC2Client, groupId: string, op
         if (code === "DependencyViolation") return undefined;
         throw err;
       }
-    },
-    { intervalMs: options.pollMs, timeoutMs: options.timeoutMs, signal: options.signal },
-    () => new RunctlError("RESOURCE_IN_USE", `Security group ${groupId} is still in use after ${options.timeoutMs} ms; the sweeper removes it later (runctl sweep).`, { retryable: true }),
-  );
+    }, { poll: { initialMs: options.pollMs }, timeoutMs: options.timeoutMs, signal: options.signal, onTimeout: () => new RunctlError("RESOURCE_IN_USE", `Security group ${groupId} is still in use after ${options.timeoutMs} ms; the sweeper removes it later (runctl sweep).`, { retryable: true }) });
   recordResourceDeleted("security-group", groupId);
 }
 
 /** Deletes the run's key pair (a missing one is fine). */
 export async function deleteRunKeyPair(ec2: EC2Client, name: string, signal?: AbortSignal): Promise<void> {
-  await awsCall("DeleteKeyPair", () => ec2.send(new DeleteKeyPairCommand({ KeyName: name })), signal).catch((err: unknown) => {
+  await awsCall("DeleteKeyPair", (http) => ec2.send(new DeleteKeyPairCommand({ KeyName: name }), http), { signal: signal }).catch((err: unknown) => {
     if (awsErrorCode((err as { cause?: unknown }).cause) !== "InvalidKeyPair.NotFound") throw err;
   });
   recordResourceDeleted("key-pair", name);

@@ -20,12 +20,12 @@ import {
   type AccessContext,
 } from "./access-resources.js";
 import { validateEc2Options, type Ec2ProviderOptions } from "./ec2-options.js";
-import { ec2Call, resolveEc2Retry } from "./ec2-call.js";
+import { AWS_SDK_MAX_ATTEMPTS, awsCall } from "../../aws/aws-call.js";
 import { describeInstance, machineStateOf } from "./instance-state.js";
 import { checkPrivateKeyFile } from "./local-key.js";
 import { launchInstance, terminateInstance, waitForTerminated, type Placement } from "./launch-instance.js";
 import { describeInstanceType, resolveMachineImage } from "./machine-image.js";
-import { pollUntil } from "./poll.js";
+import { pollUntil } from "../../aws/aws-poll.js";
 import { currentSpotPrices } from "./spot-price.js";
 import { sweepEc2 } from "./sweep.js";
 import { TAG, defaultOwner, runctlTags } from "./tags.js";
@@ -90,8 +90,8 @@ export function ec2(options: Ec2ProviderOptions): Provider {
   let clients: { ec2: EC2Client; ssm: SSMClient } | undefined;
   const aws = (): { ec2: EC2Client; ssm: SSMClient } =>
     (clients ??= {
-      ec2: options.clients?.ec2 ?? new EC2Client({ region: options.region, retryMode: "adaptive", maxAttempts: 10 }),
-      ssm: options.clients?.ssm ?? new SSMClient({ region: options.region, retryMode: "adaptive", maxAttempts: 10 }),
+      ec2: options.clients?.ec2 ?? new EC2Client({ region: options.region, maxAttempts: AWS_SDK_MAX_ATTEMPTS }),
+      ssm: options.clients?.ssm ?? new SSMClient({ region: options.region, maxAttempts: AWS_SDK_MAX_ATTEMPTS }),
     });
   const owner = options.owner ?? defaultOwner();
   const pollMs = options.pollMs ?? 2000;
@@ -147,10 +147,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
           lastError = (err as Error).message;
           return undefined;
         }
-      },
-      { intervalMs: pollMs, maxIntervalMs: 10_000, timeoutMs, signal },
-      () => new RunctlError("MACHINE_NOT_READY", `Instance ${instanceId} is running but did not answer over ${access.kind.toUpperCase()} within ${timeoutMs} ms (last: ${lastError}); ${aftermath}.`, { retryable: true, details: { instanceId } }),
-    );
+      }, { poll: { initialMs: pollMs, maxMs: 10_000 }, timeoutMs, signal, onTimeout: () => new RunctlError("MACHINE_NOT_READY", `Instance ${instanceId} is running but did not answer over ${access.kind.toUpperCase()} within ${timeoutMs} ms (last: ${lastError}); ${aftermath}.`, { retryable: true, details: { instanceId } }) });
   };
 
   /** Undoes what a failed provision made: instance, security group, key pair, local keys. */
@@ -435,7 +432,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       if (f.expiryTtlMs === undefined || f.market === "existing") return;
       const resources = [machine.id, ...(f.volumeIds ?? []), ...(f.createdSecurityGroup && f.securityGroupId ? [f.securityGroupId] : []), ...(f.createdKeyPair && f.keyPairId ? [f.keyPairId] : [])];
       const expiresAt = new Date(Date.now() + f.expiryTtlMs).toISOString();
-      await ec2Call("CreateTags", (http) => aws().ec2.send(new CreateTagsCommand({ Resources: resources, Tags: [{ Key: TAG.expiresAt, Value: expiresAt }] }), http), resolveEc2Retry(undefined), opts?.signal);
+      await awsCall("CreateTags", (http) => aws().ec2.send(new CreateTagsCommand({ Resources: resources, Tags: [{ Key: TAG.expiresAt, Value: expiresAt }] }), http), { signal: opts?.signal });
     },
     async sweep(opts) {
       const staging: Storage[] = access.kind === "ssm" ? [access.staging] : [];

@@ -1,7 +1,7 @@
 import { DescribeInstancesCommand, type EC2Client, type Instance } from "@aws-sdk/client-ec2";
-import { awsErrorCode } from "../../errors/cloud-error.js";
+import { awsErrorCode } from "../../aws/aws-errors.js";
 import type { MachineState } from "../types.js";
-import { awsCall } from "./poll.js";
+import { awsCall } from "../../aws/aws-call.js";
 
 /** State reason codes that mean AWS took a spot instance back. */
 const SPOT_RECLAIMED = new Set(["Server.SpotInstanceTermination", "Server.SpotInstanceShutdown"]);
@@ -14,7 +14,7 @@ const NO_CAPACITY = new Set(["Server.InsufficientInstanceCapacity", "Server.Spot
  */
 export async function describeInstance(ec2: EC2Client, instanceId: string, signal?: AbortSignal): Promise<Instance | undefined> {
   try {
-    const out = await awsCall("DescribeInstances", () => ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }), signal ? { abortSignal: signal } : {}), signal);
+    const out = await awsCall("DescribeInstances", (http) => ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }), http), { signal: signal });
     return out.Reservations?.[0]?.Instances?.[0];
   } catch (err) {
     if (awsErrorCode((err as { cause?: unknown }).cause) === "InvalidInstanceID.NotFound") return undefined;

@@ -1,10 +1,11 @@
 import { RunInstancesCommand, TerminateInstancesCommand, type EC2Client, type Instance, type RunInstancesCommandInput } from "@aws-sdk/client-ec2";
 import { RunctlError } from "../../errors/runctl-error.js";
-import { CAPACITY_ERROR_CODES, awsErrorCode } from "../../errors/cloud-error.js";
+import { CAPACITY_ERROR_CODES, awsErrorCode } from "../../aws/aws-errors.js";
 import { recordResourceCreated, recordResourceDeleted } from "../../ledger/resource-ledger.js";
 import { describeInstance, endedForCapacity } from "./instance-state.js";
 import type { MachineImage } from "./machine-image.js";
-import { awsCall, pollUntil } from "./poll.js";
+import { awsCall } from "../../aws/aws-call.js";
+import { pollUntil } from "../../aws/aws-poll.js";
 import { TAG, toAwsTags } from "./tags.js";
 
 /** Where one launch attempt goes: a subnet, a zone, or wherever EC2 likes. */
@@ -124,7 +125,7 @@ export async function launchInstance(req: LaunchRequest): Promise<LaunchedInstan
       const input = runInstancesInput(req, market, placement, attempt);
       let instanceId: string | undefined;
       try {
-        const out = await awsCall("RunInstances", () => req.ec2.send(new RunInstancesCommand(input), req.signal ? { abortSignal: req.signal } : {}), req.signal);
+        const out = await awsCall("RunInstances", (http) => req.ec2.send(new RunInstancesCommand(input), http), { signal: req.signal });
         instanceId = out.Instances?.[0]?.InstanceId;
       } catch (err) {
         const code = awsErrorCode((err as { cause?: unknown }).cause) ?? "";
@@ -181,10 +182,7 @@ export async function waitForRunning(ec2: EC2Client, instanceId: string, options
       if (last === "running") return instance;
       if (last === "pending") return undefined;
       throw new EndedBeforeRunning(instance);
-    },
-    { intervalMs: options.pollMs, timeoutMs: options.timeoutMs, signal: options.signal },
-    () => new RunctlError("PROVISION_TIMEOUT", `Instance ${instanceId} did not reach running within ${options.timeoutMs} ms (last state: ${last}); it was terminated.`, { retryable: true, details: { instanceId, lastState: last } }),
-  );
+    }, { poll: { initialMs: options.pollMs }, timeoutMs: options.timeoutMs, signal: options.signal, onTimeout: () => new RunctlError("PROVISION_TIMEOUT", `Instance ${instanceId} did not reach running within ${options.timeoutMs} ms (last state: ${last}); it was terminated.`, { retryable: true, details: { instanceId, lastState: last } }) });
 }
 
 /**
@@ -193,7 +191,7 @@ export async function waitForRunning(ec2: EC2Client, instanceId: string, options
  */
 export async function terminateInstance(ec2: EC2Client, instanceId: string, options: { readonly timeoutMs: number; readonly pollMs: number; readonly signal?: AbortSignal | undefined }): Promise<void> {
   try {
-    await awsCall("TerminateInstances", () => ec2.send(new TerminateInstancesCommand({ InstanceIds: [instanceId] })), options.signal);
+    await awsCall("TerminateInstances", (http) => ec2.send(new TerminateInstancesCommand({ InstanceIds: [instanceId] }), http), { signal: options.signal });
   } catch (err) {
     if (awsErrorCode((err as { cause?: unknown }).cause) !== "InvalidInstanceID.NotFound") throw err;
   }
@@ -202,10 +200,7 @@ export async function terminateInstance(ec2: EC2Client, instanceId: string, opti
       const instance = await describeInstance(ec2, instanceId, options.signal);
       const state = instance?.State?.Name;
       return !instance || state === "shutting-down" || state === "terminated" ? true : undefined;
-    },
-    { intervalMs: options.pollMs, timeoutMs: options.timeoutMs, signal: options.signal },
-    () => new RunctlError("CLOUD_ERROR", `Instance ${instanceId} was asked to terminate but is still not shutting down after ${options.timeoutMs} ms.`, { retryable: true }),
-  );
+    }, { poll: { initialMs: options.pollMs }, timeoutMs: options.timeoutMs, signal: options.signal, onTimeout: () => new RunctlError("CLOUD_ERROR", `Instance ${instanceId} was asked to terminate but is still not shutting down after ${options.timeoutMs} ms.`, { retryable: true }) });
   recordResourceDeleted("instance", instanceId);
 }
 
@@ -215,8 +210,5 @@ export async function waitForTerminated(ec2: EC2Client, instanceId: string, opti
     async () => {
       const instance = await describeInstance(ec2, instanceId, options.signal);
       return !instance || instance.State?.Name === "terminated" ? true : undefined;
-    },
-    { intervalMs: options.pollMs, timeoutMs: options.timeoutMs, signal: options.signal },
-    () => new RunctlError("CLOUD_ERROR", `Instance ${instanceId} is still not terminated after ${options.timeoutMs} ms.`, { retryable: true }),
-  );
+    }, { poll: { initialMs: options.pollMs }, timeoutMs: options.timeoutMs, signal: options.signal, onTimeout: () => new RunctlError("CLOUD_ERROR", `Instance ${instanceId} is still not terminated after ${options.timeoutMs} ms.`, { retryable: true }) });
 }

@@ -1,8 +1,8 @@
 import { DescribeImagesCommand, DescribeInstanceTypesCommand, type EC2Client } from "@aws-sdk/client-ec2";
 import { GetParameterCommand, type SSMClient } from "@aws-sdk/client-ssm";
 import { RunctlError } from "../../errors/runctl-error.js";
-import { awsErrorCode } from "../../errors/cloud-error.js";
-import { awsCall } from "./poll.js";
+import { awsErrorCode } from "../../aws/aws-errors.js";
+import { awsCall } from "../../aws/aws-call.js";
 
 /** What runctl needs to know about an instance type. */
 export interface InstanceTypeFacts {
@@ -35,7 +35,7 @@ export function publicAmiParameter(facts: Pick<InstanceTypeFacts, "architecture"
 export async function describeInstanceType(ec2: EC2Client, instanceType: string, signal?: AbortSignal): Promise<InstanceTypeFacts> {
   let out;
   try {
-    out = await awsCall("DescribeInstanceTypes", () => ec2.send(new DescribeInstanceTypesCommand({ InstanceTypes: [instanceType as never] }), signal ? { abortSignal: signal } : {}), signal);
+    out = await awsCall("DescribeInstanceTypes", (http) => ec2.send(new DescribeInstanceTypesCommand({ InstanceTypes: [instanceType as never] }), http), { signal: signal });
   } catch (err) {
     const code = awsErrorCode((err as { cause?: unknown }).cause);
     if (code === "InvalidInstanceType") throw new RunctlError("INVALID_ARGUMENT", `ec2(): ${instanceType} is not an instance type in this region.`, { cause: err });
@@ -60,14 +60,14 @@ export async function resolveMachineImage(clients: { readonly ec2: EC2Client; re
   if (imageId === undefined) {
     source = publicAmiParameter(facts);
     const name = source;
-    const param = await awsCall("GetParameter", () => clients.ssm.send(new GetParameterCommand({ Name: name }), signal ? { abortSignal: signal } : {}), signal).catch((err: unknown) => {
+    const param = await awsCall("GetParameter", (http) => clients.ssm.send(new GetParameterCommand({ Name: name }), http), { signal: signal }).catch((err: unknown) => {
       throw new RunctlError("CLOUD_ERROR", `Could not resolve the default AMI from ${name}: ${(err as Error).message}. Pass ec2({ ami }) instead.`, { cause: err });
     });
     imageId = param.Parameter?.Value;
     if (!imageId || !/^ami-[0-9a-f]+$/.test(imageId)) throw new RunctlError("CLOUD_ERROR", `SSM parameter ${name} holds no AMI id.`);
   }
   const id = imageId;
-  const images = await awsCall("DescribeImages", () => clients.ec2.send(new DescribeImagesCommand({ ImageIds: [id] }), signal ? { abortSignal: signal } : {}), signal).catch((err: unknown) => {
+  const images = await awsCall("DescribeImages", (http) => clients.ec2.send(new DescribeImagesCommand({ ImageIds: [id] }), http), { signal: signal }).catch((err: unknown) => {
     if (awsErrorCode((err as { cause?: unknown }).cause)?.startsWith("InvalidAMIID")) throw new RunctlError("INVALID_ARGUMENT", `ec2(): AMI ${id} does not exist in this region or is not visible to you.`, { cause: err });
     throw err;
   });

@@ -1,5 +1,5 @@
 import { DescribeSpotPriceHistoryCommand, type EC2Client } from "@aws-sdk/client-ec2";
-import { awsCall } from "./poll.js";
+import { awsCall } from "../../aws/aws-call.js";
 
 /** The current spot price of a type, per zone. */
 export interface SpotPrice {
@@ -20,7 +20,7 @@ export interface SpotPrice {
 export async function currentSpotPrices(ec2: EC2Client, instanceType: string, options: { readonly availabilityZone?: string; readonly signal?: AbortSignal | undefined } = {}): Promise<SpotPrice[]> {
   const out = await awsCall(
     "DescribeSpotPriceHistory",
-    () =>
+    (http) =>
       ec2.send(
         new DescribeSpotPriceHistoryCommand({
           InstanceTypes: [instanceType as never],
@@ -28,9 +28,8 @@ export async function currentSpotPrices(ec2: EC2Client, instanceType: string, op
           StartTime: new Date(),
           ...(options.availabilityZone ? { AvailabilityZone: options.availabilityZone } : {}),
         }),
-      ),
-    options.signal,
-  );
+        http,
+      ), { signal: options.signal });
   const newest = new Map<string, SpotPrice>();
   for (const p of out.SpotPriceHistory ?? []) {
     const price = Number(p.SpotPrice);

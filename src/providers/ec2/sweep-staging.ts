@@ -1,24 +1,8 @@
 import type { Readable } from "node:stream";
 import type { Storage } from "../../storage/types.js";
 
-/**
- * Top folder of the SSM transport's staging objects in a storage (`runctl-staging/<scope>/`).
- *
- * @example
- * ```ts
- * storage.list(`${STAGING_ROOT}/`);
- * ```
- */
-export const STAGING_ROOT = "runctl-staging";
-/**
- * The marker object of one staging folder, written before anything else is staged there.
- *
- * @example
- * ```ts
- * await storage.stat(`${STAGING_ROOT}/r1/${STAGING_MARKER}`);
- * ```
- */
-export const STAGING_MARKER = "_runctl.json";
+import { STAGING_MARKER, STAGING_ROOT } from "../../aws/staging-layout.js";
+
 /** A marker is a few hundred bytes; anything much larger is not one. */
 const MARKER_MAX_BYTES = 64 * 1024;
 

@@ -1,46 +1,5 @@
 import { RunctlError } from "../../errors/runctl-error.js";
-
-/** AWS error codes that mean "slow down and try again". */
-const THROTTLING_CODES = new Set([
-  "SlowDown",
-  "Throttling",
-  "ThrottlingException",
-  "ThrottledException",
-  "RequestThrottled",
-  "RequestThrottledException",
-  "RequestLimitExceeded",
-  "TooManyRequestsException",
-  "ProvisionedThroughputExceededException",
-  "BandwidthLimitExceeded",
-  "EC2ThrottledException",
-]);
-
-/** AWS error codes of transient server-side or transport conditions. */
-const TRANSIENT_CODES = new Set([
-  "InternalError",
-  "ServiceUnavailable",
-  "RequestTimeout",
-  "RequestTimeoutException",
-  "PriorRequestNotComplete",
-  "TimeoutError",
-  "NetworkingError",
-  "OperationAborted",
-]);
-
-/** Node.js socket error codes of a dropped or refused connection (a server restarting, a flaky network). */
-const NETWORK_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ECONNABORTED",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ENETDOWN",
-  "EAI_AGAIN",
-  "UND_ERR_SOCKET",
-  "ERR_STREAM_PREMATURE_CLOSE",
-]);
+import { THROTTLING_CODES, TRANSIENT_CODES, networkErrorCode } from "../../aws/aws-errors.js";
 
 /** Codes that mean the credentials are missing, wrong or expired. */
 const CREDENTIAL_CODES = new Set([
@@ -70,19 +29,6 @@ function str(value: unknown): string | undefined {
   return typeof value === "string" && value !== "" ? value : undefined;
 }
 
-/** Walks `cause` links (bounded) looking for a Node network error code. */
-function networkCode(err: unknown): string | undefined {
-  let current: unknown = err;
-  for (let depth = 0; depth < 5 && typeof current === "object" && current !== null; depth++) {
-    const code = str((current as { code?: unknown }).code);
-    if (code && NETWORK_CODES.has(code)) return code;
-    const message = (current as { message?: unknown }).message;
-    if (typeof message === "string" && /socket hang up|premature close|other side closed/i.test(message)) return "ECONNRESET";
-    current = (current as { cause?: unknown }).cause;
-  }
-  return undefined;
-}
-
 /**
  * Classifies an error thrown by an S3 client call, using the shapes the AWS SDK v3 really produces:
  * service exceptions carry `name` (the AWS error code, e.g. `SlowDown`, `NoSuchBucket`,
@@ -105,7 +51,7 @@ export function classifyS3Error(err: unknown): S3ErrorFacts {
   };
   const httpStatus = typeof e.$metadata?.httpStatusCode === "number" ? e.$metadata.httpStatusCode : undefined;
   const awsCode = str(e.Code) ?? (str(e.name) && e.name !== "Error" ? str(e.name) : undefined);
-  const net = networkCode(err);
+  const net = networkErrorCode(err);
   const code = awsCode && awsCode !== "UnknownError" ? awsCode : (net ?? str(e.code) ?? awsCode);
 
   if (net) return { kind: "retryable", code, httpStatus };

@@ -1,5 +1,4 @@
-import pRetry from "p-retry";
-import { RunctlError } from "../../errors/runctl-error.js";
+import { awsCall, resolveAwsRetry, type AwsRetryOptions, type ResolvedAwsRetryOptions } from "../../aws/aws-call.js";
 import { isRetryableS3Error, toStorageError, type S3ErrorContext } from "./s3-errors.js";
 
 /**
@@ -14,19 +13,13 @@ import { isRetryableS3Error, toStorageError, type S3ErrorContext } from "./s3-er
  * s3("s3://ml-ckpt/runs", { retry: { retries: 20, maxElapsedMs: 300_000 } });
  * ```
  */
-export interface S3RetryOptions {
-  /** Repeats after the first attempt. @defaultValue 10 */
-  readonly retries?: number;
-  /** Delay before the first repeat; doubled each time, times a random factor of 1–2. @defaultValue 100 */
-  readonly minDelayMs?: number;
-  /** Longest delay between two attempts. @defaultValue 5000 */
-  readonly maxDelayMs?: number;
-  /** Total time budget of one call, attempts and delays included. @defaultValue 60000 */
-  readonly maxElapsedMs?: number;
-}
+export type S3RetryOptions = AwsRetryOptions;
+
+/** The defaults of {@link S3RetryOptions}: 11 HTTP requests at most, within 60 s. */
+export const DEFAULT_S3_RETRY: ResolvedAwsRetryOptions = { retries: 10, minDelayMs: 100, maxDelayMs: 5_000, maxElapsedMs: 60_000 };
 
 /** {@link S3RetryOptions} with every default filled in (see {@link resolveRetryOptions}). */
-export type ResolvedS3RetryOptions = Required<S3RetryOptions>;
+export type ResolvedS3RetryOptions = ResolvedAwsRetryOptions;
 
 /**
  * Fills in defaults and validates; INVALID_ARGUMENT for a negative or non-numeric setting.
@@ -37,57 +30,42 @@ export type ResolvedS3RetryOptions = Required<S3RetryOptions>;
  * ```
  */
 export function resolveRetryOptions(options: S3RetryOptions | undefined): ResolvedS3RetryOptions {
-  const resolved = {
-    retries: options?.retries ?? 10,
-    minDelayMs: options?.minDelayMs ?? 100,
-    maxDelayMs: options?.maxDelayMs ?? 5_000,
-    maxElapsedMs: options?.maxElapsedMs ?? 60_000,
-  };
-  for (const [name, value] of Object.entries(resolved)) {
-    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
-      throw new RunctlError("INVALID_ARGUMENT", `s3() retry.${name} must be a finite number >= 0, got ${String(value)}.`);
-    }
-  }
-  return resolved;
+  return resolveAwsRetry(options, DEFAULT_S3_RETRY, "s3() retry");
 }
 
 /**
- * Runs `attempt` and repeats it on retryable S3 errors within the retry budget; every failure
- * comes out as a {@link RunctlError} (see {@link toStorageError}).
+ * Runs `attempt` through the AWS layer's one retry loop ({@link awsCall}), repeating it on
+ * retryable S3 errors within the retry budget; every failure comes out as a {@link RunctlError}
+ * (see {@link toStorageError}).
  *
  * @example
  * ```ts
  * const head = await withS3Retry(() => client.send(new HeadObjectCommand({ Bucket, Key })), resolveRetryOptions({}), { operation: "stat", bucket: Bucket, key: Key }, signal);
  * ```
  */
-export async function withS3Retry<T>(
+export function withS3Retry<T>(
   attempt: () => Promise<T>,
   retry: ResolvedS3RetryOptions,
   context: S3ErrorContext,
   signal: AbortSignal | undefined,
   extra: { readonly unref?: boolean } = {},
 ): Promise<T> {
-  const started = performance.now();
   let attempts = 0;
-  try {
-    return await pRetry(
-      async () => {
-        attempts++;
-        return await attempt();
-      },
-      {
-        retries: retry.retries,
-        minTimeout: retry.minDelayMs,
-        maxTimeout: retry.maxDelayMs,
-        maxRetryTime: retry.maxElapsedMs,
-        factor: 2,
-        randomize: true,
-        signal,
-        unref: extra.unref ?? false,
-        shouldRetry: ({ error }) => !(error instanceof RunctlError) && isRetryableS3Error(error),
-      },
-    );
-  } catch (err) {
-    throw toStorageError(err, { ...context, attempts, elapsedMs: performance.now() - started }, signal);
-  }
+  const started = performance.now();
+  const facts = (): S3ErrorContext => ({ ...context, attempts, elapsedMs: performance.now() - started });
+  return awsCall(
+    context.operation,
+    () => {
+      attempts++;
+      return attempt();
+    },
+    {
+      retry,
+      signal,
+      retryWhen: isRetryableS3Error,
+      giveUp: (err) => toStorageError(err, facts(), signal),
+      onAbort: (err) => toStorageError(err, facts(), signal),
+      unref: extra.unref ?? false,
+    },
+  );
 }

@@ -1,6 +1,5 @@
 import { Readable } from "node:stream";
 import {
-  AbortMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -10,7 +9,6 @@ import {
   type GetObjectCommandOutput,
   type S3ClientConfig,
 } from "@aws-sdk/client-s3";
-import { Upload } from "@aws-sdk/lib-storage";
 import { RunctlError, throwIfAborted } from "../../errors/runctl-error.js";
 import { validateStorageKey } from "../storage-key.js";
 import type { MachineSecrets, S3StorageDescriptor, Storage, StorageCallOptions, StorageObjectInfo } from "../types.js";
@@ -18,174 +16,24 @@ import { classifyS3Error, redact, toStorageError, type S3ErrorContext } from "./
 import { ResumingObjectStream } from "./s3-object-stream.js";
 import { resolveRetryOptions, withS3Retry, type S3RetryOptions } from "./s3-retry.js";
 import { parseS3Uri } from "./s3-uri.js";
+import {
+  DELETE_BATCH,
+  DELETE_CONCURRENCY,
+  MAX_PART_SIZE,
+  MIB,
+  MIN_PART_SIZE,
+  info,
+  normalizeEndpoint,
+  oneOf,
+  positiveInteger,
+  type AwsCredentialIdentity,
+  type S3Storage,
+  type S3StorageOptions,
+} from "./s3-options.js";
+import { uploadStream } from "./s3-upload.js";
+import { resolveClientCredentials } from "./s3-credentials.js";
 
-/** AWS credentials: an access key pair, with a session token for temporary ones. */
-type AwsCredentialIdentity = { readonly accessKeyId: string; readonly secretAccessKey: string; readonly sessionToken?: string | undefined };
-/** Credentials as the S3 client accepts them: static, or a function that resolves them. */
-type S3Credentials = NonNullable<S3ClientConfig["credentials"]>;
-
-const MIB = 1024 * 1024;
-/** S3's smallest allowed multipart part (all but the last). */
-const MIN_PART_SIZE = 5 * MIB;
-/** S3's largest allowed part. */
-const MAX_PART_SIZE = 5 * 1024 * MIB;
-/** DeleteObjects takes at most this many keys. */
-const DELETE_BATCH = 1000;
-/** DeleteObjects batches in flight at once. */
-const DELETE_CONCURRENCY = 4;
-
-/**
- * Options of {@link s3}.
- *
- * With an injected `client`, calls go through that client as configured; `region`, `endpoint`,
- * `forcePathStyle` and `checksums` then only describe the bucket to agents on machines
- * ({@link S3Storage.machineDescriptor}), and `credentials` is ignored.
- *
- * @example
- * ```ts
- * const store = s3("s3://ml-ckpt/team/runs", { region: "eu-west-1" });
- * const minio = s3("s3://bucket", {
- *   endpoint: "http://10.0.0.2:9000", forcePathStyle: true, checksums: "when_required",
- *   credentials: { accessKeyId: "…", secretAccessKey: "…" },
- * });
- * ```
- */
-export interface S3StorageOptions {
-  /**
-   * A ready S3 client to use instead of creating one (its own retry settings stay in force, on top
-   * of runctl's).
-   * @defaultValue a new `S3Client` built from the other options, with the SDK's own retries off
-   * (runctl retries; see `retry`)
-   */
-  readonly client?: S3Client;
-  /**
-   * AWS region. Also handed to agents on machines (null there means the machine's default).
-   * @defaultValue `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1` when `endpoint` is set, else
-   * the SDK's default chain (`~/.aws/config`)
-   */
-  readonly region?: string;
-  /**
-   * Endpoint URL of an S3-protocol server (MinIO, s3rver, Ceph…), `http(s)://host[:port]`.
-   * @defaultValue AWS S3 itself
-   */
-  readonly endpoint?: string;
-  /**
-   * Address objects as `endpoint/bucket/key` instead of `bucket.endpoint/key` (most S3-protocol servers need this).
-   * @defaultValue false (with an injected client: the client's setting)
-   */
-  readonly forcePathStyle?: boolean;
-  /**
-   * Credentials (static or a provider function).
-   * @defaultValue the SDK's default chain (environment, `~/.aws`, SSO, instance profile…)
-   */
-  readonly credentials?: S3Credentials;
-  /**
-   * When request checksums are computed and response checksums validated: `when_supported` (the
-   * AWS SDK's default) or `when_required` (servers that mangle streamed uploads under the default,
-   * such as s3rver).
-   * @defaultValue "when_supported"
-   */
-  readonly checksums?: "when_supported" | "when_required";
-  /**
-   * Which S3 client the agent on a machine uses: `auto` (boto3 when importable, else the `aws` CLI), `boto3` or `cli`.
-   * @defaultValue "auto"
-   */
-  readonly machineBackend?: "auto" | "boto3" | "cli";
-  /**
-   * Whether {@link S3Storage.machineSecrets} resolves this client's credentials and hands them to
-   * the machine (in memory only). False: the machine uses its own credential chain (an EC2 instance
-   * profile). Unset: forwarded over channels that leave no copy (local, SSH), never over SSM, whose
-   * input is staged in S3 (the machine then uses its instance profile). True over SSM is refused
-   * (UNSUPPORTED) before anything is created.
-   * @defaultValue forwarded, except over SSM
-   */
-  readonly forwardCredentials?: boolean;
-  /**
-   * Part size of multipart uploads, in bytes (5 MiB to 5 GiB). Bodies up to this size are sent
-   * with one PutObject. The largest object a streamed `put` can write is `partSizeBytes × 10,000`.
-   * @defaultValue 8 MiB (objects up to 78 GiB)
-   */
-  readonly partSizeBytes?: number;
-  /**
-   * Parts uploaded at once. A streamed `put` holds about `partSizeBytes × (queueSize + 1)` bytes of
-   * parts in memory (40 MiB with the defaults), whatever the object's size.
-   * @defaultValue 4
-   */
-  readonly queueSize?: number;
-  /** How transient failures are retried. @defaultValue see {@link S3RetryOptions} */
-  readonly retry?: S3RetryOptions;
-}
-
-/**
- * An S3 bucket (and key prefix) as a {@link Storage}. Returned by {@link s3}.
- *
- * @example
- * ```ts
- * const store: S3Storage = s3("s3://ml-ckpt/runs");
- * console.log(store.bucket, store.prefix); // "ml-ckpt" "runs"
- * ```
- */
-export interface S3Storage extends Storage {
-  /** `s3://bucket` or `s3://bucket/prefix`, normalized. */
-  readonly uri: string;
-  /** The bucket. */
-  readonly bucket: string;
-  /** The key prefix without leading or trailing `/` (`""`: the bucket root). Storage keys live under `prefix/`. */
-  readonly prefix: string;
-  /** The S3 client every call goes through (the injected one, or the one `s3()` created). */
-  readonly client: S3Client;
-  /** How agents on machines reach this bucket (the same for every machine). */
-  machineDescriptor(context?: { readonly sharesLocalFilesystem: boolean }): S3StorageDescriptor;
-  /**
-   * The client's credentials, resolved now, for the agent on a machine; undefined when
-   * `forwardCredentials` is false (the machine uses its own chain).
-   */
-  machineSecrets(options?: StorageCallOptions): Promise<MachineSecrets | undefined>;
-}
-
-function positiveInteger(name: string, value: number, min: number, max: number): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-    throw new RunctlError("INVALID_ARGUMENT", `s3() ${name} must be an integer from ${min} to ${max}, got ${String(value)}.`);
-  }
-  return value;
-}
-
-function oneOf<T extends string>(name: string, value: T | undefined, allowed: readonly T[], fallback: T): T {
-  if (value === undefined) return fallback;
-  if (!allowed.includes(value)) {
-    throw new RunctlError("INVALID_ARGUMENT", `s3() ${name} must be one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}, got ${JSON.stringify(value)}.`);
-  }
-  return value;
-}
-
-/** Validates and normalizes an endpoint URL: http(s), no credentials in it, no trailing `/`. */
-function normalizeEndpoint(endpoint: string): string {
-  let url: URL;
-  try {
-    url = new URL(endpoint);
-  } catch {
-    // Never echo what might be credentials in the URL's user-info part.
-    const shown = String(endpoint).replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/is, (_, scheme: string | undefined) => `${scheme ?? ""}***@`);
-    throw new RunctlError("INVALID_ARGUMENT", `s3() endpoint ${JSON.stringify(shown)} is not a URL (expected http(s)://host[:port]).`);
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new RunctlError("INVALID_ARGUMENT", `s3() endpoint must be an http:// or https:// URL, got ${url.protocol}.`);
-  }
-  if (url.username || url.password) {
-    throw new RunctlError("INVALID_ARGUMENT", "s3() endpoint must not contain credentials; pass them as `credentials`.");
-  }
-  if (url.search || url.hash) throw new RunctlError("INVALID_ARGUMENT", "s3() endpoint must not have a query or fragment.");
-  return url.href.replace(/\/+$/, "");
-}
-
-function stripQuotes(etag: string | undefined): string | undefined {
-  return etag === undefined ? undefined : etag.replace(/^"(.*)"$/, "$1");
-}
-
-function info(key: string, size: number | undefined, modifiedAt: Date | undefined, etag: string | undefined): StorageObjectInfo {
-  const tag = stripQuotes(etag);
-  return { key, size: size ?? 0, ...(modifiedAt ? { modifiedAt } : {}), ...(tag ? { etag: tag } : {}) };
-}
+export type { S3Storage, S3StorageOptions } from "./s3-options.js";
 
 /**
  * Storage in an S3 bucket (or any S3-protocol server), under an optional key prefix.
@@ -287,45 +135,8 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
       ),
     );
 
-  const putStream = async (key: string, body: Readable | Uint8Array, signal: AbortSignal | undefined): Promise<void> => {
-    const controller = new AbortController();
-    const onAbort = (): void => controller.abort(signal?.reason);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    // lib-storage sends every request through this client: each one (create, each part, complete)
-    // is retried on its own, with the part's bytes still in memory. Cleanup runs even after an abort.
-    const retrying = Object.create(client) as S3Client;
-    // The first request that fails for good stops the other parts (lib-storage would go on reading
-    // and sending the rest of the stream) and is the error the caller sees.
-    let failure: unknown;
-    // Cleanup of a failed upload (AbortMultipartUpload) is best effort, briefly retried, and never
-    // replaces the error that caused it.
-    const send = (command: Parameters<S3Client["send"]>[0]): Promise<unknown> =>
-      command instanceof AbortMultipartUploadCommand
-        ? withS3Retry(() => client.send(command), { ...retry, maxElapsedMs: Math.min(retry.maxElapsedMs, 5_000) }, context("abort multipart upload of", key), undefined, { unref: true }).catch(() => undefined)
-        : call("put", key, controller.signal, () => client.send(command, { abortSignal: controller.signal })).catch((err: unknown) => {
-            if (!controller.signal.aborted) {
-              failure = err;
-              controller.abort();
-            }
-            throw err;
-          });
-    (retrying as unknown as { send: typeof send }).send = send;
-    const upload = new Upload({
-      client: retrying,
-      params: { Bucket: bucket, Key: key, Body: body },
-      partSize,
-      queueSize,
-      abortController: controller,
-    });
-    try {
-      await upload.done();
-    } catch (err) {
-      if (body instanceof Readable && !body.readableEnded) body.destroy();
-      throw failure !== undefined ? toStorageError(failure, context("put", key)) : toStorageError(err, context("put", key), controller.signal);
-    } finally {
-      signal?.removeEventListener("abort", onAbort);
-    }
-  };
+  const putStream = (key: string, body: Readable | Uint8Array, signal: AbortSignal | undefined): Promise<void> =>
+    uploadStream({ client, bucket, partSize, queueSize, retry, context }, key, body, signal);
 
   const deleteBatch = async (batch: readonly string[], signal: AbortSignal | undefined): Promise<{ key: string; code: string; message: string }[]> => {
     const out = await call("delete", batch.length === 1 ? batch[0] : `${base}… (${batch.length} keys)`, signal, () =>
@@ -476,32 +287,7 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
 
     async machineSecrets(callOptions?: StorageCallOptions): Promise<MachineSecrets | undefined> {
       if (!forwardCredentials) return undefined;
-      const signal = callOptions?.signal;
-      throwIfAborted(signal);
-      let creds: AwsCredentialIdentity;
-      let onAbort: (() => void) | undefined;
-      try {
-        const resolving = client.config.credentials();
-        creds = signal
-          ? await Promise.race([
-              resolving,
-              new Promise<never>((_, reject) => {
-                onAbort = () => reject(new RunctlError("ABORTED", "Resolving AWS credentials was aborted.", { cause: signal.reason }));
-                signal.addEventListener("abort", onAbort, { once: true });
-              }),
-            ])
-          : await resolving;
-      } catch (err) {
-        if (err instanceof RunctlError) throw err;
-        const facts = classifyS3Error(err);
-        throw new RunctlError(
-          "STORAGE_ERROR",
-          `Could not resolve AWS credentials to hand to the machine for s3://${bucket}${facts.code ? ` (${facts.code})` : ""}. Configure credentials for this process, or pass forwardCredentials: false to let the machine use its own (an instance profile).`,
-          { cause: err, details: { operation: "resolve credentials", bucket } },
-        );
-      } finally {
-        if (onAbort) signal?.removeEventListener("abort", onAbort);
-      }
+      const creds = await resolveClientCredentials(client, bucket, callOptions?.signal);
       remember(creds);
       return {
         aws: {

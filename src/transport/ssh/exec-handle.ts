@@ -1,38 +1,5 @@
 import type { ExecHandle, ExecResult, OutputChunk } from "../types.js";
-
-/**
- * Keeps the last `limit` bytes written to it.
- *
- * @example
- * ```ts
- * const t = new ByteTail(4); t.push(Buffer.from("abcdef")); t.toString(); // "cdef"
- * ```
- */
-export class ByteTail {
-  private chunks: Buffer[] = [];
-  private size = 0;
-  /** @param limit - Bytes kept (0 keeps nothing). */
-  constructor(private readonly limit: number) {}
-
-  /** Appends bytes, dropping the oldest beyond the limit. */
-  push(data: Buffer): void {
-    if (this.limit <= 0) return;
-    this.chunks.push(data);
-    this.size += data.length;
-    while (this.chunks.length > 1 && this.size - this.chunks[0]!.length >= this.limit) {
-      this.size -= this.chunks.shift()!.length;
-    }
-  }
-
-  /** The kept bytes as UTF-8, starting at a character boundary. */
-  toString(): string {
-    let buf = Buffer.concat(this.chunks);
-    if (buf.length > this.limit) buf = buf.subarray(buf.length - this.limit);
-    let start = 0;
-    while (start < 3 && start < buf.length && (buf[start]! & 0xc0) === 0x80) start++;
-    return buf.subarray(start).toString("utf8");
-  }
-}
+import { TailBuffer } from "../../util/tail-buffer.js";
 
 /**
  * How a running exec is told to slow down or go on (flow control on the SSH channel).
@@ -71,8 +38,8 @@ export class RemoteExecHandle implements ExecHandle {
   private readonly promise: Promise<ExecResult>;
   private resolvePromise!: (r: ExecResult) => void;
   private rejectPromise!: (e: unknown) => void;
-  private readonly stdoutTail: ByteTail;
-  private readonly stderrTail: ByteTail;
+  private readonly stdoutTail: TailBuffer;
+  private readonly stderrTail: TailBuffer;
   private readonly stdoutAll: Buffer[] = [];
   private readonly queue: OutputChunk[] = [];
   private queuedBytes = 0;
@@ -92,8 +59,8 @@ export class RemoteExecHandle implements ExecHandle {
     tailBytes: number,
     private readonly captureStdout: boolean,
   ) {
-    this.stdoutTail = new ByteTail(tailBytes);
-    this.stderrTail = new ByteTail(tailBytes);
+    this.stdoutTail = new TailBuffer(tailBytes);
+    this.stderrTail = new TailBuffer(tailBytes);
     this.promise = new Promise<ExecResult>((resolve, reject) => {
       this.resolvePromise = resolve;
       this.rejectPromise = reject;

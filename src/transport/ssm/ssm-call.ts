@@ -1,27 +1,6 @@
-import { setTimeout as sleep } from "node:timers/promises";
-import { awsErrorCode, cloudError, isThrottlingError } from "../../errors/cloud-error.js";
-import { RunctlError, abortError, throwIfAborted } from "../../errors/runctl-error.js";
-
-/** Node network error codes that mean "the request may not have arrived; try again". */
-const NETWORK_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "ETIMEDOUT", "EPIPE", "EAI_AGAIN", "ENOTFOUND", "ENETUNREACH", "EHOSTUNREACH", "TimeoutError", "RequestTimeout"]);
-
-/**
- * Whether an SSM call that failed this way may succeed if repeated: throttling
- * (ThrottlingException, RequestLimitExceeded, 429), 5xx, and dropped or timed-out connections.
- *
- * @example
- * ```ts
- * isTransientAwsError(new ThrottlingException({ message: "Rate exceeded", $metadata: {} })); // true
- * ```
- */
-export function isTransientAwsError(err: unknown): boolean {
-  if (isThrottlingError(err)) return true;
-  const e = err as { $metadata?: { httpStatusCode?: number }; $retryable?: unknown; code?: unknown; name?: unknown } | null;
-  const status = e?.$metadata?.httpStatusCode;
-  if (status !== undefined && status >= 500) return true;
-  if (e?.$retryable) return true;
-  return (typeof e?.code === "string" && NETWORK_CODES.has(e.code)) || (typeof e?.name === "string" && NETWORK_CODES.has(e.name));
-}
+import { awsCall, resolveAwsRetry } from "../../aws/aws-call.js";
+import { awsErrorCode, cloudError, isThrottlingError, isTransientAwsError } from "../../aws/aws-errors.js";
+import { RunctlError } from "../../errors/runctl-error.js";
 
 /**
  * How {@link callSsm} retries.
@@ -35,24 +14,24 @@ export interface SsmCallOptions {
   /** Aborts the call and its waits with ABORTED. @defaultValue none */
   readonly signal?: AbortSignal | undefined;
   /** Extra attempts after a transient failure. @defaultValue 6 */
-  readonly retries?: number;
-  /** First backoff; doubles per attempt (full jitter) up to 10 s. @defaultValue 200 */
-  readonly baseDelayMs?: number;
+  readonly retries?: number | undefined;
+  /** First backoff; doubles per attempt (times a random 1–2) up to 10 s. @defaultValue 200 */
+  readonly baseDelayMs?: number | undefined;
   /**
    * Which failures are retried. A call that must not run twice (SendCommand) retries only
    * throttling, which AWS refused before doing anything.
    * @defaultValue {@link isTransientAwsError}
    */
-  readonly retryWhen?: (err: unknown) => boolean;
+  readonly retryWhen?: ((err: unknown) => boolean) | undefined;
   /** The machine, for messages. @defaultValue none (required) */
   readonly host: string;
 }
 
 /**
- * Runs one SSM API call, retrying throttling and transient failures with exponential backoff and
- * full jitter (the SDK's adaptive mode also slows down on its side). When the retries run out a
- * throttled or transient failure becomes a retryable TRANSPORT_ERROR; any other AWS error is thrown
- * as it is, for the caller to map (see {@link ssmCallError}).
+ * Runs one SSM API call through the AWS layer's one retry loop ({@link awsCall}), retrying
+ * throttling and transient failures with exponential backoff and jitter (the SDK client does not
+ * retry on its own: `maxAttempts: 1`). When the retries run out a throttled or transient failure
+ * becomes a retryable TRANSPORT_ERROR; any other AWS error is thrown as it is, for the caller to map (see {@link ssmCallError}).
  *
  * @param operation - The API name, for messages (`"SendCommand"`).
  * @param attempt - Sends the request once; gets the abort signal to pass to the SDK.
@@ -62,28 +41,23 @@ export interface SsmCallOptions {
  * ```
  */
 export async function callSsm<T>(operation: string, attempt: (signal: AbortSignal | undefined) => Promise<T>, options: SsmCallOptions): Promise<T> {
-  const retries = options.retries ?? 6;
-  const base = options.baseDelayMs ?? 200;
-  const signal = options.signal;
-  for (let n = 0; ; n++) {
-    throwIfAborted(signal);
-    try {
-      return await attempt(signal);
-    } catch (err) {
-      if (signal?.aborted) throw abortError(signal);
-      if (!(options.retryWhen ?? isTransientAwsError)(err)) throw err;
-      if (n >= retries) {
-        const throttled = isThrottlingError(err);
-        const awsCode = awsErrorCode(err);
-        throw new RunctlError(
-          "TRANSPORT_ERROR",
-          `SSM ${operation} for ${options.host} ${throttled ? "was throttled" : "failed"} ${n + 1} times${awsCode ? ` (${awsCode})` : ""}; try again later${throttled ? " or run fewer commands at once" : ""}.`,
-          { retryable: true, cause: err, details: { operation, host: options.host, ...(awsCode ? { awsCode } : {}), attempts: n + 1 } },
-        );
-      }
-      await pause(Math.random() * Math.min(10_000, base * 2 ** n), signal);
-    }
-  }
+  const retry = resolveAwsRetry({ retries: options.retries ?? 6, minDelayMs: options.baseDelayMs ?? 200, maxDelayMs: 10_000 });
+  return awsCall(operation, () => attempt(options.signal), {
+    retry,
+    signal: options.signal,
+    retryWhen: options.retryWhen ?? isTransientAwsError,
+    giveUp: (err, { attempts, retried }) => {
+      // Not worth repeating: the caller maps it (ssmCallError), as the AWS error it is.
+      if (!retried) return err as Error;
+      const throttled = isThrottlingError(err);
+      const awsCode = awsErrorCode(err);
+      return new RunctlError(
+        "TRANSPORT_ERROR",
+        `SSM ${operation} for ${options.host} ${throttled ? "was throttled" : "failed"} ${attempts} times${awsCode ? ` (${awsCode})` : ""}; try again later${throttled ? " or run fewer commands at once" : ""}.`,
+        { retryable: true, cause: err, details: { operation, host: options.host, ...(awsCode ? { awsCode } : {}), attempts } },
+      );
+    },
+  });
 }
 
 /**
@@ -107,21 +81,4 @@ export function ssmCallError(err: unknown, operation: string, instanceId: string
     );
   }
   return cloudError(err, `SSM ${operation} for ${instanceId}`);
-}
-
-/**
- * Sleeps, rejecting with ABORTED when the signal fires.
- *
- * @example
- * ```ts
- * await pause(250, signal);
- * ```
- */
-export async function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  try {
-    await sleep(ms, undefined, signal ? { signal } : {});
-  } catch (cause) {
-    if (signal?.aborted) throw abortError(signal);
-    throw cause;
-  }
 }

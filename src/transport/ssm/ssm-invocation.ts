@@ -1,7 +1,8 @@
 import { CancelCommandCommand, GetCommandInvocationCommand, type GetCommandInvocationCommandOutput, type SSMClient } from "@aws-sdk/client-ssm";
-import { awsErrorCode } from "../../errors/cloud-error.js";
+import { awsErrorCode } from "../../aws/aws-errors.js";
 import { RunctlError, abortError } from "../../errors/runctl-error.js";
-import { callSsm, pause, ssmCallError } from "./ssm-call.js";
+import { callSsm, ssmCallError } from "./ssm-call.js";
+import { sleepMs } from "../../aws/aws-poll.js";
 
 /** Statuses after which an invocation never changes. */
 const TERMINAL = new Set(["Success", "Failed", "Cancelled", "TimedOut"]);
@@ -56,7 +57,7 @@ export async function waitForInvocation(w: InvocationWait): Promise<GetCommandIn
   let delay = w.pollMs;
   let lastStatus = "not visible yet";
   for (;;) {
-    await pause(delay, w.signal);
+    await sleepMs(delay, w.signal);
     delay = Math.min(w.maxPollMs, Math.ceil(delay * 1.5));
     let out: GetCommandInvocationCommandOutput;
     try {

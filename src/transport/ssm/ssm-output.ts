@@ -2,7 +2,7 @@ import type { Readable } from "node:stream";
 import type { GetCommandInvocationCommandOutput } from "@aws-sdk/client-ssm";
 import { isRunctlError } from "../../errors/runctl-error.js";
 import type { RemoteExecHandle } from "../ssh/exec-handle.js";
-import { pause } from "./ssm-call.js";
+import { sleepMs } from "../../aws/aws-poll.js";
 import { SSM_TRANSPORT_DEFAULTS } from "./ssm-transport-options.js";
 import type { SsmStaging } from "./ssm-staging.js";
 
@@ -83,7 +83,7 @@ async function openOutputObject(staging: SsmStaging, key: string, signal: AbortS
     } catch (err) {
       if (signal?.aborted || !isRunctlError(err) || attempt >= OUTPUT_READ_TRIES) return undefined;
       if (err.code !== "NOT_FOUND" && !err.retryable) return undefined;
-      await pause(250 * attempt, signal);
+      await sleepMs(250 * attempt, signal);
     }
   }
 }

@@ -4,11 +4,10 @@ import type { Readable } from "node:stream";
 import { RunctlError } from "../../errors/runctl-error.js";
 import type { S3StorageDescriptor, Storage } from "../../storage/types.js";
 
-/** Top folder of everything the SSM transport stages, inside the staging storage. */
-export const STAGING_ROOT = "runctl-staging";
+import { STAGING_MARKER, STAGING_ROOT, stagingFolder } from "../../aws/staging-layout.js";
 
-/** Name of the marker object in each staging folder (`runctl-staging/<scope>/_runctl.json`). */
-export const STAGING_MARKER = "_runctl.json";
+// The layout lives in aws/staging-layout.ts, shared with the sweeper that finds leaked folders.
+export { STAGING_MARKER, STAGING_ROOT };
 
 /**
  * The marker written into a staging folder before anything else is staged there, so a leak sweeper
@@ -60,7 +59,7 @@ export class SsmStaging {
       throw new RunctlError("INVALID_ARGUMENT", `ssmTransport() staging must be an S3 storage (s3("s3://bucket/prefix")); ${storage.uri} is not reachable from an instance.`);
     }
     this.descriptor = descriptor;
-    this.folder = `${STAGING_ROOT}/${facts.scope}/`;
+    this.folder = stagingFolder(facts.scope);
   }
 
   /** A new key in the folder (`<folder><uuid><suffix>`). */

@@ -4,12 +4,14 @@ import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, posix } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { DescribeInstanceInformationCommand, SSMClient, SendCommandCommand, type GetCommandInvocationCommandOutput } from "@aws-sdk/client-ssm";
-import { isThrottlingError } from "../../errors/cloud-error.js";
+import { isThrottlingError } from "../../aws/aws-errors.js";
+import { AWS_SDK_MAX_ATTEMPTS } from "../../aws/aws-call.js";
 import { CommandError, RunctlError, abortError, isRunctlError, throwIfAborted } from "../../errors/runctl-error.js";
 import { RemoteExecHandle } from "../ssh/exec-handle.js";
 import { describeCommand } from "../ssh/remote-command.js";
 import type { Command, ExecHandle, ExecOptions, ExecResult, Transport } from "../types.js";
-import { callSsm, pause, ssmCallError } from "./ssm-call.js";
+import { callSsm, ssmCallError } from "./ssm-call.js";
+import { sleepMs } from "../../aws/aws-poll.js";
 import { cancelInvocation, waitForInvocation } from "./ssm-invocation.js";
 import { deliverOutput } from "./ssm-output.js";
 import {
@@ -63,8 +65,8 @@ const WAIT_SLACK_MS = 120_000;
 
 /**
  * Creates an SSM {@link Transport}: each exec is one `AWS-RunShellScript` SendCommand, polled with
- * GetCommandInvocation (backoff from `pollMs` to `maxPollMs`; throttling retried with backoff on top
- * of the SDK's adaptive mode) until it ends. Output arrives when the command ends (`buffered`), so
+ * GetCommandInvocation (backoff from `pollMs` to `maxPollMs`; throttling retried by the AWS layer's
+ * one retry policy, the SDK client itself sending once) until it ends. Output arrives when the command ends (`buffered`), so
  * the engine follows runs in bounded calls. Arguments, `cwd` and `env` are quoted into the script,
  * which travels base64-encoded so SSM's `{{ }}` parameter interpolation never touches it. Commands
  * run as `user` (default `ubuntu`, via `sudo -n -u`).
@@ -115,7 +117,7 @@ class SsmTransportImpl implements SsmTransport {
     this.o = resolveSsmOptions(options);
     this.host = this.o.host;
     this.instanceId = this.o.instanceId;
-    this.client = options.client ?? new SSMClient({ ...(options.region ? { region: options.region } : {}), retryMode: "adaptive", maxAttempts: 10 });
+    this.client = options.client ?? new SSMClient({ ...(options.region ? { region: options.region } : {}), maxAttempts: AWS_SDK_MAX_ATTEMPTS });
     this.staging = options.staging
       ? new SsmStaging(options.staging, { scope: this.o.scope, runId: this.o.runId, owner: options.owner ?? localOwner(), ttlMs: this.o.stagingTtlMs })
       : undefined;
@@ -414,7 +416,7 @@ class SsmTransportImpl implements SsmTransport {
           details: { host: this.host, instanceId: this.instanceId, lastSeen: seen },
         });
       }
-      await pause(delay, signal);
+      await sleepMs(delay, signal);
       delay = Math.min(5000, Math.ceil(delay * 1.5));
     }
   }

@@ -31,5 +31,5 @@ export { prewarmVolume, prewarmVolumeScript } from "./prewarm-volume.js";
 export type { PrewarmVolumeOptions } from "./prewarm-volume.js";
 export { EBS_LIMITS, validateVolumeSpec, validateAvailabilityZone } from "./validate-volume.js";
 export type { VolumeSpec, VolumeSpecInput } from "./validate-volume.js";
-export type { Ec2RetryOptions } from "../ec2-call.js";
-export type { PollOptions } from "../backoff.js";
+export type { AwsRetryOptions, AwsRetryOptions as Ec2RetryOptions } from "../../../aws/aws-call.js";
+export type { PollOptions } from "../../../aws/aws-poll.js";

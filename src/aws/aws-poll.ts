@@ -1,4 +1,6 @@
-import { RunctlError, abortError } from "../../errors/runctl-error.js";
+import { RunctlError, abortError } from "../errors/runctl-error.js";
+import { isThrottlingError } from "./aws-errors.js";
+import type { AwsHttpOptions } from "./aws-call.js";
 
 /**
  * How often a wait re-asks the cloud: the first pause, then doubled (with up to 20% jitter so many
@@ -11,9 +13,9 @@ import { RunctlError, abortError } from "../../errors/runctl-error.js";
  */
 export interface PollOptions {
   /** The first pause between two checks. @defaultValue 1000 */
-  readonly initialMs?: number;
+  readonly initialMs?: number | undefined;
   /** The longest pause between two checks. @defaultValue 15000 */
-  readonly maxMs?: number;
+  readonly maxMs?: number | undefined;
 }
 
 /**
@@ -24,7 +26,10 @@ export interface PollOptions {
  * const poll: ResolvedPollOptions = resolvePollOptions({ initialMs: 500 });
  * ```
  */
-export type ResolvedPollOptions = Required<PollOptions>;
+export interface ResolvedPollOptions {
+  readonly initialMs: number;
+  readonly maxMs: number;
+}
 
 /**
  * Fills in the defaults of {@link PollOptions}; INVALID_ARGUMENT for a negative or non-finite value.
@@ -83,46 +88,59 @@ export function backoffDelayMs(attempt: number, poll: ResolvedPollOptions): numb
  *
  * @example
  * ```ts
- * const o: PollUntilOptions = { timeoutMs: 60_000, poll: resolvePollOptions(undefined), describe: () => "the volume" };
+ * const o: PollUntilOptions = { timeoutMs: 60_000, poll: { initialMs: 1000 }, describe: () => "the volume" };
  * ```
  */
 export interface PollUntilOptions {
-  /** Give up after this long: PROVISION_TIMEOUT. */
+  /** Give up after this long. */
   readonly timeoutMs: number;
-  /** Pauses between checks. */
-  readonly poll: ResolvedPollOptions;
-  /** Aborts the wait with ABORTED. */
+  /** Pauses between checks. @defaultValue `{ initialMs: 1000, maxMs: 15000 }` */
+  readonly poll?: PollOptions | undefined;
+  /** Aborts the wait with ABORTED; handed to each check for the SDK's `abortSignal`. */
   readonly signal?: AbortSignal | undefined;
-  /** What is being waited for, for the timeout message (called once, at the timeout). */
-  readonly describe: () => string;
-  /** Extra facts for the timeout error's `details`. */
-  readonly details?: Readonly<Record<string, unknown>>;
+  /** What is being waited for, for the default PROVISION_TIMEOUT message. */
+  readonly describe?: (() => string) | undefined;
+  /** Extra facts for the default timeout error's `details`. */
+  readonly details?: Readonly<Record<string, unknown>> | undefined;
+  /** The error thrown at the timeout (a machine that never answers is MACHINE_NOT_READY). @defaultValue PROVISION_TIMEOUT */
+  readonly onTimeout?: (() => Error) | undefined;
 }
 
 /**
- * Calls `check` until it returns a value other than `undefined`, pausing with bounded exponential
- * backoff between calls; PROVISION_TIMEOUT once `timeoutMs` have passed. Errors thrown by `check`
- * end the wait.
+ * runctl's one AWS waiter: calls `check` (with the options for `client.send`, carrying the abort
+ * signal) until it returns a value other than `undefined`, pausing with bounded exponential backoff
+ * between calls. A raw throttling error from `check` slows the wait down instead of ending it; any
+ * other error ends it. At the timeout, `onTimeout()` (default PROVISION_TIMEOUT) is thrown.
  *
  * @example
  * ```ts
- * const vol = await pollUntil(async () => (await describe(id))?.state === "available" ? true : undefined,
- *   { timeoutMs: 300_000, poll: resolvePollOptions(undefined), describe: () => `${id} to be available` });
+ * const vol = await pollUntil(async (http) => (await describe(id, http))?.state === "available" ? true : undefined,
+ *   { timeoutMs: 300_000, describe: () => `${id} to be available` });
  * ```
  */
-export async function pollUntil<T>(check: () => Promise<T | undefined>, options: PollUntilOptions): Promise<T> {
+export async function pollUntil<T>(check: (http: AwsHttpOptions) => Promise<T | undefined>, options: PollUntilOptions): Promise<T> {
+  const poll = resolvePollOptions(options.poll);
+  const signal = options.signal;
+  const http: AwsHttpOptions = signal ? { abortSignal: signal } : {};
   const deadline = performance.now() + options.timeoutMs;
   for (let attempt = 0; ; attempt++) {
-    if (options.signal?.aborted) throw abortError(options.signal);
-    const value = await check();
-    if (value !== undefined) return value;
+    if (signal?.aborted) throw abortError(signal);
+    try {
+      const value = await check(http);
+      if (value !== undefined) return value;
+    } catch (err) {
+      if (signal?.aborted) throw abortError(signal);
+      if (!isThrottlingError(err)) throw err;
+      attempt += 1; // throttled: back off one step further
+    }
     const left = deadline - performance.now();
     if (left <= 0) {
-      throw new RunctlError("PROVISION_TIMEOUT", `Timed out after ${options.timeoutMs} ms waiting for ${options.describe()}.`, {
+      if (options.onTimeout) throw options.onTimeout();
+      throw new RunctlError("PROVISION_TIMEOUT", `Timed out after ${options.timeoutMs} ms waiting for ${options.describe?.() ?? "AWS"}.`, {
         retryable: true,
         details: { timeoutMs: options.timeoutMs, ...options.details },
       });
     }
-    await sleepMs(Math.min(left, backoffDelayMs(attempt, options.poll)), options.signal);
+    await sleepMs(Math.min(left, backoffDelayMs(attempt, poll)), signal);
   }
 }
