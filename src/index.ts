@@ -22,6 +22,8 @@ export type {
   RecoverTrigger,
 } from "./plan/plan-types.js";
 export type { HyperparamValue } from "./plan/hyperparams.js";
+export { CONTAINER_PATHS } from "./plan/container-options.js";
+export type { ContainerOptions, ContainerMount } from "./plan/container-options.js";
 export { TrainingRun } from "./run/training-run.js";
 export type { LogsOptions } from "./run/training-run.js";
 export type { RunResult, CommittedCheckpoint, RunInterruption } from "./run/run-result.js";

@@ -1,6 +1,6 @@
 import { posix } from "node:path";
 import type { StorageDescriptor } from "../storage/types.js";
-import type { HyperparamValue, RunSpec } from "./run-spec.js";
+import type { HyperparamValue, RunSpec, RunSpecContainer } from "./run-spec.js";
 
 /** The `spec.json` the agent runs (docs/agent-protocol.md). */
 export interface AgentSpec {
@@ -34,6 +34,8 @@ export interface AgentSpec {
   };
   readonly shutdown: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] } | null;
   readonly interruption: { readonly imdsEndpoint: string; readonly pollMs: number } | null;
+  /** Run setup steps and the trainer in this image (the agent stays on the machine); null: on the machine. */
+  readonly container: RunSpecContainer | null;
 }
 
 /** Inputs of {@link buildAgentSpec}. */
@@ -95,5 +97,6 @@ export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
       ? { command: input.shutdown.command, afterRunMs: input.shutdown.afterRunMs, ...(input.shutdown.cancelBootPowerOff ? { cancelBootPowerOff: input.shutdown.cancelBootPowerOff } : {}) }
       : null,
     interruption: input.imds ? { imdsEndpoint: input.imds.endpoint, pollMs: input.imds.pollMs ?? 5000 } : null,
+    container: spec.container,
   };
 }

@@ -29,7 +29,8 @@ export async function launch(ctx: RunContext, resumeFrom: AgentSpec["resume"]): 
     rootDir: machine.rootDir,
     workdir,
     mirrorDir,
-    python: spec.python ?? machine.python,
+    // In a container the trainer runs the image's interpreter, not the one found on the machine.
+    python: spec.python ?? (spec.container ? "python3" : machine.python),
     storage: ctx.checkpoints?.descriptor ?? null,
     resume: resumeFrom,
     imds: machine.imds,

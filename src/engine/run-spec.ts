@@ -88,6 +88,24 @@ export interface RunSpec {
   } | null;
   /** The checkpoint to restore before training (`.resumeFrom()`); null when none. */
   readonly resume: { readonly storage: StorageDescriptor; readonly runId: string; readonly name: string | null } | null;
+  /** The image setup steps and the trainer run in (`.container()`), defaults applied; null: on the machine itself. */
+  readonly container: RunSpecContainer | null;
+}
+
+/** `.container()` as the plan validated it (docs/containers.md). */
+export interface RunSpecContainer {
+  readonly image: string;
+  readonly runtime: "docker" | "podman";
+  readonly pull: "missing" | "always" | "never";
+  readonly gpus: "auto" | "all" | "none" | number;
+  readonly network: string;
+  readonly shmSize: string | null;
+  readonly user: string | null;
+  /** The daemon address (`DOCKER_HOST`), or null for the CLI's default. */
+  readonly host: string | null;
+  readonly env: Readonly<Record<string, string>>;
+  /** Machine folders mounted into the container (absolute, normalized). */
+  readonly mounts: readonly { readonly source: string; readonly target: string; readonly readOnly: boolean }[];
 }
 
 /** One `.data()` input of a {@link RunSpec}: a path on the machine, or a storage the machine downloads from. */

@@ -100,6 +100,7 @@ export function buildRunSpec(
         }
       : null,
     resume,
+    container: state.container ?? null,
   };
   return { spec, resources: { provider, storages, signal: options.signal } };
 }

@@ -1,6 +1,6 @@
 import type { Provider } from "../providers/types.js";
 import type { Storage } from "../storage/types.js";
-import type { HyperparamValue, RecoverTrigger } from "../engine/run-spec.js";
+import type { HyperparamValue, RecoverTrigger, RunSpecContainer } from "../engine/run-spec.js";
 import type { Checkpoint } from "../checkpoints/checkpoint-store.js";
 import type { CancelStrategy } from "../run/training-run.js";
 
@@ -148,4 +148,5 @@ export interface PlanState {
   readonly budget?: BudgetOptions;
   readonly recover?: RecoverOptions;
   readonly resumeFrom?: ResumeSource;
+  readonly container?: RunSpecContainer | undefined;
 }

@@ -5,6 +5,7 @@ import type { Provider } from "../providers/types.js";
 import { startRun } from "../engine/start-run.js";
 import type { TrainingRun } from "../run/training-run.js";
 import { buildRunSpec } from "./build-run-spec.js";
+import { parseContainer, type ContainerOptions } from "./container-options.js";
 import { hyperparamArgs, validateHyperparams, type HyperparamValue } from "./hyperparams.js";
 import { summarizePlan, type PlanSummary } from "./plan-summary.js";
 import { provisionMachine, type ProvisionedMachine } from "./provisioned-machine.js";
@@ -126,6 +127,23 @@ export class RunPlan {
     const storage = typeof target === "string" ? storageFromUri(target) : target;
     reachableFrom(this.state.provider, storage, ".outputs()");
     return this.with({ outputs: storage });
+  }
+
+  /**
+   * Runs setup and the trainer inside a container image on the machine (docker or podman there);
+   * the agent stays on the machine, supervising. The run's code, checkpoint, data and output folders
+   * are mounted at `/runctl/code`, `/runctl/checkpoints`, `/runctl/data` and `/runctl/outputs`
+   * (the `RUNCTL_*` variables point there), the network is the machine's (`"host"`), and signals reach
+   * the trainer (`docker run --init`). Everything else works as without a container: checkpoints,
+   * resume, logs, metrics, cancel, budgets, spot recovery. See docs/containers.md.
+   *
+   * @example
+   * ```ts
+   * plan.container("pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime", { gpus: "all", shmSize: "8g", mounts: [{ source: volume, target: "/data" }] })
+   * ```
+   */
+  container(image: string, options: ContainerOptions = {}): RunPlan {
+    return this.with({ container: parseContainer(image, options) });
   }
 
   /**

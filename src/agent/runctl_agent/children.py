@@ -134,6 +134,10 @@ def reap_run(run_dir, token=None):
     if not token:
         return 0
     killed = 1 if info is not None and kill_group_verified(info.get("child"), token) else 0
+    if info is not None and info.get("container"):
+        # A container's processes are the runtime's children, not the agent's: remove it by label.
+        from .container import remove_run_containers
+        killed += remove_run_containers(info["container"], token)
     return killed + len(kill_run_processes(token))
 
 

@@ -5,6 +5,7 @@ import re
 import signal
 
 from .constants import IMDS_ENDPOINT, UsageError
+from .container_spec import normalize_container
 from .fsutil import safe_rel
 
 
@@ -128,6 +129,7 @@ def normalize_spec(spec, run_dir):
         raise UsageError("spec.outputs must be null or {\"storage\": descriptor}")
     s["outputs"] = outputs
     s["interruption"] = normalize_interruption(s.get("interruption"))
+    s["container"] = normalize_container(s.get("container"))
     return s
 
 

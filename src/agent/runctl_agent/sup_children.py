@@ -22,16 +22,14 @@ class ChildrenMixin:
         self.check_abort()
         start = os.fstat(self.log_fd).st_size
         self.log_note("$ " + (shown or label))
+        self.step_log_start = start
         try:
-            proc = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self.log_fd, stderr=self.log_fd,
-                start_new_session=True, close_fds=True,
-            )
+            proc = self.spawn(argv, cwd, env, "setup")
         except OSError as e:
             self.log_note("%s: %s" % (label, e))
             raise PhaseFailed(code, "%s could not start: %s" % (label, e), reason, self.log_tail(start))
         self.record_child(proc.pid, "setup")
-        rc = self._wait_child(proc)
+        rc = self.step_ended(self._wait_child(proc))
         if self.abort_reason is not None:
             raise Aborted()
         if rc != 0:
@@ -60,6 +58,7 @@ class ChildrenMixin:
                 pass
             proc.wait()
             self.end_run_processes()
+            self.remove_containers()
             raise
         finally:
             self.child_pgid = None
@@ -107,6 +106,7 @@ class ChildrenMixin:
             "token": self.token,
             "subreaper": self.subreaper,
             "child": child,
+            "container": self.container.info() if self.container is not None else None,
         }
         try:
             atomic_write(self.path(SUPERVISION_FILE), json.dumps(info).encode("utf-8"), mode=0o600)
@@ -115,7 +115,8 @@ class ChildrenMixin:
 
     def record_child(self, pid, kind):
         st = proc_stat(pid)
-        self.write_supervision({"pid": pid, "pgid": pid, "startTicks": st[2] if st else None, "kind": kind})
+        self.write_supervision({"pid": pid, "pgid": pid, "startTicks": st[2] if st else None, "kind": kind,
+                                "containerName": self.container_name})
 
     def start_watcher(self):
         """A process in its own session that outlives this agent by design: it holds the read end of
@@ -209,6 +210,9 @@ class ChildrenMixin:
             return None
 
     def base_env(self):
+        """The environment of setup steps and the trainer (in a container: see container_env)."""
+        if self.container is not None:
+            return self.container_env(self.venv)
         spec = self.spec
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"

@@ -80,28 +80,29 @@ class CommitsMixin:
         if not os.path.isfile(script_path):
             raise PhaseFailed("SCRIPT_NOT_FOUND", "script %s not found in %s" % (script, wd), "script")
         self.check_abort()
-        interp = os.path.join(self.venv, "bin", "python") if self.venv else spec["python"]
+        interp = self.cpath(os.path.join(self.venv, "bin", "python")) if self.venv else spec["python"]
         env = self.base_env()
         if self.resume_from:
-            env["RUNCTL_RESUME_FROM"] = self.resume_from
+            env["RUNCTL_RESUME_FROM"] = self.cpath(self.resume_from)
         if self.early_watcher is not None:
             self.watcher = self.early_watcher
             if self.restored:
                 self.watcher.mark_known(*self.restored)
             self.watcher.start()
         self.set_phase("training")
+        self.step_log_start = os.fstat(self.log_fd).st_size
         try:
-            proc = subprocess.Popen(
-                [interp, "-u"] + spec["argv"], cwd=wd, env=env, stdin=subprocess.DEVNULL,
-                stdout=self.log_fd, stderr=self.log_fd, start_new_session=True, close_fds=True,
-            )
+            proc = self.spawn([interp, "-u"] + spec["argv"], wd, env, "trainer")
         except OSError as e:
             raise PhaseFailed("SETUP_FAILED", "the interpreter %s could not start: %s" % (interp, e), "setup")
         self.trainer_pid = proc.pid
         self.record_child(proc.pid, "trainer")
         self.write_status()
         try:
-            return self._wait_child(proc)
+            rc = self._wait_child(proc)
+            # In a container the CLI's 128+N becomes signal N, as for a trainer on the host.
+            proc.returncode = rc = self.step_ended(rc)
+            return rc
         finally:
             # The final checkpoint pass reads this: only a clean exit 0 vouches for entries still in flux.
             self.trainer_rc = proc.returncode

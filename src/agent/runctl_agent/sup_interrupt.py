@@ -95,13 +95,8 @@ class InterruptionMixin:
             self.abort_reason = "interruption"
             self.term_deadline = intr["deadline"]
             sig = getattr(signal, self.spec["interruption"]["signal"])
-            pg = self.child_pgid
-            self.debug("interruption: %s to process group %s" % (signal_name(sig), pg))
-            if pg:
-                try:
-                    os.killpg(pg, sig)
-                except OSError:
-                    pass
+            self.debug("interruption: %s to process group %s" % (signal_name(sig), self.child_pgid))
+            self.signal_child(sig)
         elif not self.kill_sent:
             # A cancel or max-duration is under way: it must be over before the machine is.
             self.term_deadline = min(self.term_deadline or intr["deadline"], intr["deadline"])
@@ -132,18 +127,12 @@ class InterruptionMixin:
                 self._emit_handled(trainer_exited=False)
                 self.debug("interruption: the trainer outlived the flush deadline; SIGKILL")
                 self.kill_sent = True
-                try:
-                    os.killpg(self.trainer_pid, signal.SIGKILL)
-                except OSError:
-                    pass
+                self.signal_child(signal.SIGKILL)
             # else it exited during the pass: teardown's final pass commits the rest, as after any exit
             return
         if not self.trainer_done and self.child_pgid:
             self.kill_sent = True  # a setup step: nothing to flush
-            try:
-                os.killpg(self.child_pgid, signal.SIGKILL)
-            except OSError:
-                pass
+            self.signal_child(signal.SIGKILL)
 
     def _emit_handled(self, trainer_exited):
         intr = self.interruption

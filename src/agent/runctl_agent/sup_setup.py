@@ -41,17 +41,16 @@ class SetupMixin:
 
     def _python_identity(self, python):
         try:
-            out = subprocess.run(
-                [python, "-c", "import sys; print(sys.version); print(sys.executable)"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
-            )
+            rc, stdout = self.run_captured([python, "-c", "import sys; print(sys.version); print(sys.executable)"], 120)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise PhaseFailed("SETUP_FAILED", "the interpreter %r cannot be run: %s" % (python, e), "setup")
-        text = out.stdout.decode("utf-8", "replace")
-        if out.returncode != 0:
+        text = stdout.decode("utf-8", "replace")
+        if rc != 0:
             raise PhaseFailed("SETUP_FAILED", "the interpreter %r failed: %s" % (python, text.strip()[-500:]), "setup", text[-TAIL_BYTES:])
         lines = text.strip().splitlines()
-        return lines[0] if lines else "", os.path.realpath(lines[-1]) if lines else ""
+        # In a container the path is the image's: the host cannot resolve it (the image id keys the venv).
+        exe = lines[-1] if lines else ""
+        return lines[0] if lines else "", exe if self.container is not None else os.path.realpath(exe)
 
     def prepare_venv(self, setup):
         spec = self.spec
@@ -70,13 +69,16 @@ class SetupMixin:
                 raise PhaseFailed("SETUP_FAILED", "requirements file %s cannot be read: %s" % (req_rel, e), "setup")
         version, executable = self._python_identity(python)
         # The executable joins the key because a venv is bound to the interpreter that made it.
-        key_src = canonical_json({
+        key = {
             "requirements": req_text,
             "python": version,
             "executable": executable,
             "pip": {k: pip[k] for k in ("findLinks", "noIndex", "indexUrl", "extraArgs")},
             "systemSitePackages": setup["systemSitePackages"],
-        })
+        }
+        if self.container is not None:
+            key["image"] = self.container.image_id  # a venv is bound to the image's interpreter
+        key_src = canonical_json(key)
         digest = hashlib.sha256(key_src.encode("utf-8")).hexdigest()
         root = setup["venvRoot"]
         venv = os.path.join(root, digest[:16])
@@ -105,17 +107,17 @@ class SetupMixin:
                 try:
                     if os.path.lexists(venv):
                         shutil.rmtree(venv)  # a half-built venv from an attempt that died
-                    argv = [python, "-m", "venv"] + (["--system-site-packages"] if setup["systemSitePackages"] else []) + [venv]
+                    argv = [python, "-m", "venv"] + (["--system-site-packages"] if setup["systemSitePackages"] else []) + [self.cpath(venv)]
                     self.run_step(argv, " ".join(argv), "SETUP_FAILED", "setup", wd, None)
                     if req_path:
-                        argv = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check"]
+                        argv = [self.cpath(os.path.join(venv, "bin", "python")), "-m", "pip", "install", "--disable-pip-version-check"]
                         if pip["noIndex"]:
                             argv.append("--no-index")
                         for link in pip["findLinks"]:
                             argv += ["--find-links", str(link)]
                         if pip["indexUrl"]:
                             argv += ["--index-url", str(pip["indexUrl"])]
-                        argv += pip["extraArgs"] + ["-r", req_path]
+                        argv += pip["extraArgs"] + ["-r", self.cpath(req_path)]
                         self.run_step(argv, "pip install -r %s" % req_rel, "SETUP_FAILED", "setup", wd, None,
                                       shown=" ".join(shlex.quote(a) for a in argv))
                     # Written last: its presence is what makes the venv reusable.

@@ -21,12 +21,13 @@ from .storage_dir import StorageError
 from .storage_s3 import check_descriptor
 from .sup_children import ChildrenMixin
 from .sup_commits import CommitsMixin
+from .sup_container import ContainerMixin
 from .sup_interrupt import InterruptionMixin
 from .sup_setup import SetupMixin
 from .sup_storage import StorageMixin
 
 
-class Supervisor(InterruptionMixin, ChildrenMixin, SetupMixin, StorageMixin, CommitsMixin):
+class Supervisor(InterruptionMixin, ChildrenMixin, ContainerMixin, SetupMixin, StorageMixin, CommitsMixin):
     def __init__(self, run_dir, machine_secrets=None):
         self.run_dir = os.path.abspath(run_dir)
         # Launch secrets live only in this process's memory: handed to boto3 sessions or to the
@@ -56,6 +57,9 @@ class Supervisor(InterruptionMixin, ChildrenMixin, SetupMixin, StorageMixin, Com
         self.early_watcher = None  # made (and its storage listed) before the data phase, started with training
         self.trainer_rc = None  # the trainer's wait status (negative: killed by that signal) once it ended
         self.venv = None
+        self.container = None  # the ContainerRuntime when spec.container is set
+        self.container_name = None  # the container of the step running now
+        self.step_log_start = 0
         self.ckpt_storage = None
         self.out_storage = None
         self.resume_storage = None
@@ -109,8 +113,9 @@ class Supervisor(InterruptionMixin, ChildrenMixin, SetupMixin, StorageMixin, Com
                 self.debug("status.json write failed:\n" + traceback.format_exc())
 
     def set_phase(self, phase, emit=True):
+        repeated = phase == self.phase  # e.g. "setup" for the image, then for the venv: one event
         self.phase = phase
-        if emit:
+        if emit and not repeated:
             self.events.emit("phase", phase=phase)
         self.write_status()
 
@@ -171,12 +176,7 @@ class Supervisor(InterruptionMixin, ChildrenMixin, SetupMixin, StorageMixin, Com
         self.events.emit("signal", signal=signal_name(sig), reason=reason)
         if sig == signal.SIGKILL:
             self.kill_sent = True
-        pg = self.child_pgid
-        if pg:
-            try:
-                os.killpg(pg, sig)
-            except OSError:
-                pass
+        self.signal_child(sig)
 
     def check_abort(self):
         self.poll_abort()
@@ -223,6 +223,7 @@ class Supervisor(InterruptionMixin, ChildrenMixin, SetupMixin, StorageMixin, Com
                 raise PhaseFailed("AGENT_FAILED", "invalid spec.json: %s" % e, "agent")
             self.hp_hash = hashlib.sha256(canonical_json(spec["hyperparams"]).encode("utf-8")).hexdigest()
             self.cancel_boot_power_off()
+            self.open_container()
             if spec["interruption"] is not None:
                 self.poller = InterruptionPoller(self, spec["interruption"])
                 self.poller.start()
@@ -242,6 +243,7 @@ class Supervisor(InterruptionMixin, ChildrenMixin, SetupMixin, StorageMixin, Com
             for d in (spec["workdir"], spec["outputDir"], spec["checkpoints"]["dir"]):
                 os.makedirs(d, exist_ok=True)
             self.check_abort()
+            self.prepare_container()
             self.phase_setup()
             self.check_abort()
             self.open_storages()
@@ -278,10 +280,12 @@ class Supervisor(InterruptionMixin, ChildrenMixin, SetupMixin, StorageMixin, Com
                 except OSError:
                     pass
             self.end_run_processes()
+            self.remove_containers()
             self.events.emit("error", code="AGENT_FAILED", message="agent error: %s: %s" % (type(e).__name__, e), outputTail=None)
             status, reason = "failed", "agent"
         self.trainer_done = True
         self.end_run_processes()  # nothing of the run outlives it (setup-step daemons included)
+        self.remove_containers()
         if self.trainer_pid is not None or self.watcher is not None:
             self.set_phase("teardown")
             self.final_commits()
