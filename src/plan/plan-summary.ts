@@ -59,6 +59,7 @@ export async function summarizePlan(state: PlanState, script: string | undefined
   const steps = [
     `provision a machine from ${state.provider.name}`,
     ...(sync ? [`sync ${sync.files} files (${sync.bytes} bytes) from ${sync.root}`] : []),
+    ...(state.container ? [`use the image ${state.container.image} (${state.container.runtime}, pull ${state.container.pull}, gpus ${String(state.container.gpus)}); setup and training run in it`] : []),
     ...(state.setup?.requirements ? [`install ${state.setup.requirements} into a cached venv`] : []),
     ...(state.setup?.commands ?? []).map((c) => `run setup command: ${c}`),
     ...state.data.map((d) => `fetch ${d.uri} into ${d.to}`),

@@ -91,6 +91,11 @@ describe(".container(image, options)", () => {
     }
   });
 
+  it("shows in the dry run", async () => {
+    const summary = await base.container("python:3.11", { pull: "never" }).plan("train.py");
+    expect(summary.steps).toContain("use the image python:3.11 (docker, pull never, gpus auto); setup and training run in it");
+  });
+
   it("works with every provider: local runs use it too", () => {
     const { spec } = buildRunSpec(Runctl.instance(local()).container("python:3.11", { network: "none" }).state, "train.py", { hyperparams: {} });
     expect(spec.container?.network).toBe("none");
