@@ -7,7 +7,7 @@
 //   node scripts/embed-agent.mjs --check       exit 1 if it is missing or stale (used by `npm test`)
 //   node scripts/embed-agent.mjs --pyz-dir D   write D/runctl_agent-<sha12>.pyz (if absent) and print
 //                                              its path (the tests run the built file)
-// The build is deterministic (docs/decisions/agent-zipapp.md): entries sorted by name, stored
+// The build is deterministic (docs/decisions/0008-agent-zipapp.md): entries sorted by name, stored
 // (not compressed: a deflate stream depends on the zlib version), timestamps 1980-01-01 00:00,
 // permissions 0644, no extra fields; the same sources give the same bytes and sha256 on any machine.
 import { createHash } from "node:crypto";

@@ -33,7 +33,7 @@ export interface StorageRef {
  * One run, as the plan validated it: plain, JSON-serializable data with every default applied.
  * Live objects (the provider, storage clients, the abort signal) are not in it: they are in
  * {@link RunResources}, and the spec names storages by {@link StorageRef.key}
- * (docs/decisions/run-spec-and-resources.md). The engine reads nothing else from the plan.
+ * (docs/decisions/0010-run-spec-and-resources.md). The engine reads nothing else from the plan.
  */
 export interface RunSpec {
   readonly version: 1;

@@ -4,7 +4,7 @@ import { runctlHome } from "../util/runctl-home.js";
 import { localDir } from "./local-dir/local-dir-storage.js";
 import { machineDir } from "./machine-dir/machine-dir-storage.js";
 // The only import of S3 code outside src/storage/s3 and the public entries: the lazy forms load the
-// AWS SDK on first use, so the root entry `runctl` stays light (docs/decisions/subpath-entries.md).
+// AWS SDK on first use, so the root entry `runctl` stays light (docs/decisions/0013-subpath-entries.md).
 import { lazyS3 as s3, lazyS3FromDescriptor as s3FromDescriptor } from "./s3/s3-lazy.js";
 import type { MachineShell, Storage, StorageDescriptor } from "./types.js";
 

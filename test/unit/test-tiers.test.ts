@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import config from "../../vitest.config.js";
 
 /**
- * The tiers of docs/decisions/test-tiers.md: only the e2e project installs Debian packages and starts
+ * The tiers of docs/decisions/0009-test-tiers.md: only the e2e project installs Debian packages and starts
  * the SSH testbed, and no unit or integration test reaches for what only e2e provides.
  */
 const TEST_DIR = fileURLToPath(new URL("..", import.meta.url));

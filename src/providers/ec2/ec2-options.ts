@@ -114,7 +114,7 @@ export interface Ec2ProviderOptions {
    * @defaultValue 1800000 (30 minutes)
    */
   readonly shutdownAfterRunMs?: number;
-  /** AWS clients to use (tests, custom credentials or endpoints). @defaultValue new clients for `region` that send once (`maxAttempts: 1`; runctl retries, see docs/decisions/aws-retries.md) */
+  /** AWS clients to use (tests, custom credentials or endpoints). @defaultValue new clients for `region` that send once (`maxAttempts: 1`; runctl retries, see docs/decisions/0012-aws-retries.md) */
   readonly clients?: { readonly ec2?: EC2Client; readonly ssm?: SSMClient };
   /** The instance metadata endpoint the agent polls for spot notices. @defaultValue `"http://169.254.169.254"` */
   readonly imdsEndpoint?: string;

@@ -24,7 +24,7 @@ export interface SsmTransportOptions {
   readonly instanceId: string;
   /**
    * A ready SSM client (its region and credentials are used as they are).
-   * @defaultValue `new SSMClient({ region, maxAttempts: 1 })` (runctl retries; see docs/decisions/aws-retries.md)
+   * @defaultValue `new SSMClient({ region, maxAttempts: 1 })` (runctl retries; see docs/decisions/0012-aws-retries.md)
    */
   readonly client?: SSMClient;
   /** Region of the default client. @defaultValue the SDK's chain (`AWS_REGION`, `~/.aws/config`) */
