@@ -39,7 +39,7 @@ function agentPyz(): Uint8Array {
  * await machine.transport.exec([agent.python, agent.path, "status", runDir]);
  * ```
  */
-export function ensureAgent(machine: Machine, options: { readonly signal?: AbortSignal } = {}): Promise<InstalledAgent> {
+export function ensureAgent(machine: Machine, options: { readonly signal?: AbortSignal | undefined } = {}): Promise<InstalledAgent> {
   let pending = installed.get(machine);
   if (!pending) {
     pending = install(machine, options.signal);

@@ -32,7 +32,7 @@ export interface AgentSpec {
     /** Money left for this machine: stop once `(maxUsd - spentUsd) / hourlyUsd` hours have passed. */
     readonly budget: { readonly maxUsd: number; readonly hourlyUsd: number; readonly spentUsd: number } | null;
   };
-  readonly shutdown: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] } | null;
+  readonly shutdown: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] | undefined } | null;
   readonly interruption: { readonly imdsEndpoint: string; readonly pollMs: number } | null;
 }
 
@@ -48,7 +48,7 @@ export interface AgentSpecInput {
   readonly storage: StorageDescriptor | null;
   readonly resume: AgentSpec["resume"];
   /** The machine's metadata service, if it has one. */
-  readonly imds: { readonly endpoint: string; readonly pollMs?: number } | undefined;
+  readonly imds: { readonly endpoint: string; readonly pollMs?: number | undefined } | undefined;
   /** How the machine powers itself off, if it should (a cloud instance). */
   readonly shutdown?: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] | undefined } | undefined;
   /** This machine's price and what earlier machines of the run already cost. */

@@ -11,7 +11,7 @@ import { keepMachineAlive } from "./keep-alive.js";
 /** Options of following a run. */
 export interface FollowOptions {
   readonly metricPattern?: RegExp | undefined;
-  readonly cleanup?: boolean;
+  readonly cleanup?: boolean | undefined;
   /** Give up (the machine is lost) after the connection has failed for this long. */
   readonly lostAfterMs?: number | undefined;
 }
@@ -268,6 +268,6 @@ export class RunSession {
   }
 }
 
-function tailOf(error: { outputTail?: string } | undefined): { outputTail?: string } {
+function tailOf(error: { outputTail?: string | undefined } | undefined): { outputTail?: string | undefined } {
   return error?.outputTail !== undefined ? { outputTail: error.outputTail } : {};
 }

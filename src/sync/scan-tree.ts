@@ -78,11 +78,11 @@ export interface TreeScan {
  */
 export interface ScanTreeOptions extends IgnoreRulesOptions {
   /** Filesystem operations in flight. @defaultValue {@link DEFAULT_FS_CONCURRENCY} */
-  readonly concurrency?: number;
+  readonly concurrency?: number | undefined;
   /** Stop walking once more than this many files were found (the size guard will refuse anyway). @defaultValue Infinity */
-  readonly stopAfterFiles?: number;
+  readonly stopAfterFiles?: number | undefined;
   /** Cancels the walk with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**

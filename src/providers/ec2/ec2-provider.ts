@@ -259,7 +259,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
     const allowSshFrom = access.kind === "ssh" && !options.securityGroupIds ? (access.allowSshFrom ?? (await callerCidr(signal))) : undefined;
     throwIfAborted(signal);
 
-    const made: { instanceIds: string[]; securityGroupId?: string; keyPairName?: string; keyPairId?: string | undefined; keysDir?: string } = { instanceIds: [] };
+    const made: { instanceIds: string[]; securityGroupId?: string | undefined; keyPairName?: string | undefined; keyPairId?: string | undefined; keysDir?: string | undefined } = { instanceIds: [] };
     try {
       const keys = makeRunKeys(runId);
       made.keysDir = keys.dir;

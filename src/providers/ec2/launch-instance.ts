@@ -17,7 +17,7 @@ export interface LaunchAttempt {
   readonly placement: string;
   /** AWS's error or state reason code (`InsufficientInstanceCapacity`, `SpotMaxPriceTooLow`, …). */
   readonly code: string;
-  readonly instanceId?: string;
+  readonly instanceId?: string | undefined;
 }
 
 /** What {@link launchInstance} needs. */

@@ -25,7 +25,7 @@ export interface StagingFolder {
   /** The marker's `runctl:*` string fields, read like tags. */
   readonly tags: Readonly<Record<string, string>>;
   /** The marker object's modification time, when the storage knows it. */
-  readonly modifiedAt?: Date;
+  readonly modifiedAt?: Date | undefined;
 }
 
 async function readSmall(stream: Readable, maxBytes: number): Promise<string | undefined> {
@@ -54,7 +54,7 @@ async function readSmall(stream: Readable, maxBytes: number): Promise<string | u
  * ```
  */
 export async function findStagingFolders(storage: Storage, signal?: AbortSignal): Promise<StagingFolder[]> {
-  const markers: { key: string; modifiedAt?: Date }[] = [];
+  const markers: { key: string; modifiedAt?: Date | undefined }[] = [];
   const opts = signal ? { signal } : {};
   for await (const o of storage.list(`${STAGING_ROOT}/`, opts)) {
     const parts = o.key.split("/");
