@@ -152,7 +152,7 @@ export async function awsCall<T>(operation: string, attempt: (http: AwsHttpOptio
         factor: 2,
         randomize: true,
         unref: options.unref ?? false,
-        ...(signal ? { signal } : {}),
+        signal,
         shouldRetry: ({ error }) => !(error instanceof RunctlError) && !signal?.aborted && retryWhen(error),
       },
     );

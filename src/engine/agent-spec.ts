@@ -92,7 +92,7 @@ export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
       budget: maxUsd !== null && input.cost && input.cost.hourlyUsd > 0 ? { maxUsd, hourlyUsd: input.cost.hourlyUsd, spentUsd: input.cost.spentUsd } : null,
     },
     shutdown: input.shutdown
-      ? { command: input.shutdown.command, afterRunMs: input.shutdown.afterRunMs, ...(input.shutdown.cancelBootPowerOff ? { cancelBootPowerOff: input.shutdown.cancelBootPowerOff } : {}) }
+      ? { command: input.shutdown.command, afterRunMs: input.shutdown.afterRunMs, cancelBootPowerOff: input.shutdown.cancelBootPowerOff }
       : null,
     interruption: input.imds ? { imdsEndpoint: input.imds.endpoint, pollMs: input.imds.pollMs ?? 5000 } : null,
   };

@@ -137,7 +137,7 @@ export class RunSession {
       emit: (event, cursor) => this.emit(event, cursor),
       metricPattern: options.metricPattern,
       signal: this.followAbort.signal,
-      ...(options.lostAfterMs !== undefined ? { lostAfterMs: options.lostAfterMs } : {}),
+      lostAfterMs: options.lostAfterMs,
       onReconnect: (error, attempt) =>
         this.emit({ type: "warning", code: "RECONNECTING", message: `Lost the connection to ${run.machine.address} (${error.message}); reconnecting (attempt ${attempt}). The run goes on.` }),
     }).finally(stopKeepAlive);

@@ -42,7 +42,7 @@ export async function provisionMachine(provider: Provider, options: { readonly s
     ...machine,
     exec: (command, execOptions) => machine.transport.exec(command, execOptions),
     async sync(localDir, remoteDir, syncOptions = {}) {
-      const agent = await ensureAgent(machine, syncOptions.signal ? { signal: syncOptions.signal } : {});
+      const agent = await ensureAgent(machine, { signal: syncOptions.signal });
       const dir = existingDir(localDir);
       return syncTree({
         transport: machine.transport,
@@ -52,10 +52,10 @@ export async function provisionMachine(provider: Provider, options: { readonly s
         remoteDir,
         ignore: syncOptions.ignore ?? [],
         hashCachePath: syncHashCachePath(dir),
-        ...(syncOptions.staging ? { staging: syncOptions.staging } : {}),
-        ...(syncOptions.maxBytes !== undefined ? { maxBytes: syncOptions.maxBytes } : {}),
-        ...(syncOptions.maxFiles !== undefined ? { maxFiles: syncOptions.maxFiles } : {}),
-        ...(syncOptions.signal ? { signal: syncOptions.signal } : {}),
+        staging: syncOptions.staging,
+        maxBytes: syncOptions.maxBytes,
+        maxFiles: syncOptions.maxFiles,
+        signal: syncOptions.signal,
       });
     },
     putFile: (localPath, remotePath, o) => machine.transport.putFile(localPath, remotePath, o),

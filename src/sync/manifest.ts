@@ -126,7 +126,7 @@ export interface BuildManifestOptions extends ScanTreeOptions {
  */
 export async function buildManifest(root: string, options: BuildManifestOptions = {}): Promise<Manifest> {
   const stopAfterFiles = options.stopAfterFiles ?? (options.limits ? (options.limits.maxFiles ?? Number.POSITIVE_INFINITY) : undefined);
-  const scan = await scanTree(root, { ...options, ...(stopAfterFiles === undefined ? {} : { stopAfterFiles }) });
+  const scan = await scanTree(root, { ...options, stopAfterFiles });
   if (options.limits) {
     const tooLarge = checkSizeLimits(scan.root, scan.files, options.limits, scan.truncated);
     if (tooLarge) throw tooLarge;

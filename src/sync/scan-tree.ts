@@ -199,10 +199,7 @@ async function loadIgnoreFiles(
     }
   };
   const [gitignore, runctlignore] = await Promise.all([read(IGNORE_FILE_NAMES.git), read(IGNORE_FILE_NAMES.runctl)]);
-  return rules.withIgnoreFiles(relDir, {
-    ...(gitignore === undefined ? {} : { gitignore }),
-    ...(runctlignore === undefined ? {} : { runctlignore }),
-  });
+  return rules.withIgnoreFiles(relDir, { gitignore, runctlignore });
 }
 
 function statFile(absPath: string, rel: string, files: ScannedFile[], warnings: string[]): void {

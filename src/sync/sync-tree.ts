@@ -175,7 +175,7 @@ export async function syncTree(options: SyncTreeOptions): Promise<SyncResult> {
       minTimeout: 250,
       factor: 2,
       randomize: false,
-      ...(options.signal ? { signal: options.signal } : {}),
+      signal: options.signal,
       shouldRetry: ({ error }) => error instanceof RunctlError && error.retryable,
     });
   } catch (error) {
@@ -369,18 +369,11 @@ function isStreamClosed(error: unknown): boolean {
 }
 
 function selectionOf(options: SyncSelection): { ignore?: readonly string[] | undefined; extraExcludes?: readonly string[] | undefined; signal?: AbortSignal | undefined } {
-  return {
-    ...(options.ignore ? { ignore: options.ignore } : {}),
-    ...(options.extraExcludes ? { extraExcludes: options.extraExcludes } : {}),
-    ...(options.signal ? { signal: options.signal } : {}),
-  };
+  return { ignore: options.ignore, extraExcludes: options.extraExcludes, signal: options.signal };
 }
 
 function hashOptionsOf(options: SyncSelection): { hashCachePath?: string | undefined; signal?: AbortSignal | undefined } {
-  return {
-    ...(options.hashCachePath === undefined ? {} : { hashCachePath: options.hashCachePath }),
-    ...(options.signal ? { signal: options.signal } : {}),
-  };
+  return { hashCachePath: options.hashCachePath, signal: options.signal };
 }
 
 function withSignal(signal: AbortSignal | undefined): { signal?: AbortSignal | undefined } {

@@ -26,7 +26,7 @@ export async function currentSpotPrices(ec2: EC2Client, instanceType: string, op
           InstanceTypes: [instanceType as never],
           ProductDescriptions: ["Linux/UNIX"],
           StartTime: new Date(),
-          ...(options.availabilityZone ? { AvailabilityZone: options.availabilityZone } : {}),
+          AvailabilityZone: options.availabilityZone,
         }),
         http,
       ), { signal: options.signal });

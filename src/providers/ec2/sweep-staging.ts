@@ -58,7 +58,7 @@ export async function findStagingFolders(storage: Storage, signal?: AbortSignal)
   const opts = signal ? { signal } : {};
   for await (const o of storage.list(`${STAGING_ROOT}/`, opts)) {
     const parts = o.key.split("/");
-    if (parts.length === 3 && parts[0] === STAGING_ROOT && parts[1] !== "" && parts[2] === STAGING_MARKER) markers.push({ key: o.key, ...(o.modifiedAt ? { modifiedAt: o.modifiedAt } : {}) });
+    if (parts.length === 3 && parts[0] === STAGING_ROOT && parts[1] !== "" && parts[2] === STAGING_MARKER) markers.push({ key: o.key, modifiedAt: o.modifiedAt });
   }
   const base = storage.uri.replace(/\/+$/, "");
   const out: StagingFolder[] = [];

@@ -147,10 +147,10 @@ function machineOf(host: SshHost, transport: SshTransport, rootDir: string): Mac
     id,
     host: host.host,
     port: host.port ?? 22,
-    ...(host.username !== undefined ? { username: host.username } : {}),
-    ...(host.privateKeyPath !== undefined ? { privateKeyPath: host.privateKeyPath } : {}),
-    ...(host.knownHostsPath !== undefined ? { knownHostsPath: host.knownHostsPath } : {}),
-    ...(host.python !== undefined ? { python: host.python } : {}),
+    username: host.username,
+    privateKeyPath: host.privateKeyPath,
+    knownHostsPath: host.knownHostsPath,
+    python: host.python,
     rootDir,
   };
   return {
@@ -164,7 +164,7 @@ function machineOf(host: SshHost, transport: SshTransport, rootDir: string): Mac
     tags: {},
     hourlyPriceUsd: host.hourlyPriceUsd ?? 0,
     record,
-    ...(host.imdsEndpoint ? { imds: { endpoint: host.imdsEndpoint, ...(host.imdsPollMs !== undefined ? { pollMs: host.imdsPollMs } : {}) } } : {}),
+    ...(host.imdsEndpoint ? { imds: { endpoint: host.imdsEndpoint, pollMs: host.imdsPollMs } } : {}),
   };
 }
 

@@ -307,14 +307,14 @@ class SshTransportImpl implements SshTransport {
     await this.withSession(options.signal, (client) =>
       sftpPutFile(client, localPath, remotePath, {
         where: this.host,
-        ...(options.signal ? { signal: options.signal } : {}),
-        ...(options.mode !== undefined ? { mode: options.mode } : {}),
+        signal: options.signal,
+        mode: options.mode,
       }),
     );
   }
 
   async getFile(remotePath: string, localPath: string, options: { readonly signal?: AbortSignal | undefined } = {}): Promise<void> {
-    await this.withSession(options.signal, (client) => sftpGetFile(client, remotePath, localPath, { where: this.host, ...(options.signal ? { signal: options.signal } : {}) }));
+    await this.withSession(options.signal, (client) => sftpGetFile(client, remotePath, localPath, { where: this.host, signal: options.signal }));
   }
 
   private async withSession<T>(signal: AbortSignal | undefined, work: (client: Client) => Promise<T>): Promise<T> {

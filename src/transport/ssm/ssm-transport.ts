@@ -311,7 +311,7 @@ class SsmTransportImpl implements SsmTransport {
       }
       line = putFileLine(remotePath, temp, options.mode, (await readFile(localPath)).toString("base64"));
     }
-    const result = await this.exec({ script: line }, { ...(stdin ? { stdin } : {}), ...(options.signal ? { signal: options.signal } : {}), captureStdout: false, tailBytes: 4096 });
+    const result = await this.exec({ script: line }, { ...(stdin ? { stdin } : {}), signal: options.signal, captureStdout: false, tailBytes: 4096 });
     if (result.exitCode !== 0) {
       throw new CommandError(
         { command: `upload ${basename(localPath)} to ${remotePath}`, host: this.host, exitCode: result.exitCode, signal: null, durationMs: result.durationMs, stdoutTail: result.stdoutTail, stderrTail: result.stderrTail },
@@ -342,7 +342,7 @@ class SsmTransportImpl implements SsmTransport {
           await staging.delete([key]);
         }
       } else {
-        const result = await this.exec({ script: inlineGetFileLine(remotePath, SSM_TRANSPORT_DEFAULTS.inlineGetBytes) }, { ...(signal ? { signal } : {}), tailBytes: 4096 });
+        const result = await this.exec({ script: inlineGetFileLine(remotePath, SSM_TRANSPORT_DEFAULTS.inlineGetBytes) }, { signal, tailBytes: 4096 });
         if (result.exitCode === TOO_LARGE_EXIT) {
           throw new RunctlError(
             "UNSUPPORTED",

@@ -307,7 +307,7 @@ export function markedJson(stdout: string, marker: string): Record<string, unkno
 export async function mountVolume(transport: Transport, options: MountVolumeOptions): Promise<MountVolumeResult> {
   const script = mountVolumeScript(options);
   const mountPoint = checkMachinePath("mountPoint", options.mountPoint);
-  const result = await transport.exec({ script }, { ...(options.env ? { env: options.env } : {}), ...(options.signal ? { signal: options.signal } : {}) });
+  const result = await transport.exec({ script }, { env: options.env, signal: options.signal });
   const what = `mount ${options.volumeId} at ${mountPoint}`;
   if (result.exitCode !== 0) throw scriptFailure(result, transport.host, what);
   const json = markedJson(result.stdout, "RUNCTL_EBS_MOUNT");

@@ -171,8 +171,8 @@ export async function prewarmVolume(transport: Transport, options: PrewarmVolume
     { script },
     {
       ...(c ? { stdin: `${c.accessKeyId}\n${c.secretAccessKey}\n${c.sessionToken ?? ""}\n` } : {}),
-      ...(options.env ? { env: options.env } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
+      env: options.env,
+      signal: options.signal,
     },
   );
   const what = `pre-warm ${path} from ${parseS3Uri(options.source).uri}`;
