@@ -83,6 +83,7 @@ export function resolveAwsRetry(options: AwsRetryOptions | undefined, defaults: 
  * ```
  */
 export interface AwsHttpOptions {
+  /** No `| undefined`: the SDK's `HttpHandlerOptions.abortSignal` does not accept it (decision 0008). */
   readonly abortSignal?: AbortSignal;
 }
 
