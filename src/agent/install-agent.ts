@@ -39,7 +39,7 @@ function agentPyz(): Uint8Array {
  * await machine.transport.exec([agent.python, agent.path, "status", runDir]);
  * ```
  */
-export function ensureAgent(machine: Machine, options: { readonly signal?: AbortSignal } = {}): Promise<InstalledAgent> {
+export function ensureAgent(machine: Machine, options: { readonly signal?: AbortSignal | undefined } = {}): Promise<InstalledAgent> {
   let pending = installed.get(machine);
   if (!pending) {
     pending = install(machine, options.signal);
@@ -59,7 +59,7 @@ async function install(machine: Machine, signal: AbortSignal | undefined): Promi
     `fi`,
     `exec ${shellQuote(machine.python)} -c 'import sys; print(sys.executable); sys.exit(0 if sys.version_info >= (3, 8) else 91)'`,
   ].join("\n");
-  const result = await machine.transport.exec({ script }, { stdin: agentPyz(), ...(signal ? { signal } : {}) });
+  const result = await machine.transport.exec({ script }, { stdin: agentPyz(), signal });
   const python = result.stdout.trim().split("\n").pop() ?? "";
   if (result.exitCode === 0) return { path, python: python.startsWith("/") ? python : machine.python };
   const failure = { command: `install agent to ${path}`, host: machine.address, exitCode: result.exitCode, signal: result.signal, durationMs: result.durationMs, stdoutTail: result.stdoutTail, stderrTail: result.stderrTail };

@@ -83,6 +83,7 @@ export function resolveAwsRetry(options: AwsRetryOptions | undefined, defaults: 
  * ```
  */
 export interface AwsHttpOptions {
+  /** No `| undefined`: the SDK's `HttpHandlerOptions.abortSignal` does not accept it (decision 0008). */
   readonly abortSignal?: AbortSignal;
 }
 
@@ -152,7 +153,7 @@ export async function awsCall<T>(operation: string, attempt: (http: AwsHttpOptio
         factor: 2,
         randomize: true,
         unref: options.unref ?? false,
-        ...(signal ? { signal } : {}),
+        signal,
         shouldRetry: ({ error }) => !(error instanceof RunctlError) && !signal?.aborted && retryWhen(error),
       },
     );

@@ -11,7 +11,7 @@ import { checkpointKeys, checkpointManifestSchema, type CheckpointManifest } fro
 /** Options accepted by checkpoint calls. */
 export interface CheckpointCallOptions {
   /** Aborts with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**

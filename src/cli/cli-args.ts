@@ -52,7 +52,7 @@ export type ParsedCli =
   | { readonly kind: "sweep"; readonly json: boolean; readonly dryRun: boolean; readonly force: boolean; readonly region: string | undefined; readonly owner: string | undefined }
   | { readonly kind: "plan"; readonly json: boolean; readonly file: string };
 
-type OptionSpec = Record<string, { type: "boolean" | "string"; short?: string }>;
+type OptionSpec = Record<string, { type: "boolean" | "string"; short?: string | undefined }>;
 
 // Flags every command takes; per-command flags are added below. No flag without an effect.
 const COMMON: OptionSpec = { json: { type: "boolean" }, help: { type: "boolean", short: "h" } };

@@ -33,13 +33,13 @@ export interface CliIo {
   /** People: progress, hints, warnings, errors (without `--json`). */
   readonly stderr: CliStream;
   /** Stops the command (wired to SIGINT by the bin); a followed run is detached, never stopped. @defaultValue never fires */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
   /** The folder relative paths (`plan FILE`) resolve against. @defaultValue `process.cwd()` */
-  readonly cwd?: string;
+  readonly cwd?: string | undefined;
   /** The sweep implementation (tests inject a fake). @defaultValue `defaultSweep`, the SDK's */
-  readonly sweep?: SweepFn;
+  readonly sweep?: SweepFn | undefined;
   /** The clock for ages and running durations. @defaultValue `() => new Date()` */
-  readonly now?: () => Date;
+  readonly now?: (() => Date) | undefined;
 }
 
 /**

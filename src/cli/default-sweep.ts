@@ -21,7 +21,7 @@ export const defaultSweep: SweepFn = async ({ region, dryRun, force, owner, sign
   const reports: SweepReport[] = [];
   for (const r of regions) {
     // The instance type only matters for launching; sweeping reads tags.
-    reports.push(await Runctl.sweep({ provider: ec2({ region: r, instanceType: "t3.micro" }), dryRun, force, ...(owner !== undefined ? { owner } : {}), signal }));
+    reports.push(await Runctl.sweep({ provider: ec2({ region: r, instanceType: "t3.micro" }), dryRun, force, owner, signal }));
   }
   return {
     dryRun,

@@ -98,7 +98,7 @@ async function loadPlanModule(path: string): Promise<PlanModule> {
 async function registerTsx(path: string): Promise<void> {
   // A variable specifier: tsx is optional and must never be bundled into the bin.
   const specifier = "tsx/esm/api";
-  let api: { register?: () => unknown };
+  let api: { register?: (() => unknown) | undefined };
   try {
     api = (await import(specifier)) as { register?: () => unknown };
   } catch {

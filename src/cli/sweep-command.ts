@@ -15,7 +15,7 @@ export interface SweepCommandOptions {
   /** Report only; delete nothing. @defaultValue false */
   readonly dryRun: boolean;
   /** Also sweep expired resources whose run looks alive. @defaultValue false */
-  readonly force?: boolean;
+  readonly force?: boolean | undefined;
   /** The region to sweep. @defaultValue undefined: every region in the local ledger, and AWS_REGION */
   readonly region: string | undefined;
   /** Whose resources: `all`, or undefined for the caller's own. @defaultValue undefined */

@@ -32,7 +32,7 @@ export interface AgentSpec {
     /** Money left for this machine: stop once `(maxUsd - spentUsd) / hourlyUsd` hours have passed. */
     readonly budget: { readonly maxUsd: number; readonly hourlyUsd: number; readonly spentUsd: number } | null;
   };
-  readonly shutdown: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] } | null;
+  readonly shutdown: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] | undefined } | null;
   readonly interruption: { readonly imdsEndpoint: string; readonly pollMs: number } | null;
   /** Run setup steps and the trainer in this image (the agent stays on the machine); null: on the machine. */
   readonly container: RunSpecContainer | null;
@@ -50,7 +50,7 @@ export interface AgentSpecInput {
   readonly storage: StorageDescriptor | null;
   readonly resume: AgentSpec["resume"];
   /** The machine's metadata service, if it has one. */
-  readonly imds: { readonly endpoint: string; readonly pollMs?: number } | undefined;
+  readonly imds: { readonly endpoint: string; readonly pollMs?: number | undefined } | undefined;
   /** How the machine powers itself off, if it should (a cloud instance). */
   readonly shutdown?: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] | undefined } | undefined;
   /** This machine's price and what earlier machines of the run already cost. */
@@ -94,7 +94,7 @@ export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
       budget: maxUsd !== null && input.cost && input.cost.hourlyUsd > 0 ? { maxUsd, hourlyUsd: input.cost.hourlyUsd, spentUsd: input.cost.spentUsd } : null,
     },
     shutdown: input.shutdown
-      ? { command: input.shutdown.command, afterRunMs: input.shutdown.afterRunMs, ...(input.shutdown.cancelBootPowerOff ? { cancelBootPowerOff: input.shutdown.cancelBootPowerOff } : {}) }
+      ? { command: input.shutdown.command, afterRunMs: input.shutdown.afterRunMs, cancelBootPowerOff: input.shutdown.cancelBootPowerOff }
       : null,
     interruption: input.imds ? { imdsEndpoint: input.imds.endpoint, pollMs: input.imds.pollMs ?? 5000 } : null,
     container: spec.container,

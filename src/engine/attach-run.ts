@@ -15,13 +15,13 @@ import { machineStorageFor } from "./run-storage.js";
 /** Options of `Runctl.attach`. */
 export interface AttachOptions {
   /** The provider the run was started with; needed for providers other than `local()`. @defaultValue `local()` for local runs */
-  readonly provider?: Provider;
+  readonly provider?: Provider | undefined;
   /** Same as `.train()`'s `metricPattern`. */
-  readonly metricPattern?: RegExp;
+  readonly metricPattern?: RegExp | undefined;
   /** How often to read the journal while another live process follows the run. @defaultValue 200 */
-  readonly pollMs?: number;
+  readonly pollMs?: number | undefined;
   /** The run's checkpoint storage, for `run.checkpoints()` (for S3 with credentials of your own). @defaultValue rebuilt from the journal */
-  readonly storage?: Storage;
+  readonly storage?: Storage | undefined;
 }
 
 /**

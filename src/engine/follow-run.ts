@@ -17,7 +17,7 @@ export interface AgentExit {
 export interface AgentError {
   readonly code: string;
   readonly message: string;
-  readonly outputTail?: string;
+  readonly outputTail?: string | undefined;
 }
 
 /** How following ended. */
@@ -43,9 +43,9 @@ export interface FollowContext {
    * Stop retrying once the connection has failed without a break for this long: the machine counts
    * as lost (the last error is thrown, with `details.hostLost`). @defaultValue retry for ~3 minutes
    */
-  readonly lostAfterMs?: number;
+  readonly lostAfterMs?: number | undefined;
   /** Called when a dropped connection is being retried. */
-  readonly onReconnect?: (error: RunctlError, attempt: number) => void;
+  readonly onReconnect?: ((error: RunctlError, attempt: number) => void) | undefined;
 }
 
 /**

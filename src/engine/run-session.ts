@@ -11,7 +11,7 @@ import { keepMachineAlive } from "./keep-alive.js";
 /** Options of following a run. */
 export interface FollowOptions {
   readonly metricPattern?: RegExp | undefined;
-  readonly cleanup?: boolean;
+  readonly cleanup?: boolean | undefined;
   /** Give up (the machine is lost) after the connection has failed for this long. */
   readonly lostAfterMs?: number | undefined;
 }
@@ -137,7 +137,7 @@ export class RunSession {
       emit: (event, cursor) => this.emit(event, cursor),
       metricPattern: options.metricPattern,
       signal: this.followAbort.signal,
-      ...(options.lostAfterMs !== undefined ? { lostAfterMs: options.lostAfterMs } : {}),
+      lostAfterMs: options.lostAfterMs,
       onReconnect: (error, attempt) =>
         this.emit({ type: "warning", code: "RECONNECTING", message: `Lost the connection to ${run.machine.address} (${error.message}); reconnecting (attempt ${attempt}). The run goes on.` }),
     }).finally(stopKeepAlive);
@@ -268,6 +268,6 @@ export class RunSession {
   }
 }
 
-function tailOf(error: { outputTail?: string } | undefined): { outputTail?: string } {
+function tailOf(error: { outputTail?: string | undefined } | undefined): { outputTail?: string | undefined } {
   return error?.outputTail !== undefined ? { outputTail: error.outputTail } : {};
 }

@@ -38,8 +38,8 @@ export async function stageCode(ctx: RunContext, machine: Machine, agent: { read
       extraExcludes: checkpointDir && !posix.isAbsolute(checkpointDir) ? [`/${checkpointDir}`] : [],
       hashCachePath: syncHashCachePath(sync.dir),
       signal,
-      ...(sync.maxBytes !== null ? { maxBytes: sync.maxBytes } : {}),
-      ...(sync.maxFiles !== null ? { maxFiles: sync.maxFiles } : {}),
+      maxBytes: sync.maxBytes ?? undefined,
+      maxFiles: sync.maxFiles ?? undefined,
     }),
   );
   for (const warning of synced.warnings) session.emit({ type: "warning", code: "SYNC", message: warning });

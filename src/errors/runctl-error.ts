@@ -52,11 +52,11 @@ export type RunctlErrorCode =
 /** Options accepted by {@link RunctlError}'s constructor. */
 export interface RunctlErrorOptions {
   /** Whether repeating the same call may succeed (a dropped connection, throttling). @defaultValue false */
-  readonly retryable?: boolean;
+  readonly retryable?: boolean | undefined;
   /** The underlying error. */
   readonly cause?: unknown;
   /** Extra structured facts (never secrets). */
-  readonly details?: Readonly<Record<string, unknown>>;
+  readonly details?: Readonly<Record<string, unknown>> | undefined;
 }
 
 /**
@@ -137,7 +137,7 @@ export class CommandError extends RunctlError implements CommandFailure {
 
   constructor(
     failure: CommandFailure,
-    options: RunctlErrorOptions & { code?: RunctlErrorCode; message?: string } = {},
+    options: RunctlErrorOptions & { code?: RunctlErrorCode | undefined; message?: string | undefined } = {},
   ) {
     const how = failure.exitCode !== null ? `exit code ${failure.exitCode}` : failure.signal ? `signal ${failure.signal}` : "a dropped connection";
     const tail = failure.stderrTail.trim() || failure.stdoutTail.trim();

@@ -14,19 +14,19 @@ export interface ResourceRecord {
   /** The provider that made it (`ec2`). */
   readonly provider: string;
   /** The region, for cloud resources. */
-  readonly region?: string;
+  readonly region?: string | undefined;
   /** The run it was made for; absent for resources made outside a run (a persistent volume). */
-  readonly runId?: string;
+  readonly runId?: string | undefined;
   /** When it was created (ISO 8601). */
   readonly createdAt: string;
   /** When it may be swept (ISO 8601), from its `runctl:expires-at` tag. */
-  readonly expiresAt?: string;
+  readonly expiresAt?: string | undefined;
   /** Kept beyond its run (a persistent volume): never swept. */
-  readonly persistent?: boolean;
+  readonly persistent?: boolean | undefined;
   /** The tags it carries. */
   readonly tags: Readonly<Record<string, string>>;
   /** Set once runctl saw it deleted (ISO 8601). */
-  readonly deletedAt?: string;
+  readonly deletedAt?: string | undefined;
 }
 
 type LedgerLine = { readonly op: "created"; readonly r: ResourceRecord } | { readonly op: "deleted"; readonly kind: ResourceKind; readonly id: string; readonly at: string };
@@ -77,7 +77,7 @@ export function recordResourceDeleted(kind: ResourceKind, id: string, at: Date =
 /** Options of {@link listRecordedResources}. */
 export interface ListRecordedResourcesOptions {
   /** Include resources already recorded as deleted. @defaultValue false */
-  readonly includeDeleted?: boolean;
+  readonly includeDeleted?: boolean | undefined;
 }
 
 /**

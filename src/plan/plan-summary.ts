@@ -20,7 +20,7 @@ export interface PlanSummary {
   /** Resources the provider would create, with their tags. */
   readonly resources: readonly PlannedResource[];
   /** What the sync would send (no machine is contacted). */
-  readonly sync?: Pick<SyncPlan, "root" | "files" | "bytes" | "largest" | "warnings" | "tooLarge">;
+  readonly sync?: Pick<SyncPlan, "root" | "files" | "bytes" | "largest" | "warnings" | "tooLarge"> | undefined;
   /** Where checkpoints would be committed. */
   readonly checkpoints: {
     /** The storage's URI; null when none is configured and the machine cannot share the local one. */

@@ -21,11 +21,11 @@ export interface ProvisionedMachine extends Machine {
   /** Runs a command on the machine (see Transport.exec). */
   exec(command: Command, options?: ExecOptions): ExecHandle;
   /** Makes `remoteDir` an exact, verified copy of `localDir` (content manifest; only changes travel). */
-  sync(localDir: string, remoteDir: string, options?: SyncOptions & { readonly signal?: AbortSignal; readonly staging?: SyncTreeOptions["staging"] }): Promise<SyncResult>;
+  sync(localDir: string, remoteDir: string, options?: SyncOptions & { readonly signal?: AbortSignal | undefined; readonly staging?: SyncTreeOptions["staging"] | undefined }): Promise<SyncResult>;
   /** Copies a file to the machine. */
-  putFile(localPath: string, remotePath: string, options?: { readonly signal?: AbortSignal }): Promise<void>;
+  putFile(localPath: string, remotePath: string, options?: { readonly signal?: AbortSignal | undefined }): Promise<void>;
   /** Copies a file from the machine. */
-  getFile(remotePath: string, localPath: string, options?: { readonly signal?: AbortSignal }): Promise<void>;
+  getFile(remotePath: string, localPath: string, options?: { readonly signal?: AbortSignal | undefined }): Promise<void>;
   /** Gives the machine back to its provider (terminates cloud instances). Idempotent. */
   release(): Promise<void>;
   /** Same as `release()`. */
@@ -33,7 +33,7 @@ export interface ProvisionedMachine extends Machine {
 }
 
 /** Provisions a machine and wraps it as a {@link ProvisionedMachine}. */
-export async function provisionMachine(provider: Provider, options: { readonly signal?: AbortSignal }): Promise<ProvisionedMachine> {
+export async function provisionMachine(provider: Provider, options: { readonly signal?: AbortSignal | undefined }): Promise<ProvisionedMachine> {
   const runId = `manual-${Date.now().toString(36)}`;
   const machine = await provider.provision({ runId }, options);
   let released: Promise<void> | undefined;
@@ -42,7 +42,7 @@ export async function provisionMachine(provider: Provider, options: { readonly s
     ...machine,
     exec: (command, execOptions) => machine.transport.exec(command, execOptions),
     async sync(localDir, remoteDir, syncOptions = {}) {
-      const agent = await ensureAgent(machine, syncOptions.signal ? { signal: syncOptions.signal } : {});
+      const agent = await ensureAgent(machine, { signal: syncOptions.signal });
       const dir = existingDir(localDir);
       return syncTree({
         transport: machine.transport,
@@ -52,10 +52,10 @@ export async function provisionMachine(provider: Provider, options: { readonly s
         remoteDir,
         ignore: syncOptions.ignore ?? [],
         hashCachePath: syncHashCachePath(dir),
-        ...(syncOptions.staging ? { staging: syncOptions.staging } : {}),
-        ...(syncOptions.maxBytes !== undefined ? { maxBytes: syncOptions.maxBytes } : {}),
-        ...(syncOptions.maxFiles !== undefined ? { maxFiles: syncOptions.maxFiles } : {}),
-        ...(syncOptions.signal ? { signal: syncOptions.signal } : {}),
+        staging: syncOptions.staging,
+        maxBytes: syncOptions.maxBytes,
+        maxFiles: syncOptions.maxFiles,
+        signal: syncOptions.signal,
       });
     },
     putFile: (localPath, remotePath, o) => machine.transport.putFile(localPath, remotePath, o),

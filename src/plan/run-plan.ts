@@ -277,7 +277,7 @@ export class RunPlan {
    * await machine.exec(["nvidia-smi"]);
    * ```
    */
-  provision(options: { readonly signal?: AbortSignal } = {}): Promise<ProvisionedMachine> {
+  provision(options: { readonly signal?: AbortSignal | undefined } = {}): Promise<ProvisionedMachine> {
     return provisionMachine(this.state.provider, options);
   }
 

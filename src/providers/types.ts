@@ -45,7 +45,7 @@ export interface Machine {
    * The machine's instance-metadata service, polled by the agent for spot interruption notices
    * (IMDSv2). Absent: no polling (machines that are not cloud instances).
    */
-  readonly imds?: { readonly endpoint: string; readonly pollMs?: number };
+  readonly imds?: { readonly endpoint: string; readonly pollMs?: number | undefined } | undefined;
   /**
    * How the agent powers the machine off when a time or budget limit is hit, or when a finished run
    * was not released in time (a cloud instance whose shutdown terminates it). Absent: never.
@@ -53,9 +53,9 @@ export interface Machine {
    * command (run once by the agent when it starts) cancels that (an EC2 instance launched by
    * runctl, so that a client that dies before the agent starts does not leave it running).
    */
-  readonly shutdown?: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] | undefined };
+  readonly shutdown?: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] | undefined } | undefined;
   /** When the machine started costing money (epoch ms), for accrued cost. @defaultValue when it was handed out */
-  readonly launchedAtMs?: number;
+  readonly launchedAtMs?: number | undefined;
 }
 
 /** What the engine asks a provider for. */
@@ -63,7 +63,7 @@ export interface ProvisionRequest {
   /** The run this machine is for; used in tags and names. */
   readonly runId: string;
   /** Machine ids to avoid when there is a choice (the machines a recovering run just lost). */
-  readonly avoid?: readonly string[];
+  readonly avoid?: readonly string[] | undefined;
   /**
    * The run's time budget (`.budget({ maxDurationMs })`), when it has one: a cloud provider lets
    * what it creates expire after this plus a margin. @defaultValue none (the provider's default expiry)
@@ -87,15 +87,15 @@ export interface PlannedResource {
 /** Options of {@link Provider.sweep} and `Runctl.sweep`. */
 export interface SweepOptions {
   /** Report what would be deleted, deleting nothing. @defaultValue false */
-  readonly dryRun?: boolean;
+  readonly dryRun?: boolean | undefined;
   /** Whose resources (`runctl:owner`): `"all"` widens to every owner. @defaultValue this process's `user@host` */
-  readonly owner?: string;
+  readonly owner?: string | undefined;
   /**
    * Also sweep expired resources whose run looks alive (an instance of it still runs and the run
    * is not known to be over). Without it a live run is never swept. @defaultValue false
    */
-  readonly force?: boolean;
-  readonly signal?: AbortSignal;
+  readonly force?: boolean | undefined;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /** A provider's price estimate. */
@@ -136,24 +136,24 @@ export interface Provider {
    * (`forwardCredentials: true`) is refused at the plan call, before anything is created.
    * @defaultValue false
    */
-  readonly stdinLeavesCopy?: boolean;
+  readonly stdinLeavesCopy?: boolean | undefined;
   /** Hands out a ready machine (reachable, Python 3 present, root folder known). */
-  provision(request: ProvisionRequest, options?: { readonly signal?: AbortSignal }): Promise<Machine>;
+  provision(request: ProvisionRequest, options?: { readonly signal?: AbortSignal | undefined }): Promise<Machine>;
   /** Gives a machine back (a pool host is freed; a cloud instance is terminated). Idempotent. */
-  release(machine: Machine, options?: { readonly signal?: AbortSignal }): Promise<void>;
+  release(machine: Machine, options?: { readonly signal?: AbortSignal | undefined }): Promise<void>;
   /** Cloud truth about a machine. */
-  describe?(machine: Machine, options?: { readonly signal?: AbortSignal }): Promise<MachineState>;
+  describe?(machine: Machine, options?: { readonly signal?: AbortSignal | undefined }): Promise<MachineState>;
   /**
    * A new transport to a machine from its record, without leasing it (reading checkpoints kept on
    * the machine after the run). The caller closes it.
    */
   transportFor?(record: MachineRecord): Transport;
   /** Reconnects to a machine from its journal record (for `Runctl.attach`). */
-  reattach?(record: MachineRecord, options?: { readonly signal?: AbortSignal }): Promise<Machine>;
+  reattach?(record: MachineRecord, options?: { readonly signal?: AbortSignal | undefined }): Promise<Machine>;
   /** Dry-run facts for `.plan()`. No side effects. */
   plan?(): ProviderPlan;
   /** The price a run would pay now (may ask the cloud, e.g. the spot market). Read-only. */
-  estimate?(options?: { readonly signal?: AbortSignal }): Promise<ProviderEstimate>;
+  estimate?(options?: { readonly signal?: AbortSignal | undefined }): Promise<ProviderEstimate>;
   /** Finds and deletes leftovers of runs that are over or expired (only what runctl tagged). */
   sweep?(options: SweepOptions): Promise<SweepReport>;
   /**
@@ -161,7 +161,7 @@ export interface Provider {
    * resources made for it), so that a sweep never takes a machine whose run is being followed.
    * The engine calls it when it starts following a run and then every {@link Provider.keepAliveEveryMs}.
    */
-  keepAlive?(machine: Machine, options?: { readonly signal?: AbortSignal }): Promise<void>;
+  keepAlive?(machine: Machine, options?: { readonly signal?: AbortSignal | undefined }): Promise<void>;
   /** How often the engine calls {@link Provider.keepAlive} while following. @defaultValue 600000 (10 minutes) */
-  readonly keepAliveEveryMs?: number;
+  readonly keepAliveEveryMs?: number | undefined;
 }

@@ -41,7 +41,7 @@ export interface MetricEvent extends RunEventBase {
   /** The parsed values, e.g. `{ step: 10, loss: 0.3 }`. */
   readonly values: Readonly<Record<string, unknown>>;
   /** `values.step` when it is a number. */
-  readonly step?: number;
+  readonly step?: number | undefined;
 }
 
 /** The code reached the machine. */
@@ -152,7 +152,7 @@ export interface WarningEvent extends RunEventBase {
   /** What happened, for people. */
   readonly message: string;
   /** A short machine-readable kind (e.g. `SYNC`, `RECONNECTING`, `SIGNAL`, `CHECKPOINT_NOT_COMMITTED`); absent for most of the agent's own warnings. */
-  readonly code?: string;
+  readonly code?: string | undefined;
 }
 
 /** The error that ended a run, in JSON form. */
@@ -162,7 +162,7 @@ export interface RunErrorInfo {
   /** What went wrong, for people. */
   readonly message: string;
   /** Last output of the failing step (pip's message for a failed setup). */
-  readonly outputTail?: string;
+  readonly outputTail?: string | undefined;
 }
 
 /** The run ended. Always the last event. */
@@ -178,11 +178,11 @@ export interface ExitEvent extends RunEventBase {
   /** Wall time from `.train()` to the end. */
   readonly durationMs: number;
   /** Why the run failed, when it did. */
-  readonly error?: RunErrorInfo;
+  readonly error?: RunErrorInfo | undefined;
   /** Restarts on new machines (`.recover()`). */
-  readonly restarts?: number;
+  readonly restarts?: number | undefined;
   /** The interruptions it recovered from. */
-  readonly interruptions?: readonly RunInterruption[];
+  readonly interruptions?: readonly RunInterruption[] | undefined;
 }
 
 /**

@@ -21,18 +21,18 @@ export interface RunRecord {
   readonly provider: string;
   readonly script: string;
   /** Set once a machine was provisioned. */
-  readonly machine?: MachineRecord;
+  readonly machine?: MachineRecord | undefined;
   /** The run folder on the machine, once launched. */
-  readonly runDir?: string;
-  readonly agentPath?: string;
-  readonly agentPython?: string;
+  readonly runDir?: string | undefined;
+  readonly agentPath?: string | undefined;
+  readonly agentPython?: string | undefined;
   /** Where checkpoints are committed. */
-  readonly storage?: { readonly uri: string; readonly descriptor: StorageDescriptor };
+  readonly storage?: { readonly uri: string; readonly descriptor: StorageDescriptor } | undefined;
 }
 
 interface JournalLine {
   readonly e: RunEvent;
-  readonly c?: FollowCursor;
+  readonly c?: FollowCursor | undefined;
 }
 
 export { journalDir };

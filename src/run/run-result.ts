@@ -48,7 +48,7 @@ export interface RunResult {
   /** Checkpoints committed by this run, oldest first. */
   readonly checkpoints: readonly CommittedCheckpoint[];
   /** Why the run failed (setup output, exit code, time limit). */
-  readonly error?: RunErrorInfo;
+  readonly error?: RunErrorInfo | undefined;
   /** Restarts on new machines after interruptions (`.recover()`). */
   readonly restarts: number;
   /** Each interruption that led to a restart, with the training steps it cost. */
@@ -68,5 +68,5 @@ export interface RunResult {
     readonly id: string;
     /** The machine's host name or address. */
     readonly address: string;
-  };
+  } | undefined;
 }

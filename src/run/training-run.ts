@@ -21,7 +21,7 @@ export interface RunControl {
 /** Options of {@link TrainingRun.logs}. */
 export interface LogsOptions {
   /** Index of the first line to return (0 is the first line of the run). @defaultValue 0 */
-  readonly from?: number;
+  readonly from?: number | undefined;
 }
 
 /**
@@ -110,7 +110,7 @@ export class TrainingRun implements PromiseLike<RunResult>, AsyncIterable<RunEve
    * const { status } = await run; // "canceled"
    * ```
    */
-  cancel(options: { readonly strategy?: CancelStrategy } = {}): Promise<void> {
+  cancel(options: { readonly strategy?: CancelStrategy | undefined } = {}): Promise<void> {
     return this.#control.cancel(options.strategy ?? "interrupt");
   }
 

@@ -10,7 +10,7 @@ import { RunctlError } from "../errors/runctl-error.js";
  * validateStorageKey("../etc/passwd"); // throws INVALID_STORAGE_KEY
  * ```
  */
-export function validateStorageKey(key: string, options: { readonly allowPrefix?: boolean } = {}): string {
+export function validateStorageKey(key: string, options: { readonly allowPrefix?: boolean | undefined } = {}): string {
   const bad = (why: string): never => {
     throw new RunctlError("INVALID_STORAGE_KEY", `Invalid storage key ${JSON.stringify(key)}: ${why}.`);
   };

@@ -7,15 +7,15 @@ export interface StorageObjectInfo {
   /** Size in bytes. */
   readonly size: number;
   /** Last modification time, when the backend knows it. */
-  readonly modifiedAt?: Date;
+  readonly modifiedAt?: Date | undefined;
   /** The backend's content tag (S3 ETag), when there is one. */
-  readonly etag?: string;
+  readonly etag?: string | undefined;
 }
 
 /** Options every storage call accepts. */
 export interface StorageCallOptions {
   /** Aborts the call with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /** A folder the machine can see. */
@@ -70,7 +70,7 @@ export interface MachineShell {
 /** Credentials handed to the agent in memory (never written on the machine). */
 export interface MachineSecrets {
   /** AWS credentials for an `s3` storage. */
-  readonly aws?: { readonly accessKeyId: string; readonly secretAccessKey: string; readonly sessionToken?: string };
+  readonly aws?: { readonly accessKeyId: string; readonly secretAccessKey: string; readonly sessionToken?: string | undefined } | undefined;
 }
 
 /**

@@ -37,18 +37,18 @@ export interface IgnoreRulesOptions {
    * checkpoint folder. Same precedence as the defaults (lowest).
    * @defaultValue `[]`
    */
-  readonly extraExcludes?: readonly string[];
+  readonly extraExcludes?: readonly string[] | undefined;
   /**
    * The call's ignore list (gitignore syntax, relative to the root). Applied last, so it wins over every
    * ignore file; `!pattern` re-includes.
    * @defaultValue `[]`
    */
-  readonly ignore?: readonly string[];
+  readonly ignore?: readonly string[] | undefined;
   /**
    * Whether {@link DEFAULT_EXCLUDES} apply. `extraExcludes` apply either way.
    * @defaultValue true
    */
-  readonly defaults?: boolean;
+  readonly defaults?: boolean | undefined;
 }
 
 /**
@@ -64,9 +64,9 @@ export interface IgnoreVerdict {
   /** Whether the path is excluded from the sync. */
   readonly ignored: boolean;
   /** The deciding pattern as written in its source (negations keep their `!`); absent when no rule matched. */
-  readonly pattern?: string;
+  readonly pattern?: string | undefined;
   /** Where the deciding pattern came from: `"defaults"`, `"ignore option"`, or the ignore file's relative path. */
-  readonly source?: string;
+  readonly source?: string | undefined;
 }
 
 interface Layer {
@@ -144,7 +144,7 @@ export class IgnoreRules {
    * sub.ignores("src/models/w.bin", false); // true
    * ```
    */
-  withIgnoreFiles(dir: string, files: { readonly gitignore?: string; readonly runctlignore?: string }): IgnoreRules {
+  withIgnoreFiles(dir: string, files: { readonly gitignore?: string | undefined; readonly runctlignore?: string | undefined }): IgnoreRules {
     if (files.gitignore === undefined && files.runctlignore === undefined) return this;
     const prefix = dir === "" ? "" : `${dir}/`;
     const git = files.gitignore === undefined ? this.gitLayers : [...this.gitLayers, layerFrom(`${prefix}${IGNORE_FILE_NAMES.git}`, dir, splitLines(files.gitignore))];
@@ -261,7 +261,7 @@ function encode(source: string, original: string): string {
   return `${source}\u0000${original}`;
 }
 
-function decode(mark: string | undefined): { pattern?: string; source?: string } {
+function decode(mark: string | undefined): { pattern?: string | undefined; source?: string | undefined } {
   if (mark === undefined) return {};
   const at = mark.indexOf("\u0000");
   return { source: mark.slice(0, at), pattern: mark.slice(at + 1) };

@@ -102,14 +102,14 @@ export interface BuildManifestOptions extends ScanTreeOptions {
    * `~/.runctl/cache/sync-hashes.json`. See {@link HashCache} for the format.
    * @defaultValue undefined (every file is read)
    */
-  readonly hashCachePath?: string;
+  readonly hashCachePath?: string | undefined;
   /**
    * When set, a tree over these limits fails with SYNC_TOO_LARGE after the scan and before any file is
    * read. @defaultValue undefined (no limit)
    */
-  readonly limits?: SizeLimits;
+  readonly limits?: SizeLimits | undefined;
   /** Called after each file is hashed or found in the cache. @defaultValue undefined */
-  readonly onFileHashed?: (done: number, total: number) => void;
+  readonly onFileHashed?: ((done: number, total: number) => void) | undefined;
 }
 
 /**
@@ -126,7 +126,7 @@ export interface BuildManifestOptions extends ScanTreeOptions {
  */
 export async function buildManifest(root: string, options: BuildManifestOptions = {}): Promise<Manifest> {
   const stopAfterFiles = options.stopAfterFiles ?? (options.limits ? (options.limits.maxFiles ?? Number.POSITIVE_INFINITY) : undefined);
-  const scan = await scanTree(root, { ...options, ...(stopAfterFiles === undefined ? {} : { stopAfterFiles }) });
+  const scan = await scanTree(root, { ...options, stopAfterFiles });
   if (options.limits) {
     const tooLarge = checkSizeLimits(scan.root, scan.files, options.limits, scan.truncated);
     if (tooLarge) throw tooLarge;

@@ -78,11 +78,11 @@ export interface TreeScan {
  */
 export interface ScanTreeOptions extends IgnoreRulesOptions {
   /** Filesystem operations in flight. @defaultValue {@link DEFAULT_FS_CONCURRENCY} */
-  readonly concurrency?: number;
+  readonly concurrency?: number | undefined;
   /** Stop walking once more than this many files were found (the size guard will refuse anyway). @defaultValue Infinity */
-  readonly stopAfterFiles?: number;
+  readonly stopAfterFiles?: number | undefined;
   /** Cancels the walk with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
@@ -199,10 +199,7 @@ async function loadIgnoreFiles(
     }
   };
   const [gitignore, runctlignore] = await Promise.all([read(IGNORE_FILE_NAMES.git), read(IGNORE_FILE_NAMES.runctl)]);
-  return rules.withIgnoreFiles(relDir, {
-    ...(gitignore === undefined ? {} : { gitignore }),
-    ...(runctlignore === undefined ? {} : { runctlignore }),
-  });
+  return rules.withIgnoreFiles(relDir, { gitignore, runctlignore });
 }
 
 function statFile(absPath: string, rel: string, files: ScannedFile[], warnings: string[]): void {

@@ -115,9 +115,9 @@ function insertTop(top: { path: string; size: number }[], e: { path: string; siz
  */
 export interface SizeLimits {
   /** Most bytes. @defaultValue {@link DEFAULT_MAX_BYTES} */
-  readonly maxBytes?: number;
+  readonly maxBytes?: number | undefined;
   /** Most files. @defaultValue {@link DEFAULT_MAX_FILES} */
-  readonly maxFiles?: number;
+  readonly maxFiles?: number | undefined;
 }
 
 /**

@@ -58,17 +58,17 @@ export interface SyncSelection {
   /** The local folder to sync. It is the sync root: nothing above it is sent (rust-lessons F8). */
   readonly localDir: string;
   /** Extra patterns (gitignore syntax, relative to `localDir`), applied after every ignore file. @defaultValue `[]` */
-  readonly ignore?: readonly string[];
+  readonly ignore?: readonly string[] | undefined;
   /** Excludes added to the defaults, e.g. the checkpoint folder. @defaultValue `[]` */
-  readonly extraExcludes?: readonly string[];
+  readonly extraExcludes?: readonly string[] | undefined;
   /** Refuse (SYNC_TOO_LARGE) above this many bytes. @defaultValue 1 GiB */
-  readonly maxBytes?: number;
+  readonly maxBytes?: number | undefined;
   /** Refuse (SYNC_TOO_LARGE) above this many files. @defaultValue 50_000 */
-  readonly maxFiles?: number;
+  readonly maxFiles?: number | undefined;
   /** JSON file caching local hashes by (path, size, mtime, inode), e.g. `~/.runctl/cache/sync-hashes.json`. @defaultValue undefined (no cache) */
-  readonly hashCachePath?: string;
+  readonly hashCachePath?: string | undefined;
   /** Cancels with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
@@ -101,15 +101,15 @@ export interface SyncTreeOptions extends SyncSelection {
    * byte stream (SSM): it is uploaded under `prefix`, fetched and applied by the agent (with the
    * storage's machine credentials, in memory), then deleted. @defaultValue undefined (stdin)
    */
-  readonly staging?: { readonly storage: Storage; readonly prefix?: string };
+  readonly staging?: { readonly storage: Storage; readonly prefix?: string | undefined } | undefined;
   /** Called as the sync progresses. @defaultValue undefined */
-  readonly onProgress?: (progress: SyncProgress) => void;
+  readonly onProgress?: ((progress: SyncProgress) => void) | undefined;
   /**
    * Extra attempts after a retryable failure: a local file that changed while it was sent, or a
    * retryable transport error (dropped connection). Each attempt rebuilds both manifests, so it resumes
    * where the last one stopped. @defaultValue 2
    */
-  readonly retries?: number;
+  readonly retries?: number | undefined;
 }
 
 /**
@@ -175,7 +175,7 @@ export async function syncTree(options: SyncTreeOptions): Promise<SyncResult> {
       minTimeout: 250,
       factor: 2,
       randomize: false,
-      ...(options.signal ? { signal: options.signal } : {}),
+      signal: options.signal,
       shouldRetry: ({ error }) => error instanceof RunctlError && error.retryable,
     });
   } catch (error) {
@@ -202,15 +202,15 @@ export interface SyncPlan {
   /** Their total bytes. */
   readonly bytes: number;
   /** Every file that would be synced (sha256 only when hashed), sorted by path. */
-  readonly entries: readonly { readonly path: string; readonly size: number; readonly mode: number; readonly sha256?: string }[];
+  readonly entries: readonly { readonly path: string; readonly size: number; readonly mode: number; readonly sha256?: string | undefined }[];
   /** The largest files and top-level folders. */
   readonly largest: LargestEntries;
   /** {@link manifestDigest} of the tree, when it was hashed. */
-  readonly digest?: string;
+  readonly digest?: string | undefined;
   /** Skipped symlinks and special files. */
   readonly warnings: readonly string[];
   /** When the tree is over a limit: the SYNC_TOO_LARGE message a real sync would fail with. */
-  readonly tooLarge?: string;
+  readonly tooLarge?: string | undefined;
 }
 
 /**
@@ -224,7 +224,7 @@ export interface SyncPlan {
  */
 export interface PlanSyncOptions extends SyncSelection {
   /** Hash the files too (needed for `digest`; fast with a hash cache). Never done for a too-large tree. @defaultValue true */
-  readonly hash?: boolean;
+  readonly hash?: boolean | undefined;
 }
 
 /**
@@ -368,22 +368,15 @@ function isStreamClosed(error: unknown): boolean {
   return error instanceof RunctlError && error.details["reason"] === "stream-closed";
 }
 
-function selectionOf(options: SyncSelection): { ignore?: readonly string[]; extraExcludes?: readonly string[]; signal?: AbortSignal } {
-  return {
-    ...(options.ignore ? { ignore: options.ignore } : {}),
-    ...(options.extraExcludes ? { extraExcludes: options.extraExcludes } : {}),
-    ...(options.signal ? { signal: options.signal } : {}),
-  };
+function selectionOf(options: SyncSelection): { ignore?: readonly string[] | undefined; extraExcludes?: readonly string[] | undefined; signal?: AbortSignal | undefined } {
+  return { ignore: options.ignore, extraExcludes: options.extraExcludes, signal: options.signal };
 }
 
-function hashOptionsOf(options: SyncSelection): { hashCachePath?: string; signal?: AbortSignal } {
-  return {
-    ...(options.hashCachePath === undefined ? {} : { hashCachePath: options.hashCachePath }),
-    ...(options.signal ? { signal: options.signal } : {}),
-  };
+function hashOptionsOf(options: SyncSelection): { hashCachePath?: string | undefined; signal?: AbortSignal | undefined } {
+  return { hashCachePath: options.hashCachePath, signal: options.signal };
 }
 
-function withSignal(signal: AbortSignal | undefined): { signal?: AbortSignal } {
+function withSignal(signal: AbortSignal | undefined): { signal?: AbortSignal | undefined } {
   return signal ? { signal } : {};
 }
 

@@ -53,13 +53,13 @@ export interface PackSyncTarOptions {
   /** The full local manifest (becomes `expect`); every path in `upload` must be in it. */
   readonly entries: readonly LocalManifestEntry[];
   /** Paths whose content is sent. @defaultValue every entry */
-  readonly upload?: readonly string[];
+  readonly upload?: readonly string[] | undefined;
   /** Paths the agent deletes. @defaultValue `[]` */
-  readonly delete?: readonly string[];
+  readonly delete?: readonly string[] | undefined;
   /** Stops packing; the stream is destroyed with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
   /** Called after each file was fully handed to the stream. @defaultValue undefined */
-  readonly onFilePacked?: (files: number, bytes: number) => void;
+  readonly onFilePacked?: ((files: number, bytes: number) => void) | undefined;
 }
 
 /**

@@ -19,17 +19,17 @@ export type Command =
 /** Options of {@link Transport.exec}. */
 export interface ExecOptions {
   /** Working directory on the machine. @defaultValue the login directory */
-  readonly cwd?: string;
+  readonly cwd?: string | undefined;
   /** Extra environment variables (merged over the machine's). @defaultValue `{}` */
-  readonly env?: Readonly<Record<string, string>>;
+  readonly env?: Readonly<Record<string, string>> | undefined;
   /** Data written to the command's stdin, then stdin is closed. @defaultValue stdin closed at once */
-  readonly stdin?: string | Uint8Array | Readable;
+  readonly stdin?: string | Uint8Array | Readable | undefined;
   /** Aborting kills the command (or, remotely, closes its channel) and rejects with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
   /** Bytes of stdout/stderr kept for {@link ExecResult.stdoutTail}. @defaultValue 65536 */
-  readonly tailBytes?: number;
+  readonly tailBytes?: number | undefined;
   /** Keep the whole stdout in {@link ExecResult.stdout} (for small outputs). @defaultValue true */
-  readonly captureStdout?: boolean;
+  readonly captureStdout?: boolean | undefined;
 }
 
 /** The settled outcome of a command. A non-zero exit is a result, not an exception. */
@@ -87,19 +87,19 @@ export interface Transport {
    * Output arrives only when a command ends (SSM): long-lived reads are split into bounded calls.
    * @defaultValue false (output streams while the command runs)
    */
-  readonly buffered?: boolean;
+  readonly buffered?: boolean | undefined;
   /**
    * A command's stdin is stored on its way to the machine (SSM stages it in S3), so it leaves a
    * copy: runctl never sends secrets on it, and the machine must use its own credentials.
    * @defaultValue false (stdin is a private byte stream: a pipe, an SSH channel)
    */
-  readonly stdinLeavesCopy?: boolean;
+  readonly stdinLeavesCopy?: boolean | undefined;
   /** Starts a command. See {@link ExecHandle}. */
   exec(command: Command, options?: ExecOptions): ExecHandle;
   /** Copies a local file to the machine, creating parent folders. */
-  putFile(localPath: string, remotePath: string, options?: { readonly signal?: AbortSignal; readonly mode?: number }): Promise<void>;
+  putFile(localPath: string, remotePath: string, options?: { readonly signal?: AbortSignal | undefined; readonly mode?: number | undefined }): Promise<void>;
   /** Copies a file from the machine to a local path, creating parent folders. */
-  getFile(remotePath: string, localPath: string, options?: { readonly signal?: AbortSignal }): Promise<void>;
+  getFile(remotePath: string, localPath: string, options?: { readonly signal?: AbortSignal | undefined }): Promise<void>;
   /** Frees connections. The machine and anything running on it are untouched. */
   close(): Promise<void>;
 }

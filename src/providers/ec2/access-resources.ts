@@ -157,7 +157,7 @@ export async function deleteRunKeyPair(ec2: EC2Client, name: string, signal?: Ab
   recordResourceDeleted("key-pair", name);
 }
 
-function expiry(tags: Readonly<Record<string, string>>): { expiresAt?: string } {
+function expiry(tags: Readonly<Record<string, string>>): { expiresAt?: string | undefined } {
   const at = tags[TAG.expiresAt];
   return at ? { expiresAt: at } : {};
 }

@@ -7,13 +7,13 @@ import type { Storage } from "../../storage/types.js";
 /** Spot settings of {@link Ec2ProviderOptions.spot}. */
 export interface Ec2SpotOptions {
   /** Highest price per hour you will pay. @defaultValue none: AWS caps a spot instance at the on-demand price */
-  readonly maxPriceUsd?: number;
+  readonly maxPriceUsd?: number | undefined;
   /**
    * When no zone has spot capacity, launch on-demand instead (it costs more; the run records it and
    * warns). Off unless you ask: a silent switch to a 3–10× price is how budgets die.
    * @defaultValue false
    */
-  readonly fallbackToOnDemand?: boolean;
+  readonly fallbackToOnDemand?: boolean | undefined;
 }
 
 /** SSH access: a key pair and a security group that lets only you in on port 22. */
@@ -23,18 +23,18 @@ export interface Ec2SshAccess {
    * An existing EC2 key pair to launch with; `privateKeyPath` must then hold its private key.
    * @defaultValue none: runctl makes an ed25519 key, imports it as key pair `runctl-<runId>` (tagged), and deletes it at release
    */
-  readonly keyPairName?: string;
+  readonly keyPairName?: string | undefined;
   /** The private key of `keyPairName`. */
-  readonly privateKeyPath?: string;
+  readonly privateKeyPath?: string | undefined;
   /**
    * CIDR allowed to reach port 22 in the security group runctl creates.
    * @defaultValue this machine's public address (`https://checkip.amazonaws.com`) as a /32
    */
-  readonly allowSshFrom?: string;
+  readonly allowSshFrom?: string | undefined;
   /** Login user of the AMI. @defaultValue `"ubuntu"` (the Deep Learning and Ubuntu AMIs runctl picks) */
-  readonly username?: string;
+  readonly username?: string | undefined;
   /** Connect to the private address (you are inside the VPC, or on a VPN). @defaultValue false */
-  readonly usePrivateIp?: boolean;
+  readonly usePrivateIp?: boolean | undefined;
 }
 
 /** SSM access: no inbound port at all; commands go through AWS Systems Manager, files through S3. */
@@ -43,7 +43,7 @@ export interface Ec2SsmAccess {
   /** S3 storage where files, stdin and long outputs are staged (the instance profile must reach it). */
   readonly staging: Storage;
   /** User that runs runctl's commands on the instance; null runs them as the SSM agent's user (root). @defaultValue `"ubuntu"` */
-  readonly user?: string | null;
+  readonly user?: string | null | undefined;
 }
 
 /**
@@ -61,63 +61,63 @@ export interface Ec2ProviderOptions {
   /** AWS region. */
   readonly region: string;
   /** Instance type (`g5.xlarge`). Required unless `instanceId` attaches to an existing instance. */
-  readonly instanceType?: string;
+  readonly instanceType?: string | undefined;
   /** Launch spot (one-time, terminate on interruption). @defaultValue false (on-demand) */
-  readonly spot?: boolean | Ec2SpotOptions;
+  readonly spot?: boolean | Ec2SpotOptions | undefined;
   /** Availability zones tried in order when one has no capacity. @defaultValue the region's choice */
-  readonly availabilityZones?: readonly string[];
+  readonly availabilityZones?: readonly string[] | undefined;
   /** Subnets tried in order (each is in one zone); takes precedence over `availabilityZones`. @defaultValue the default VPC */
-  readonly subnetIds?: readonly string[];
+  readonly subnetIds?: readonly string[] | undefined;
   /**
    * AMI id. @defaultValue the newest AWS Deep Learning Base AMI (Ubuntu 22.04) for GPU types, Ubuntu
    * 22.04 for CPU types, resolved from AWS's public SSM parameters for the type's architecture
    */
-  readonly ami?: string;
+  readonly ami?: string | undefined;
   /** Root volume. @defaultValue `{ sizeGb: 100, type: "gp3", encrypted: true }` for GPU types, 30 GB otherwise */
-  readonly rootVolume?: { readonly sizeGb?: number; readonly type?: "gp3" | "gp2" | "io1" | "io2"; readonly iops?: number; readonly encrypted?: boolean };
+  readonly rootVolume?: { readonly sizeGb?: number | undefined; readonly type?: "gp3" | "gp2" | "io1" | "io2" | undefined; readonly iops?: number | undefined; readonly encrypted?: boolean | undefined } | undefined;
   /** How runctl reaches the instance. @defaultValue `{ kind: "ssh" }` with a key pair runctl makes */
-  readonly access?: Ec2SshAccess | Ec2SsmAccess;
+  readonly access?: Ec2SshAccess | Ec2SsmAccess | undefined;
   /** IAM instance profile name (S3 access for checkpoints and data; SSM needs `AmazonSSMManagedInstanceCore`). @defaultValue none */
-  readonly instanceProfile?: string;
+  readonly instanceProfile?: string | undefined;
   /** Security groups to use instead of creating one. @defaultValue a new group, tagged, deleted at release */
-  readonly securityGroupIds?: readonly string[];
+  readonly securityGroupIds?: readonly string[] | undefined;
   /**
    * Use this existing instance instead of launching one. runctl does not terminate what it did not
    * create unless `terminateOnRelease` says so.
    * @defaultValue none (launch a new instance)
    */
-  readonly instanceId?: string;
+  readonly instanceId?: string | undefined;
   /** Terminate the instance at release. @defaultValue true for instances runctl launched, false for `instanceId` */
-  readonly terminateOnRelease?: boolean;
+  readonly terminateOnRelease?: boolean | undefined;
   /**
    * How long after launch, and after each renewal, what runctl created for a run may be swept
    * (`runctl:expires-at`). A client following the run renews it every few minutes, and a sweep
    * never takes a run that looks alive unless forced.
    * @defaultValue the run's `.budget({ maxDurationMs })` plus 2 hours; 24 hours for a run without one
    */
-  readonly ttlMs?: number;
+  readonly ttlMs?: number | undefined;
   /** The `runctl:owner` tag. @defaultValue `user@host` of this process */
-  readonly owner?: string;
+  readonly owner?: string | undefined;
   /** Extra tags on everything created (runctl's own tags win on a clash). @defaultValue `{}` */
-  readonly tags?: Readonly<Record<string, string>>;
+  readonly tags?: Readonly<Record<string, string>> | undefined;
   /** Price per hour for cost reports and budgets. @defaultValue the spot market price (spot) or the catalog's on-demand price */
-  readonly hourlyPriceUsd?: number;
+  readonly hourlyPriceUsd?: number | undefined;
   /** How long an instance may take to reach `running`. @defaultValue 600000 */
-  readonly runningTimeoutMs?: number;
+  readonly runningTimeoutMs?: number | undefined;
   /** How long a running instance may take to answer (SSH or SSM round trip). @defaultValue 600000 */
-  readonly readyTimeoutMs?: number;
+  readonly readyTimeoutMs?: number | undefined;
   /** First interval of state polling (grows to 15 s). @defaultValue 2000 */
-  readonly pollMs?: number;
+  readonly pollMs?: number | undefined;
   /**
    * Once a run has ended, the instance powers itself off (and so terminates) after this long unless
    * released first: the backstop for a client that died. 0 turns it off.
    * @defaultValue 1800000 (30 minutes)
    */
-  readonly shutdownAfterRunMs?: number;
+  readonly shutdownAfterRunMs?: number | undefined;
   /** AWS clients to use (tests, custom credentials or endpoints). @defaultValue new clients for `region` that send once (`maxAttempts: 1`; runctl retries, see docs/decisions/0012-aws-retries.md) */
-  readonly clients?: { readonly ec2?: EC2Client; readonly ssm?: SSMClient };
+  readonly clients?: { readonly ec2?: EC2Client | undefined; readonly ssm?: SSMClient | undefined } | undefined;
   /** The instance metadata endpoint the agent polls for spot notices. @defaultValue `"http://169.254.169.254"` */
-  readonly imdsEndpoint?: string;
+  readonly imdsEndpoint?: string | undefined;
   /**
    * A launched instance powers itself off (and so terminates) this long after its first boot
    * unless runctl's agent has started on it by then: the backstop for a client that dies between
@@ -125,11 +125,11 @@ export interface Ec2ProviderOptions {
    * Rounded up to whole minutes (`shutdown -h +N`).
    * @defaultValue `readyTimeoutMs` plus 30 minutes (40 minutes)
    */
-  readonly unstartedPowerOffMs?: number;
+  readonly unstartedPowerOffMs?: number | undefined;
   /** Python 3 on the instance. @defaultValue `"python3"` */
-  readonly python?: string;
+  readonly python?: string | undefined;
   /** Receives warnings (spot fell back to on-demand, a leftover that release could not delete). @defaultValue `process.emitWarning` */
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
 }
 
 const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/(\d|[12]\d|3[0-2])$/, "a CIDR like 203.0.113.7/32");

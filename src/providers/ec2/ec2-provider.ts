@@ -168,7 +168,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
     const type = instance.InstanceType ?? options.instanceType ?? "";
     if (market === "spot") {
       const az = instance.Placement?.AvailabilityZone;
-      const prices = await currentSpotPrices(aws().ec2, type, { ...(az ? { availabilityZone: az } : {}), signal }).catch(() => []);
+      const prices = await currentSpotPrices(aws().ec2, type, { availabilityZone: az, signal }).catch(() => []);
       if (prices[0]) return prices[0].hourlyUsd;
     }
     return onDemandPrice(options.region, type) ?? 0;
@@ -248,7 +248,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
     checkLocalInputs();
     const client = aws();
     const ttlMs = expiryTtlMs(request);
-    const tags = runctlTags({ runId, owner, now: new Date(), ttlMs, name: `runctl-${runId}`, ...(options.tags ? { extra: options.tags } : {}) });
+    const tags = runctlTags({ runId, owner, now: new Date(), ttlMs, name: `runctl-${runId}`, extra: options.tags });
     const ctx: AccessContext = { ec2: client.ec2, region: options.region, runId, tags, signal };
     // Reads first: a bad type or AMI fails before anything is created.
     const typeFacts = await describeInstanceType(client.ec2, instanceType, signal);
@@ -259,7 +259,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
     const allowSshFrom = access.kind === "ssh" && !options.securityGroupIds ? (access.allowSshFrom ?? (await callerCidr(signal))) : undefined;
     throwIfAborted(signal);
 
-    const made: { instanceIds: string[]; securityGroupId?: string; keyPairName?: string; keyPairId?: string | undefined; keysDir?: string } = { instanceIds: [] };
+    const made: { instanceIds: string[]; securityGroupId?: string | undefined; keyPairName?: string | undefined; keyPairId?: string | undefined; keysDir?: string | undefined } = { instanceIds: [] };
     try {
       const keys = makeRunKeys(runId);
       made.keysDir = keys.dir;
@@ -292,7 +292,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
         keyName: keyPairName,
         securityGroupIds,
         instanceProfile: options.instanceProfile,
-        userData: buildUserData({ ...(access.kind === "ssh" ? { hostKey: keys.host } : {}), ...(powerOffAfterMin !== undefined ? { powerOffAfterMin } : {}) }),
+        userData: buildUserData({ ...(access.kind === "ssh" ? { hostKey: keys.host } : {}), powerOffAfterMin }),
         tags,
         spot,
         placements,
@@ -401,7 +401,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       return machineOf(instance, address, transport, home, f, keys, typeof record["hourlyPriceUsd"] === "number" ? record["hourlyPriceUsd"] : await hourlyFor(instance, f.market, opts?.signal), {});
     },
     plan() {
-      const tags = runctlTags({ runId: "<run-id>", owner, now: new Date(), ttlMs: expiryTtlMs({}), name: "runctl-<run-id>", ...(options.tags ? { extra: options.tags } : {}) });
+      const tags = runctlTags({ runId: "<run-id>", owner, now: new Date(), ttlMs: expiryTtlMs({}), name: "runctl-<run-id>", extra: options.tags });
       const resources: PlannedResource[] = [];
       if (options.instanceId) {
         resources.push({ kind: "instance", description: `use existing instance ${options.instanceId} (not created${options.terminateOnRelease ? "; terminated at release" : ""})`, tags: {} });
@@ -442,9 +442,9 @@ export function ec2(options: Ec2ProviderOptions): Provider {
         client: aws().ec2,
         staging,
         owner: opts.owner ?? owner,
-        ...(opts.dryRun !== undefined ? { dryRun: opts.dryRun } : {}),
-        ...(opts.force !== undefined ? { force: opts.force } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
+        dryRun: opts.dryRun,
+        force: opts.force,
+        signal: opts.signal,
       });
     },
   };

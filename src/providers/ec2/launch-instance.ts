@@ -17,7 +17,7 @@ export interface LaunchAttempt {
   readonly placement: string;
   /** AWS's error or state reason code (`InsufficientInstanceCapacity`, `SpotMaxPriceTooLow`, …). */
   readonly code: string;
-  readonly instanceId?: string;
+  readonly instanceId?: string | undefined;
 }
 
 /** What {@link launchInstance} needs. */
@@ -76,7 +76,7 @@ export function runInstancesInput(req: LaunchRequest, market: "spot" | "on-deman
     BlockDeviceMappings: [
       {
         DeviceName: req.image.rootDeviceName,
-        Ebs: { VolumeSize: req.rootVolume.sizeGb, VolumeType: req.rootVolume.type, DeleteOnTermination: true, Encrypted: req.rootVolume.encrypted, ...(req.rootVolume.iops !== undefined ? { Iops: req.rootVolume.iops } : {}) },
+        Ebs: { VolumeSize: req.rootVolume.sizeGb, VolumeType: req.rootVolume.type, DeleteOnTermination: true, Encrypted: req.rootVolume.encrypted, Iops: req.rootVolume.iops },
       },
     ],
     UserData: req.userData,
@@ -89,7 +89,7 @@ export function runInstancesInput(req: LaunchRequest, market: "spot" | "on-deman
       ? {
           InstanceMarketOptions: {
             MarketType: "spot",
-            SpotOptions: { SpotInstanceType: "one-time", InstanceInterruptionBehavior: "terminate", ...(req.spot?.maxPriceUsd !== undefined ? { MaxPrice: req.spot.maxPriceUsd.toFixed(5) } : {}) },
+            SpotOptions: { SpotInstanceType: "one-time", InstanceInterruptionBehavior: "terminate", MaxPrice: req.spot?.maxPriceUsd?.toFixed(5) },
           },
         }
       : {}),

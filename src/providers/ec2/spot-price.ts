@@ -17,7 +17,7 @@ export interface SpotPrice {
  * const [cheapest] = await currentSpotPrices(ec2, "g5.xlarge");
  * ```
  */
-export async function currentSpotPrices(ec2: EC2Client, instanceType: string, options: { readonly availabilityZone?: string; readonly signal?: AbortSignal | undefined } = {}): Promise<SpotPrice[]> {
+export async function currentSpotPrices(ec2: EC2Client, instanceType: string, options: { readonly availabilityZone?: string | undefined; readonly signal?: AbortSignal | undefined } = {}): Promise<SpotPrice[]> {
   const out = await awsCall(
     "DescribeSpotPriceHistory",
     (http) =>
@@ -26,7 +26,7 @@ export async function currentSpotPrices(ec2: EC2Client, instanceType: string, op
           InstanceTypes: [instanceType as never],
           ProductDescriptions: ["Linux/UNIX"],
           StartTime: new Date(),
-          ...(options.availabilityZone ? { AvailabilityZone: options.availabilityZone } : {}),
+          AvailabilityZone: options.availabilityZone,
         }),
         http,
       ), { signal: options.signal });

@@ -40,7 +40,7 @@ export async function describeRunctlResources(s: SweepSession): Promise<Describe
           new DescribeInstancesCommand({
             Filters: [RUNCTL_TAG_FILTER, { Name: "instance-state-name", Values: ["pending", "running", "stopping", "stopped", "shutting-down"] }],
             MaxResults: 1000,
-            ...(token ? { NextToken: token } : {}),
+            NextToken: token,
           }),
           http,
         ),
@@ -55,7 +55,7 @@ export async function describeRunctlResources(s: SweepSession): Promise<Describe
   do {
     const page = await awsCall(
       "DescribeVolumes",
-      (http) => client.send(new DescribeVolumesCommand({ Filters: [RUNCTL_TAG_FILTER], MaxResults: 500, ...(token ? { NextToken: token } : {}) }), http),
+      (http) => client.send(new DescribeVolumesCommand({ Filters: [RUNCTL_TAG_FILTER], MaxResults: 500, NextToken: token }), http),
       { retry, signal: signal },
     );
     volumes.push(...(page.Volumes ?? []));
@@ -67,7 +67,7 @@ export async function describeRunctlResources(s: SweepSession): Promise<Describe
   do {
     const page = await awsCall(
       "DescribeSecurityGroups",
-      (http) => client.send(new DescribeSecurityGroupsCommand({ Filters: [RUNCTL_TAG_FILTER], MaxResults: 1000, ...(token ? { NextToken: token } : {}) }), http),
+      (http) => client.send(new DescribeSecurityGroupsCommand({ Filters: [RUNCTL_TAG_FILTER], MaxResults: 1000, NextToken: token }), http),
       { retry, signal: signal },
     );
     groups.push(...(page.SecurityGroups ?? []));
@@ -83,7 +83,7 @@ export async function describeRunctlResources(s: SweepSession): Promise<Describe
   do {
     const page = await awsCall(
       "DescribeSnapshots",
-      (http) => client.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: [RUNCTL_TAG_FILTER], MaxResults: 1000, ...(token ? { NextToken: token } : {}) }), http),
+      (http) => client.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: [RUNCTL_TAG_FILTER], MaxResults: 1000, NextToken: token }), http),
       { retry, signal: signal },
     );
     snapshots.push(...(page.Snapshots ?? []));

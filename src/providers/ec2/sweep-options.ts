@@ -19,13 +19,13 @@ export const RUNCTL_TAG_FILTER: Filter = { Name: "tag-key", Values: [TAG.runId] 
  */
 export interface SweepTiming {
   /** Wait for terminated instances to reach `shutting-down`/`terminated` before deleting their resources. @defaultValue 120000 */
-  readonly instanceWaitMs?: number;
+  readonly instanceWaitMs?: number | undefined;
   /** Wait for volumes still attached to swept instances to come free. @defaultValue 180000 */
-  readonly volumeWaitMs?: number;
+  readonly volumeWaitMs?: number | undefined;
   /** Repeats of DeleteSecurityGroup while it fails with `DependencyViolation` (a network interface lingers). @defaultValue 6 */
-  readonly dependencyRetries?: number;
+  readonly dependencyRetries?: number | undefined;
   /** Pauses between checks and repeats. @defaultValue `{ initialMs: 2000, maxMs: 15000 }` */
-  readonly poll?: PollOptions;
+  readonly poll?: PollOptions | undefined;
 }
 
 /**
@@ -40,33 +40,33 @@ export interface SweepEc2Options {
   /** The region to sweep. */
   readonly region: string;
   /** The EC2 client to use. @defaultValue `new EC2Client({ region, maxAttempts: AWS_SDK_MAX_ATTEMPTS })` */
-  readonly client?: EC2Client;
+  readonly client?: EC2Client | undefined;
   /** Only resources whose `runctl:owner` is this; `"all"` for every owner. @defaultValue {@link defaultOwner}() */
-  readonly owner?: string;
+  readonly owner?: string | undefined;
   /** Report only: no mutating call at all. @defaultValue false */
-  readonly dryRun?: boolean;
+  readonly dryRun?: boolean | undefined;
   /**
    * Sweep expired resources even when their run looks alive (an instance of it is pending,
    * running or stopping and the run is not known to be over). Without it they are kept and
    * reported. @defaultValue false
    */
-  readonly force?: boolean;
+  readonly force?: boolean | undefined;
   /** "Now", for expiry and the grace period. @defaultValue the current time */
-  readonly now?: Date;
+  readonly now?: Date | undefined;
   /** Resources without a live instance are kept this long after `runctl:created-at` (their run may still be launching). @defaultValue 900000 (15 min) */
-  readonly graceMs?: number;
+  readonly graceMs?: number | undefined;
   /** Storages whose `runctl-staging/<scope>/` folders (the SSM transport's) are swept too. @defaultValue `[]` */
-  readonly staging?: readonly Storage[];
+  readonly staging?: readonly Storage[] | undefined;
   /** Whether a run is over; `undefined` when unknown. @defaultValue {@link runEndedFromJournal} (the local journal's exit event) */
-  readonly runEnded?: (runId: string) => boolean | undefined;
+  readonly runEnded?: ((runId: string) => boolean | undefined) | undefined;
   /** Repeats of throttled EC2 calls. @defaultValue `{ retries: 5, minDelayMs: 250, maxDelayMs: 8000 }` */
-  readonly retry?: AwsRetryOptions;
+  readonly retry?: AwsRetryOptions | undefined;
   /** Waits between steps. @defaultValue see {@link SweepTiming} */
-  readonly timing?: SweepTiming;
+  readonly timing?: SweepTiming | undefined;
   /** Called with things worth knowing that do not fail the sweep. @defaultValue ignore them */
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
   /** Aborts the sweep with ABORTED (what was deleted so far is in the ledger). */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 export interface VolumeCandidate {

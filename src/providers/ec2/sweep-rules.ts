@@ -173,7 +173,7 @@ export function runEndedFromJournal(runId: string): boolean | undefined {
     for (let i = lines.length - 1; i >= 0; i--) {
       const raw = lines[i]!.trim();
       if (raw === "") continue;
-      let line: { e?: { type?: unknown; status?: unknown } };
+      let line: { e?: { type?: unknown; status?: unknown } | undefined };
       try {
         line = JSON.parse(raw) as typeof line;
       } catch {

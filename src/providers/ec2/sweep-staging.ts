@@ -25,7 +25,7 @@ export interface StagingFolder {
   /** The marker's `runctl:*` string fields, read like tags. */
   readonly tags: Readonly<Record<string, string>>;
   /** The marker object's modification time, when the storage knows it. */
-  readonly modifiedAt?: Date;
+  readonly modifiedAt?: Date | undefined;
 }
 
 async function readSmall(stream: Readable, maxBytes: number): Promise<string | undefined> {
@@ -54,11 +54,11 @@ async function readSmall(stream: Readable, maxBytes: number): Promise<string | u
  * ```
  */
 export async function findStagingFolders(storage: Storage, signal?: AbortSignal): Promise<StagingFolder[]> {
-  const markers: { key: string; modifiedAt?: Date }[] = [];
+  const markers: { key: string; modifiedAt?: Date | undefined }[] = [];
   const opts = signal ? { signal } : {};
   for await (const o of storage.list(`${STAGING_ROOT}/`, opts)) {
     const parts = o.key.split("/");
-    if (parts.length === 3 && parts[0] === STAGING_ROOT && parts[1] !== "" && parts[2] === STAGING_MARKER) markers.push({ key: o.key, ...(o.modifiedAt ? { modifiedAt: o.modifiedAt } : {}) });
+    if (parts.length === 3 && parts[0] === STAGING_ROOT && parts[1] !== "" && parts[2] === STAGING_MARKER) markers.push({ key: o.key, modifiedAt: o.modifiedAt });
   }
   const base = storage.uri.replace(/\/+$/, "");
   const out: StagingFolder[] = [];

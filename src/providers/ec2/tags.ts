@@ -77,8 +77,8 @@ export interface RunctlTagInput {
   readonly ttlMs: number | null;
   readonly name: string;
   /** Extra user tags (never overriding runctl's own). */
-  readonly extra?: Readonly<Record<string, string>>;
-  readonly persistent?: boolean;
+  readonly extra?: Readonly<Record<string, string>> | undefined;
+  readonly persistent?: boolean | undefined;
 }
 
 /**

@@ -25,7 +25,7 @@ export const BOOT_POWER_OFF_CANCEL: readonly string[] = [
 /** Inputs of {@link buildUserData}. */
 export interface UserDataInput {
   /** The SSH host key cloud-init installs (OpenSSH private key and `ssh-ed25519 …` public key). */
-  readonly hostKey?: { readonly privateKey: string; readonly publicKey: string };
+  readonly hostKey?: { readonly privateKey: string; readonly publicKey: string } | undefined;
   /**
    * Power the instance off this many minutes after its first boot (`shutdown -h +N`; with
    * InstanceInitiatedShutdownBehavior=terminate that terminates it) unless the agent cancels it

@@ -9,9 +9,9 @@ import type { Machine, MachineRecord, Provider } from "../types.js";
 /** Options of {@link local}. */
 export interface LocalProviderOptions {
   /** runctl's machine-side root folder. @defaultValue `$RUNCTL_HOME/local` */
-  readonly rootDir?: string;
+  readonly rootDir?: string | undefined;
   /** Python 3 interpreter that runs the agent. @defaultValue `"python3"` */
-  readonly python?: string;
+  readonly python?: string | undefined;
 }
 
 /**

@@ -6,26 +6,26 @@ import type { Machine, MachineRecord, MachineState, Provider } from "../types.js
 /** One SSH machine you already have. Everything but `host` is optional. */
 export interface SshHost extends SshTransportOptions {
   /** Python 3 on the host that runs the agent. @defaultValue `"python3"` */
-  readonly python?: string;
+  readonly python?: string | undefined;
   /** runctl's folder on the host (absolute). @defaultValue `$HOME/.runctl` */
-  readonly rootDir?: string;
+  readonly rootDir?: string | undefined;
   /** What the host costs per hour, for cost reports. @defaultValue 0 */
-  readonly hourlyPriceUsd?: number;
+  readonly hourlyPriceUsd?: number | undefined;
   /**
    * An instance-metadata endpoint the agent on this host polls for spot interruption notices (a host
    * that really is a spot instance: `http://169.254.169.254`). @defaultValue none: no polling
    */
-  readonly imdsEndpoint?: string;
+  readonly imdsEndpoint?: string | undefined;
   /** How often that endpoint is polled. @defaultValue 5000 */
-  readonly imdsPollMs?: number;
+  readonly imdsPollMs?: number | undefined;
 }
 
 /** Options of {@link sshHosts}. */
 export interface SshHostsOptions {
   /** How long a run waits for a free host of a busy pool before NO_FREE_HOST. @defaultValue no limit */
-  readonly acquireTimeoutMs?: number;
+  readonly acquireTimeoutMs?: number | undefined;
   /** Receives warnings (an unreachable host skipped in a pool, an insecure host key opt-out). @defaultValue `process.emitWarning` */
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
 }
 
 /**
@@ -147,10 +147,10 @@ function machineOf(host: SshHost, transport: SshTransport, rootDir: string): Mac
     id,
     host: host.host,
     port: host.port ?? 22,
-    ...(host.username !== undefined ? { username: host.username } : {}),
-    ...(host.privateKeyPath !== undefined ? { privateKeyPath: host.privateKeyPath } : {}),
-    ...(host.knownHostsPath !== undefined ? { knownHostsPath: host.knownHostsPath } : {}),
-    ...(host.python !== undefined ? { python: host.python } : {}),
+    username: host.username,
+    privateKeyPath: host.privateKeyPath,
+    knownHostsPath: host.knownHostsPath,
+    python: host.python,
     rootDir,
   };
   return {
@@ -164,7 +164,7 @@ function machineOf(host: SshHost, transport: SshTransport, rootDir: string): Mac
     tags: {},
     hourlyPriceUsd: host.hourlyPriceUsd ?? 0,
     record,
-    ...(host.imdsEndpoint ? { imds: { endpoint: host.imdsEndpoint, ...(host.imdsPollMs !== undefined ? { pollMs: host.imdsPollMs } : {}) } } : {}),
+    ...(host.imdsEndpoint ? { imds: { endpoint: host.imdsEndpoint, pollMs: host.imdsPollMs } } : {}),
   };
 }
 

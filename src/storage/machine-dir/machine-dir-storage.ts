@@ -26,7 +26,7 @@ export function machineDir(connect: () => MachineShell, root: string, label: str
     throwIfAborted(options?.signal);
     const transport = connect();
     try {
-      const r = await transport.exec({ script }, { ...(options?.signal ? { signal: options.signal } : {}), ...(stdin !== undefined ? { stdin } : {}) });
+      const r = await transport.exec({ script }, { signal: options?.signal, stdin });
       return use(r);
     } finally {
       await transport.close().catch(() => {});
@@ -53,7 +53,7 @@ export function machineDir(connect: () => MachineShell, root: string, label: str
     async get(key, options) {
       if (!(await storage.stat(key, options))) throw new RunctlError("NOT_FOUND", `No object ${key} in ${storage.uri}.`);
       const transport = connect();
-      const handle = transport.exec(["cat", at(key)], { captureStdout: false, ...(options?.signal ? { signal: options.signal } : {}) });
+      const handle = transport.exec(["cat", at(key)], { captureStdout: false, signal: options?.signal });
       async function* bytes(): AsyncGenerator<Buffer> {
         try {
           for await (const chunk of handle) if (chunk.stream === "stdout") yield Buffer.from(chunk.data);

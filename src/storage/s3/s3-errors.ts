@@ -85,15 +85,15 @@ export interface S3ErrorContext {
   /** The bucket. */
   readonly bucket: string;
   /** The full object key or list prefix in the bucket, when there is one. */
-  readonly key?: string;
+  readonly key?: string | undefined;
   /** The endpoint (for S3-protocol servers), when set; printed in messages. */
-  readonly endpoint?: string | null;
+  readonly endpoint?: string | null | undefined;
   /** How many attempts were made. */
-  readonly attempts?: number;
+  readonly attempts?: number | undefined;
   /** How long the attempts took in total. */
-  readonly elapsedMs?: number;
+  readonly elapsedMs?: number | undefined;
   /** Strings that must never appear in a message (secret keys, session tokens). */
-  readonly secrets?: Iterable<string>;
+  readonly secrets?: Iterable<string> | undefined;
 }
 
 /**

@@ -17,7 +17,7 @@ export interface ResumingObjectStreamOptions {
   /** Fires: the stream is destroyed with the error `onAbort` returns. */
   readonly signal?: AbortSignal | undefined;
   /** The error for an abort. */
-  readonly onAbort?: () => RunctlError;
+  readonly onAbort?: (() => RunctlError) | undefined;
 }
 
 /**

@@ -42,40 +42,40 @@ export interface S3StorageOptions {
    * @defaultValue a new `S3Client` built from the other options, with the SDK's own retries off
    * (runctl retries; see `retry`)
    */
-  readonly client?: S3Client;
+  readonly client?: S3Client | undefined;
   /**
    * AWS region. Also handed to agents on machines (null there means the machine's default).
    * @defaultValue `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1` when `endpoint` is set, else
    * the SDK's default chain (`~/.aws/config`)
    */
-  readonly region?: string;
+  readonly region?: string | undefined;
   /**
    * Endpoint URL of an S3-protocol server (MinIO, s3rver, Ceph…), `http(s)://host[:port]`.
    * @defaultValue AWS S3 itself
    */
-  readonly endpoint?: string;
+  readonly endpoint?: string | undefined;
   /**
    * Address objects as `endpoint/bucket/key` instead of `bucket.endpoint/key` (most S3-protocol servers need this).
    * @defaultValue false (with an injected client: the client's setting)
    */
-  readonly forcePathStyle?: boolean;
+  readonly forcePathStyle?: boolean | undefined;
   /**
    * Credentials (static or a provider function).
    * @defaultValue the SDK's default chain (environment, `~/.aws`, SSO, instance profile…)
    */
-  readonly credentials?: S3Credentials;
+  readonly credentials?: S3Credentials | undefined;
   /**
    * When request checksums are computed and response checksums validated: `when_supported` (the
    * AWS SDK's default) or `when_required` (servers that mangle streamed uploads under the default,
    * such as s3rver).
    * @defaultValue "when_supported"
    */
-  readonly checksums?: "when_supported" | "when_required";
+  readonly checksums?: "when_supported" | "when_required" | undefined;
   /**
    * Which S3 client the agent on a machine uses: `auto` (boto3 when importable, else the `aws` CLI), `boto3` or `cli`.
    * @defaultValue "auto"
    */
-  readonly machineBackend?: "auto" | "boto3" | "cli";
+  readonly machineBackend?: "auto" | "boto3" | "cli" | undefined;
   /**
    * Whether {@link S3Storage.machineSecrets} resolves this client's credentials and hands them to
    * the machine (in memory only). False: the machine uses its own credential chain (an EC2 instance
@@ -84,21 +84,21 @@ export interface S3StorageOptions {
    * (UNSUPPORTED) before anything is created.
    * @defaultValue forwarded, except over SSM
    */
-  readonly forwardCredentials?: boolean;
+  readonly forwardCredentials?: boolean | undefined;
   /**
    * Part size of multipart uploads, in bytes (5 MiB to 5 GiB). Bodies up to this size are sent
    * with one PutObject. The largest object a streamed `put` can write is `partSizeBytes × 10,000`.
    * @defaultValue 8 MiB (objects up to 78 GiB)
    */
-  readonly partSizeBytes?: number;
+  readonly partSizeBytes?: number | undefined;
   /**
    * Parts uploaded at once. A streamed `put` holds about `partSizeBytes × (queueSize + 1)` bytes of
    * parts in memory (40 MiB with the defaults), whatever the object's size.
    * @defaultValue 4
    */
-  readonly queueSize?: number;
+  readonly queueSize?: number | undefined;
   /** How transient failures are retried. @defaultValue see {@link S3RetryOptions} */
-  readonly retry?: S3RetryOptions;
+  readonly retry?: S3RetryOptions | undefined;
 }
 
 /**

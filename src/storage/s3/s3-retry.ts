@@ -48,7 +48,7 @@ export function withS3Retry<T>(
   retry: ResolvedS3RetryOptions,
   context: S3ErrorContext,
   signal: AbortSignal | undefined,
-  extra: { readonly unref?: boolean } = {},
+  extra: { readonly unref?: boolean | undefined } = {},
 ): Promise<T> {
   let attempts = 0;
   const started = performance.now();

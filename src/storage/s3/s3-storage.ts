@@ -116,7 +116,7 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
   const context = (operation: string, key?: string): S3ErrorContext => ({
     operation,
     bucket,
-    ...(key !== undefined ? { key } : {}),
+    key,
     endpoint: endpoint ?? null,
     secrets,
   });
@@ -239,7 +239,7 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
         const continuation = token;
         const page = await call("list", full, signal, () =>
           client.send(
-            new ListObjectsV2Command({ Bucket: bucket, Prefix: full, ...(continuation ? { ContinuationToken: continuation } : {}) }),
+            new ListObjectsV2Command({ Bucket: bucket, Prefix: full, ContinuationToken: continuation }),
             signal ? { abortSignal: signal } : {},
           ),
         );

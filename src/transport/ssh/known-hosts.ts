@@ -11,7 +11,7 @@ import { createHash, createHmac, timingSafeEqual } from "node:crypto";
  */
 export interface KnownHostEntry {
   /** `@revoked` or `@cert-authority` when the line has a marker. @defaultValue undefined */
-  readonly marker?: "@revoked" | "@cert-authority";
+  readonly marker?: "@revoked" | "@cert-authority" | undefined;
   /** The host pattern field: comma-separated names/patterns, or one hashed `|1|salt|hash` name. */
   readonly hosts: string;
   /** Key type as written, e.g. `ssh-ed25519`. */

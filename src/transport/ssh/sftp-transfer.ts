@@ -16,7 +16,7 @@ export interface TransferContext {
   /** Human-readable host, for messages (no default). */
   readonly where: string;
   /** Aborts the transfer (the SFTP session is closed) with ABORTED. @defaultValue none */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 const SFTP_NO_SUCH_FILE = 2;
@@ -144,7 +144,7 @@ function tempName(path: string): string {
  * await sftpPutFile(client, "./spec.json", "/home/me/.runctl/runs/r1/spec.json", { where: "gpu1" });
  * ```
  */
-export async function sftpPutFile(client: Client, localPath: string, remotePath: string, ctx: TransferContext & { readonly mode?: number }): Promise<void> {
+export async function sftpPutFile(client: Client, localPath: string, remotePath: string, ctx: TransferContext & { readonly mode?: number | undefined }): Promise<void> {
   try {
     const st = await stat(localPath);
     if (!st.isFile()) throw new Error("not a regular file");

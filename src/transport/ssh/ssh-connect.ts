@@ -100,7 +100,7 @@ async function readKnownHosts(path: string): Promise<KnownHostEntry[]> {
  */
 export interface OpenConnectionOptions {
   /** Aborts the attempt (the half-open connection is destroyed). @defaultValue none */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
@@ -200,7 +200,7 @@ export async function openSshConnection(options: SshTransportOptions, open: Open
     const onAbort = (): void => finish(abortError(open.signal!));
     // The 'error' listener stays for the client's whole life: ssh2 emits keepalive timeouts and resets
     // as 'error' events, and an unlistened one would crash the process.
-    client.on("error", (err: Error & { level?: string; code?: string }) => {
+    client.on("error", (err: Error & { level?: string | undefined; code?: string | undefined }) => {
       if (!settled) finish(hostKeyError ?? classifyConnectError(err, where));
     });
     client.once("ready", onReady);
@@ -223,7 +223,7 @@ export async function openSshConnection(options: SshTransportOptions, open: Open
  * client.on("error", (e) => reject(classifyConnectError(e, "10.0.0.5")));
  * ```
  */
-export function classifyConnectError(err: Error & { level?: string; code?: string }, where: string): RunctlError {
+export function classifyConnectError(err: Error & { level?: string | undefined; code?: string | undefined }, where: string): RunctlError {
   const details = { host: where, level: err.level, errno: err.code };
   switch (err.level) {
     case "client-authentication":

@@ -25,7 +25,7 @@ export interface SshTransport extends Transport {
    * the credentials. Resolves at once when connected. Rejects with HOST_KEY_MISMATCH, AUTH_FAILED,
    * HOST_UNREACHABLE (after `connectRetries` retries) or ABORTED.
    */
-  connect(options?: { readonly signal?: AbortSignal }): Promise<void>;
+  connect(options?: { readonly signal?: AbortSignal | undefined }): Promise<void>;
 }
 
 const DEFAULT_TAIL_BYTES = 65_536;
@@ -72,7 +72,7 @@ class SshTransportImpl implements SshTransport {
     this.slots = new SessionSlots(options.maxSessions ?? SSH_TRANSPORT_DEFAULTS.maxSessions);
   }
 
-  async connect(opts: { readonly signal?: AbortSignal } = {}): Promise<void> {
+  async connect(opts: { readonly signal?: AbortSignal | undefined } = {}): Promise<void> {
     await this.getClient(opts.signal);
   }
 
@@ -303,18 +303,18 @@ class SshTransportImpl implements SshTransport {
     });
   }
 
-  async putFile(localPath: string, remotePath: string, options: { readonly signal?: AbortSignal; readonly mode?: number } = {}): Promise<void> {
+  async putFile(localPath: string, remotePath: string, options: { readonly signal?: AbortSignal | undefined; readonly mode?: number | undefined } = {}): Promise<void> {
     await this.withSession(options.signal, (client) =>
       sftpPutFile(client, localPath, remotePath, {
         where: this.host,
-        ...(options.signal ? { signal: options.signal } : {}),
-        ...(options.mode !== undefined ? { mode: options.mode } : {}),
+        signal: options.signal,
+        mode: options.mode,
       }),
     );
   }
 
-  async getFile(remotePath: string, localPath: string, options: { readonly signal?: AbortSignal } = {}): Promise<void> {
-    await this.withSession(options.signal, (client) => sftpGetFile(client, remotePath, localPath, { where: this.host, ...(options.signal ? { signal: options.signal } : {}) }));
+  async getFile(remotePath: string, localPath: string, options: { readonly signal?: AbortSignal | undefined } = {}): Promise<void> {
+    await this.withSession(options.signal, (client) => sftpGetFile(client, remotePath, localPath, { where: this.host, signal: options.signal }));
   }
 
   private async withSession<T>(signal: AbortSignal | undefined, work: (client: Client) => Promise<T>): Promise<T> {

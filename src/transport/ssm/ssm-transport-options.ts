@@ -26,9 +26,9 @@ export interface SsmTransportOptions {
    * A ready SSM client (its region and credentials are used as they are).
    * @defaultValue `new SSMClient({ region, maxAttempts: 1 })` (runctl retries; see docs/decisions/0012-aws-retries.md)
    */
-  readonly client?: SSMClient;
+  readonly client?: SSMClient | undefined;
   /** Region of the default client. @defaultValue the SDK's chain (`AWS_REGION`, `~/.aws/config`) */
-  readonly region?: string;
+  readonly region?: string | undefined;
   /**
    * An S3 {@link Storage} (`s3("s3://bucket/prefix")`) through which everything SSM cannot carry
    * travels: stdin, `putFile`/`getFile`, and whole command output (SSM returns only the first
@@ -41,29 +41,29 @@ export interface SsmTransportOptions {
    * @defaultValue none: stdin and files over 32 KiB are refused (UNSUPPORTED), output over the
    * inline limits is truncated (with a warning in the stderr tail)
    */
-  readonly staging?: Storage;
+  readonly staging?: Storage | undefined;
   /** Scope of staged objects (`runctl-staging/<runId>/`) and the run id in the staging marker. @defaultValue `instanceId` */
-  readonly runId?: string;
+  readonly runId?: string | undefined;
   /** Who staged the objects, recorded in the staging marker for the leak sweeper. @defaultValue `user@host` of this process */
-  readonly owner?: string;
+  readonly owner?: string | undefined;
   /** How long staged objects may live before the leak sweeper removes them (marker `runctl:expires-at`). @defaultValue 86_400_000 (24 h) */
-  readonly stagingTtlMs?: number;
+  readonly stagingTtlMs?: number | undefined;
   /** First wait before polling a command's status; later polls back off (×1.5) up to `maxPollMs`. @defaultValue 250 */
-  readonly pollMs?: number;
+  readonly pollMs?: number | undefined;
   /** Longest wait between two status polls. @defaultValue 2000 */
-  readonly maxPollMs?: number;
+  readonly maxPollMs?: number | undefined;
   /**
    * Longest a command may run on the machine (AWS-RunShellScript's `executionTimeout`, whole
    * seconds, at most 48 h); beyond it SSM kills it and exec rejects with TRANSPORT_ERROR.
    * @defaultValue 3_600_000 (1 h, AWS's own default)
    */
-  readonly commandTimeoutMs?: number;
+  readonly commandTimeoutMs?: number | undefined;
   /**
    * How long SSM may try to deliver a command to an agent that is not answering (SendCommand
    * `TimeoutSeconds`, at least 30 s); beyond it exec rejects with MACHINE_NOT_READY.
    * @defaultValue 300_000
    */
-  readonly deliveryTimeoutMs?: number;
+  readonly deliveryTimeoutMs?: number | undefined;
   /**
    * The user commands run as. SSM runs them as root; runctl wraps them in `sudo -n -u USER -H`, so
    * files, `$HOME` (runctl's `~/.runctl`) and processes belong to that user. `"root"` or `null`
@@ -71,11 +71,11 @@ export interface SsmTransportOptions {
    * such as test doubles).
    * @defaultValue "ubuntu" (the login user of Ubuntu AMIs; `"ec2-user"` on Amazon Linux)
    */
-  readonly user?: string | null;
+  readonly user?: string | null | undefined;
   /** Extra attempts of an SSM call that was throttled or failed transiently, with backoff (on top of the SDK's own). @defaultValue 6 */
-  readonly throttleRetries?: number;
+  readonly throttleRetries?: number | undefined;
   /** Name of the machine in messages. @defaultValue `instanceId` */
-  readonly host?: string;
+  readonly host?: string | undefined;
 }
 
 /**

@@ -56,7 +56,7 @@ export interface SsmTransport extends Transport {
    *
    * @defaultValue timeoutMs = 600_000
    */
-  ready(options?: { readonly signal?: AbortSignal; readonly timeoutMs?: number }): Promise<void>;
+  ready(options?: { readonly signal?: AbortSignal | undefined; readonly timeoutMs?: number | undefined }): Promise<void>;
 }
 
 const DEFAULT_TAIL_BYTES = 65_536;
@@ -283,7 +283,7 @@ class SsmTransportImpl implements SsmTransport {
     throw this.commandFailure(described, facts, handle, "TRANSPORT_ERROR", `SSM could not run ${described} on ${this.host}: ${status} (${invocation.StatusDetails ?? "no details"}).`, true);
   }
 
-  async putFile(localPath: string, remotePath: string, options: { readonly signal?: AbortSignal; readonly mode?: number } = {}): Promise<void> {
+  async putFile(localPath: string, remotePath: string, options: { readonly signal?: AbortSignal | undefined; readonly mode?: number | undefined } = {}): Promise<void> {
     if (this.closed) throw this.closedError();
     throwIfAborted(options.signal);
     checkRemotePath(remotePath);
@@ -311,7 +311,7 @@ class SsmTransportImpl implements SsmTransport {
       }
       line = putFileLine(remotePath, temp, options.mode, (await readFile(localPath)).toString("base64"));
     }
-    const result = await this.exec({ script: line }, { ...(stdin ? { stdin } : {}), ...(options.signal ? { signal: options.signal } : {}), captureStdout: false, tailBytes: 4096 });
+    const result = await this.exec({ script: line }, { ...(stdin ? { stdin } : {}), signal: options.signal, captureStdout: false, tailBytes: 4096 });
     if (result.exitCode !== 0) {
       throw new CommandError(
         { command: `upload ${basename(localPath)} to ${remotePath}`, host: this.host, exitCode: result.exitCode, signal: null, durationMs: result.durationMs, stdoutTail: result.stdoutTail, stderrTail: result.stderrTail },
@@ -320,7 +320,7 @@ class SsmTransportImpl implements SsmTransport {
     }
   }
 
-  async getFile(remotePath: string, localPath: string, options: { readonly signal?: AbortSignal } = {}): Promise<void> {
+  async getFile(remotePath: string, localPath: string, options: { readonly signal?: AbortSignal | undefined } = {}): Promise<void> {
     if (this.closed) throw this.closedError();
     const signal = options.signal;
     throwIfAborted(signal);
@@ -342,7 +342,7 @@ class SsmTransportImpl implements SsmTransport {
           await staging.delete([key]);
         }
       } else {
-        const result = await this.exec({ script: inlineGetFileLine(remotePath, SSM_TRANSPORT_DEFAULTS.inlineGetBytes) }, { ...(signal ? { signal } : {}), tailBytes: 4096 });
+        const result = await this.exec({ script: inlineGetFileLine(remotePath, SSM_TRANSPORT_DEFAULTS.inlineGetBytes) }, { signal, tailBytes: 4096 });
         if (result.exitCode === TOO_LARGE_EXIT) {
           throw new RunctlError(
             "UNSUPPORTED",
@@ -372,7 +372,7 @@ class SsmTransportImpl implements SsmTransport {
     throw new CommandError(failure, { code: "TRANSPORT_ERROR", message: `Downloading ${remotePath} from ${this.host} failed (exit ${outcome.exitCode}): ${stderrTail.trim()}` });
   }
 
-  async ready(options: { readonly signal?: AbortSignal; readonly timeoutMs?: number } = {}): Promise<void> {
+  async ready(options: { readonly signal?: AbortSignal | undefined; readonly timeoutMs?: number | undefined } = {}): Promise<void> {
     const signal = options.signal;
     const timeoutMs = options.timeoutMs ?? 600_000;
     const deadline = Date.now() + timeoutMs;

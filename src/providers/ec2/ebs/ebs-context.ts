@@ -83,9 +83,9 @@ export function ebsContext(options: EbsVolumesOptions): EbsContext {
         id,
         provider: "ec2",
         region,
-        ...(runId !== undefined ? { runId } : {}),
+        runId,
         createdAt: tags[TAG.createdAt] ?? new Date().toISOString(),
-        ...(tags[TAG.expiresAt] !== undefined ? { expiresAt: tags[TAG.expiresAt] } : {}),
+        expiresAt: tags[TAG.expiresAt],
         ...(persistent ? { persistent: true } : {}),
         tags,
       });

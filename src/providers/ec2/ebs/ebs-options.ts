@@ -15,15 +15,15 @@ export interface EbsVolumesOptions {
   /** The AWS region of the volumes. */
   readonly region: string;
   /** The EC2 client to use. @defaultValue `new EC2Client({ region, maxAttempts: AWS_SDK_MAX_ATTEMPTS })` (the standard credential chain) */
-  readonly client?: EC2Client;
+  readonly client?: EC2Client | undefined;
   /** The `runctl:owner` tag of what this creates. @defaultValue {@link defaultOwner}() (`user@host`) */
-  readonly owner?: string;
+  readonly owner?: string | undefined;
   /** Called with things worth knowing that do not fail the call. @defaultValue ignore them */
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
   /** Repeats of throttled or 5xx EC2 calls. @defaultValue `{ retries: 5, minDelayMs: 250, maxDelayMs: 8000 }` */
-  readonly retry?: AwsRetryOptions;
+  readonly retry?: AwsRetryOptions | undefined;
   /** Pauses between checks while waiting. @defaultValue `{ initialMs: 1000, maxMs: 15000 }` */
-  readonly poll?: PollOptions;
+  readonly poll?: PollOptions | undefined;
 }
 
 /**
@@ -36,33 +36,33 @@ export interface EbsVolumesOptions {
  */
 export interface CreateEbsVolumeOptions {
   /** Size in GiB (gp3/gp2 1–65,536/16,384; io1 4–16,384; io2 4–65,536; st1/sc1 125–16,384). Optional only with `snapshotId`. */
-  readonly sizeGb?: number;
+  readonly sizeGb?: number | undefined;
   /** Volume type. @defaultValue `"gp3"` */
-  readonly type?: EbsVolumeType;
+  readonly type?: EbsVolumeType | undefined;
   /** Provisioned IOPS (gp3 3,000–80,000; io1 100–64,000; io2 100–256,000; required for io1/io2). @defaultValue EC2's baseline (3,000 on gp3) */
-  readonly iops?: number;
+  readonly iops?: number | undefined;
   /** Provisioned throughput in MiB/s, gp3 only (125–2,000, at most 0.25 per IOPS). @defaultValue 125 */
-  readonly throughputMiBps?: number;
+  readonly throughputMiBps?: number | undefined;
   /** Encrypt the volume. @defaultValue the account's EBS encryption-by-default setting */
-  readonly encrypted?: boolean;
+  readonly encrypted?: boolean | undefined;
   /** The KMS key for encryption (needs `encrypted: true`). @defaultValue the account's EBS key */
-  readonly kmsKeyId?: string;
+  readonly kmsKeyId?: string | undefined;
   /** The zone to create it in: the zone of the instance it will attach to. Required; never guessed. */
   readonly availabilityZone: string;
   /** Keep it beyond runs: tagged `runctl:persistent=true`, no `runctl:expires-at`; never swept, deleted only with `force`. @defaultValue false */
-  readonly persistent?: boolean;
+  readonly persistent?: boolean | undefined;
   /** Its `Name` tag. @defaultValue `runctl-<runId>` or `runctl-vol-<random>` */
-  readonly name?: string;
+  readonly name?: string | undefined;
   /** The run it belongs to (`runctl:run-id`); it is swept once that run is over. @defaultValue `volume:<name>` */
-  readonly runId?: string;
+  readonly runId?: string | undefined;
   /** When it may be swept, from now (`runctl:expires-at`). Not with `persistent`. @defaultValue one day */
-  readonly ttlMs?: number;
+  readonly ttlMs?: number | undefined;
   /** Restore this snapshot into the new volume. */
-  readonly snapshotId?: string;
+  readonly snapshotId?: string | undefined;
   /** Extra tags (runctl's own tags win on a clash). @defaultValue `{}` */
-  readonly tags?: Readonly<Record<string, string>>;
+  readonly tags?: Readonly<Record<string, string>> | undefined;
   /** Aborts the call with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
@@ -85,9 +85,9 @@ export type RestoreEbsSnapshotOptions = Omit<CreateEbsVolumeOptions, "snapshotId
  */
 export interface EbsWaitOptions {
   /** Give up with PROVISION_TIMEOUT after this long. @defaultValue 300000 (volumes), 3600000 (snapshots) */
-  readonly timeoutMs?: number;
+  readonly timeoutMs?: number | undefined;
   /** Aborts the wait with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
@@ -100,9 +100,9 @@ export interface EbsWaitOptions {
  */
 export interface AttachEbsVolumeOptions extends EbsWaitOptions {
   /** The device name to attach it as. @defaultValue `"/dev/sdf"` */
-  readonly device?: string;
+  readonly device?: string | undefined;
   /** Wait until EC2 reports it `attached` (and wait first for a volume still `creating`). @defaultValue true */
-  readonly wait?: boolean;
+  readonly wait?: boolean | undefined;
 }
 
 /**
@@ -115,9 +115,9 @@ export interface AttachEbsVolumeOptions extends EbsWaitOptions {
  */
 export interface DetachEbsVolumeOptions extends EbsWaitOptions {
   /** Force the detach (the OS gets no chance to flush: unmount first). @defaultValue false */
-  readonly force?: boolean;
+  readonly force?: boolean | undefined;
   /** Wait until the volume is `available` again. @defaultValue true */
-  readonly wait?: boolean;
+  readonly wait?: boolean | undefined;
 }
 
 /**
@@ -130,19 +130,19 @@ export interface DetachEbsVolumeOptions extends EbsWaitOptions {
  */
 export interface SnapshotEbsVolumeOptions {
   /** The snapshot's description. @defaultValue `"runctl snapshot of <volumeId>"` */
-  readonly description?: string;
+  readonly description?: string | undefined;
   /** Keep it beyond runs (no `runctl:expires-at`; deleted only with `force`). @defaultValue false */
-  readonly persistent?: boolean;
+  readonly persistent?: boolean | undefined;
   /** Its `Name` tag. @defaultValue the volume's name, else `runctl-snap-<volumeId>` */
-  readonly name?: string;
+  readonly name?: string | undefined;
   /** Its `runctl:run-id` tag. @defaultValue the volume's, else `volume:<volumeId>` */
-  readonly runId?: string;
+  readonly runId?: string | undefined;
   /** When it may be swept, from now. Not with `persistent`. @defaultValue one week */
-  readonly ttlMs?: number;
+  readonly ttlMs?: number | undefined;
   /** Extra tags. @defaultValue `{}` */
-  readonly tags?: Readonly<Record<string, string>>;
+  readonly tags?: Readonly<Record<string, string>> | undefined;
   /** Aborts the call with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
@@ -155,7 +155,7 @@ export interface SnapshotEbsVolumeOptions {
  */
 export interface DeleteEbsOptions extends EbsWaitOptions {
   /** Delete a persistent volume or snapshot, and detach an attached volume first (forced). @defaultValue false */
-  readonly force?: boolean;
+  readonly force?: boolean | undefined;
 }
 
 /**
@@ -168,9 +168,9 @@ export interface DeleteEbsOptions extends EbsWaitOptions {
  */
 export interface ListEbsVolumesOptions {
   /** Only volumes with this `runctl:owner`; `"all"` for every owner. @defaultValue `"all"` */
-  readonly owner?: string;
+  readonly owner?: string | undefined;
   /** Aborts the call with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
@@ -194,7 +194,7 @@ export interface EbsVolumes {
   /** Creates a volume (state `creating`; see {@link EbsVolumes.waitFor}). */
   create(options: CreateEbsVolumeOptions): Promise<EbsVolume>;
   /** What EC2 says about a volume, or undefined when it does not exist. */
-  describe(volumeId: string, options?: { readonly signal?: AbortSignal }): Promise<EbsVolume | undefined>;
+  describe(volumeId: string, options?: { readonly signal?: AbortSignal | undefined }): Promise<EbsVolume | undefined>;
   /** Waits until the volume is `available`, or `in-use` with an `attached` attachment. */
   waitFor(volumeId: string, state: "available" | "in-use", options?: EbsWaitOptions): Promise<EbsVolume>;
   /** Attaches a volume to an instance in the same zone. RESOURCE_IN_USE when attached elsewhere. */
@@ -214,5 +214,5 @@ export interface EbsVolumes {
   /** Every runctl-tagged volume in the region (all pages). */
   list(options?: ListEbsVolumesOptions): Promise<EbsVolume[]>;
   /** The Availability Zone of an instance: where its volumes must be created. */
-  availabilityZoneOf(instanceId: string, options?: { readonly signal?: AbortSignal }): Promise<string>;
+  availabilityZoneOf(instanceId: string, options?: { readonly signal?: AbortSignal | undefined }): Promise<string>;
 }

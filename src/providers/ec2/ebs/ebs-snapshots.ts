@@ -27,7 +27,7 @@ export async function snapshotVolume(ctx: EbsContext, volumeId: string, opts: Sn
   if (!vol) throw new RunctlError("NOT_FOUND", `Volume ${volumeId} does not exist in ${region}.`);
   const runId = opts.runId ?? vol.runId;
   const name = opts.name ?? vol.name ?? `runctl-snap-${volumeId}`;
-  const tags = runctlTags({ runId: runId ?? `volume:${volumeId}`, owner, now: new Date(), ttlMs, name, persistent, ...(opts.tags ? { extra: opts.tags } : {}) });
+  const tags = runctlTags({ runId: runId ?? `volume:${volumeId}`, owner, now: new Date(), ttlMs, name, persistent, extra: opts.tags });
   const out = await awsCall(
     "CreateSnapshot",
     (http) =>

@@ -66,27 +66,27 @@ export interface EbsVolume {
   /** Volume type (`gp3`, …). */
   readonly type: string;
   /** Provisioned IOPS (gp3, io1, io2; the baseline for gp2). */
-  readonly iops?: number;
+  readonly iops?: number | undefined;
   /** Provisioned throughput in MiB/s (gp3). */
-  readonly throughputMiBps?: number;
+  readonly throughputMiBps?: number | undefined;
   /** Whether it is encrypted. */
   readonly encrypted: boolean;
   /** Its Availability Zone; it can only be attached to instances there. */
   readonly availabilityZone: string;
   /** The snapshot it was restored from. */
-  readonly snapshotId?: string;
+  readonly snapshotId?: string | undefined;
   /** When EC2 created it. */
-  readonly createdAt?: Date;
+  readonly createdAt?: Date | undefined;
   /** Current attachments (at most one unless Multi-Attach). */
   readonly attachments: readonly EbsAttachment[];
   /** All its tags. */
   readonly tags: Readonly<Record<string, string>>;
   /** Its `runctl:run-id` tag; absent on volumes runctl did not create. */
-  readonly runId?: string;
+  readonly runId?: string | undefined;
   /** Tagged `runctl:persistent=true`: it outlives runs and is never swept or deleted without force. */
   readonly persistent: boolean;
   /** Its `Name` tag. */
-  readonly name?: string;
+  readonly name?: string | undefined;
 }
 
 /**
@@ -116,19 +116,19 @@ export interface EbsSnapshot {
   /** Its state, lowercase as EC2 reports it. */
   readonly state: EbsSnapshotState;
   /** Progress as EC2 reports it (`"42%"`). */
-  readonly progress?: string;
+  readonly progress?: string | undefined;
   /** Size of the source volume in GiB: the smallest volume it can be restored to. */
   readonly sizeGb: number;
   /** Whether it is encrypted (volumes restored from it are too). */
   readonly encrypted: boolean;
   /** When it was started. */
-  readonly startedAt?: Date;
+  readonly startedAt?: Date | undefined;
   /** Its description. */
-  readonly description?: string;
+  readonly description?: string | undefined;
   /** All its tags. */
   readonly tags: Readonly<Record<string, string>>;
   /** Its `runctl:run-id` tag. */
-  readonly runId?: string;
+  readonly runId?: string | undefined;
   /** Tagged `runctl:persistent=true`. */
   readonly persistent: boolean;
 }
@@ -163,7 +163,7 @@ export interface EbsAttachResult {
 export interface EbsDetachResult {
   readonly volumeId: string;
   /** The instance it was detached from; absent when it was not attached. */
-  readonly instanceId?: string;
+  readonly instanceId?: string | undefined;
   /** The volume's state afterwards (`available` when the call waited, the default). */
   readonly state: string;
   /** Whether this call detached it (false: it was not attached; nothing was done). */

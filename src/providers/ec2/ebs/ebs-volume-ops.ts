@@ -31,7 +31,7 @@ export async function createVolume(ctx: EbsContext, input: CreateEbsVolumeOption
   const runId = input.runId === undefined ? undefined : validateRunIdTag(input.runId);
   const name = input.name === undefined ? (runId !== undefined ? `runctl-${runId}` : `runctl-vol-${randomUUID().slice(0, 8)}`) : validateTagValue("name", input.name);
   checkExtraTags(input.tags);
-  const tags = runctlTags({ runId: runId ?? `volume:${name}`.slice(0, 255), owner, now: new Date(), ttlMs, name, persistent, ...(input.tags ? { extra: input.tags } : {}) });
+  const tags = runctlTags({ runId: runId ?? `volume:${name}`.slice(0, 255), owner, now: new Date(), ttlMs, name, persistent, extra: input.tags });
   // One token for every repeat of this call: a throttled-then-retried CreateVolume never makes two volumes.
   const clientToken = randomUUID();
 
@@ -42,12 +42,12 @@ export async function createVolume(ctx: EbsContext, input: CreateEbsVolumeOption
         new CreateVolumeCommand({
           AvailabilityZone: az,
           VolumeType: spec.type,
-          ...(spec.sizeGb !== undefined ? { Size: spec.sizeGb } : {}),
-          ...(spec.iops !== undefined ? { Iops: spec.iops } : {}),
-          ...(spec.throughputMiBps !== undefined ? { Throughput: spec.throughputMiBps } : {}),
-          ...(spec.encrypted !== undefined ? { Encrypted: spec.encrypted } : {}),
-          ...(spec.kmsKeyId !== undefined ? { KmsKeyId: spec.kmsKeyId } : {}),
-          ...(spec.snapshotId !== undefined ? { SnapshotId: spec.snapshotId } : {}),
+          Size: spec.sizeGb,
+          Iops: spec.iops,
+          Throughput: spec.throughputMiBps,
+          Encrypted: spec.encrypted,
+          KmsKeyId: spec.kmsKeyId,
+          SnapshotId: spec.snapshotId,
           TagSpecifications: [{ ResourceType: "volume", Tags: toAwsTags(tags) }],
           ClientToken: clientToken,
         }),
@@ -100,7 +100,7 @@ export async function deleteVolume(ctx: EbsContext, volumeId: string, opts: Dele
       });
     }
     warn(`Volume ${volumeId} is attached to ${attachment?.instanceId ?? "an instance"}; force-detaching it before deleting.`);
-    await detachVolume(ctx, volumeId, { force: true, wait: true, timeoutMs, ...(opts.signal ? { signal: opts.signal } : {}) });
+    await detachVolume(ctx, volumeId, { force: true, wait: true, timeoutMs, signal: opts.signal });
     detached = true;
   }
   try {
@@ -128,7 +128,7 @@ export async function listVolumes(ctx: EbsContext, opts: ListEbsVolumesOptions =
     const page = await awsCall(
       "DescribeVolumes",
       (http) =>
-        client().send(new DescribeVolumesCommand({ Filters: [{ Name: "tag-key", Values: [TAG.runId] }], MaxResults: 500, ...(token ? { NextToken: token } : {}) }), http),
+        client().send(new DescribeVolumesCommand({ Filters: [{ Name: "tag-key", Values: [TAG.runId] }], MaxResults: 500, NextToken: token }), http),
       { retry, signal: opts.signal },
     );
     for (const v of page.Volumes ?? []) {

@@ -28,22 +28,22 @@ export interface MountVolumeOptions {
   /** Absolute folder on the machine to mount it at (created when missing). */
   readonly mountPoint: string;
   /** Filesystem to make when the volume is blank. A volume that has one is mounted with the one it has. @defaultValue `"ext4"` */
-  readonly fsType?: EbsFsType;
+  readonly fsType?: EbsFsType | undefined;
   /** The device name it was attached as: found as `/dev/xvdX` on Xen instances (no NVMe serials there). @defaultValue `"/dev/sdf"` */
-  readonly device?: string;
+  readonly device?: string | undefined;
   /** User (or `user:group`) who gets the mount point's root folder. @defaultValue the user the transport runs as */
-  readonly owner?: string;
+  readonly owner?: string | undefined;
   /** How long to wait for the device to appear after the attach. @defaultValue 120000 */
-  readonly deviceWaitMs?: number;
+  readonly deviceWaitMs?: number | undefined;
   /**
    * Extra environment for the script. `RUNCTL_EBS_BYID_DIR` (default `/dev/disk/by-id`),
    * `RUNCTL_EBS_SYS_BLOCK_DIR` (default `/sys/block`) and `RUNCTL_EBS_DEV_DIR` (default `/dev`) move
    * where it looks for the device (tests point them at a fake folder).
    * @defaultValue `{}`
    */
-  readonly env?: Readonly<Record<string, string>>;
+  readonly env?: Readonly<Record<string, string>> | undefined;
   /** Aborts the command with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
@@ -58,7 +58,7 @@ export interface UnmountVolumeOptions {
   /** The mount point to unmount. Nothing mounted there: nothing to do. */
   readonly mountPoint: string;
   /** Aborts the command with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
@@ -307,7 +307,7 @@ export function markedJson(stdout: string, marker: string): Record<string, unkno
 export async function mountVolume(transport: Transport, options: MountVolumeOptions): Promise<MountVolumeResult> {
   const script = mountVolumeScript(options);
   const mountPoint = checkMachinePath("mountPoint", options.mountPoint);
-  const result = await transport.exec({ script }, { ...(options.env ? { env: options.env } : {}), ...(options.signal ? { signal: options.signal } : {}) });
+  const result = await transport.exec({ script }, { env: options.env, signal: options.signal });
   const what = `mount ${options.volumeId} at ${mountPoint}`;
   if (result.exitCode !== 0) throw scriptFailure(result, transport.host, what);
   const json = markedJson(result.stdout, "RUNCTL_EBS_MOUNT");

@@ -20,22 +20,22 @@ export interface PrewarmVolumeOptions {
   /** Where the volume is mounted on the machine (it must exist). */
   readonly mountPoint: string;
   /** A folder inside the mount point to copy into (a relative path). @defaultValue the mount point itself */
-  readonly to?: string;
+  readonly to?: string | undefined;
   /** An S3-protocol endpoint URL (`--endpoint-url`), for stores other than AWS. @defaultValue AWS */
-  readonly endpoint?: string;
+  readonly endpoint?: string | undefined;
   /** The bucket's region (`--region`). @defaultValue the machine's AWS configuration */
-  readonly region?: string;
+  readonly region?: string | undefined;
   /**
    * Credentials for the copy, handed to the script on stdin (never in a command line or a file).
    * @defaultValue the machine's own (instance profile, environment, `~/.aws`)
    */
-  readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string; readonly sessionToken?: string };
+  readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string; readonly sessionToken?: string | undefined } | undefined;
   /** The AWS CLI on the machine. @defaultValue `"aws"` */
-  readonly awsCli?: string;
+  readonly awsCli?: string | undefined;
   /** Extra environment for the script. @defaultValue `{}` */
-  readonly env?: Readonly<Record<string, string>>;
+  readonly env?: Readonly<Record<string, string>> | undefined;
   /** Aborts the copy with ABORTED. */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
@@ -171,8 +171,8 @@ export async function prewarmVolume(transport: Transport, options: PrewarmVolume
     { script },
     {
       ...(c ? { stdin: `${c.accessKeyId}\n${c.secretAccessKey}\n${c.sessionToken ?? ""}\n` } : {}),
-      ...(options.env ? { env: options.env } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
+      env: options.env,
+      signal: options.signal,
     },
   );
   const what = `pre-warm ${path} from ${parseS3Uri(options.source).uri}`;

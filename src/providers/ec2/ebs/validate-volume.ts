@@ -5,13 +5,13 @@ import { EBS_VOLUME_TYPES, type EbsVolumeType } from "./ebs-types.js";
 interface TypeLimits {
   readonly sizeGb: readonly [number, number];
   /** Provisioned IOPS range; absent: IOPS cannot be set for this type. */
-  readonly iops?: readonly [number, number];
+  readonly iops?: readonly [number, number] | undefined;
   /** Whether IOPS must be given (io1, io2). */
-  readonly iopsRequired?: boolean;
+  readonly iopsRequired?: boolean | undefined;
   /** Highest IOPS per GiB of size. */
-  readonly iopsPerGb?: number;
+  readonly iopsPerGb?: number | undefined;
   /** Provisioned throughput range in MiB/s; absent: throughput cannot be set. */
-  readonly throughputMiBps?: readonly [number, number];
+  readonly throughputMiBps?: readonly [number, number] | undefined;
 }
 
 /**
@@ -172,12 +172,12 @@ export interface VolumeSpecInput {
 export interface VolumeSpec {
   readonly type: EbsVolumeType;
   /** Absent only when restoring from a snapshot (its size is used). */
-  readonly sizeGb?: number;
-  readonly iops?: number;
-  readonly throughputMiBps?: number;
-  readonly encrypted?: boolean;
-  readonly kmsKeyId?: string;
-  readonly snapshotId?: string;
+  readonly sizeGb?: number | undefined;
+  readonly iops?: number | undefined;
+  readonly throughputMiBps?: number | undefined;
+  readonly encrypted?: boolean | undefined;
+  readonly kmsKeyId?: string | undefined;
+  readonly snapshotId?: string | undefined;
 }
 
 /**
