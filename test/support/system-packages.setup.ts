@@ -1,12 +1,16 @@
 import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 
 /**
  * vitest globalSetup: the Debian packages the end-to-end tests train with (a real PyTorch model on
  * scikit-learn's digits; wheels built offline) and that machines use to reach S3 (boto3, the aws
  * CLI). Installed when missing, so `npm test` alone works on a fresh machine (as root). The SSH
  * testbed installs its own packages; its hosts share this filesystem, so they see these too.
+ * The container tests need docker.io (dockerd, containerd, runc, tini for `--init`) and debootstrap
+ * (the offline test image, test/support/container-image.ts); they start private daemons only
+ * (test/support/docker.ts), so policy-rc.d keeps the packages from starting the system dockerd.
  */
-const PACKAGES = ["python3-venv", "python3-pip", "python3-torch", "python3-sklearn", "python3-setuptools", "python3-wheel", "python3-boto3", "awscli"];
+const PACKAGES = ["python3-venv", "python3-pip", "python3-torch", "python3-sklearn", "python3-setuptools", "python3-wheel", "python3-boto3", "awscli", "docker.io", "debootstrap", "e2fsprogs"];
 
 export default function setup(): void {
   const missing = PACKAGES.filter((p) => {
@@ -19,10 +23,16 @@ export default function setup(): void {
   }
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   const install = (): void => void execFileSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], { env, stdio: "inherit" });
+  // Keep package scripts from starting system services (dockerd, containerd).
+  const policy = "/usr/sbin/policy-rc.d";
+  const addedPolicy = !existsSync(policy);
+  if (addedPolicy) writeFileSync(policy, "#!/bin/sh\nexit 101\n", { mode: 0o755 });
   try {
     install();
   } catch {
     execFileSync("apt-get", ["update", "-qq"], { env, stdio: "inherit" });
     install();
+  } finally {
+    if (addedPolicy) rmSync(policy, { force: true });
   }
 }
