@@ -1,6 +1,6 @@
 /**
  * The offline container image the container tests run: `runctl-test/python:3`, a Debian bookworm
- * minbase root filesystem with python3, made by debootstrap (no registry, no Docker Hub) and imported
+ * minbase root filesystem with python3 and python3-venv (venvs for `.setup({ requirements })` in the image), made by debootstrap (no registry, no Docker Hub) and imported
  * into each test daemon with `docker import`.
  *
  * The root filesystem is built once per machine and kept as a tarball in the cache folder
@@ -19,7 +19,7 @@ import { withFileLock } from "./file-lock.js";
 export const TEST_IMAGE = "runctl-test/python:3";
 
 /** Version of the cached tarball: change it when the recipe below changes. */
-export const TEST_IMAGE_CACHE_KEY = "bookworm-minbase-python3-v1";
+export const TEST_IMAGE_CACHE_KEY = "bookworm-minbase-python3-venv-v2";
 
 const SUITE = "bookworm";
 const FALLBACK_MIRROR = "http://deb.debian.org/debian";
@@ -73,7 +73,7 @@ export async function testImageTarball(log: (m: string) => void = () => {}): Pro
       const mirror = debianMirror();
       log(`debootstrap ${SUITE} from ${mirror} (about a minute)`);
       const started = Date.now();
-      const r = await sh("debootstrap", ["--variant=minbase", "--include=python3", SUITE, rootfs, mirror], { allowFail: true, timeoutMs: BUILD_TIMEOUT_MS });
+      const r = await sh("debootstrap", ["--variant=minbase", "--include=python3,python3-venv", SUITE, rootfs, mirror], { allowFail: true, timeoutMs: BUILD_TIMEOUT_MS });
       if (r.code !== 0) {
         const logFile = join(rootfs, "debootstrap", "debootstrap.log");
         const tail = existsSync(logFile) ? readFileSync(logFile, "utf8").slice(-2000) : "";
