@@ -24,6 +24,7 @@ export type {
 export type { HyperparamValue } from "./plan/hyperparams.js";
 export { CONTAINER_PATHS } from "./plan/container-options.js";
 export type { ContainerOptions, ContainerMount } from "./plan/container-options.js";
+export type { NodesOptions } from "./plan/nodes-options.js";
 export { TrainingRun } from "./run/training-run.js";
 export type { LogsOptions } from "./run/training-run.js";
 export type { RunResult, CommittedCheckpoint, RunInterruption } from "./run/run-result.js";

@@ -36,6 +36,22 @@ export interface AgentSpec {
   readonly interruption: { readonly imdsEndpoint: string; readonly pollMs: number } | null;
   /** Run setup steps and the trainer in this image (the agent stays on the machine); null: on the machine. */
   readonly container: RunSpecContainer | null;
+  /** This machine's place in a multi-node gang; null: one machine. */
+  readonly nodes: AgentNodes | null;
+}
+
+/** A node's view of its gang (docs/agent-protocol.md, `nodes`). */
+export interface AgentNodes {
+  /** This node's rank, 0-based. */
+  readonly rank: number;
+  readonly count: number;
+  readonly procsPerNode: number;
+  /** Rank 0's address, reachable from every node. */
+  readonly masterAddr: string;
+  readonly masterPort: number;
+  /** Every node's address, by rank. */
+  readonly addrs: readonly string[];
+  readonly launcher: "torchrun" | "none";
 }
 
 /** Inputs of {@link buildAgentSpec}. */
@@ -55,6 +71,8 @@ export interface AgentSpecInput {
   readonly shutdown?: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] | undefined } | undefined;
   /** This machine's price and what earlier machines of the run already cost. */
   readonly cost?: { readonly hourlyUsd: number; readonly spentUsd: number } | undefined;
+  /** This machine's place in a gang (multi-node runs). */
+  readonly nodes?: AgentNodes | undefined;
 }
 
 /** Turns a run's {@link RunSpec} into the agent's spec for one machine. Pure. */
@@ -98,5 +116,6 @@ export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
       : null,
     interruption: input.imds ? { imdsEndpoint: input.imds.endpoint, pollMs: input.imds.pollMs ?? 5000 } : null,
     container: spec.container,
+    nodes: input.nodes ?? null,
   };
 }

@@ -8,7 +8,9 @@ export async function checkBudget(ctx: RunContext): Promise<void> {
   const provider = resources.provider;
   const maxUsd = spec.budget.maxUsd;
   if (maxUsd === null) return;
-  const estimate = provider.estimate ? await provider.estimate({ signal: ctx.prelaunch.signal }) : { hourlyPriceUsd: provider.plan?.().hourlyPriceUsd ?? 0, basis: "provider" };
+  const single = provider.estimate ? await provider.estimate({ signal: ctx.prelaunch.signal }) : { hourlyPriceUsd: provider.plan?.().hourlyPriceUsd ?? 0, basis: "provider" };
+  // A gang pays for every node.
+  const estimate = { hourlyPriceUsd: single.hourlyPriceUsd * (spec.nodes?.count ?? 1), basis: spec.nodes ? `${single.basis}, ${spec.nodes.count} nodes` : single.basis };
   const maxDurationMs = spec.budget.maxDurationMs;
   if (maxDurationMs !== null && (estimate.hourlyPriceUsd * maxDurationMs) / 3_600_000 > maxUsd) {
     const total = (estimate.hourlyPriceUsd * maxDurationMs) / 3_600_000;

@@ -1,27 +1,43 @@
 import { posix } from "node:path";
 import { ensureAgent } from "../agent/install-agent.js";
 import { CommandError, throwIfAborted } from "../errors/runctl-error.js";
-import { buildAgentSpec, type AgentSpec } from "./agent-spec.js";
+import type { Machine } from "../providers/types.js";
+import { buildAgentSpec, type AgentNodes, type AgentSpec } from "./agent-spec.js";
 import { provisionMachineFor } from "./provisioning.js";
 import type { RunContext } from "./run-context.js";
 import type { LaunchedRun } from "./run-session.js";
 import { machineSecretsFor, runStorages } from "./run-storage.js";
 import { stageCode } from "./staging.js";
 
-/**
- * One attempt: provisions a machine, installs the agent, stages the code, and starts the agent
- * there with the run's spec; `ctx.launched` is set once it runs. A cancel that arrived meanwhile is
- * applied at once.
- */
-export async function launch(ctx: RunContext, resumeFrom: AgentSpec["resume"]): Promise<LaunchedRun> {
-  const { spec, session, journal, runId } = ctx;
-  const signal = ctx.prelaunch.signal;
-  session.emit({ type: "phase", phase: "provisioning" });
-  const spentUsd = session.meter.usd();
-  const machine = await provisionMachineFor(ctx, signal);
+/** A provisioned machine with the agent installed and the code staged: ready to launch on. */
+export interface PreparedMachine {
+  readonly machine: Machine;
+  readonly agent: { readonly python: string; readonly path: string };
+  readonly mirrorDir: string | null;
+}
+
+/** Installs the agent and stages the code on a provisioned machine. */
+export async function prepareMachine(ctx: RunContext, machine: Machine, signal: AbortSignal, node?: number): Promise<PreparedMachine> {
   const agent = await ensureAgent(machine, { signal });
+  const mirrorDir = await stageCode(ctx, machine, agent, signal, node);
+  return { machine, agent, mirrorDir };
+}
+
+/** What differs between the agents of one attempt: the resume source, the gang, the storage, the price. */
+export interface AgentLaunch {
+  readonly resumeFrom: AgentSpec["resume"];
+  readonly nodes?: AgentNodes | undefined;
+  /** Commit checkpoints on this machine (only one node of a gang does). @defaultValue true */
+  readonly commits?: boolean | undefined;
+  /** Price per hour the money budget runs down at (a gang's: every node's). @defaultValue the machine's */
+  readonly hourlyUsd?: number | undefined;
+}
+
+/** Builds the machine's spec and starts its agent; secrets travel only on the launch command's stdin. */
+export async function startAgent(ctx: RunContext, prepared: PreparedMachine, launch: AgentLaunch, signal: AbortSignal): Promise<LaunchedRun> {
+  const { spec, runId } = ctx;
+  const { machine, agent, mirrorDir } = prepared;
   const runDir = posix.join(machine.rootDir, "runs", runId);
-  const mirrorDir = await stageCode(ctx, machine, agent, signal);
   const workdir = spec.sync || !machine.sharesLocalFilesystem ? posix.join(runDir, "code") : process.cwd();
   const agentSpec = buildAgentSpec({
     spec,
@@ -31,11 +47,12 @@ export async function launch(ctx: RunContext, resumeFrom: AgentSpec["resume"]): 
     mirrorDir,
     // In a container the trainer runs the image's interpreter, not the one found on the machine.
     python: spec.python ?? (spec.container ? "python3" : machine.python),
-    storage: ctx.checkpoints?.descriptor ?? null,
-    resume: resumeFrom,
+    storage: launch.commits === false ? null : (ctx.checkpoints?.descriptor ?? null),
+    resume: launch.resumeFrom,
     imds: machine.imds,
     shutdown: machine.shutdown,
-    cost: { hourlyUsd: machine.hourlyPriceUsd, spentUsd },
+    cost: { hourlyUsd: launch.hourlyUsd ?? machine.hourlyPriceUsd, spentUsd: ctx.session.meter.usd() },
+    nodes: launch.nodes,
   });
   const secrets = await machineSecretsFor(runStorages(ctx), machine.transport.stdinLeavesCopy === true, signal);
   throwIfAborted(signal);
@@ -49,9 +66,23 @@ export async function launch(ctx: RunContext, resumeFrom: AgentSpec["resume"]): 
       { code: "AGENT_FAILED" },
     );
   }
-  journal.update({ runDir, agentPath: agent.path, agentPython: agent.python });
-  const launched: LaunchedRun = { machine, agentPath: agent.path, agentPython: agent.python, runDir };
+  return { machine, agentPath: agent.path, agentPython: agent.python, runDir };
+}
+
+/**
+ * One attempt on one machine: provisions it, installs the agent, stages the code, and starts the
+ * agent there with the run's spec; `ctx.launched` is set once it runs. A cancel that arrived
+ * meanwhile is applied at once.
+ */
+export async function launch(ctx: RunContext, resumeFrom: AgentSpec["resume"]): Promise<LaunchedRun> {
+  const { session, journal } = ctx;
+  const signal = ctx.prelaunch.signal;
+  session.emit({ type: "phase", phase: "provisioning" });
+  const machine = await provisionMachineFor(ctx, signal);
+  const launched = await startAgent(ctx, await prepareMachine(ctx, machine, signal), { resumeFrom }, signal);
+  journal.update({ runDir: launched.runDir, agentPath: launched.agentPath, agentPython: launched.agentPython });
   ctx.launched = launched;
+  ctx.gang = [launched];
   if (ctx.cancelRequested) await session.signal(launched, ctx.cancelRequested);
   return launched;
 }

@@ -20,8 +20,12 @@ export interface RunContext {
   checkpoints: { readonly storage: Storage; readonly descriptor: StorageDescriptor } | undefined;
   /** The machine of the current attempt, once provisioned. */
   machine: Machine | undefined;
-  /** Set once the agent runs on `machine`. */
+  /** Set once the agent runs on `machine` (node 0 of a gang). */
   launched: LaunchedRun | undefined;
+  /** Every node's launched run, by rank (one entry without `.nodes()`), once all agents run. */
+  gang: LaunchedRun[] | undefined;
+  /** A gang's machines while it is being provisioned and launched, released if the attempt fails. */
+  gangMachines: Machine[];
   /** A cancel that arrived before launch: applied as soon as the agent runs. */
   cancelRequested: "interrupt" | "kill" | undefined;
   /** Machines this run lost; the provider hands out others first. */

@@ -14,6 +14,10 @@ export interface FollowOptions {
   readonly cleanup?: boolean | undefined;
   /** Give up (the machine is lost) after the connection has failed for this long. */
   readonly lostAfterMs?: number | undefined;
+  /** Tag log, metric and warning events with this node rank (node 0 of a multi-node run). */
+  readonly node?: number | undefined;
+  /** Sees every event of the followed machine as it arrives (a gang reacts to one node's spot notice). */
+  readonly onEvent?: ((event: RunEventInput) => void) | undefined;
 }
 
 /** Where a launched run lives, enough to follow and signal it. */
@@ -134,7 +138,10 @@ export class RunSession {
       agentPython: run.agentPython,
       runDir: run.runDir,
       start: this.journal.cursor,
-      emit: (event, cursor) => this.emit(event, cursor),
+      emit: (event, cursor) => {
+        this.emit(options.node !== undefined && (event.type === "log" || event.type === "metric" || event.type === "warning") ? { ...event, node: options.node } : event, cursor);
+        options.onEvent?.(event);
+      },
       metricPattern: options.metricPattern,
       signal: this.followAbort.signal,
       lostAfterMs: options.lostAfterMs,
@@ -144,21 +151,18 @@ export class RunSession {
   }
 
   /** Cleans up, releases the machine and settles the result of a followed run. */
-  async conclude(run: LaunchedRun, provider: Provider, outcome: FollowOutcome, options: FollowOptions, statusOverride?: RunStatus): Promise<RunResult> {
+  async conclude(run: LaunchedRun, provider: Provider, outcome: FollowOutcome, options: FollowOptions, statusOverride?: RunStatus, label?: string): Promise<RunResult> {
     if (outcome.kind === "detached") return this.detach(run.machine);
-    if (options.cleanup && outcome.kind === "end") {
-      const removed = await Promise.resolve(run.machine.transport.exec(["rm", "-rf", "--", run.runDir])).catch((err: unknown) => ({ exitCode: null, stderrTail: (err as Error).message }));
-      if (removed.exitCode !== 0) this.emit({ type: "warning", code: "CLEANUP_FAILED", message: `Could not remove ${run.runDir} on ${run.machine.address}: ${removed.stderrTail.trim()}` });
-    }
+    if (options.cleanup && outcome.kind === "end") await this.removeRunDir(run);
     // Before the machine goes back (an SSH pool would hand it and its GPU to the next run): a dead
     // agent's trainer must not run on unsupervised.
     if (outcome.kind === "lost") await this.reapOrphans(run);
     await this.release(run, provider);
     if (outcome.kind === "lost") {
-      return this.finish(statusOverride ?? "failed", null, null, { code: "AGENT_FAILED", message: `The agent on ${run.machine.address} stopped without recording an exit: ${outcome.message}`, ...tailOf(outcome.error) }, run.machine);
+      return this.finish(statusOverride ?? "failed", null, null, { code: "AGENT_FAILED", message: `${label ? `${label}: ` : ""}The agent on ${run.machine.address} stopped without recording an exit: ${outcome.message}`, ...tailOf(outcome.error) }, run.machine);
     }
     if (outcome.kind === "host-lost") {
-      return this.finish(statusOverride ?? "failed", null, null, { code: "HOST_UNREACHABLE", message: `Lost ${run.machine.address}: ${outcome.message}` }, run.machine);
+      return this.finish(statusOverride ?? "failed", null, null, { code: "HOST_UNREACHABLE", message: `${label ? `${label}: ` : ""}Lost ${run.machine.address}: ${outcome.message}` }, run.machine);
     }
     const { exit, error } = outcome;
     // A run the client stopped for its budget ends failed, not canceled.
@@ -170,7 +174,15 @@ export class RunSession {
       else if (exit.reason === "budget" || this.budgetExceeded) info = { code: "BUDGET_EXCEEDED", message: `The run reached its budget ($${this.cost().usd.toFixed(2)} spent) and was stopped.` };
       else info = { code: "TRAINING_FAILED", message: exit.exitCode !== null ? `The trainer exited with code ${exit.exitCode}.` : `The trainer was killed by ${exit.signal ?? "a signal"}.` };
     }
+    // In a gang the message says which node decided the run.
+    if (info && label) info = { ...info, message: `${label}: ${info.message}` };
     return this.finish(status, exit.exitCode, exit.signal, info, run.machine);
+  }
+
+  /** Deletes the run's folder on its machine (`cleanup: true`); a failure is a warning. */
+  async removeRunDir(run: LaunchedRun): Promise<void> {
+    const removed = await Promise.resolve(run.machine.transport.exec(["rm", "-rf", "--", run.runDir])).catch((err: unknown) => ({ exitCode: null, stderrTail: (err as Error).message }));
+    if (removed.exitCode !== 0) this.emit({ type: "warning", code: "CLEANUP_FAILED", message: `Could not remove ${run.runDir} on ${run.machine.address}: ${removed.stderrTail.trim()}` });
   }
 
   /**

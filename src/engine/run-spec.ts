@@ -88,8 +88,24 @@ export interface RunSpec {
   } | null;
   /** The checkpoint to restore before training (`.resumeFrom()`); null when none. */
   readonly resume: { readonly storage: StorageDescriptor; readonly runId: string; readonly name: string | null } | null;
+  /** Multi-node training (`.nodes()`), defaults applied; null: one machine. */
+  readonly nodes: RunSpecNodes | null;
   /** The image setup steps and the trainer run in (`.container()`), defaults applied; null: on the machine itself. */
   readonly container: RunSpecContainer | null;
+}
+
+/** `.nodes()` as the plan validated it (docs/multi-node.md). */
+export interface RunSpecNodes {
+  /** Machines in the gang. */
+  readonly count: number;
+  /** Processes per node (`--nproc_per_node`). */
+  readonly procsPerNode: number;
+  /** Rendezvous port on rank 0. */
+  readonly masterPort: number;
+  /** How each node starts the trainer. */
+  readonly launcher: "torchrun" | "none";
+  /** The rank whose checkpoint folder is committed. */
+  readonly checkpointsFromNode: number;
 }
 
 /** `.container()` as the plan validated it (docs/containers.md). */

@@ -19,11 +19,13 @@ function mirrorKey(localDirPath: string): string {
  * (`<rootDir>/work/<hash>`), reporting `syncing`, warnings and a `sync` event. Returns the mirror,
  * or null when the spec syncs nothing.
  */
-export async function stageCode(ctx: RunContext, machine: Machine, agent: { readonly python: string; readonly path: string }, signal: AbortSignal): Promise<string | null> {
+export async function stageCode(ctx: RunContext, machine: Machine, agent: { readonly python: string; readonly path: string }, signal: AbortSignal, node?: number): Promise<string | null> {
   const { spec, session } = ctx;
   const sync = spec.sync;
   if (!sync) return null;
-  session.emit({ type: "phase", phase: "syncing" });
+  // A gang syncs every node at once; the phase and the summary are reported once, for node 0.
+  const first = node === undefined || node === 0;
+  if (first) session.emit({ type: "phase", phase: "syncing" });
   const mirror = posix.join(machine.rootDir, "work", mirrorKey(sync.dir));
   const checkpointDir = spec.checkpoints.dir;
   const synced = await mirrorLocks.run(`${machine.provider}:${machine.id}:${mirror}`, () =>
@@ -42,7 +44,8 @@ export async function stageCode(ctx: RunContext, machine: Machine, agent: { read
       maxFiles: sync.maxFiles ?? undefined,
     }),
   );
-  for (const warning of synced.warnings) session.emit({ type: "warning", code: "SYNC", message: warning });
+  for (const warning of synced.warnings) session.emit({ type: "warning", code: "SYNC", message: warning, node });
+  if (!first) return mirror;
   session.emit({
     type: "sync",
     files: synced.files,

@@ -5,8 +5,9 @@ import { newRunId } from "../run/run-id.js";
 import type { RunResult } from "../run/run-result.js";
 import { TrainingRun, type CancelStrategy } from "../run/training-run.js";
 import { checkBudget, watchCost } from "./budget.js";
+import { concludeAttempt, followAttempt, launchGang, releaseAttempt } from "./gang.js";
 import { launch } from "./launch.js";
-import { followOptionsFor, machineState, restartReason } from "./recovery.js";
+import { followOptionsFor, restartReason } from "./recovery.js";
 import type { RunContext } from "./run-context.js";
 import { RunSession } from "./run-session.js";
 import { storageOf, type RunResources, type RunSpec } from "./run-spec.js";
@@ -38,6 +39,8 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
     checkpoints: checkpointsRef ? { storage: storageOf(resources, checkpointsRef), descriptor: checkpointsRef.descriptor } : undefined,
     machine: undefined,
     launched: undefined,
+    gang: undefined,
+    gangMachines: [],
     cancelRequested: undefined,
     lostMachines: [],
   };
@@ -50,29 +53,30 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
     try {
       await checkBudget(ctx);
       for (;;) {
-        const run = await launch(ctx, resumeFrom);
-        const stopWatch = watchCost(ctx, run);
-        let outcome = await session.follow(run, followOptions, provider).finally(stopWatch);
-        // Unreachable is not gone: while the provider's own view says the machine runs, keep
-        // following (a long network outage must not restart a healthy run).
-        while (outcome.kind === "host-lost" && (await machineState(provider, run)) === "running") {
-          session.emit({ type: "warning", code: "STILL_RUNNING", message: `${run.machine.address} is unreachable but its provider reports it running; still waiting for it.` });
-          const stop = watchCost(ctx, run);
-          outcome = await session.follow(run, followOptions, provider).finally(stop);
-        }
+        ctx.gangMachines = [];
+        const runs = spec.nodes ? await launchGang(ctx, resumeFrom) : [await launch(ctx, resumeFrom)];
+        ctx.gangMachines = [];
+        const stopWatch = watchCost(ctx, runs[0]!);
+        // Unreachable is not gone: while the provider's own view says a machine runs, it is still
+        // followed (a long network outage must not restart a healthy run). In a gang, the first node
+        // that ends badly stops the others and decides.
+        const ended = await followAttempt(ctx, runs, followOptions, provider).finally(stopWatch);
+        const outcome = ended.outcome;
         const reason = restartReason(spec, outcome);
-        if (reason === undefined || session.cancelRequested || session.budgetExceeded) return await session.conclude(run, provider, outcome, followOptions);
+        if (reason === undefined || session.cancelRequested || session.budgetExceeded) return await concludeAttempt(ctx, runs, ended, followOptions, provider);
         if (restarts >= (spec.recover?.maxRestarts ?? 3)) {
-          session.emit({ type: "warning", code: "MAX_RESTARTS", message: `${reason}, and the run has used its ${restarts} restart(s): it ends as interrupted.` });
-          return await session.conclude(run, provider, outcome, followOptions, "interrupted");
+          session.emit({ type: "warning", code: "MAX_RESTARTS", message: `${reason}${runs.length > 1 ? ` on node ${ended.rank}` : ""}, and the run has used its ${restarts} restart(s): it ends as interrupted.` });
+          return await concludeAttempt(ctx, runs, ended, followOptions, provider, "interrupted");
         }
         restarts += 1;
         session.restarts = restarts;
-        session.beginRestart(restarts, reason);
-        ctx.lostMachines.push(run.machine.id);
-        // The lost machine goes back (a pool host is freed, an instance terminated) before the next one.
-        await session.release(run, provider);
+        session.beginRestart(restarts, runs.length > 1 ? `${reason} (node ${ended.rank})` : reason);
+        ctx.lostMachines.push(runs[ended.rank]!.machine.id);
+        // The lost machine goes back (a pool host is freed, an instance terminated) before the next
+        // one; a gang is restarted whole, on replacements for what it lost.
+        await releaseAttempt(ctx, runs, provider);
         ctx.launched = undefined;
+        ctx.gang = undefined;
         await sleep(spec.recover?.backoffMs ?? 1000, undefined, { signal: ctx.prelaunch.signal });
         // Resume from this run's own newest checkpoint (the agent verifies it, falling back past
         // corrupt ones); with none committed yet, start as the first machine did.
@@ -84,6 +88,12 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
       if (!ctx.launched && machine) {
         await provider.release(machine).catch(() => {});
         session.meter.stop(machine.id);
+      }
+      // A gang that could not be completed gives back what it got (node 0 is `machine`).
+      for (const m of ctx.gangMachines) {
+        if (m === machine && !ctx.launched) continue;
+        await provider.release(m).catch(() => {});
+        session.meter.stop(m.id);
       }
       if (!ctx.launched && ctx.cancelRequested && ctx.prelaunch.signal.aborted) {
         return session.finish("canceled", null, null, undefined, machine);
@@ -105,7 +115,7 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
       return;
     }
     if (strategy === "detach") session.followAbort.abort();
-    else await session.signal(ctx.launched, strategy);
+    else await Promise.all((ctx.gang ?? [ctx.launched]).map((run) => session.signal(run, strategy)));
   };
 
   const signal = resources.signal;

@@ -41,6 +41,10 @@ export function buildRunSpec(
 ): { readonly spec: RunSpec; readonly resources: RunResources } {
   const { provider } = state;
   const checkpointStorage = checkpointStorageOf(state);
+  if (state.nodes && state.nodes.count > 1 && state.nodes.checkpointsFromNode !== 0 && !checkpointStorage) {
+    // Without storage, checkpoints are kept on node 0's machine; another node cannot commit there.
+    throw new RunctlError("INVALID_ARGUMENT", `.nodes({ checkpointsFromNode: ${state.nodes.checkpointsFromNode} }) needs .checkpoints({ storage }) (e.g. s3(...)).`);
+  }
   const runStorages = [checkpointStorage, ...state.data.map((d) => (d.kind === "storage" ? d.storage : undefined)), state.outputs];
   // A provider that says its machines' stdin leaves a copy: refuse forwarding now, before anything is created.
   for (const s of runStorages) refuseStoredSecrets(s, provider.stdinLeavesCopy === true, ".train()");
@@ -101,6 +105,7 @@ export function buildRunSpec(
       : null,
     resume,
     container: state.container ?? null,
+    nodes: state.nodes && state.nodes.count > 1 ? state.nodes : null,
   };
   return { spec, resources: { provider, storages, signal: options.signal } };
 }

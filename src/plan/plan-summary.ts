@@ -56,29 +56,34 @@ export async function summarizePlan(state: PlanState, script: string | undefined
   const sync = state.sync
     ? await planSync({ localDir: state.sync.dir, ignore: state.sync.options.ignore ?? [], hash: false, ...(state.sync.options.maxBytes ? { maxBytes: state.sync.options.maxBytes } : {}), ...(state.sync.options.maxFiles ? { maxFiles: state.sync.options.maxFiles } : {}) })
     : undefined;
+  const nodes = state.nodes && state.nodes.count > 1 ? state.nodes : undefined;
   const steps = [
-    `provision a machine from ${state.provider.name}`,
+    nodes ? `provision ${nodes.count} machines from ${state.provider.name} as one gang (all or nothing)` : `provision a machine from ${state.provider.name}`,
     ...(sync ? [`sync ${sync.files} files (${sync.bytes} bytes) from ${sync.root}`] : []),
     ...(state.container ? [`use the image ${state.container.image} (${state.container.runtime}, pull ${state.container.pull}, gpus ${String(state.container.gpus)}); setup and training run in it`] : []),
     ...(state.setup?.requirements ? [`install ${state.setup.requirements} into a cached venv`] : []),
     ...(state.setup?.commands ?? []).map((c) => `run setup command: ${c}`),
     ...state.data.map((d) => `fetch ${d.uri} into ${d.to}`),
     ...(state.resumeFrom !== undefined ? ["restore the latest verified checkpoint of the resumed run"] : []),
-    `train ${script ?? "(script given to .train())"}`,
+    nodes
+      ? `train ${script ?? "(script given to .train())"} on ${nodes.count} nodes${nodes.launcher === "torchrun" ? ` with torchrun (${nodes.procsPerNode} process(es) per node, rendezvous on node 0 port ${nodes.masterPort})` : ""}`
+      : `train ${script ?? "(script given to .train())"}`,
     ...(storage ? [`commit checkpoints to ${storage.uri}${state.checkpoints?.keep ? `, keeping ${state.checkpoints.keep}` : ""}`] : []),
     `release the machine`,
   ];
   const maxDurationMs = state.budget?.maxDurationMs ?? null;
-  const maxTotalUsd = maxDurationMs === null ? null : (estimate.hourlyPriceUsd * maxDurationMs) / 3_600_000;
+  // A gang pays for every node.
+  const hourlyUsd = estimate.hourlyPriceUsd * (nodes?.count ?? 1);
+  const maxTotalUsd = maxDurationMs === null ? null : (hourlyUsd * maxDurationMs) / 3_600_000;
   const budgetUsd = state.budget?.maxUsd ?? null;
   return {
     provider: state.provider.name,
     steps,
-    resources: providerPlan.resources,
+    resources: nodes ? Array.from({ length: nodes.count }, (_, rank) => providerPlan.resources.map((r) => ({ ...r, description: `node ${rank}: ${r.description}` }))).flat() : providerPlan.resources,
     ...(sync ? { sync: { root: sync.root, files: sync.files, bytes: sync.bytes, largest: sync.largest, warnings: sync.warnings, ...(sync.tooLarge ? { tooLarge: sync.tooLarge } : {}) } } : {}),
     checkpoints: { storage: storage?.uri ?? null, keep: state.checkpoints?.keep ?? null },
     estimate: {
-      hourlyUsd: estimate.hourlyPriceUsd,
+      hourlyUsd,
       maxDurationMs,
       maxTotalUsd,
       basis: estimate.basis,

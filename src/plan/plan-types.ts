@@ -1,6 +1,6 @@
 import type { Provider } from "../providers/types.js";
 import type { Storage } from "../storage/types.js";
-import type { HyperparamValue, RecoverTrigger, RunSpecContainer } from "../engine/run-spec.js";
+import type { HyperparamValue, RecoverTrigger, RunSpecContainer, RunSpecNodes } from "../engine/run-spec.js";
 import type { Checkpoint } from "../checkpoints/checkpoint-store.js";
 import type { CancelStrategy } from "../run/training-run.js";
 
@@ -149,4 +149,5 @@ export interface PlanState {
   readonly recover?: RecoverOptions | undefined;
   readonly resumeFrom?: ResumeSource | undefined;
   readonly container?: RunSpecContainer | undefined;
+  readonly nodes?: RunSpecNodes | undefined;
 }

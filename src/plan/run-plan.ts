@@ -6,6 +6,7 @@ import { startRun } from "../engine/start-run.js";
 import type { TrainingRun } from "../run/training-run.js";
 import { buildRunSpec } from "./build-run-spec.js";
 import { parseContainer, type ContainerOptions } from "./container-options.js";
+import { parseNodes, type NodesOptions } from "./nodes-options.js";
 import { hyperparamArgs, validateHyperparams, type HyperparamValue } from "./hyperparams.js";
 import { summarizePlan, type PlanSummary } from "./plan-summary.js";
 import { provisionMachine, type ProvisionedMachine } from "./provisioned-machine.js";
@@ -144,6 +145,21 @@ export class RunPlan {
    */
   container(image: string, options: ContainerOptions = {}): RunPlan {
     return this.with({ container: parseContainer(image, options) });
+  }
+
+  /**
+   * Trains on `count` machines as one gang with PyTorch's launcher: each node runs
+   * `torchrun --nnodes count --node_rank r --master_addr <rank 0> …` (a bare DDP script works
+   * unchanged), log lines carry their node, checkpoints are committed from node 0, and a failure of
+   * any node stops the whole gang (restarted as a whole with `.recover()`). See docs/multi-node.md.
+   *
+   * @example
+   * ```ts
+   * plan.nodes(2, { procsPerNode: 8 })
+   * ```
+   */
+  nodes(count: number, options: NodesOptions = {}): RunPlan {
+    return this.with({ nodes: parseNodes(count, options, this.state.provider) });
   }
 
   /**

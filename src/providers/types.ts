@@ -162,6 +162,11 @@ export interface Provider {
    * The engine calls it when it starts following a run and then every {@link Provider.keepAliveEveryMs}.
    */
   keepAlive?(machine: Machine, options?: { readonly signal?: AbortSignal | undefined }): Promise<void>;
+  /**
+   * The most machines it can hand out to one run at once (`.nodes(n)` beyond this is refused at the
+   * plan call): 1 for this machine, a pool's size. @defaultValue no limit
+   */
+  readonly maxNodes?: number | undefined;
   /** How often the engine calls {@link Provider.keepAlive} while following. @defaultValue 600000 (10 minutes) */
   readonly keepAliveEveryMs?: number | undefined;
 }

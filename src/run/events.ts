@@ -32,6 +32,8 @@ export interface LogEvent extends RunEventBase {
   readonly line: string;
   /** Byte offset in `train.log` just past this line; a resume point for `.logs()`. */
   readonly offset: number;
+  /** The node (rank) that printed it, in a multi-node run (`.nodes()`); absent on one machine. */
+  readonly node?: number | undefined;
 }
 
 /** A metric line (`RUNCTL_METRIC {...}` or the user's pattern) parsed into values. */
@@ -42,6 +44,8 @@ export interface MetricEvent extends RunEventBase {
   readonly values: Readonly<Record<string, unknown>>;
   /** `values.step` when it is a number. */
   readonly step?: number | undefined;
+  /** The node (rank) it came from, in a multi-node run (metrics are read from node 0). */
+  readonly node?: number | undefined;
 }
 
 /** The code reached the machine. */
@@ -153,6 +157,8 @@ export interface WarningEvent extends RunEventBase {
   readonly message: string;
   /** A short machine-readable kind (e.g. `SYNC`, `RECONNECTING`, `SIGNAL`, `CHECKPOINT_NOT_COMMITTED`); absent for most of the agent's own warnings. */
   readonly code?: string | undefined;
+  /** The node (rank) it concerns, in a multi-node run. */
+  readonly node?: number | undefined;
 }
 
 /** The error that ended a run, in JSON form. */

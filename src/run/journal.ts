@@ -26,6 +26,8 @@ export interface RunRecord {
   readonly runDir?: string | undefined;
   readonly agentPath?: string | undefined;
   readonly agentPython?: string | undefined;
+  /** A multi-node run's machines, by rank (`machine` is node 0's; `Runctl.attach` follows node 0). */
+  readonly nodes?: readonly MachineRecord[] | undefined;
   /** Where checkpoints are committed. */
   readonly storage?: { readonly uri: string; readonly descriptor: StorageDescriptor } | undefined;
 }

@@ -40,6 +40,7 @@ export function local(options: LocalProviderOptions = {}): Provider {
   };
   return {
     name: "local",
+    maxNodes: 1,
     sharesLocalFilesystem: true,
     async provision(_request, opts) {
       throwIfAborted(opts?.signal);

@@ -107,6 +107,7 @@ export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[]
   return {
     name: "ssh-hosts",
     sharesLocalFilesystem: false,
+    maxNodes: list.length,
     provision: (request, opts) => acquire(opts?.signal, request.avoid ?? []),
     async release(machine) {
       await machine.transport.close().catch(() => {});
