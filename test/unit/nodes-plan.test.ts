@@ -24,7 +24,8 @@ describe(".nodes(count, options)", () => {
   it("puts the gang, defaults applied, into the RunSpec; one node is no gang", () => {
     const { spec } = buildRunSpec(Runctl.instance(pool).nodes(2).state, "train.py", { hyperparams: {} });
     expect(spec.nodes).toEqual({ count: 2, procsPerNode: 1, masterPort: 29500, launcher: "torchrun", checkpointsFromNode: 0 });
-    const custom = buildRunSpec(Runctl.instance(pool).nodes(3, { procsPerNode: 4, masterPort: 29600, launcher: "none", checkpointsFromNode: 2 }).state, "t.py", { hyperparams: {} }).spec;
+    const withStorage = Runctl.instance(pool).checkpoints({ storage: s3("s3://bucket/ckpt", { region: "us-east-1" }) });
+    const custom = buildRunSpec(withStorage.nodes(3, { procsPerNode: 4, masterPort: 29600, launcher: "none", checkpointsFromNode: 2 }).state, "t.py", { hyperparams: {} }).spec;
     expect(custom.nodes).toEqual({ count: 3, procsPerNode: 4, masterPort: 29600, launcher: "none", checkpointsFromNode: 2 });
     expect(buildRunSpec(Runctl.instance(pool).nodes(1).state, "t.py", { hyperparams: {} }).spec.nodes).toBeNull();
   });
