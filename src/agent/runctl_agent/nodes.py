@@ -1,8 +1,15 @@
 """spec.nodes: one node of a multi-node run: validation, the environment it adds, the trainer's argv."""
 
 import re
+import socket
+import struct
 
 from .constants import UsageError
+
+try:
+    import fcntl
+except ImportError:  # not Linux/Unix: no interface lookup
+    fcntl = None
 
 LAUNCHERS = ("torchrun", "none")
 DEFAULT_MASTER_PORT = 29500
@@ -84,7 +91,54 @@ def node_env(nodes, user_env):
     for name in ("PET_REDIRECTS", "PET_TEE"):
         if name not in user_env:  # the user's value (or null: unset) wins
             env[name] = TORCHRUN_STD_WORKAROUND
+    if "GLOO_SOCKET_IFNAME" not in user_env:
+        # gloo binds to the address its own host name resolves to; where that is loopback (Debian's
+        # 127.0.1.1 line) or nothing, peers cannot connect. The interface holding this node's
+        # address is the right one; none found (an address NATed to this machine): torch decides.
+        iface = interface_of(nodes["addrs"][nodes["rank"]])
+        if iface:
+            env["GLOO_SOCKET_IFNAME"] = iface
     return env
+
+
+_SIOCGIFADDR = 0x8915
+_resolved = {}
+
+
+def interface_of(addr):
+    """The name of the network interface whose (primary) IPv4 address is addr, or addr's address
+    when it is a host name; None when no interface has it or it cannot be told."""
+    if fcntl is None or not hasattr(socket, "if_nameindex"):
+        return None
+    ip = _resolved.get(addr)
+    if ip is None:
+        try:
+            socket.inet_aton(addr)
+            ip = addr if addr.count(".") == 3 else None
+        except OSError:
+            ip = None
+        if ip is None:
+            try:
+                ip = socket.getaddrinfo(addr, None, socket.AF_INET)[0][4][0]
+            except (OSError, IndexError, UnicodeError):
+                ip = ""
+        _resolved[addr] = ip
+    if not ip:
+        return None
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _index, name in socket.if_nameindex():
+            try:
+                got = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue  # no IPv4 address on it
+            if socket.inet_ntoa(got[20:24]) == ip:
+                return name
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None
 
 
 def trainer_argv(interp, argv, nodes):

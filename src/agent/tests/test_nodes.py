@@ -4,11 +4,11 @@ import os
 import unittest
 
 from runctl_agent.constants import UsageError
-from runctl_agent.nodes import node_env, normalize_nodes, trainer_argv
+from runctl_agent.nodes import interface_of, node_env, normalize_nodes, trainer_argv
 from runctl_agent.spec import normalize_spec
 
 RUN = "/srv/runctl/runs/r1"
-ADDRS = ["10.77.0.10", "10.77.0.11"]
+ADDRS = ["198.51.100.10", "198.51.100.11"]  # TEST-NET-2: on no interface of this machine
 
 
 def nodes(**over):
@@ -90,14 +90,14 @@ class NodeEnvAndArgv(unittest.TestCase):
             with self.subTest(rank=rank):
                 n = normalize_nodes(nodes(rank=rank, procsPerNode=3, masterPort=29611))
                 self.assertEqual(node_env(n, {"WANDB_MODE": "offline"}), {
-                    "RUNCTL_NODE_RANK": str(rank), "RUNCTL_NUM_NODES": "2", "RUNCTL_MASTER_ADDR": "10.77.0.10",
-                    "RUNCTL_MASTER_PORT": "29611", "RUNCTL_NODE_ADDRS": "10.77.0.10,10.77.0.11",
-                    "PET_NNODES": "2", "PET_NODE_RANK": str(rank), "PET_MASTER_ADDR": "10.77.0.10",
+                    "RUNCTL_NODE_RANK": str(rank), "RUNCTL_NUM_NODES": "2", "RUNCTL_MASTER_ADDR": "198.51.100.10",
+                    "RUNCTL_MASTER_PORT": "29611", "RUNCTL_NODE_ADDRS": "198.51.100.10,198.51.100.11",
+                    "PET_NNODES": "2", "PET_NODE_RANK": str(rank), "PET_MASTER_ADDR": "198.51.100.10",
                     "PET_MASTER_PORT": "29611", "PET_NPROC_PER_NODE": "3", "PET_REDIRECTS": "9:0", "PET_TEE": "9:0",
                 })
                 self.assertEqual(trainer_argv("python3", ["train.py", "--lr=0.1"], n), [
                     "python3", "-u", "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "3",
-                    "--node_rank", str(rank), "--master_addr", "10.77.0.10", "--master_port", "29611",
+                    "--node_rank", str(rank), "--master_addr", "198.51.100.10", "--master_port", "29611",
                     "--monitor_interval", "1", "train.py", "--lr=0.1"])
 
     def test_launcher_none_runs_the_script_itself_with_the_same_env(self):
@@ -105,6 +105,15 @@ class NodeEnvAndArgv(unittest.TestCase):
         self.assertEqual(trainer_argv("python3", ["train.py"], n), ["python3", "-u", "train.py"])
         env = node_env(n, {})
         self.assertEqual((env["RUNCTL_NODE_RANK"], env["PET_NODE_RANK"], env["PET_NNODES"]), ("1", "1", "2"))
+
+    def test_gloo_gets_the_interface_that_holds_this_nodes_address(self):
+        n = normalize_nodes(nodes(rank=1, addrs=["198.51.100.10", "127.0.0.1"]))
+        self.assertEqual(interface_of("127.0.0.1"), "lo")
+        self.assertEqual(interface_of("localhost"), "lo")
+        self.assertIsNone(interface_of("198.51.100.11"))
+        self.assertEqual(node_env(n, {})["GLOO_SOCKET_IFNAME"], "lo")
+        self.assertNotIn("GLOO_SOCKET_IFNAME", node_env(n, {"GLOO_SOCKET_IFNAME": "eth1"}))
+        self.assertNotIn("GLOO_SOCKET_IFNAME", node_env(normalize_nodes(nodes(rank=0, addrs=["198.51.100.10", "127.0.0.1"])), {}))
 
     def test_the_users_redirects_win(self):
         n = normalize_nodes(nodes())
@@ -136,7 +145,7 @@ class SupervisorEnv(unittest.TestCase):
         spec = {"argv": ["t.py"], "nodes": nodes(rank=1), "container": {"image": "img", "env": {"PET_TEE": "2"}}}
         env = self._sup(spec).container_env(None)  # without a venv it needs no runtime
         self.assertEqual((env["RUNCTL_NODE_RANK"], env["RUNCTL_NODE_ADDRS"], env["PET_MASTER_ADDR"]),
-                         ("1", "10.77.0.10,10.77.0.11", "10.77.0.10"))
+                         ("1", "198.51.100.10,198.51.100.11", "198.51.100.10"))
         self.assertEqual((env["PET_REDIRECTS"], env["PET_TEE"]), ("9:0", "2"))
 
 
