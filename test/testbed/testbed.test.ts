@@ -130,6 +130,20 @@ describe("SSH testbed", () => {
     expect(a.hostname).not.toBe(b.hostname);
   });
 
+  it("lets every host resolve its own and the other hosts' names, leaving this machine's /etc/hosts alone", async () => {
+    const all = testbedInfo().hosts;
+    for (const h of [a, b]) {
+      const r = await ssh(h, `getent ahostsv4 ${all.map((x) => x.hostname).join(" ")} | awk '$2 == "STREAM" { print $1, $3 }'; getent hosts localhost`);
+      expect(r.code, r.stderr).toBe(0);
+      const lines = r.stdout.trim().split("\n");
+      // Own name included: gloo binds to the address its own hostname resolves to, never loopback.
+      expect(lines.slice(0, all.length)).toEqual(all.map((x) => `${x.address} ${x.hostname}`));
+      expect(lines[all.length]).toMatch(/^(127\.0\.0\.1|::1)\s+localhost/);
+    }
+    const own = await sh("getent", ["hosts", a.hostname], { allowFail: true });
+    expect(own.stdout).not.toContain(a.address);
+  });
+
   it("keeps /tmp private to each host", async () => {
     const marker = `marker-${process.pid}-${Date.now()}`;
     expect((await ssh(a, `touch /tmp/${marker} && ls /tmp`)).stdout).toContain(marker);

@@ -85,6 +85,22 @@ export interface TestbedInfo {
 }
 
 const SLOT_LOCK_DIR = "/run/runctl-testbed";
+
+/** The /etc/hosts every test host sees (bind-mounted by its startup script): see {@link hostsFile}. */
+export function hostsFilePath(stateDir: string): string {
+  return join(stateDir, "hosts");
+}
+
+/**
+ * The hosts file of a testbed: localhost, then every test host's name and address, so each host
+ * resolves the others (torch's gloo and c10d look peers and themselves up by name; without this a
+ * host's own name falls back to loopback and its peers cannot connect).
+ */
+export function hostsFile(hosts: readonly { readonly address: string; readonly hostname: string }[]): string {
+  const lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", ...hosts.map((h) => `${h.address}\t${h.hostname}`)];
+  return `# runctl testbed: every test host\n${lines.join("\n")}\n`;
+}
+
 const PACKAGES = ["openssh-server", "openssh-client", "rsync", "nftables", "iproute2"] as const;
 const UNUSED_HOST_OCTET = 250;
 
@@ -216,6 +232,8 @@ export class TestHost implements TestHostInfo {
     await assertRoutesViaBridge(this.address, this.bed.bridge, this.bed.subnet);
     const script = [
       `hostname ${this.hostname}`,
+      // In the host's own mount namespace only: the machine's /etc/hosts stays as it is.
+      `mount --bind ${hostsFilePath(this.bed.stateDir)} /etc/hosts`,
       "mount -t tmpfs -o size=1g,mode=1777 tmpfs /tmp",
       "mount -t tmpfs -o size=256m,mode=1777 tmpfs /dev/shm",
       "mount -t tmpfs -o size=16m,mode=0755 tmpfs /run",
@@ -736,6 +754,7 @@ async function buildTestbed(slot: number, count: number, subnetBase: string, dir
     }),
   );
   await writeFile(knownHostsPath, hosts.map((h) => `${h.address} ${h.hostKey}\n`).join(""));
+  await writeFile(hostsFilePath(dir), hostsFile(hosts), { mode: 0o644 });
 
   const info: TestbedInfo = {
     slot,

@@ -7,6 +7,7 @@ import signal
 from .constants import IMDS_ENDPOINT, UsageError
 from .container_spec import normalize_container
 from .fsutil import safe_rel
+from .nodes import normalize_nodes
 
 
 def _num(v, default, name, allow_none=False):
@@ -130,6 +131,12 @@ def normalize_spec(spec, run_dir):
     s["outputs"] = outputs
     s["interruption"] = normalize_interruption(s.get("interruption"))
     s["container"] = normalize_container(s.get("container"))
+    s["nodes"] = normalize_nodes(s.get("nodes"))
+    if s["nodes"] is not None and s["nodes"]["count"] > 1 and s["container"] is not None \
+            and s["container"]["network"] != "host":
+        # The ranks reach each other on the machines' own addresses (the master port, gloo/NCCL's ports).
+        raise UsageError("spec.container.network must be \"host\" for a run on several nodes, got %s"
+                         % s["container"]["network"])
     return s
 
 

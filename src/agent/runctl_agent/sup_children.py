@@ -11,6 +11,7 @@ import traceback
 from .children import SUPERVISION_FILE, TOKEN_ENV, all_pids, carries_token, kill_run_processes, proc_stat
 from .constants import Aborted, PhaseFailed, TAIL_BYTES
 from .fsutil import agent_program, atomic_write, signal_name
+from .nodes import node_env
 
 
 class ChildrenMixin:
@@ -226,8 +227,7 @@ class ChildrenMixin:
         env["RUNCTL_CHECKPOINT_DIR"] = spec["checkpoints"]["dir"]
         env["RUNCTL_OUTPUT_DIR"] = spec["outputDir"]
         env["RUNCTL_HPARAMS"] = json.dumps(spec["hyperparams"], separators=(",", ":"))
-        env["RUNCTL_NODE_RANK"] = "0"
-        env["RUNCTL_NUM_NODES"] = "1"
+        env.update(node_env(spec["nodes"], spec["env"]))
         if spec["dataDir"]:
             env["RUNCTL_DATA_DIR"] = spec["dataDir"]
         if self.venv:

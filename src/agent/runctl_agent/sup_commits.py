@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .constants import PhaseFailed
 from .fsutil import signal_name
+from .nodes import trainer_argv
 from .storage_dir import StorageError
 
 
@@ -92,7 +93,7 @@ class CommitsMixin:
         self.set_phase("training")
         self.step_log_start = os.fstat(self.log_fd).st_size
         try:
-            proc = self.spawn([interp, "-u"] + spec["argv"], wd, env, "trainer")
+            proc = self.spawn(trainer_argv(interp, spec["argv"], spec["nodes"]), wd, env, "trainer")
         except OSError as e:
             raise PhaseFailed("SETUP_FAILED", "the interpreter %s could not start: %s" % (interp, e), "setup")
         self.trainer_pid = proc.pid

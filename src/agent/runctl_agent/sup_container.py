@@ -9,6 +9,7 @@ from .children import TOKEN_ENV
 from .constants import PhaseFailed
 from .container import ContainerRuntime, cli_env
 from .container_spec import CHECKPOINT_DIR, CODE_DIR, DATA_DIR, OUTPUT_DIR, VENV_DIR
+from .nodes import node_env
 
 
 class ContainerMixin:
@@ -60,8 +61,7 @@ class ContainerMixin:
         env["RUNCTL_CHECKPOINT_DIR"] = CHECKPOINT_DIR
         env["RUNCTL_OUTPUT_DIR"] = OUTPUT_DIR
         env["RUNCTL_HPARAMS"] = json.dumps(spec["hyperparams"], separators=(",", ":"))
-        env["RUNCTL_NODE_RANK"] = "0"
-        env["RUNCTL_NUM_NODES"] = "1"
+        env.update(node_env(spec["nodes"], spec["env"]))
         if spec["dataDir"]:
             env["RUNCTL_DATA_DIR"] = DATA_DIR
         env.update(spec["container"]["env"])
