@@ -78,14 +78,28 @@ export interface AttemptOutcome {
 const failing = (o: FollowOutcome): boolean => o.kind !== "detached" && !(o.kind === "end" && o.exit.status === "succeeded");
 
 /**
+ * How much an outcome explains the gang's end: a lost machine or a spot notice is the cause when a
+ * peer's trainer also failed (it lost its peer); a dead agent next; then a trainer's own failure.
+ */
+function causeRank(o: FollowOutcome): number {
+  if (o.kind === "host-lost" || (o.kind === "end" && o.exit.status === "interrupted")) return 4;
+  if (o.kind === "lost") return 3;
+  if (o.kind === "end" && o.exit.status === "failed") return 2;
+  return failing(o) ? 1 : 0;
+}
+
+/**
  * Follows every node of an attempt. A node that ends badly (a non-zero exit, a lost agent or machine)
  * or gets a spot notice stops the gang: every other node gets SIGTERM (its agent escalates to SIGKILL
- * after the grace, so a torchrun stuck on a dead peer is not waited for). The first node that ended
- * badly on its own decides the run (a node stopped by the gang does not); otherwise node 0 does.
+ * after the grace, so a torchrun stuck on a dead peer is not waited for). Once every node has ended,
+ * the outcome that best explains the end decides the run (a lost machine or a spot notice over a
+ * peer's failure it caused, the earliest among equals; a node the gang stopped never decides);
+ * without a failure, node 0's outcome does.
  */
 export async function followAttempt(ctx: RunContext, runs: readonly LaunchedRun[], options: FollowOptions, provider: Provider): Promise<AttemptOutcome> {
   const { session } = ctx;
   let decided: { outcome: FollowOutcome; rank: number } | undefined;
+  let stopping = false;
   const ended = new Set<number>();
   const stopped = new Set<number>(); // nodes the gang stopped: their end is a consequence, not a cause
   const stopGang = (rank: number, why: string): void => {
@@ -110,9 +124,12 @@ export async function followAttempt(ctx: RunContext, runs: readonly LaunchedRun[
       const outcome = await followMember(ctx, run, rank, memberOptions(rank), provider);
       ended.add(rank);
       const consequence = stopped.has(rank) && outcome.kind === "end" && outcome.exit.status === "canceled";
-      if (!decided && failing(outcome) && !consequence) {
-        decided = { outcome, rank };
-        stopGang(rank, describe(outcome));
+      if (failing(outcome) && !consequence) {
+        if (!decided || causeRank(outcome) > causeRank(decided.outcome)) decided = { outcome, rank };
+        if (!stopping) {
+          stopping = true;
+          stopGang(rank, describe(outcome));
+        }
       }
       return outcome;
     }),
