@@ -24,7 +24,8 @@ export async function launchGang(ctx: RunContext, resumeFrom: AgentSpec["resume"
   const request = { runId: ctx.runId, ...(ctx.lostMachines.length > 0 ? { avoid: [...ctx.lostMachines] } : {}), maxDurationMs: spec.budget.maxDurationMs ?? undefined };
   const settled = await Promise.allSettled(
     Array.from({ length: nodes.count }, async (_, rank) => {
-      const machine = rank === 0 ? await provisionMachineFor(ctx, signal) : await provider.provision(request, { signal });
+      const gang = { rank, size: nodes.count };
+      const machine = rank === 0 ? await provisionMachineFor(ctx, signal, gang) : await provider.provision({ ...request, gang }, { signal });
       if (rank !== 0) session.meter.start(machine.id, machine.hourlyPriceUsd, machine.launchedAtMs ?? Date.now());
       ctx.gangMachines.push(machine);
       return machine;

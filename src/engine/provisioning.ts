@@ -8,12 +8,12 @@ import { machineStorageFor } from "./run-storage.js";
  * journal and the cost meter, and, when no checkpoint storage is configured and the provider can
  * reach its machines later, chooses storage on the machine itself (with a warning).
  */
-export async function provisionMachineFor(ctx: RunContext, signal: AbortSignal): Promise<Machine> {
+export async function provisionMachineFor(ctx: RunContext, signal: AbortSignal, gang?: { readonly rank: number; readonly size: number }): Promise<Machine> {
   const { spec, resources, session, journal } = ctx;
   const provider = resources.provider;
   const maxDurationMs = spec.budget.maxDurationMs;
   const machine = await provider.provision(
-    { runId: ctx.runId, ...(ctx.lostMachines.length > 0 ? { avoid: [...ctx.lostMachines] } : {}), ...(maxDurationMs !== null ? { maxDurationMs } : {}) },
+    { runId: ctx.runId, ...(ctx.lostMachines.length > 0 ? { avoid: [...ctx.lostMachines] } : {}), ...(maxDurationMs !== null ? { maxDurationMs } : {}), gang },
     { signal },
   );
   ctx.machine = machine;

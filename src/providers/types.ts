@@ -69,6 +69,11 @@ export interface ProvisionRequest {
    * what it creates expire after this plus a margin. @defaultValue none (the provider's default expiry)
    */
   readonly maxDurationMs?: number | undefined;
+  /**
+   * This machine's place in a multi-node gang (`.nodes(n)`): the provider may share what the gang's
+   * machines have in common (EC2: one security group that lets the nodes reach each other).
+   */
+  readonly gang?: { readonly rank: number; readonly size: number } | undefined;
 }
 
 /** Cloud truth about a machine. */

@@ -92,7 +92,7 @@ describe("ec2(): launching", () => {
       expect(input.IamInstanceProfile).toEqual({ Name: "runctl-test" });
       expect(input.BlockDeviceMappings[0].DeviceName).toBe("/dev/sda1"); // from DescribeImages, not assumed
       expect(input.ImageId).toBe("ami-0f0e0d0c0b0a09080"); // CPU type: Ubuntu's public parameter
-      expect(input.ClientToken).toBe("r-launch-1");
+      expect(input.ClientToken).toBe("r-launch-1-1"); // the run's first launch, its first attempt
       expect(input.InstanceMarketOptions).toBeUndefined();
       const specs = input.TagSpecifications as { ResourceType: string; Tags: { Key: string; Value: string }[] }[];
       expect(specs.map((s) => s.ResourceType).sort()).toEqual(["instance", "network-interface", "volume"]);
@@ -186,7 +186,7 @@ describe("ec2(): launching", () => {
     await provider.release(machine);
     a.ssm.restore();
     const tokens = a.fake.inputsOf<{ ClientToken: string }>("RunInstances").map((i) => i.ClientToken);
-    expect(tokens).toEqual(["r-throttle-1", "r-throttle-1", "r-throttle-1"]);
+    expect(tokens).toEqual(["r-throttle-1-1", "r-throttle-1-1", "r-throttle-1-1"]);
     expect(a.fake.instances.size).toBe(1);
   });
 
@@ -225,6 +225,27 @@ describe("ec2(): launching", () => {
     expect(hostKeyOfUserData(run!.UserData)?.publicKey).toMatch(/^ssh-ed25519 /);
     // Cleaned up after the failure: key pair deleted too.
     expect(a.fake.keyPairs.size).toBe(0);
+  });
+});
+
+describe("ec2(): a multi-node gang", () => {
+  it("shares one security group that lets the nodes reach each other; each node imports its own key pair; a failed gang leaves nothing", async () => {
+    const a = account({ stuckPending: true }); // never running: this test is about what is created and undone
+    const provider = ec2({ region: REGION, instanceType: "t3.micro", access: { kind: "ssh", allowSshFrom: "198.51.100.7/32" }, clients: { ec2: a.fake.ec2, ssm: a.ssm.client }, pollMs: 5, runningTimeoutMs: 50 });
+    const errors = await Promise.all([0, 1].map((rank) => caught(provider.provision({ runId: "r-gang", gang: { rank, size: 2 } }))));
+    a.ssm.restore();
+    expect(errors.map((e) => e.code), errors.map((e) => e.message).join("\n")).toEqual(["PROVISION_TIMEOUT", "PROVISION_TIMEOUT"]);
+    expect(a.fake.inputsOf<{ KeyName: string }>("ImportKeyPair").map((k) => k.KeyName).sort()).toEqual(["runctl-r-gang-node0", "runctl-r-gang-node1"]);
+    const groups = a.fake.inputsOf<{ GroupName: string }>("CreateSecurityGroup");
+    expect(groups.map((g) => g.GroupName)).toEqual(["runctl-r-gang"]);
+    const ingress = a.fake.inputsOf<{ GroupId: string; IpPermissions: { IpProtocol: string; UserIdGroupPairs?: { GroupId: string }[] }[] }>("AuthorizeSecurityGroupIngress");
+    const between = ingress.find((i) => i.IpPermissions[0]?.IpProtocol === "-1");
+    expect(between?.IpPermissions[0]?.UserIdGroupPairs?.[0]?.GroupId).toBe(between?.GroupId);
+    const runs = a.fake.inputsOf<{ SecurityGroupIds: string[] }>("RunInstances");
+    expect(runs.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(runs.map((r) => r.SecurityGroupIds.join(",")))).toEqual(new Set([between!.GroupId]));
+    expect(a.fake.keyPairs.size).toBe(0);
+    expect(a.fake.securityGroups.size).toBe(0);
   });
 });
 

@@ -71,8 +71,7 @@ export interface AccessContext {
 }
 
 /** ImportKeyPair with the run's tags; recorded in the ledger. Returns the key pair's name and id (tags are set by id). */
-export async function importRunKeyPair(ctx: AccessContext, publicKey: string): Promise<{ readonly name: string; readonly keyPairId: string | undefined }> {
-  const name = `runctl-${ctx.runId}`;
+export async function importRunKeyPair(ctx: AccessContext, publicKey: string, name = `runctl-${ctx.runId}`): Promise<{ readonly name: string; readonly keyPairId: string | undefined }> {
   const out = await awsCall(
     "ImportKeyPair",
     (http) => ctx.ec2.send(new ImportKeyPairCommand({ KeyName: name, PublicKeyMaterial: new TextEncoder().encode(publicKey), TagSpecifications: [{ ResourceType: "key-pair", Tags: toAwsTags(ctx.tags) }] }), http), { signal: ctx.signal });
@@ -98,7 +97,7 @@ export async function resolveVpc(ctx: AccessContext, subnetIds: readonly string[
  * CreateSecurityGroup (tagged) in `vpcId`; with `allowSshFrom`, port 22 is open to that CIDR only,
  * otherwise nothing comes in (SSM needs no inbound port).
  */
-export async function createRunSecurityGroup(ctx: AccessContext, vpcId: string, allowSshFrom: string | undefined): Promise<string> {
+export async function createRunSecurityGroup(ctx: AccessContext, vpcId: string, allowSshFrom: string | undefined, betweenMembers = false): Promise<string> {
   const out = await awsCall(
     "CreateSecurityGroup",
     (http) =>
@@ -122,6 +121,19 @@ export async function createRunSecurityGroup(ctx: AccessContext, vpcId: string, 
           new AuthorizeSecurityGroupIngressCommand({
             GroupId: groupId,
             IpPermissions: [{ IpProtocol: "tcp", FromPort: 22, ToPort: 22, IpRanges: [{ CidrIp: allowSshFrom, Description: "runctl: SSH from the client" }] }],
+          }),
+          http,
+        ), { signal: ctx.signal });
+  }
+  if (betweenMembers) {
+    // A multi-node gang: its nodes (the group's members, nothing else) reach each other on every port (rendezvous, gloo/NCCL).
+    await awsCall(
+      "AuthorizeSecurityGroupIngress",
+      (http) =>
+        ctx.ec2.send(
+          new AuthorizeSecurityGroupIngressCommand({
+            GroupId: groupId,
+            IpPermissions: [{ IpProtocol: "-1", UserIdGroupPairs: [{ GroupId: groupId, Description: "runctl: between the nodes of a multi-node run" }] }],
           }),
           http,
         ), { signal: ctx.signal });

@@ -97,6 +97,16 @@ export function ec2(options: Ec2ProviderOptions): Provider {
   const pollMs = options.pollMs ?? 2000;
   const access = options.access ?? { kind: "ssh" as const };
   const facts = new Map<string, Ec2MachineFacts>();
+  /** A gang's one security group, by run id: made by the first node to get there, shared by the others. */
+  const gangGroups = new Map<string, Promise<string>>();
+  /** Launches so far, by run id: each launch's idempotency token differs (a gang's nodes, a recovery). */
+  const launches = new Map<string, number>();
+  /** Instances launched into each gang's shared group: the group goes only once all of them are gone. */
+  const groupMembers = new Map<string, Set<string>>();
+  const waitForMembers = async (groupId: string, signal?: AbortSignal): Promise<void> => {
+    for (const id of groupMembers.get(groupId) ?? []) await waitForTerminated(aws().ec2, id, { timeoutMs: 300_000, pollMs, signal }).catch(() => {});
+    groupMembers.delete(groupId);
+  };
   const spot = options.spot === undefined || options.spot === false ? null : options.spot === true ? { fallbackToOnDemand: false } : { fallbackToOnDemand: options.spot.fallbackToOnDemand ?? false, maxPriceUsd: options.spot.maxPriceUsd };
   const shutdownAfterRunMs = options.shutdownAfterRunMs ?? 30 * 60_000;
   const unstartedPowerOffMs = options.unstartedPowerOffMs ?? (options.readyTimeoutMs ?? 600_000) + BOOT_POWER_OFF_MARGIN_MS;
@@ -158,7 +168,10 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       // The group cannot be deleted while any of its instances' network interfaces exists.
       if (made.securityGroupId) await waitForTerminated(client, instanceId, { timeoutMs: 300_000, pollMs }).catch(() => {});
     }
-    if (made.securityGroupId) await deleteRunSecurityGroup(client, made.securityGroupId, { timeoutMs: 180_000, pollMs }).catch((err: unknown) => warn(`runctl: ${(err as Error).message}`));
+    if (made.securityGroupId) {
+      await waitForMembers(made.securityGroupId);
+      await deleteRunSecurityGroup(client, made.securityGroupId, { timeoutMs: 180_000, pollMs }).catch((err: unknown) => warn(`runctl: ${(err as Error).message}`));
+    }
     if (made.keyPairName) await deleteRunKeyPair(client, made.keyPairName).catch((err: unknown) => warn(`runctl: could not delete key pair ${made.keyPairName}: ${(err as Error).message}`));
     if (made.keysDir) rmSync(made.keysDir, { recursive: true, force: true });
   };
@@ -268,19 +281,31 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       if (access.kind === "ssh") {
         if (access.keyPairName) keyPairName = access.keyPairName;
         else {
-          const imported = await importRunKeyPair(ctx, keys.login.publicKey);
+          // Key pair names are unique in a region: each node of a gang imports its own.
+          const imported = await importRunKeyPair(ctx, keys.login.publicKey, request.gang && request.gang.size > 1 ? `runctl-${runId}-node${request.gang.rank}` : `runctl-${runId}`);
           keyPairName = made.keyPairName = imported.name;
           made.keyPairId = imported.keyPairId;
         }
         privateKeyPath = access.privateKeyPath ?? keys.login.privateKeyPath;
       }
-      const securityGroupIds = options.securityGroupIds ?? [(made.securityGroupId = await createRunSecurityGroup(ctx, await resolveVpc(ctx, options.subnetIds), allowSshFrom))];
+      let sharedGroup: string | undefined;
+      if (!options.securityGroupIds && request.gang && request.gang.size > 1) {
+        let group = gangGroups.get(runId);
+        if (!group) {
+          group = (async () => (made.securityGroupId = await createRunSecurityGroup(ctx, await resolveVpc(ctx, options.subnetIds), allowSshFrom, true)))();
+          gangGroups.set(runId, group);
+          group.catch(() => gangGroups.delete(runId));
+        }
+        sharedGroup = await group;
+      }
+      const securityGroupIds = options.securityGroupIds ?? [sharedGroup ?? (made.securityGroupId = await createRunSecurityGroup(ctx, await resolveVpc(ctx, options.subnetIds), allowSshFrom))];
       const placements: Placement[] = options.subnetIds?.map((subnetId) => ({ subnetId })) ?? options.availabilityZones?.map((availabilityZone) => ({ availabilityZone })) ?? [];
       const gpu = typeFacts.gpus > 0;
       const launched = await launchInstance({
         ec2: client.ec2,
         region: options.region,
         runId,
+        launchSeq: launches.set(runId, (launches.get(runId) ?? 0) + 1).get(runId)!,
         instanceType,
         image,
         rootVolume: {
@@ -299,7 +324,11 @@ export function ec2(options: Ec2ProviderOptions): Provider {
         runningTimeoutMs: options.runningTimeoutMs ?? 600_000,
         pollMs,
         signal,
-        onInstance: (id) => made.instanceIds.push(id),
+        onInstance: (id) => {
+          made.instanceIds.push(id);
+          const group = sharedGroup ?? made.securityGroupId;
+          if (group && request.gang && request.gang.size > 1) groupMembers.set(group, (groupMembers.get(group) ?? new Set()).add(id));
+        },
       });
       const instance = launched.instance;
       const instanceId = instance.InstanceId!;
@@ -329,12 +358,14 @@ export function ec2(options: Ec2ProviderOptions): Provider {
         expiryTtlMs: ttlMs,
         bootPowerOff: powerOffAfterMin !== undefined,
         createdKeyPair: made.keyPairName !== undefined,
-        securityGroupId: made.securityGroupId,
+        securityGroupId: made.securityGroupId ?? sharedGroup,
+        // The node that made a gang's shared group deletes it (retrying while the others' interfaces linger).
         createdSecurityGroup: made.securityGroupId !== undefined,
         keysDir: keys.dir,
       };
       return machineOf(instance, address, transport, home, runFacts, keyInfo, await hourlyFor(instance, launched.market, signal), tags);
     } catch (err) {
+      if (made.securityGroupId) gangGroups.delete(runId);
       await cleanup(made);
       throw err;
     }
@@ -380,7 +411,9 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       await terminateInstance(client, machine.id, { timeoutMs: 180_000, pollMs, signal: opts?.signal });
       // The security group cannot go while the instance's network interface exists.
       if (f.createdSecurityGroup && f.securityGroupId) {
+        for (const [runId, group] of gangGroups) if ((await group.catch(() => undefined)) === f.securityGroupId) gangGroups.delete(runId);
         await waitForTerminated(client, machine.id, { timeoutMs: 300_000, pollMs, signal: opts?.signal }).catch(() => {});
+        await waitForMembers(f.securityGroupId, opts?.signal);
         await deleteRunSecurityGroup(client, f.securityGroupId, { timeoutMs: 180_000, pollMs, signal: opts?.signal }).catch((err: unknown) => warn(`runctl: ${(err as Error).message}`));
       }
       if (f.createdKeyPair && f.keyPairName) await deleteRunKeyPair(client, f.keyPairName, opts?.signal).catch((err: unknown) => warn(`runctl: could not delete key pair ${f.keyPairName}: ${(err as Error).message}`));

@@ -25,6 +25,11 @@ export interface LaunchRequest {
   readonly ec2: EC2Client;
   readonly region: string;
   readonly runId: string;
+  /**
+   * Which launch of the run this is (1, 2, ...: a gang's nodes, a recovery's replacements): part of
+   * the idempotency token, which must differ between launches and stay the same across retries of one.
+   */
+  readonly launchSeq: number;
   readonly instanceType: string;
   readonly image: MachineImage;
   readonly rootVolume: { readonly sizeGb: number; readonly type: "gp3" | "gp2" | "io1" | "io2"; readonly iops?: number | undefined; readonly encrypted: boolean };
@@ -69,7 +74,7 @@ export function runInstancesInput(req: LaunchRequest, market: "spot" | "on-deman
     MinCount: 1,
     MaxCount: 1,
     // Idempotent: a retried (throttled, timed-out) call never launches a second instance.
-    ClientToken: `${req.runId}-${attempt}`.slice(0, 64),
+    ClientToken: `${req.runId.slice(0, 48)}-${req.launchSeq}-${attempt}`,
     // The agent's own shutdown (budget, time limit, leak backstop) must end billing, not just stop.
     InstanceInitiatedShutdownBehavior: "terminate",
     MetadataOptions: { HttpTokens: "required", HttpEndpoint: "enabled", HttpPutResponseHopLimit: 1 },
