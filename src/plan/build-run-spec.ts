@@ -41,6 +41,9 @@ export function buildRunSpec(
 ): { readonly spec: RunSpec; readonly resources: RunResources } {
   const { provider } = state;
   const checkpointStorage = checkpointStorageOf(state);
+  if (state.nodes && state.nodes.count > 1 && state.container && state.container.network !== "host") {
+    throw new RunctlError("INVALID_ARGUMENT", `.nodes(${state.nodes.count}) with .container(): the container's network must be "host" (the nodes reach each other on the machines' addresses), not ${JSON.stringify(state.container.network)}.`);
+  }
   if (state.nodes && state.nodes.count > 1 && state.nodes.checkpointsFromNode !== 0 && !checkpointStorage) {
     // Without storage, checkpoints are kept on node 0's machine; another node cannot commit there.
     throw new RunctlError("INVALID_ARGUMENT", `.nodes({ checkpointsFromNode: ${state.nodes.checkpointsFromNode} }) needs .checkpoints({ storage }) (e.g. s3(...)).`);
