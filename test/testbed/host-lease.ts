@@ -5,9 +5,10 @@
  * holder is dead is taken over. Hosts are made healthy (faults cleared, restarted if killed) when leased
  * and again when released.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { processAlive, processStartTime, sleep } from "./sys.js";
+import { tryLockFile, unlockFile } from "./lock-file.js";
+import { sleep } from "./sys.js";
 import type { Testbed, TestHost } from "./testbed.js";
 
 /** Hosts held exclusively until {@link HostLease.release}. */
@@ -17,51 +18,8 @@ export interface HostLease extends AsyncDisposable {
   release(): Promise<void>;
 }
 
-interface LeaseLock {
-  readonly pid: number;
-  readonly startTime: string;
-}
-
 function lockPath(bed: Testbed, host: TestHost): string {
   return join(bed.info.stateDir, "leases", `${host.name}.json`);
-}
-
-function tryLock(path: string): boolean {
-  const mine: LeaseLock = { pid: process.pid, startTime: processStartTime(process.pid) ?? "" };
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(path, "wx");
-      writeFileSync(fd, JSON.stringify(mine));
-      closeSync(fd);
-      return true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    }
-    let holder: LeaseLock | undefined;
-    try {
-      holder = JSON.parse(readFileSync(path, "utf8")) as LeaseLock;
-    } catch {
-      return false; // being written
-    }
-    if (processAlive(holder.pid, holder.startTime || undefined)) return false;
-    try {
-      const aside = `${path}.stale-${process.pid}`;
-      renameSync(path, aside);
-      unlinkSync(aside);
-    } catch {
-      // another contender took it over
-    }
-  }
-  return false;
-}
-
-function unlock(path: string): void {
-  try {
-    const holder = JSON.parse(readFileSync(path, "utf8")) as LeaseLock;
-    if (holder.pid === process.pid) unlinkSync(path);
-  } catch {
-    // already free
-  }
 }
 
 /**
@@ -82,13 +40,13 @@ export async function leaseHosts(bed: Testbed, count: number, options: { readonl
     const got: TestHost[] = [];
     for (const host of bed.hosts) {
       if (got.length === count) break;
-      if (tryLock(lockPath(bed, host))) got.push(host);
+      if (tryLockFile(lockPath(bed, host))) got.push(host);
     }
     if (got.length === count) {
       try {
         await Promise.all(got.map((h) => h.ensureHealthy()));
       } catch (e) {
-        for (const h of got) unlock(lockPath(bed, h));
+        for (const h of got) unlockFile(lockPath(bed, h));
         throw e;
       }
       let released = false;
@@ -98,12 +56,12 @@ export async function leaseHosts(bed: Testbed, count: number, options: { readonl
         try {
           await Promise.all(got.map((h) => h.ensureHealthy()));
         } finally {
-          for (const h of got) unlock(lockPath(bed, h));
+          for (const h of got) unlockFile(lockPath(bed, h));
         }
       };
       return { hosts: got, release, [Symbol.asyncDispose]: release };
     }
-    for (const h of got) unlock(lockPath(bed, h));
+    for (const h of got) unlockFile(lockPath(bed, h));
     if (Date.now() > deadline) throw new Error(`Could not lease ${count} test hosts within the timeout (others hold them).`);
     await sleep(100 + Math.random() * 200);
   }
