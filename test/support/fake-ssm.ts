@@ -39,6 +39,8 @@ export type FakeAgentState = "online" | "connection-lost" | "unregistered";
 export interface FakeSsmOptions {
   /** The instance the fake manages. @defaultValue "i-0123456789abcdef0" */
   readonly instanceId?: string;
+  /** More instances that answer the same way (a multi-node gang). @defaultValue none */
+  readonly moreInstanceIds?: readonly string[] | undefined;
   /** Extra environment of every command (e.g. AWS credentials and region, as an instance profile gives). @defaultValue `{}` */
   readonly env?: Readonly<Record<string, string>>;
   /** The SSM agent's state. @defaultValue "online" */
@@ -109,6 +111,7 @@ function metadata(status: number): { httpStatusCode: number; requestId: string; 
  */
 export function fakeSsm(options: FakeSsmOptions = {}): FakeSsm {
   const instanceId = options.instanceId ?? "i-0123456789abcdef0";
+  const answering = new Set([instanceId, ...(options.moreInstanceIds ?? [])]);
   const client = new SSMClient({ region: "us-east-1", credentials: { accessKeyId: "FAKE", secretAccessKey: "FAKE" } });
   const mock = mockClient(client);
   const workDir = mkdtempSync(join(tmpdir(), "runctl-fake-ssm-"));
@@ -153,7 +156,7 @@ export function fakeSsm(options: FakeSsmOptions = {}): FakeSsm {
     const input = inv.input;
     // The real agent uploads the output files before it reports the final status.
     if (input.OutputS3BucketName && options.s3) {
-      const base = [input.OutputS3KeyPrefix, inv.commandId, instanceId, "awsrunShellScript", "0.awsrunShellScript"].filter((p) => p).join("/");
+      const base = [input.OutputS3KeyPrefix, inv.commandId, input.InstanceIds?.[0] ?? instanceId, "awsrunShellScript", "0.awsrunShellScript"].filter((p) => p).join("/");
       for (const [name, body] of [["stdout", inv.stdout], ["stderr", inv.stderr]] as const) {
         if (body.length === 0) continue;
         await options.s3.send(new PutObjectCommand({ Bucket: input.OutputS3BucketName, Key: `${base}/${name}`, Body: body }));
@@ -168,7 +171,7 @@ export function fakeSsm(options: FakeSsmOptions = {}): FakeSsm {
 
   mock.on(SendCommandCommand).callsFake(async (input: SendCommandCommandInput) => {
     enter("SendCommand");
-    if (fake.agent !== "online" || !input.InstanceIds || input.InstanceIds.length !== 1 || input.InstanceIds[0] !== instanceId) {
+    if (fake.agent !== "online" || !input.InstanceIds || input.InstanceIds.length !== 1 || !answering.has(input.InstanceIds[0]!)) {
       throw new InvalidInstanceId({ message: `Instances [[${(input.InstanceIds ?? []).join(", ")}]] not in a valid state for account 123456789012`, $metadata: metadata(400) });
     }
     if (input.DocumentName !== "AWS-RunShellScript") throw new Error(`fake-ssm: only AWS-RunShellScript is faked, got ${String(input.DocumentName)}`);
@@ -246,7 +249,7 @@ export function fakeSsm(options: FakeSsmOptions = {}): FakeSsm {
   mock.on(GetCommandInvocationCommand).callsFake(async (input: { CommandId?: string; InstanceId?: string }) => {
     enter("GetCommandInvocation");
     const inv = input.CommandId ? byId.get(input.CommandId) : undefined;
-    if (!inv || input.InstanceId !== instanceId) throw new InvocationDoesNotExist({ message: "", $metadata: metadata(400) });
+    if (!inv || input.InstanceId !== inv.input.InstanceIds?.[0]) throw new InvocationDoesNotExist({ message: "", $metadata: metadata(400) });
     inv.polls += 1;
     if (inv.polls <= invisiblePolls) throw new InvocationDoesNotExist({ message: "", $metadata: metadata(400) });
     const running = inv.status === "Pending" || inv.status === "InProgress" || inv.status === "Cancelling";
@@ -257,7 +260,7 @@ export function fakeSsm(options: FakeSsmOptions = {}): FakeSsm {
     const stdout = running ? "" : inv.stdout.toString("utf8");
     const stderr = running ? "" : inv.stderr.toString("utf8");
     const base = inv.input.OutputS3BucketName
-      ? `https://s3.us-east-1.amazonaws.com/${inv.input.OutputS3BucketName}/${[inv.input.OutputS3KeyPrefix, inv.commandId, instanceId, "awsrunShellScript", "0.awsrunShellScript"].filter((p) => p).join("/")}`
+      ? `https://s3.us-east-1.amazonaws.com/${inv.input.OutputS3BucketName}/${[inv.input.OutputS3KeyPrefix, inv.commandId, inv.input.InstanceIds?.[0] ?? instanceId, "awsrunShellScript", "0.awsrunShellScript"].filter((p) => p).join("/")}`
       : "";
     const answer: GetCommandInvocationCommandOutput = {
       $metadata: metadata(200),

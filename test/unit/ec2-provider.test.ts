@@ -229,21 +229,42 @@ describe("ec2(): launching", () => {
 });
 
 describe("ec2(): a multi-node gang", () => {
-  it("shares one security group that lets the nodes reach each other; each node imports its own key pair; a failed gang leaves nothing", async () => {
+  it("one placement, one shared security group that lets the nodes reach each other, released together", async () => {
+    const second = INSTANCE.replace("0123", "0999");
+    const ssm = fakeSsm({ instanceId: INSTANCE, moreInstanceIds: [second], env: { AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER", AWS_DEFAULT_REGION: "us-east-1" } });
+    ssm.mock.on(GetParameterCommand).callsFake((input: { Name: string }) => ({ Parameter: { Name: input.Name, Type: "String", Value: "ami-0f0e0d0c0b0a09080" } }));
+    const a = { fake: fakeEc2({ instanceIds: [INSTANCE, second] }), ssm };
+    const provider = ec2(ssmOptions(a));
+    const machines = await Promise.all([0, 1].map((rank) => provider.provision({ runId: "r-gang", gang: { rank, size: 2 } })));
+    try {
+      expect(machines.map((m) => m.id).sort()).toEqual([INSTANCE, second].sort());
+      const groups = a.fake.inputsOf<{ GroupName: string }>("CreateSecurityGroup");
+      expect(groups.map((g) => g.GroupName)).toEqual(["runctl-r-gang"]);
+      const [between] = a.fake.inputsOf<{ GroupId: string; IpPermissions: { IpProtocol: string; UserIdGroupPairs?: { GroupId: string }[] }[] }>("AuthorizeSecurityGroupIngress");
+      expect(between!.IpPermissions).toEqual([expect.objectContaining({ IpProtocol: "-1", UserIdGroupPairs: [expect.objectContaining({ GroupId: between!.GroupId })] })]);
+      const runs = a.fake.inputsOf<{ SecurityGroupIds: string[]; ClientToken: string; Placement?: { AvailabilityZone?: string } }>("RunInstances");
+      expect(runs.map((r) => r.SecurityGroupIds)).toEqual([[between!.GroupId], [between!.GroupId]]);
+      expect(new Set(runs.map((r) => r.ClientToken)).size).toBe(2); // two launches, not one idempotent instance
+      // Node 1 was launched where node 0 landed.
+      expect(runs[0]!.Placement).toBeUndefined(); // node 0: wherever capacity is
+      expect(runs[1]!.Placement?.AvailabilityZone).toBe(a.fake.instances.get(machines[0]!.id)?.zone);
+    } finally {
+      await Promise.all(machines.map((m) => provider.release(m)));
+      ssm.restore();
+    }
+    expect(a.fake.securityGroups.size).toBe(0);
+    for (const id of [INSTANCE, second]) expect(a.fake.instances.get(id)?.state).toMatch(/shutting-down|terminated/);
+  });
+
+  it("each node imports its own key pair; a gang whose node 0 fails launches no other node and leaves nothing", async () => {
     const a = account({ stuckPending: true }); // never running: this test is about what is created and undone
     const provider = ec2({ region: REGION, instanceType: "t3.micro", access: { kind: "ssh", allowSshFrom: "198.51.100.7/32" }, clients: { ec2: a.fake.ec2, ssm: a.ssm.client }, pollMs: 5, runningTimeoutMs: 50 });
-    const errors = await Promise.all([0, 1].map((rank) => caught(provider.provision({ runId: "r-gang", gang: { rank, size: 2 } }))));
+    const errors = await Promise.all([0, 1].map((rank) => caught(provider.provision({ runId: "r-gang2", gang: { rank, size: 2 } }))));
     a.ssm.restore();
-    expect(errors.map((e) => e.code), errors.map((e) => e.message).join("\n")).toEqual(["PROVISION_TIMEOUT", "PROVISION_TIMEOUT"]);
-    expect(a.fake.inputsOf<{ KeyName: string }>("ImportKeyPair").map((k) => k.KeyName).sort()).toEqual(["runctl-r-gang-node0", "runctl-r-gang-node1"]);
-    const groups = a.fake.inputsOf<{ GroupName: string }>("CreateSecurityGroup");
-    expect(groups.map((g) => g.GroupName)).toEqual(["runctl-r-gang"]);
-    const ingress = a.fake.inputsOf<{ GroupId: string; IpPermissions: { IpProtocol: string; UserIdGroupPairs?: { GroupId: string }[] }[] }>("AuthorizeSecurityGroupIngress");
-    const between = ingress.find((i) => i.IpPermissions[0]?.IpProtocol === "-1");
-    expect(between?.IpPermissions[0]?.UserIdGroupPairs?.[0]?.GroupId).toBe(between?.GroupId);
-    const runs = a.fake.inputsOf<{ SecurityGroupIds: string[] }>("RunInstances");
-    expect(runs.length).toBeGreaterThanOrEqual(2);
-    expect(new Set(runs.map((r) => r.SecurityGroupIds.join(",")))).toEqual(new Set([between!.GroupId]));
+    expect(errors.map((e) => e.code)).toEqual(["PROVISION_TIMEOUT", "PROVISION_TIMEOUT"]);
+    expect(a.fake.inputsOf<{ KeyName: string }>("ImportKeyPair").map((k) => k.KeyName).sort()).toEqual(["runctl-r-gang2-node0", "runctl-r-gang2-node1"]);
+    expect(a.fake.inputsOf("CreateSecurityGroup")).toHaveLength(1);
+    expect(a.fake.inputsOf("RunInstances")).toHaveLength(1);
     expect(a.fake.keyPairs.size).toBe(0);
     expect(a.fake.securityGroups.size).toBe(0);
   });

@@ -23,6 +23,7 @@ import { validateEc2Options, type Ec2ProviderOptions } from "./ec2-options.js";
 import { AWS_SDK_MAX_ATTEMPTS, awsCall } from "../../aws/aws-call.js";
 import { describeInstance, machineStateOf } from "./instance-state.js";
 import { checkPrivateKeyFile } from "./local-key.js";
+import { Ec2GangState } from "./gang-state.js";
 import { launchInstance, terminateInstance, waitForTerminated, type Placement } from "./launch-instance.js";
 import { describeInstanceType, resolveMachineImage } from "./machine-image.js";
 import { pollUntil } from "../../aws/aws-poll.js";
@@ -97,15 +98,10 @@ export function ec2(options: Ec2ProviderOptions): Provider {
   const pollMs = options.pollMs ?? 2000;
   const access = options.access ?? { kind: "ssh" as const };
   const facts = new Map<string, Ec2MachineFacts>();
-  /** A gang's one security group, by run id: made by the first node to get there, shared by the others. */
-  const gangGroups = new Map<string, Promise<string>>();
-  /** Launches so far, by run id: each launch's idempotency token differs (a gang's nodes, a recovery). */
-  const launches = new Map<string, number>();
-  /** Instances launched into each gang's shared group: the group goes only once all of them are gone. */
-  const groupMembers = new Map<string, Set<string>>();
+  /** What the machines of a multi-node gang share (its security group, node 0's placement). */
+  const gangs = new Ec2GangState();
   const waitForMembers = async (groupId: string, signal?: AbortSignal): Promise<void> => {
-    for (const id of groupMembers.get(groupId) ?? []) await waitForTerminated(aws().ec2, id, { timeoutMs: 300_000, pollMs, signal }).catch(() => {});
-    groupMembers.delete(groupId);
+    for (const id of gangs.takeMembers(groupId)) await waitForTerminated(aws().ec2, id, { timeoutMs: 300_000, pollMs, signal }).catch(() => {});
   };
   const spot = options.spot === undefined || options.spot === false ? null : options.spot === true ? { fallbackToOnDemand: false } : { fallbackToOnDemand: options.spot.fallbackToOnDemand ?? false, maxPriceUsd: options.spot.maxPriceUsd };
   const shutdownAfterRunMs = options.shutdownAfterRunMs ?? 30 * 60_000;
@@ -290,22 +286,19 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       }
       let sharedGroup: string | undefined;
       if (!options.securityGroupIds && request.gang && request.gang.size > 1) {
-        let group = gangGroups.get(runId);
-        if (!group) {
-          group = (async () => (made.securityGroupId = await createRunSecurityGroup(ctx, await resolveVpc(ctx, options.subnetIds), allowSshFrom, true)))();
-          gangGroups.set(runId, group);
-          group.catch(() => gangGroups.delete(runId));
-        }
-        sharedGroup = await group;
+        sharedGroup = await gangs.sharedGroup(runId, async () => (made.securityGroupId = await createRunSecurityGroup(ctx, await resolveVpc(ctx, options.subnetIds), allowSshFrom, true)));
       }
       const securityGroupIds = options.securityGroupIds ?? [sharedGroup ?? (made.securityGroupId = await createRunSecurityGroup(ctx, await resolveVpc(ctx, options.subnetIds), allowSshFrom))];
-      const placements: Placement[] = options.subnetIds?.map((subnetId) => ({ subnetId })) ?? options.availabilityZones?.map((availabilityZone) => ({ availabilityZone })) ?? [];
+      let placements: Placement[] = options.subnetIds?.map((subnetId) => ({ subnetId })) ?? options.availabilityZones?.map((availabilityZone) => ({ availabilityZone })) ?? [];
+      // A gang lives in one placement: node 0 finds it (capacity permitting), the others follow it.
+      const gang = request.gang && request.gang.size > 1 ? request.gang : undefined;
+      if (gang && gang.rank > 0) placements = [await gangs.placement(runId)];
       const gpu = typeFacts.gpus > 0;
       const launched = await launchInstance({
         ec2: client.ec2,
         region: options.region,
         runId,
-        launchSeq: launches.set(runId, (launches.get(runId) ?? 0) + 1).get(runId)!,
+        launchSeq: gangs.nextLaunch(runId),
         instanceType,
         image,
         rootVolume: {
@@ -327,11 +320,14 @@ export function ec2(options: Ec2ProviderOptions): Provider {
         onInstance: (id) => {
           made.instanceIds.push(id);
           const group = sharedGroup ?? made.securityGroupId;
-          if (group && request.gang && request.gang.size > 1) groupMembers.set(group, (groupMembers.get(group) ?? new Set()).add(id));
+          if (group && gang) gangs.joined(group, id);
         },
       });
       const instance = launched.instance;
       const instanceId = instance.InstanceId!;
+      if (gang && gang.rank === 0) {
+        gangs.placed(runId, options.subnetIds && instance.SubnetId ? { subnetId: instance.SubnetId } : instance.Placement?.AvailabilityZone ? { availabilityZone: instance.Placement.AvailabilityZone } : {});
+      }
       if (launched.fellBackToOnDemand) {
         warn(`runctl: no spot capacity for ${instanceType} (${launched.attempts.map((a) => `${a.placement}: ${a.code}`).join("; ")}); launched ${instanceId} on-demand as allowed by spot.fallbackToOnDemand.`);
       }
@@ -365,7 +361,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       };
       return machineOf(instance, address, transport, home, runFacts, keyInfo, await hourlyFor(instance, launched.market, signal), tags);
     } catch (err) {
-      if (made.securityGroupId) gangGroups.delete(runId);
+      if (made.securityGroupId) gangs.forgetGroup(made.securityGroupId);
       await cleanup(made);
       throw err;
     }
@@ -400,7 +396,13 @@ export function ec2(options: Ec2ProviderOptions): Provider {
     async provision(request, opts) {
       const signal = opts?.signal;
       if (options.instanceId) return provisionExisting(options.instanceId, request.runId, signal);
-      return provisionNew(request, signal);
+      if (!(request.gang && request.gang.rank === 0 && request.gang.size > 1)) return provisionNew(request, signal);
+      try {
+        return await provisionNew(request, signal);
+      } catch (err) {
+        gangs.placementFailed(request.runId, err); // the gang cannot be completed: the other nodes stop waiting
+        throw err;
+      }
     },
     async release(machine, opts) {
       await machine.transport.close().catch(() => {});
@@ -411,7 +413,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       await terminateInstance(client, machine.id, { timeoutMs: 180_000, pollMs, signal: opts?.signal });
       // The security group cannot go while the instance's network interface exists.
       if (f.createdSecurityGroup && f.securityGroupId) {
-        for (const [runId, group] of gangGroups) if ((await group.catch(() => undefined)) === f.securityGroupId) gangGroups.delete(runId);
+        gangs.forgetGroup(f.securityGroupId);
         await waitForTerminated(client, machine.id, { timeoutMs: 300_000, pollMs, signal: opts?.signal }).catch(() => {});
         await waitForMembers(f.securityGroupId, opts?.signal);
         await deleteRunSecurityGroup(client, f.securityGroupId, { timeoutMs: 180_000, pollMs, signal: opts?.signal }).catch((err: unknown) => warn(`runctl: ${(err as Error).message}`));
