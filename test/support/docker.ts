@@ -13,10 +13,13 @@
  *   volumes mounted there), and killing the host (TestHost.kill) kills the daemon and its containers
  *   like a machine crash. The socket is `root:<host user's group> 0660`, so the host's SSH user can
  *   use it (`DOCKER_HOST=<daemon.host>`), and nobody else.
- * - "local" runs in this machine's mount and PID namespaces. By default it gets a fresh, empty network
- *   namespace (only `lo`), so even a `--network host` container reaches nothing. With
- *   `network: "root"` it shares this machine's network: then tests must use only `--network none`
- *   containers (network safety: a host-network container could reach outside this machine).
+ * - "local" runs in this machine's PID namespace and in a mount namespace of its own, a slave copy of
+ *   this machine's taken at start: `-v` sees this machine's files, but a mount made here after the
+ *   daemon started is not seen (this machine's / is private); mount loop volumes first. By default it
+ *   also gets a fresh, empty network namespace (only `lo`), so even a `--network host` container
+ *   reaches nothing. With `network: "root"` it shares this machine's network: then tests must use
+ *   only `--network none` containers (network safety: a host-network container could reach outside
+ *   this machine).
  *
  * The client: the test infrastructure runs /usr/bin/docker (Debian's docker.io, the daemon's own
  * version) when present; the product code and tests over SSH run whatever `docker` is on PATH (on this
@@ -132,8 +135,10 @@ export async function startDockerd(target: MachineTarget, options: StartDockerdO
   ];
   let argv: string[];
   if (hostPid !== undefined) argv = [...nsenterPrefix(hostPid, "all"), ...dockerd];
-  else if ((options.network ?? "isolated") === "isolated") argv = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", ...dockerd];
-  else argv = dockerd;
+  // Its own mount namespace (a slave of this one): its mounts (the data root's self-bind, container
+  // layers) never show here, so a test host started meanwhile cannot inherit copies of them.
+  else if ((options.network ?? "isolated") === "isolated") argv = ["unshare", "--mount", "--propagation", "slave", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", ...dockerd];
+  else argv = ["unshare", "--mount", "--propagation", "slave", "--", ...dockerd];
 
   const out = openSync(logPath, "a");
   let launcherPid: number;
