@@ -27,7 +27,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import { processAlive, processStartTime, sh, sleep, type ShResult } from "../testbed/sys.js";
@@ -104,6 +104,13 @@ interface OwnerRecord {
  */
 export async function startDockerd(target: MachineTarget, options: StartDockerdOptions = {}): Promise<DockerDaemon> {
   await sweepStaleDaemons();
+  let hostPid: number | undefined;
+  let group = options.socketGroup ?? "root";
+  if (target !== "local") {
+    hostPid = await hostInitPid(target);
+    await ensureCgroupMounts(target);
+    group = (await sh("id", ["-gn", target.user])).stdout.trim();
+  }
   const label = target === "local" ? "local" : target.name;
   const id = `${label}-${randomBytes(3).toString("hex")}`;
   const dir = join(DOCKER_STATE_ROOT, id);
@@ -112,14 +119,6 @@ export async function startDockerd(target: MachineTarget, options: StartDockerdO
   const socketPath = join(dir, "docker.sock");
   const logPath = join(dir, "dockerd.log");
   writeFileSync(join(dir, "daemon.json"), "{}\n"); // not /etc/docker/daemon.json: nothing system-wide applies
-
-  let hostPid: number | undefined;
-  let group = options.socketGroup ?? "root";
-  if (target !== "local") {
-    hostPid = await hostInitPid(target);
-    await ensureCgroupMounts(target);
-    group = (await sh("id", ["-gn", target.user])).stdout.trim();
-  }
   const dockerd = [
     "dockerd",
     "--iptables=false",
@@ -154,7 +153,12 @@ export async function startDockerd(target: MachineTarget, options: StartDockerdO
   const logTail = (): string => (existsSync(logPath) ? readFileSync(logPath, "utf8").slice(-3000) : "");
   // nsenter forks to enter the PID namespace: dockerd is its child. unshare and sh exec in place.
   const pid = hostPid !== undefined ? await childOf(launcherPid, 10_000) : launcherPid;
-  if (pid === undefined) throw new Error(`dockerd did not start in ${label}.\n${logTail()}`);
+  if (pid === undefined) {
+    const tail = logTail();
+    killMentioning(dir);
+    await cleanupFolder(dir, undefined);
+    throw new Error(`dockerd did not start in ${label}.\n${tail}`);
+  }
   const record: OwnerRecord = {
     ownerPid: process.pid,
     ownerStart: processStartTime(process.pid) ?? "",
@@ -287,7 +291,14 @@ async function sweepStaleDaemons(): Promise<void> {
     try {
       record = JSON.parse(readFileSync(join(dir, "owner.json"), "utf8")) as OwnerRecord;
     } catch {
-      continue; // being started right now (the record comes a moment after the folder), or not ours
+      // Being started right now (the record follows the folder within a second), or its starter
+      // crashed in between: only the latter is old.
+      try {
+        if (Date.now() - statSync(dir).mtimeMs > 10 * 60_000) await cleanupFolder(dir, undefined);
+      } catch {
+        // gone meanwhile
+      }
+      continue;
     }
     if (processAlive(record.ownerPid, record.ownerStart || undefined)) continue;
     if (processAlive(record.dockerdPid, record.dockerdStart || undefined)) {
