@@ -52,6 +52,7 @@ describe("container test infrastructure (private dockerd, offline image, loop vo
   let hostDaemon: DockerDaemon | undefined;
   let localDaemon: DockerDaemon | undefined;
   let vol: LoopVolume | undefined;
+  let localVol: LoopVolume | undefined;
   const before = rootNetworkState();
 
   /** `docker ARGS` on the test host, over SSH, as its user. */
@@ -63,6 +64,8 @@ describe("container test infrastructure (private dockerd, offline image, loop vo
     let t = Date.now();
     // First run on a machine: debootstrap builds the image tarball (~40-60 s), once.
     hostDaemon = await startDockerd(leased.testHost);
+    // Before the local daemon: it sees this machine's mounts as they were when it started.
+    localVol = await loopVolume("local", { sizeMiB: 16 });
     localDaemon = await startDockerd("local");
     const started = Date.now() - t;
     t = Date.now();
@@ -72,9 +75,11 @@ describe("container test infrastructure (private dockerd, offline image, loop vo
   });
 
   afterAll(async () => {
-    await vol?.cleanup();
+    // Daemons first: the local one holds a copy of localVol's mount in its mount namespace.
     await hostDaemon?.stop();
     await localDaemon?.stop();
+    await vol?.cleanup();
+    await localVol?.cleanup();
     await leased?.release();
   });
 
@@ -137,23 +142,28 @@ describe("container test infrastructure (private dockerd, offline image, loop vo
   });
 
   it("runs --network none containers on the local daemon, which touches no network of this machine", async () => {
-    const none = await localDaemon!.docker(["run", "--rm", "--init", "--network", "none", TEST_IMAGE, "python3", "-c", NET_FACTS]);
+    const none = await localDaemon!.docker(["run", "--rm", "--init", "--network", "none", "-v", `${localVol!.mountPoint}:/data`, TEST_IMAGE, "python3", "-c", `${NET_FACTS}\nopen('/data/out', 'w').write('local')`]);
     expect(none.stderr).toBe("");
     expect((JSON.parse(none.stdout.trim()) as NetFacts).interfaces).toEqual(["lo"]);
+    expect(readFileSync(`${localVol!.mountPoint}/out`, "utf8")).toBe("local");
     // Even --network host is an empty namespace on the default (isolated) local daemon.
     const host = await localDaemon!.docker(["run", "--rm", "--network", "host", TEST_IMAGE, "python3", "-c", NET_FACTS]);
     const facts = JSON.parse(host.stdout.trim()) as NetFacts;
     expect(facts.interfaces).toEqual(["lo"]);
     expect(facts.addresses).toEqual(["127.0.0.1"]);
-    expect(rootNetworkState()).toEqual(before); // no docker0, no veths, ip_forward untouched
+    // No docker0, no bridge or veth of Docker's, ip_forward untouched (testbeds of other files add links).
+    const after = rootNetworkState();
+    expect(after.links.filter((l) => !before.links.includes(l) && /^(docker|br-|veth)/.test(l))).toEqual([]);
+    expect(after.ipForward).toBe(before.ipForward);
   });
 
   it("stops without leaving daemons, mounts or loop devices, and the host stays usable", async () => {
     const dirs = [hostDaemon!.stateDir, localDaemon!.stateDir];
-    const image = vol!.imagePath;
-    await vol!.cleanup();
     await hostDaemon!.stop();
     await localDaemon!.stop();
+    await vol!.cleanup();
+    await localVol!.cleanup();
+    expect(existsSync(localVol!.mountPoint)).toBe(false);
     for (const d of dirs) expect(existsSync(d)).toBe(false);
     const leftovers = readdirSync("/proc")
       .filter((p) => /^\d+$/.test(p))
@@ -166,9 +176,11 @@ describe("container test infrastructure (private dockerd, offline image, loop vo
         }
       });
     expect(leftovers).toEqual([]);
-    expect((await sh("losetup", ["-j", image])).stdout.trim()).toBe("");
+    // The loop devices detached themselves at the last unmount.
+    const loops = (await sh("losetup", ["-a"])).stdout;
+    for (const v of [vol!, localVol!]) expect(loops).not.toContain(v.imagePath);
     const mounts = await ssh.exec(["cat", "/proc/self/mountinfo"]);
-    expect(mounts.stdout).not.toContain("runctl-docker");
+    for (const d of dirs) expect(mounts.stdout).not.toContain(d);
     expect(mounts.stdout).not.toContain(vol!.mountPoint);
     expect((await ssh.exec(["hostname"])).stdout.trim()).toBe(leased.testHost.hostname);
   });

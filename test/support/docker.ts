@@ -13,10 +13,13 @@
  *   volumes mounted there), and killing the host (TestHost.kill) kills the daemon and its containers
  *   like a machine crash. The socket is `root:<host user's group> 0660`, so the host's SSH user can
  *   use it (`DOCKER_HOST=<daemon.host>`), and nobody else.
- * - "local" runs in this machine's mount and PID namespaces. By default it gets a fresh, empty network
- *   namespace (only `lo`), so even a `--network host` container reaches nothing. With
- *   `network: "root"` it shares this machine's network: then tests must use only `--network none`
- *   containers (network safety: a host-network container could reach outside this machine).
+ * - "local" runs in this machine's PID namespace and in a mount namespace of its own, a slave copy of
+ *   this machine's taken at start: `-v` sees this machine's files, but a mount made here after the
+ *   daemon started is not seen (this machine's / is private); mount loop volumes first. By default it
+ *   also gets a fresh, empty network namespace (only `lo`), so even a `--network host` container
+ *   reaches nothing. With `network: "root"` it shares this machine's network: then tests must use
+ *   only `--network none` containers (network safety: a host-network container could reach outside
+ *   this machine).
  *
  * The client: the test infrastructure runs /usr/bin/docker (Debian's docker.io, the daemon's own
  * version) when present; the product code and tests over SSH run whatever `docker` is on PATH (on this
@@ -24,7 +27,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import { processAlive, processStartTime, sh, sleep, type ShResult } from "../testbed/sys.js";
@@ -101,6 +104,13 @@ interface OwnerRecord {
  */
 export async function startDockerd(target: MachineTarget, options: StartDockerdOptions = {}): Promise<DockerDaemon> {
   await sweepStaleDaemons();
+  let hostPid: number | undefined;
+  let group = options.socketGroup ?? "root";
+  if (target !== "local") {
+    hostPid = await hostInitPid(target);
+    await ensureCgroupMounts(target);
+    group = (await sh("id", ["-gn", target.user])).stdout.trim();
+  }
   const label = target === "local" ? "local" : target.name;
   const id = `${label}-${randomBytes(3).toString("hex")}`;
   const dir = join(DOCKER_STATE_ROOT, id);
@@ -109,14 +119,6 @@ export async function startDockerd(target: MachineTarget, options: StartDockerdO
   const socketPath = join(dir, "docker.sock");
   const logPath = join(dir, "dockerd.log");
   writeFileSync(join(dir, "daemon.json"), "{}\n"); // not /etc/docker/daemon.json: nothing system-wide applies
-
-  let hostPid: number | undefined;
-  let group = options.socketGroup ?? "root";
-  if (target !== "local") {
-    hostPid = await hostInitPid(target);
-    await ensureCgroupMounts(target);
-    group = (await sh("id", ["-gn", target.user])).stdout.trim();
-  }
   const dockerd = [
     "dockerd",
     "--iptables=false",
@@ -132,8 +134,10 @@ export async function startDockerd(target: MachineTarget, options: StartDockerdO
   ];
   let argv: string[];
   if (hostPid !== undefined) argv = [...nsenterPrefix(hostPid, "all"), ...dockerd];
-  else if ((options.network ?? "isolated") === "isolated") argv = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", ...dockerd];
-  else argv = dockerd;
+  // Its own mount namespace (a slave of this one): its mounts (the data root's self-bind, container
+  // layers) never show here, so a test host started meanwhile cannot inherit copies of them.
+  else if ((options.network ?? "isolated") === "isolated") argv = ["unshare", "--mount", "--propagation", "slave", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", ...dockerd];
+  else argv = ["unshare", "--mount", "--propagation", "slave", "--", ...dockerd];
 
   const out = openSync(logPath, "a");
   let launcherPid: number;
@@ -149,7 +153,12 @@ export async function startDockerd(target: MachineTarget, options: StartDockerdO
   const logTail = (): string => (existsSync(logPath) ? readFileSync(logPath, "utf8").slice(-3000) : "");
   // nsenter forks to enter the PID namespace: dockerd is its child. unshare and sh exec in place.
   const pid = hostPid !== undefined ? await childOf(launcherPid, 10_000) : launcherPid;
-  if (pid === undefined) throw new Error(`dockerd did not start in ${label}.\n${logTail()}`);
+  if (pid === undefined) {
+    const tail = logTail();
+    killMentioning(dir);
+    await cleanupFolder(dir, undefined);
+    throw new Error(`dockerd did not start in ${label}.\n${tail}`);
+  }
   const record: OwnerRecord = {
     ownerPid: process.pid,
     ownerStart: processStartTime(process.pid) ?? "",
@@ -282,7 +291,14 @@ async function sweepStaleDaemons(): Promise<void> {
     try {
       record = JSON.parse(readFileSync(join(dir, "owner.json"), "utf8")) as OwnerRecord;
     } catch {
-      continue; // being started right now (the record comes a moment after the folder), or not ours
+      // Being started right now (the record follows the folder within a second), or its starter
+      // crashed in between: only the latter is old.
+      try {
+        if (Date.now() - statSync(dir).mtimeMs > 10 * 60_000) await cleanupFolder(dir, undefined);
+      } catch {
+        // gone meanwhile
+      }
+      continue;
     }
     if (processAlive(record.ownerPid, record.ownerStart || undefined)) continue;
     if (processAlive(record.dockerdPid, record.dockerdStart || undefined)) {

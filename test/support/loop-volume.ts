@@ -2,6 +2,10 @@
  * A stand-in for an EBS volume: an ext4 filesystem in a sparse image file, on a loop device, mounted
  * inside a target's mount namespace (this machine's, or a test host's, where only that host and the
  * containers of its daemon see it). Needs root.
+ *
+ * With a "local" daemon (docker.ts), mount the volume before starting the daemon (it sees this
+ * machine's mounts as they were at its start) and clean it up after stopping it (until then the
+ * daemon's copy of the mount keeps the loop device attached).
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync } from "node:fs";

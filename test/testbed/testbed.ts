@@ -218,7 +218,8 @@ export class TestHost implements TestHostInfo {
         // already gone
       }
     }
-    await this.waitNoProcesses(5_000);
+    // Usually milliseconds; a host running dockerd and containers takes longer on a loaded machine.
+    await this.waitNoProcesses(15_000);
   }
 
   /** Boots the machine again: same address, user and keys, a fresh process table and empty /tmp. */
@@ -275,7 +276,15 @@ export class TestHost implements TestHostInfo {
       if ((await this.pids()).every((p) => !processAlive(p))) return;
       await sleep(10);
     }
-    throw new Error(`Test host ${this.name}: processes still alive ${timeoutMs} ms after the kill.`);
+    const left = (await this.pids()).filter((p) => processAlive(p)).map((p) => {
+      try {
+        const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+        return `${p} ${stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3)} ${readFileSync(`/proc/${p}/cmdline`, "utf8").replace(/\0/g, " ").slice(0, 120)}`;
+      } catch {
+        return String(p);
+      }
+    });
+    throw new Error(`Test host ${this.name}: processes still alive ${timeoutMs} ms after the kill: ${left.join("; ")}`);
   }
 
   /** Cuts the host off the network: every packet in and out of its eth0 is dropped (connections time out). */
