@@ -35,7 +35,9 @@ export async function launchGang(ctx: RunContext, resumeFrom: AgentSpec["resume"
   if (failed) throw failed.reason; // start-run releases ctx.gangMachines
   const machines = settled.map((s) => (s as PromiseFulfilledResult<Machine>).value);
   const prepared = await Promise.all(machines.map((m, rank) => prepareMachine(ctx, m, signal, rank)));
-  const addrs = machines.map((m) => m.address);
+  // The nodes talk to each other inside their network (on EC2 the private addresses, which the gang's
+  // security group admits), not over the addresses the client reaches them at.
+  const addrs = machines.map((m) => m.privateAddress ?? m.address);
   const hourlyUsd = machines.reduce((sum, m) => sum + m.hourlyPriceUsd, 0);
   const started = await Promise.allSettled(
     prepared.map((p, rank) =>

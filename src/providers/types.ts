@@ -27,6 +27,11 @@ export interface Machine {
   readonly provider: string;
   /** Host name or address, for messages. */
   readonly address: string;
+  /**
+   * The address other machines of the same network reach it at, when it differs from `address`
+   * (an EC2 instance reached on its public IP): a multi-node gang's nodes talk over it. @defaultValue `address`
+   */
+  readonly privateAddress?: string | undefined;
   /** How to run commands and move files on it. */
   readonly transport: Transport;
   /** runctl's absolute root folder on the machine (runs, venvs, synced code, the agent). */

@@ -205,6 +205,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       id: instanceId,
       provider: "ec2",
       address,
+      privateAddress: instance.PrivateIpAddress,
       transport,
       rootDir,
       python: options.python ?? "python3",
