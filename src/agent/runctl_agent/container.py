@@ -223,7 +223,7 @@ class ContainerRuntime:
 
     def kill(self, name, sig):
         """Sends sig to the container's init, which passes it on to the trainer's process group."""
-        rc, _, err = self._run(["kill", "--signal", signal_name(sig), name], timeout=20)
+        rc, _, _ = self._run(["kill", "--signal", signal_name(sig), name], timeout=20)
         return rc == 0
 
     def remove(self, name):

@@ -2,6 +2,7 @@ import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   AuthorizeSecurityGroupIngressCommand,
+  type IpPermission,
   CreateSecurityGroupCommand,
   DeleteKeyPairCommand,
   DeleteSecurityGroupCommand,
@@ -113,30 +114,18 @@ export async function createRunSecurityGroup(ctx: AccessContext, vpcId: string, 
   const groupId = out.GroupId;
   if (!groupId) throw new RunctlError("CLOUD_ERROR", "CreateSecurityGroup returned no group id.");
   recordResourceCreated({ kind: "security-group", id: groupId, provider: "ec2", region: ctx.region, runId: ctx.runId, createdAt: new Date().toISOString(), ...expiry(ctx.tags), tags: ctx.tags });
-  if (allowSshFrom) {
+  // SSH from the client only; in a multi-node gang also every port between the group's own members
+  // (rendezvous, gloo/NCCL), nothing else.
+  const permissions: IpPermission[] = [
+    ...(allowSshFrom ? [{ IpProtocol: "tcp", FromPort: 22, ToPort: 22, IpRanges: [{ CidrIp: allowSshFrom, Description: "runctl: SSH from the client" }] }] : []),
+    ...(betweenMembers ? [{ IpProtocol: "-1", UserIdGroupPairs: [{ GroupId: groupId, Description: "runctl: between the nodes of a multi-node run" }] }] : []),
+  ];
+  if (permissions.length > 0) {
     await awsCall(
       "AuthorizeSecurityGroupIngress",
-      (http) =>
-        ctx.ec2.send(
-          new AuthorizeSecurityGroupIngressCommand({
-            GroupId: groupId,
-            IpPermissions: [{ IpProtocol: "tcp", FromPort: 22, ToPort: 22, IpRanges: [{ CidrIp: allowSshFrom, Description: "runctl: SSH from the client" }] }],
-          }),
-          http,
-        ), { signal: ctx.signal });
-  }
-  if (betweenMembers) {
-    // A multi-node gang: its nodes (the group's members, nothing else) reach each other on every port (rendezvous, gloo/NCCL).
-    await awsCall(
-      "AuthorizeSecurityGroupIngress",
-      (http) =>
-        ctx.ec2.send(
-          new AuthorizeSecurityGroupIngressCommand({
-            GroupId: groupId,
-            IpPermissions: [{ IpProtocol: "-1", UserIdGroupPairs: [{ GroupId: groupId, Description: "runctl: between the nodes of a multi-node run" }] }],
-          }),
-          http,
-        ), { signal: ctx.signal });
+      (http) => ctx.ec2.send(new AuthorizeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: permissions }), http),
+      { signal: ctx.signal },
+    );
   }
   return groupId;
 }
