@@ -9,8 +9,14 @@ import { existsSync, rmSync, writeFileSync } from "node:fs";
  * The container tests need docker.io (dockerd, containerd, runc, tini for `--init`) and debootstrap
  * (the offline test image, test/support/container-image.ts); they start private daemons only
  * (test/support/docker.ts), so policy-rc.d keeps the packages from starting the system dockerd.
+ * The Slurm tests need slurmctld, slurmd, slurm-client and munge (Debian's Slurm 22.05); they start a
+ * private munged and cluster per test file (test/support/slurm.ts), never the system services.
  */
-const PACKAGES = ["python3-venv", "python3-pip", "python3-torch", "python3-sklearn", "python3-setuptools", "python3-wheel", "python3-boto3", "awscli", "docker.io", "debootstrap", "e2fsprogs"];
+const PACKAGES = [
+  ...["python3-venv", "python3-pip", "python3-torch", "python3-sklearn", "python3-setuptools", "python3-wheel", "python3-boto3", "awscli"],
+  ...["docker.io", "debootstrap", "e2fsprogs"],
+  ...["slurmctld", "slurmd", "slurm-client", "munge"],
+];
 
 export default function setup(): void {
   const missing = PACKAGES.filter((p) => {
@@ -23,7 +29,7 @@ export default function setup(): void {
   }
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   const install = (): void => void execFileSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], { env, stdio: "inherit" });
-  // Keep package scripts from starting system services (dockerd, containerd).
+  // Keep package scripts from starting system services (dockerd, containerd, munged, slurmctld, slurmd).
   const policy = "/usr/sbin/policy-rc.d";
   const addedPolicy = !existsSync(policy);
   if (addedPolicy) writeFileSync(policy, "#!/bin/sh\nexit 101\n", { mode: 0o755 });

@@ -28,6 +28,7 @@ function testFiles(folder: string): string[] {
 const E2E_ONLY = [
   { what: "the testbed", pattern: /\.\.\/testbed\/|runctlTestbed/ },
   { what: "the SSH test hosts", pattern: /support\/ssh-hosts\.js/ },
+  { what: "a Slurm test cluster", pattern: /support\/slurm\.js/ },
   { what: "a wheelhouse built with Debian's pip and wheel", pattern: /support\/wheelhouse\.js|"-m", "pip"/ },
   { what: "a Debian package check", pattern: /dpkg-query/ },
   { what: "the built package", pattern: /\bdist\// },
