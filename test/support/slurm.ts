@@ -281,18 +281,23 @@ async function cancelAllJobs(command: SlurmCluster["command"], killWaitS: number
 
 /** Lazily unmounts /etc/slurm in the mount namespace of `pid` when it is this cluster's bind mount. */
 async function unmountSlurmEtc(pid: number, dir: string): Promise<void> {
-  let mine: boolean;
-  try {
-    // mountinfo fields: 3 is the mount's root inside its filesystem (the bind source), 4 the mount point.
-    const source = `/${dir.split("/").slice(-2).join("/")}/etc`; // "/runctl-slurm/<id>/etc", whatever fs /var/tmp is on
-    mine = readFileSync(`/proc/${pid}/mountinfo`, "utf8")
-      .split("\n")
-      .map((l) => l.split(" "))
-      .some((f) => f[4] === "/etc/slurm" && (f[3] ?? "").includes(source));
-  } catch {
-    return; // the host is gone, and its mounts with it
+  // A host whose slurmd was started again (startNode) may carry the bind mount more than once:
+  // unmount until none of this cluster's is left.
+  for (let i = 0; i < 8; i++) {
+    let mine: boolean;
+    try {
+      // mountinfo fields: 3 is the mount's root inside its filesystem (the bind source), 4 the mount point.
+      const source = `/${dir.split("/").slice(-2).join("/")}/etc`; // "/runctl-slurm/<id>/etc", whatever fs /var/tmp is on
+      mine = readFileSync(`/proc/${pid}/mountinfo`, "utf8")
+        .split("\n")
+        .map((l) => l.split(" "))
+        .some((f) => f[4] === "/etc/slurm" && (f[3] ?? "").includes(source));
+    } catch {
+      return; // the host is gone, and its mounts with it
+    }
+    if (!mine) return;
+    await sh("nsenter", ["-t", String(pid), "-m", "--", "umount", "-l", "/etc/slurm"], { allowFail: true });
   }
-  if (mine) await sh("nsenter", ["-t", String(pid), "-m", "--", "umount", "-l", "/etc/slurm"], { allowFail: true });
 }
 
 /** Stops the daemons (slurmds first), kills what they left, unmounts /etc/slurm in the hosts, removes the folder. */
