@@ -36,10 +36,13 @@ export type { SyncResult } from "./sync/sync-tree.js";
 
 export { local } from "./providers/local/index.js";
 export type { LocalProviderOptions } from "./providers/local/index.js";
-export type { Provider, Machine, MachineRecord, MachineState, ProvisionRequest, PlannedResource, ProviderPlan } from "./providers/types.js";
+export type { Provider, Machine, MachineRecord, MachineState, ProvisionRequest, PlannedResource, ProviderPlan, ProviderPlanRequest } from "./providers/types.js";
 
 export { sshHosts } from "./providers/ssh-hosts/index.js";
 export type { SshHost, SshHostsOptions } from "./providers/ssh-hosts/index.js";
+export { slurm } from "./providers/slurm/index.js";
+export type { SlurmOptions } from "./providers/slurm/index.js";
+export type { BatchEngine, BatchJobRequest, BatchJobStatus, BatchJobPhase, BatchCallOptions } from "./providers/batch-types.js";
 
 export type { SweepOptions, ProviderEstimate } from "./providers/types.js";
 export type * from "./providers/sweep-types.js";

@@ -111,7 +111,8 @@ ${PROVIDERS_TEXT}
 Finds cloud resources runctl created (by their full set of runctl tags) that are no longer needed
 (expired, or their run has ended) and deletes them. Persistent resources are kept. A live run
 (an instance of it still running, the run not known to be over) is never swept, even expired,
-unless --force.
+unless --force. Without --region it also cancels runctl's own Slurm jobs (comment runctl:<run>)
+whose run is over, on every login node in the local ledger; never a job runctl did not submit.
 
 Flags:
   --dry-run     report what would be deleted; delete nothing

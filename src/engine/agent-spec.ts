@@ -59,6 +59,8 @@ export interface AgentSpecInput {
   readonly spec: RunSpec;
   readonly runId: string;
   readonly rootDir: string;
+  /** The run's folder on the machine. @defaultValue `<rootDir>/runs/<runId>` */
+  readonly runDir?: string | undefined;
   readonly workdir: string;
   readonly mirrorDir: string | null;
   readonly python: string;
@@ -78,7 +80,7 @@ export interface AgentSpecInput {
 /** Turns a run's {@link RunSpec} into the agent's spec for one machine. Pure. */
 export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
   const { spec, runId, rootDir, workdir } = input;
-  const runDir = posix.join(rootDir, "runs", runId);
+  const runDir = input.runDir ?? posix.join(rootDir, "runs", runId);
   const inWorkdir = (p: string): string => (posix.isAbsolute(p) ? p : posix.join(workdir, p));
   const data = spec.data.map((d) => ({ source: d.kind === "path" ? { kind: "dir" as const, path: d.path } : d.storage.descriptor, to: inWorkdir(d.to) }));
   const maxUsd = spec.budget.maxUsd;

@@ -19,7 +19,10 @@ export function restartReason(spec: RunSpec, outcome: FollowOutcome): string | u
   if (!recover) return undefined;
   const on = recover.onEvents;
   if (outcome.kind === "host-lost" && on.includes("host-lost")) return `lost the machine (${outcome.message})`;
-  if (outcome.kind === "end" && outcome.exit.status === "interrupted" && on.includes("interruption")) return "spot interruption";
+  if (outcome.kind === "end" && outcome.exit.status === "interrupted" && on.includes("interruption")) {
+    // A cluster's scheduler preempted or requeued the job (the agent says `preempted`), else a spot notice.
+    return outcome.exit.reason === "preempted" ? "preempted or requeued by the scheduler" : "spot interruption";
+  }
   if (outcome.kind === "end" && outcome.exit.status === "failed" && outcome.exit.exitCode !== null && recover.retryOnExitCodes.includes(outcome.exit.exitCode)) {
     return `trainer exited with code ${outcome.exit.exitCode}`;
   }

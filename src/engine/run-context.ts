@@ -1,6 +1,7 @@
 import type { Machine } from "../providers/types.js";
 import type { RunJournal } from "../run/journal.js";
 import type { Storage, StorageDescriptor } from "../storage/types.js";
+import type { BatchRunState } from "./batch-launch.js";
 import type { RunSession, LaunchedRun } from "./run-session.js";
 import type { RunResources, RunSpec } from "./run-spec.js";
 
@@ -30,4 +31,6 @@ export interface RunContext {
   cancelRequested: "interrupt" | "kill" | undefined;
   /** Machines this run lost; the provider hands out others first. */
   readonly lostMachines: string[];
+  /** A batch provider's job (Slurm): the login machine, the job and the attempt being followed. */
+  batch?: BatchRunState | undefined;
 }

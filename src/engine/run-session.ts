@@ -110,6 +110,8 @@ export class RunSession {
 
   /** Asks the agent to stop the trainer (`interrupt`: SIGTERM then grace; `kill`: SIGKILL). */
   async signal(run: LaunchedRun, how: "interrupt" | "kill"): Promise<void> {
+    // An agent on another machine than the transport reaches (a Slurm job's node): its provider signals it.
+    if (run.machine.signalRun) return run.machine.signalRun(run.runDir, how);
     const result = await run.machine.transport.exec([run.agentPython, run.agentPath, "signal", run.runDir, how]);
     // Exit 3: the agent is no longer running (the run already ended); following reports the end.
     if (result.exitCode !== 0 && result.exitCode !== 3) {
@@ -192,6 +194,8 @@ export class RunSession {
    * carrying the token. A no-op while an agent is alive. A failure is a warning.
    */
   async reapOrphans(run: LaunchedRun): Promise<void> {
+    // Pids recorded by an agent on another machine mean nothing here (its scheduler ends its processes).
+    if (run.machine.signalRun) return;
     try {
       const result = await run.machine.transport.exec([run.agentPython, run.agentPath, "reap", run.runDir]);
       if (result.exitCode !== 0) throw new Error(`exit ${result.exitCode}: ${result.stderrTail.trim()}`);

@@ -4,6 +4,7 @@ import { RunJournal } from "../run/journal.js";
 import { newRunId } from "../run/run-id.js";
 import type { RunResult } from "../run/run-result.js";
 import { TrainingRun, type CancelStrategy } from "../run/training-run.js";
+import { endBatchJob, explainBatchEnd, launchBatch } from "./batch-launch.js";
 import { checkBudget, watchCost } from "./budget.js";
 import { concludeAttempt, followAttempt, launchGang, releaseAttempt } from "./gang.js";
 import { launch } from "./launch.js";
@@ -47,6 +48,13 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
   const { session } = ctx;
   const followOptions = followOptionsFor(spec);
 
+  // A batch job outlives its agents only until the run is settled (a detached run keeps it).
+  const settle = async (concluded: Promise<RunResult>): Promise<RunResult> => {
+    const result = await concluded;
+    if (ctx.batch) await endBatchJob(ctx, result.status === "detached");
+    return result;
+  };
+
   const pipeline = async (): Promise<RunResult> => {
     let resumeFrom = spec.resume;
     let restarts = 0;
@@ -54,19 +62,21 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
       await checkBudget(ctx);
       for (;;) {
         ctx.gangMachines = [];
-        const runs = spec.nodes ? await launchGang(ctx, resumeFrom) : [await launch(ctx, resumeFrom)];
+        // A batch provider (Slurm): one job whose allocation is the gang; else machine by machine.
+        const runs = provider.batch ? await launchBatch(ctx, resumeFrom) : spec.nodes ? await launchGang(ctx, resumeFrom) : [await launch(ctx, resumeFrom)];
         ctx.gangMachines = [];
         const stopWatch = watchCost(ctx, runs[0]!);
         // Unreachable is not gone: while the provider's own view says a machine runs, it is still
         // followed (a long network outage must not restart a healthy run). In a gang, the first node
         // that ends badly stops the others and decides.
-        const ended = await followAttempt(ctx, runs, followOptions, provider).finally(stopWatch);
+        let ended = await followAttempt(ctx, runs, followOptions, provider).finally(stopWatch);
+        if (provider.batch) ended = await explainBatchEnd(ctx, ended);
         const outcome = ended.outcome;
         const reason = restartReason(spec, outcome);
-        if (reason === undefined || session.cancelRequested || session.budgetExceeded) return await concludeAttempt(ctx, runs, ended, followOptions, provider);
+        if (reason === undefined || session.cancelRequested || session.budgetExceeded) return await settle(concludeAttempt(ctx, runs, ended, followOptions, provider));
         if (restarts >= (spec.recover?.maxRestarts ?? 3)) {
           session.emit({ type: "warning", code: "MAX_RESTARTS", message: `${reason}${runs.length > 1 ? ` on node ${ended.rank}` : ""}, and the run has used its ${restarts} restart(s): it ends as interrupted.` });
-          return await concludeAttempt(ctx, runs, ended, followOptions, provider, "interrupted");
+          return await settle(concludeAttempt(ctx, runs, ended, followOptions, provider, "interrupted"));
         }
         restarts += 1;
         session.restarts = restarts;
@@ -85,7 +95,10 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
       }
     } catch (err) {
       const machine = ctx.machine;
-      if (!ctx.launched && machine) {
+      if (ctx.batch) {
+        // The job (queued, or between attempts) goes, and the login machine with it.
+        await endBatchJob(ctx, false);
+      } else if (!ctx.launched && machine) {
         await provider.release(machine).catch(() => {});
         session.meter.stop(machine.id);
       }
@@ -115,7 +128,8 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
       return;
     }
     if (strategy === "detach") session.followAbort.abort();
-    else await Promise.all((ctx.gang ?? [ctx.launched]).map((run) => session.signal(run, strategy)));
+    // A batch job is signalled whole, through any of its nodes.
+    else await Promise.all((provider.batch ? [ctx.launched] : (ctx.gang ?? [ctx.launched])).map((run) => session.signal(run, strategy)));
   };
 
   const signal = resources.signal;

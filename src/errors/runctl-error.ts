@@ -47,6 +47,7 @@ export type RunctlErrorCode =
   | "MACHINE_NOT_READY"
   | "BUDGET_EXCEEDED"
   | "RESOURCE_IN_USE"
+  | "JOB_REJECTED"
   | "ABORTED";
 
 /** Options accepted by {@link RunctlError}'s constructor. */

@@ -3,7 +3,7 @@ import { dirname, join } from "node:path";
 import { runctlHome } from "../util/runctl-home.js";
 
 /** Kinds of cloud resources runctl creates and records. */
-export type ResourceKind = "instance" | "volume" | "snapshot" | "key-pair" | "security-group" | "s3-prefix";
+export type ResourceKind = "instance" | "volume" | "snapshot" | "key-pair" | "security-group" | "s3-prefix" | "job";
 
 /** One resource runctl created, as kept in `$RUNCTL_HOME/resources.jsonl`. */
 export interface ResourceRecord {

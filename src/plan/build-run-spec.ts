@@ -41,6 +41,10 @@ export function buildRunSpec(
 ): { readonly spec: RunSpec; readonly resources: RunResources } {
   const { provider } = state;
   const checkpointStorage = checkpointStorageOf(state);
+  if (provider.batch && state.container) {
+    // Untested there, and clusters run images through their own runtimes (Apptainer, Pyxis/Enroot).
+    throw new RunctlError("UNSUPPORTED", `.container() is not supported on the ${provider.name} provider yet: install the run's dependencies with .setup() (a venv on the shared filesystem).`);
+  }
   if (state.nodes && state.nodes.count > 1 && state.container && state.container.network !== "host") {
     throw new RunctlError("INVALID_ARGUMENT", `.nodes(${state.nodes.count}) with .container(): the container's network must be "host" (the nodes reach each other on the machines' addresses), not ${JSON.stringify(state.container.network)}.`);
   }

@@ -1,3 +1,4 @@
+import { agentPathOn } from "../agent/install-agent.js";
 import type { PlannedResource } from "../providers/types.js";
 import { planSync, type SyncPlan } from "../sync/sync-tree.js";
 import { checkpointStorageOf } from "./build-run-spec.js";
@@ -28,6 +29,8 @@ export interface PlanSummary {
     /** How many committed checkpoints are kept; null to keep all. */
     readonly keep: number | null;
   };
+  /** A batch provider's job script, exactly as it would be submitted (Slurm: the sbatch script). */
+  readonly batchScript?: string | undefined;
   /** Cost estimate: price per hour, and the total when a maximum duration is set. */
   readonly estimate: {
     /** The provider's expected price per hour, in US dollars. */
@@ -46,8 +49,11 @@ export interface PlanSummary {
 }
 
 /** Builds the {@link PlanSummary}. Reads local files only; creates nothing. */
-export async function summarizePlan(state: PlanState, script: string | undefined): Promise<PlanSummary> {
-  const providerPlan = (await state.provider.plan?.()) ?? { resources: [], hourlyPriceUsd: 0 };
+export async function summarizePlan(state: PlanState, script: string | undefined, options: { readonly runId?: string | undefined; readonly graceMs?: number | undefined } = {}): Promise<PlanSummary> {
+  const batch = state.provider.batch !== undefined;
+  const providerPlan = (await state.provider.plan?.(
+    batch ? { runId: options.runId ?? "<run-id>", nodes: state.nodes?.count ?? 1, maxDurationMs: state.budget?.maxDurationMs ?? undefined, graceMs: options.graceMs ?? 30_000, recover: state.recover !== undefined, agentPathOn } : undefined,
+  )) ?? { resources: [], hourlyPriceUsd: 0 };
   // The live price (spot market) when the provider can tell; the catalog's when the cloud cannot be asked.
   const estimate = state.provider.estimate
     ? await state.provider.estimate().catch((err: unknown) => ({ hourlyPriceUsd: providerPlan.hourlyPriceUsd, basis: `catalog (live price unavailable: ${(err as Error).message})` }))
@@ -58,9 +64,11 @@ export async function summarizePlan(state: PlanState, script: string | undefined
     : undefined;
   const nodes = state.nodes && state.nodes.count > 1 ? state.nodes : undefined;
   const steps = [
-    nodes ? `provision ${nodes.count} machines from ${state.provider.name} as one gang (all or nothing)` : `provision a machine from ${state.provider.name}`,
+    ...(providerPlan.steps?.before ?? []),
+    batch ? undefined : nodes ? `provision ${nodes.count} machines from ${state.provider.name} as one gang (all or nothing)` : `provision a machine from ${state.provider.name}`,
     ...(sync ? [`sync ${sync.files} files (${sync.bytes} bytes) from ${sync.root}`] : []),
     ...(state.container ? [`use the image ${state.container.image} (${state.container.runtime}, pull ${state.container.pull}, gpus ${String(state.container.gpus)}); setup and training run in it`] : []),
+    ...(providerPlan.steps?.after ?? []),
     ...(state.setup?.requirements ? [`install ${state.setup.requirements} into a cached venv`] : []),
     ...(state.setup?.commands ?? []).map((c) => `run setup command: ${c}`),
     ...state.data.map((d) => `fetch ${d.uri} into ${d.to}`),
@@ -69,8 +77,8 @@ export async function summarizePlan(state: PlanState, script: string | undefined
       ? `train ${script ?? "(script given to .train())"} on ${nodes.count} nodes${nodes.launcher === "torchrun" ? ` with torchrun (${nodes.procsPerNode} process(es) per node, rendezvous on node 0 port ${nodes.masterPort})` : ""}`
       : `train ${script ?? "(script given to .train())"}`,
     ...(storage ? [`commit checkpoints to ${storage.uri}${state.checkpoints?.keep ? `, keeping ${state.checkpoints.keep}` : ""}`] : []),
-    `release the machine`,
-  ];
+    batch ? "the job ends with its agents (one still queued or running after the run is cancelled)" : `release the machine`,
+  ].filter((s): s is string => s !== undefined);
   const maxDurationMs = state.budget?.maxDurationMs ?? null;
   // A gang pays for every node.
   const hourlyUsd = estimate.hourlyPriceUsd * (nodes?.count ?? 1);
@@ -79,8 +87,9 @@ export async function summarizePlan(state: PlanState, script: string | undefined
   return {
     provider: state.provider.name,
     steps,
-    resources: nodes ? Array.from({ length: nodes.count }, (_, rank) => providerPlan.resources.map((r) => ({ ...r, description: `node ${rank}: ${r.description}` }))).flat() : providerPlan.resources,
+    resources: nodes && !batch ? Array.from({ length: nodes.count }, (_, rank) => providerPlan.resources.map((r) => ({ ...r, description: `node ${rank}: ${r.description}` }))).flat() : providerPlan.resources,
     ...(sync ? { sync: { root: sync.root, files: sync.files, bytes: sync.bytes, largest: sync.largest, warnings: sync.warnings, ...(sync.tooLarge ? { tooLarge: sync.tooLarge } : {}) } } : {}),
+    ...(providerPlan.batchScript !== undefined ? { batchScript: providerPlan.batchScript } : {}),
     checkpoints: { storage: storage?.uri ?? null, keep: state.checkpoints?.keep ?? null },
     estimate: {
       hourlyUsd,

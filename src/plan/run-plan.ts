@@ -281,7 +281,7 @@ export class RunPlan {
       this.checkScript(script);
       this.checkCommand(".plan()", script, hyperparams, parsed.args ?? []);
     }
-    return summarizePlan(this.state, script);
+    return summarizePlan(this.state, script, options);
   }
 
   /**

@@ -6,7 +6,7 @@
  * const kind: SweptResourceKind = "security-group";
  * ```
  */
-export type SweptResourceKind = "instance" | "volume" | "snapshot" | "key-pair" | "security-group" | "s3-prefix";
+export type SweptResourceKind = "instance" | "volume" | "snapshot" | "key-pair" | "security-group" | "s3-prefix" | "job";
 
 /**
  * One resource a sweep looked at.

@@ -1,3 +1,4 @@
+import type { BatchEngine } from "./batch-types.js";
 import type { SweepReport } from "./sweep-types.js";
 import type { Transport } from "../transport/types.js";
 
@@ -61,6 +62,12 @@ export interface Machine {
   readonly shutdown?: { readonly command: readonly string[]; readonly afterRunMs: number; readonly cancelBootPowerOff?: readonly string[] | undefined } | undefined;
   /** When the machine started costing money (epoch ms), for accrued cost. @defaultValue when it was handed out */
   readonly launchedAtMs?: number | undefined;
+  /**
+   * How to stop a run whose agent runs on another machine than this transport reaches (a Slurm job's
+   * nodes, followed through the login node): the engine calls it instead of the agent's `signal`
+   * command (which signals by pid), and never reaps by pid on it. Absent: the agent runs here.
+   */
+  readonly signalRun?: ((runDir: string, how: "interrupt" | "kill") => Promise<void>) | undefined;
 }
 
 /** What the engine asks a provider for. */
@@ -122,6 +129,25 @@ export interface ProviderPlan {
   readonly resources: readonly PlannedResource[];
   /** Expected price per hour in USD. */
   readonly hourlyPriceUsd: number;
+  /** A batch provider's job script, as it would be submitted (Slurm: the sbatch script). */
+  readonly batchScript?: string | undefined;
+  /** A batch provider's steps, in words, replacing "provision" and "release" in the plan. */
+  readonly steps?: { readonly before: readonly string[]; readonly after: readonly string[] } | undefined;
+}
+
+/** The run's shape, for a provider whose plan depends on it (a batch job's script). */
+export interface ProviderPlanRequest {
+  readonly runId: string;
+  /** `.nodes(n)`: machines in the gang. @defaultValue 1 */
+  readonly nodes?: number | undefined;
+  /** `.budget({ maxDurationMs })`. */
+  readonly maxDurationMs?: number | undefined;
+  /** The trainer's grace after SIGTERM (`train({ graceMs })`). */
+  readonly graceMs?: number | undefined;
+  /** Whether the run recovers (`.recover()`): a batch job may then be requeued. */
+  readonly recover?: boolean | undefined;
+  /** Where the agent would be installed under a root folder. */
+  readonly agentPathOn?: ((rootDir: string) => string) | undefined;
 }
 
 /**
@@ -161,7 +187,7 @@ export interface Provider {
   /** Reconnects to a machine from its journal record (for `Runctl.attach`). */
   reattach?(record: MachineRecord, options?: { readonly signal?: AbortSignal | undefined }): Promise<Machine>;
   /** Dry-run facts for `.plan()`. No side effects. */
-  plan?(): ProviderPlan;
+  plan?(request?: ProviderPlanRequest): ProviderPlan;
   /** The price a run would pay now (may ask the cloud, e.g. the spot market). Read-only. */
   estimate?(options?: { readonly signal?: AbortSignal | undefined }): Promise<ProviderEstimate>;
   /** Finds and deletes leftovers of runs that are over or expired (only what runctl tagged). */
@@ -179,4 +205,10 @@ export interface Provider {
   readonly maxNodes?: number | undefined;
   /** How often the engine calls {@link Provider.keepAlive} while following. @defaultValue 600000 (10 minutes) */
   readonly keepAliveEveryMs?: number | undefined;
+  /**
+   * A cluster engine's scheduler (Slurm): `provision` hands out the login machine, whose root folder
+   * is on the cluster's shared filesystem, and the run is one batch job whose allocation is the gang
+   * (docs/decisions/0017-cluster-engine-providers.md). Absent: machines are provisioned one by one.
+   */
+  readonly batch?: BatchEngine | undefined;
 }

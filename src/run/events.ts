@@ -1,7 +1,7 @@
 import type { RunInterruption } from "./run-result.js";
 
 /** The phases a run goes through, in order (`recovering` only after an interruption). */
-export type RunPhase = "provisioning" | "syncing" | "setup" | "data" | "training" | "recovering" | "teardown" | "done";
+export type RunPhase = "provisioning" | "syncing" | "queued" | "setup" | "data" | "training" | "recovering" | "teardown" | "done";
 
 /** How a run ended. `detached` means this client stopped following; the run itself goes on. */
 export type RunStatus = "succeeded" | "failed" | "canceled" | "interrupted" | "detached";
@@ -22,6 +22,10 @@ export interface PhaseEvent extends RunEventBase {
   readonly type: "phase";
   /** The phase the run has just entered. */
   readonly phase: RunPhase;
+  /** `queued`: the cluster's job id. */
+  readonly job?: string | undefined;
+  /** `queued`: why the job waits, in the scheduler's words (Slurm: `Priority`, `Resources`, `BeginTime`, …). */
+  readonly reason?: string | undefined;
 }
 
 /** One line of setup or trainer output (stdout and stderr, as written to `train.log`). */

@@ -45,7 +45,7 @@ export interface SshHostsOptions {
  * ```
  */
 export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[], options: SshHostsOptions = {}): Provider {
-  const list = (Array.isArray(hosts) ? hosts : [hosts]).map(parseHost);
+  const list = (Array.isArray(hosts) ? hosts : [hosts]).map((h) => parseHost(h));
   if (list.length === 0) throw new RunctlError("INVALID_ARGUMENT", "sshHosts() needs at least one host.");
   const ids = list.map(hostId);
   if (new Set(ids).size !== ids.length) throw new RunctlError("INVALID_ARGUMENT", `sshHosts(): a host is listed twice (${ids.join(", ")}).`);
@@ -170,7 +170,7 @@ function machineOf(host: SshHost, transport: SshTransport, rootDir: string): Mac
 }
 
 /** Rebuilds host settings from a journal record (no secrets are stored there; keys come from paths). */
-function hostFromRecord(record: MachineRecord): SshHost {
+export function hostFromRecord(record: MachineRecord): SshHost {
   const str = (key: string): string | undefined => (typeof record[key] === "string" ? (record[key] as string) : undefined);
   const host = str("host");
   if (!host) throw new RunctlError("INVALID_ARGUMENT", `Cannot reattach machine ${record.id}: its record has no host.`);
@@ -190,7 +190,8 @@ function hostFromRecord(record: MachineRecord): SshHost {
   };
 }
 
-async function homeDir(transport: SshTransport): Promise<string> {
+/** The login user's `$HOME` on a connected host (HOST_UNREACHABLE when it cannot be read). */
+export async function homeDir(transport: SshTransport): Promise<string> {
   const r = await transport.exec({ script: 'printf %s "$HOME"' });
   const home = r.stdout.trim();
   if (r.exitCode !== 0 || !home.startsWith("/")) {
@@ -200,21 +201,22 @@ async function homeDir(transport: SshTransport): Promise<string> {
 }
 
 /** `user@host:port` or an object; validated. */
-function parseHost(value: SshHost | string): SshHost {
+export function parseHost(value: SshHost | string, caller = "sshHosts()"): SshHost {
   if (typeof value === "string") {
     const m = /^(?:([^@\s]+)@)?(\[[^\]]+\]|[^:@\s]+)(?::(\d+))?$/.exec(value);
-    if (!m?.[2]) throw new RunctlError("INVALID_ARGUMENT", `sshHosts(): ${JSON.stringify(value)} is not "user@host:port".`);
+    if (!m?.[2]) throw new RunctlError("INVALID_ARGUMENT", `${caller}: ${JSON.stringify(value)} is not "user@host:port".`);
     return { host: m[2].replace(/^\[|\]$/g, ""), ...(m[1] ? { username: m[1] } : {}), ...(m[3] ? { port: Number(m[3]) } : {}) };
   }
   if (typeof value !== "object" || value === null || typeof value.host !== "string" || value.host === "") {
-    throw new RunctlError("INVALID_ARGUMENT", "sshHosts(): each host needs a `host`.");
+    throw new RunctlError("INVALID_ARGUMENT", `${caller}: each host needs a \`host\`.`);
   }
   if (value.port !== undefined && (!Number.isInteger(value.port) || value.port < 1 || value.port > 65535)) {
-    throw new RunctlError("INVALID_ARGUMENT", `sshHosts(): port ${value.port} is not a TCP port.`);
+    throw new RunctlError("INVALID_ARGUMENT", `${caller}: port ${value.port} is not a TCP port.`);
   }
   return value;
 }
 
-function hostId(host: SshHost): string {
+/** `user@host:port`: a host's id in journals and pools. */
+export function hostId(host: SshHost): string {
   return `${host.username ? `${host.username}@` : ""}${host.host}:${host.port ?? 22}`;
 }
