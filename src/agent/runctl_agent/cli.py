@@ -9,6 +9,7 @@ from .daemon import cmd_launch, cmd_signal, cmd_status, cmd_supervise
 from .follow import cmd_follow
 from .fsutil import print_json
 from .manifest import cmd_manifest
+from .slurm_node import cmd_node
 from .sync_apply import cmd_sync_apply, cmd_sync_apply_staged
 
 
@@ -67,6 +68,9 @@ def main(argv):
         return cmd_reap(one(1)[0])
     if cmd == "watch":
         return cmd_watch(one(1)[0])
+    if cmd == "node":
+        a = one(3)
+        return cmd_node(a[0], a[1], a[2])
     if cmd == "manifest":
         return cmd_manifest(one(1)[0])
     if cmd == "sync-apply":

@@ -27,6 +27,7 @@ USAGE = (
     " | follow RUN_DIR [--log-offset N] [--events-offset M] [--max-wait-ms N] [--max-bytes N]"
     " | signal RUN_DIR interrupt|kill | status RUN_DIR | reap RUN_DIR | manifest DIR | sync-apply DIR < tar"
     " | sync-apply DIR --staged < {storage, key, secrets}"
+    " | node JOB_DIR ATTEMPT ADDRS (in a Slurm job step: SLURM_NODEID, SLURM_RESTART_COUNT)"
 )
 
 

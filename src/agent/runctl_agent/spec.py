@@ -95,10 +95,7 @@ def normalize_spec(spec, run_dir):
     ck["settleMs"] = _num(ck.get("settleMs"), 2000, "checkpoints.settleMs")
     ck["pollMs"] = _num(ck.get("pollMs"), 500, "checkpoints.pollMs")
     s["checkpoints"] = ck
-    resume = s.get("resume")
-    if resume is not None and (not isinstance(resume, dict) or not isinstance(resume.get("runId"), str)):
-        raise UsageError("spec.resume needs storage and runId")
-    s["resume"] = resume
+    s["resume"] = normalize_resume(s.get("resume"))
     lim = dict(s.get("limits") or {})
     lim["maxDurationMs"] = _num(lim.get("maxDurationMs"), None, "limits.maxDurationMs", allow_none=True)
     lim["graceMs"] = _num(lim.get("graceMs"), 30000, "limits.graceMs")
@@ -138,6 +135,30 @@ def normalize_spec(spec, run_dir):
         raise UsageError("spec.container.network must be \"host\" for a run on several nodes, got %s"
                          % s["container"]["network"])
     return s
+
+
+def normalize_resume(v, name="resume"):
+    """spec.resume: null or {storage, runId, name?, ifAny?, orElse?}. `ifAny` true: a run with no
+    committed checkpoint at all restores `orElse` (a resume object without an orElse of its own)
+    instead, or starts from the beginning, rather than failing CHECKPOINT_NOT_FOUND."""
+    if v is None:
+        return None
+    if not isinstance(v, dict) or not isinstance(v.get("runId"), str):
+        raise UsageError("spec.%s needs storage and runId" % name)
+    out = dict(v)
+    if_any = out.get("ifAny", False)
+    if not isinstance(if_any, bool):
+        raise UsageError("spec.%s.ifAny must be true or false" % name)
+    out["ifAny"] = if_any
+    or_else = out.get("orElse")
+    if or_else is not None:
+        if not if_any:
+            raise UsageError("spec.%s.orElse needs ifAny: true" % name)
+        if name != "resume":
+            raise UsageError("spec.%s.orElse must be null: one fallback only" % name)
+        or_else = normalize_resume(or_else, name + ".orElse")
+    out["orElse"] = or_else
+    return out
 
 
 def normalize_interruption(v):

@@ -22,13 +22,28 @@ from .sync_apply import UnsafePath, _prepare_dirs
 class StorageMixin:
     """Supervisor methods; they use the state set up by Supervisor.__init__ (supervisor.py)."""
     def restore(self):
+        """spec.resume; with `ifAny` and no committed checkpoint of that run at all, `orElse` (its
+        storage opened now) or, without one, a note and a start from the beginning."""
         r = self.spec["resume"]
-        from_run = r["runId"]
-        name = r.get("name")
-        ckpt_dir = self.spec["checkpoints"]["dir"]
         storage = self.resume_storage
+        while True:
+            try:
+                self._restore_one(storage, r)
+                return
+            except PhaseFailed as e:
+                if e.code != "CHECKPOINT_NOT_FOUND" or not r.get("ifAny"):
+                    raise
+            if r.get("orElse") is None:
+                self.log_note("no checkpoint of run %s yet: starting from the beginning" % r["runId"])
+                return
+            self.log_note("no checkpoint of run %s yet: resuming from run %s" % (r["runId"], r["orElse"]["runId"]))
+            r = r["orElse"]
+            storage = self._open(r.get("storage"), "resume storage")
+
+    def _restore_one(self, storage, r):
+        from_run = r["runId"]
         try:
-            self._restore(storage, from_run, name, ckpt_dir)
+            self._restore(storage, from_run, r.get("name"), self.spec["checkpoints"]["dir"])
         except StorageError as e:
             self.check_abort()
             raise PhaseFailed("STORAGE_UNREACHABLE", "the resume storage %s cannot be read: %s" % (storage.location(from_run), e), "storage")

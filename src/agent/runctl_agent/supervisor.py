@@ -27,9 +27,26 @@ from .sup_setup import SetupMixin
 from .sup_storage import StorageMixin
 
 
+STOP_WORDS = {"cancel": "cancel", "kill": "kill", "time-limit": "max-duration"}
+
+
+def read_stop_marker(path):
+    """What a SIGTERM/SIGINT means in `node` mode: the stop marker's word (cancel, kill, time-limit:
+    the client or the batch script wrote it before signalling), else a preemption or requeue by
+    Slurm, after which the run goes on in the requeued job."""
+    try:
+        with open(path, "rb") as f:
+            word = f.read(64).decode("utf-8", "replace").strip()
+    except OSError:
+        word = ""
+    return STOP_WORDS.get(word, "preempted")
+
+
 class Supervisor(InterruptionMixin, ChildrenMixin, ContainerMixin, SetupMixin, StorageMixin, CommitsMixin):
-    def __init__(self, run_dir, machine_secrets=None):
+    def __init__(self, run_dir, machine_secrets=None, stop_marker=None):
         self.run_dir = os.path.abspath(run_dir)
+        # `node` mode (a Slurm job step): a SIGTERM/SIGINT means what this file says (read_stop_marker).
+        self.stop_marker = stop_marker
         # Launch secrets live only in this process's memory: handed to boto3 sessions or to the
         # environment of aws subprocesses, never to files, events, the trainer or os.environ.
         self.aws_creds = (machine_secrets or {}).get("aws")
@@ -41,7 +58,7 @@ class Supervisor(InterruptionMixin, ChildrenMixin, ContainerMixin, SetupMixin, S
         self.trainer_pid = None
         self.child_pgid = None  # process group of whatever child runs now (setup step or trainer)
         self.pending_signals = []  # filled by signal handlers, drained by the main thread only
-        self.abort_reason = None  # cancel | kill | max-duration | budget | interruption
+        self.abort_reason = None  # cancel | kill | max-duration | budget | interruption | preempted
         self.term_deadline = None
         self.kill_sent = False
         self.trainer_done = False
@@ -129,11 +146,15 @@ class Supervisor(InterruptionMixin, ChildrenMixin, ContainerMixin, SetupMixin, S
     # -- signals and limits (sending happens on the main thread only, never in a handler)
 
     def _on_signal(self, signum, _frame):
-        self.pending_signals.append("kill" if signum == signal.SIGUSR1 else "cancel")
+        if signum == signal.SIGUSR1:
+            self.pending_signals.append("kill")
+        else:
+            self.pending_signals.append("term" if self.stop_marker else "cancel")
 
     def poll_abort(self):
         while self.pending_signals:
-            self._request(self.pending_signals.pop(0))
+            what = self.pending_signals.pop(0)
+            self._request(read_stop_marker(self.stop_marker) if what == "term" else what)
         max_ms = self.spec["limits"].get("maxDurationMs")
         if max_ms is not None and self.abort_reason is None and not self.trainer_done and self.elapsed_ms() >= max_ms:
             self._request("max-duration")
@@ -233,6 +254,8 @@ class Supervisor(InterruptionMixin, ChildrenMixin, ContainerMixin, SetupMixin, S
                     check_descriptor(spec["checkpoints"]["storage"])
                 if spec["resume"] is not None:
                     check_descriptor(spec["resume"].get("storage"))
+                    if spec["resume"]["orElse"] is not None:
+                        check_descriptor(spec["resume"]["orElse"].get("storage"))
                 if spec["outputs"] is not None:
                     check_descriptor(spec["outputs"]["storage"])
                 for item in spec["data"]:
@@ -255,8 +278,8 @@ class Supervisor(InterruptionMixin, ChildrenMixin, ContainerMixin, SetupMixin, S
                 sig_name = signal_name(-rc)
             else:
                 exit_code = rc
-            if self.abort_reason == "interruption":
-                status, reason = "interrupted", "interruption"
+            if self.abort_reason in ("interruption", "preempted"):
+                status, reason = "interrupted", self.abort_reason
             elif self.abort_reason in ("cancel", "kill"):
                 status, reason = "canceled", self.abort_reason
             elif self.abort_reason in ("max-duration", "budget"):
@@ -264,7 +287,7 @@ class Supervisor(InterruptionMixin, ChildrenMixin, ContainerMixin, SetupMixin, S
             else:
                 status, reason = ("succeeded" if rc == 0 else "failed"), "exit"
         except Aborted:
-            if self.abort_reason == "interruption":
+            if self.abort_reason in ("interruption", "preempted"):
                 status = "interrupted"
             else:
                 status = "canceled" if self.abort_reason in ("cancel", "kill") else "failed"
