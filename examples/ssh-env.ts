@@ -9,7 +9,7 @@
 import type { SshHost } from "runctl";
 
 /** The hosts named by `variable` (comma-separated `user@host:port`), with the shared key settings. */
-export function sshHostsFromEnv(variable: "RUNCTL_SSH_HOST" | "RUNCTL_SSH_HOSTS" = "RUNCTL_SSH_HOST"): SshHost[] {
+export function sshHostsFromEnv(variable: "RUNCTL_SSH_HOST" | "RUNCTL_SSH_HOSTS" | "RUNCTL_SLURM_LOGIN" = "RUNCTL_SSH_HOST"): SshHost[] {
   const key = process.env["RUNCTL_SSH_KEY"];
   const knownHosts = process.env["RUNCTL_SSH_KNOWN_HOSTS"];
   return (process.env[variable] ?? "")

@@ -147,17 +147,20 @@ async function writeJobFile(ctx: RunContext, b: BatchRunState, resumeFrom: Agent
   if (r.exitCode !== 0) throw new RunctlError("COMMAND_FAILED", `Could not write ${b.jobDir}/job.json on ${b.login.address}: ${r.stderrTail.trim()}`);
 }
 
-/** Waits while the job is queued (a `queued` phase for each new reason); returns it running, or over. */
+/**
+ * Waits while the job is queued: a `queued` phase with the job's id first (even when it starts at
+ * once), then again for each new reason it waits for. Returns it running, or over.
+ */
 async function waitForStart(ctx: RunContext, engine: BatchEngine, b: BatchRunState, jobId: string, known: BatchJobStatus | undefined, signal: AbortSignal): Promise<BatchJobStatus> {
   let lastReason: string | null = null;
   let status = known ?? (await engine.status(b.login, jobId, { signal }));
   for (;;) {
-    if (status.phase !== "pending") return status;
-    const reason = status.reason ?? "";
+    const reason = status.phase === "pending" ? (status.reason ?? "") : "";
     if (reason !== lastReason) {
       lastReason = reason;
-      ctx.session.emit({ type: "phase", phase: "queued", job: jobId, ...(status.reason ? { reason: status.reason } : {}) });
+      ctx.session.emit({ type: "phase", phase: "queued", job: jobId, ...(reason ? { reason } : {}) });
     }
+    if (status.phase !== "pending") return status;
     await sleep(engine.pollMs, undefined, { signal });
     status = await engine.status(b.login, jobId, { signal });
   }

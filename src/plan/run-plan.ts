@@ -305,7 +305,8 @@ export class RunPlan {
         `.checkpoints(): ${this.state.provider.name} machines are gone after the run, and the checkpoints with them; add .checkpoints({ storage: s3(...) }).`,
       );
     }
-    if (this.state.recover && !this.state.checkpoints?.storage && !this.state.provider.sharesLocalFilesystem) {
+    // A batch provider's checkpoints default to its shared filesystem, which every attempt's nodes see.
+    if (this.state.recover && !this.state.checkpoints?.storage && !this.state.provider.sharesLocalFilesystem && !this.state.provider.batch) {
       throw new RunctlError(
         "INVALID_ARGUMENT",
         ".recover(): a run that restarts on a new machine needs checkpoint storage that outlives the machine; add .checkpoints({ storage: s3(...) }). Without it every restart would begin from step 0.",

@@ -296,7 +296,8 @@ async function unmountSlurmEtc(pid: number, dir: string): Promise<void> {
       return; // the host is gone, and its mounts with it
     }
     if (!mine) return;
-    await sh("nsenter", ["-t", String(pid), "-m", "--", "umount", "-l", "/etc/slurm"], { allowFail: true });
+    // Also the host's PID namespace: umount reads /proc/self/mountinfo, and the host's /proc shows only its own processes.
+    await sh("nsenter", ["-t", String(pid), "-m", "-p", "--", "umount", "-l", "/etc/slurm"], { allowFail: true });
   }
 }
 
