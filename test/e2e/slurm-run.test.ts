@@ -140,4 +140,140 @@ describe("slurm(): runs as Slurm batch jobs", () => {
     expect(finalShas(outcome).get(undefined)).toBe(finalShas(reference).get(undefined));
     expect(outcome.verification?.ok).toBe(true);
   });
+
+  it("cancels a running job: canceled, its SIGTERM checkpoint committed, the job gone from the queue", async () => {
+    let canceled = false;
+    const outcome = await slurmExample({
+      login,
+      ...quiet,
+      project: FIXTURES,
+      script: "train_mnist_e2e.py",
+      hyperparams: { steps: 400, "checkpoint-every": 50, "sleep-per-step": 0.05 },
+      graceMs: 10_000,
+      onEvent: async (event, run) => {
+        if (!canceled && event.type === "metric" && (event.step ?? 0) >= 15) {
+          canceled = true;
+          await run.cancel();
+        }
+      },
+    });
+    expect(outcome.result.status).toBe("canceled");
+    const saved = outcome.lines.find((l) => l.line.startsWith("SIGTERM_CHECKPOINT"));
+    expect(saved).toBeDefined();
+    const step = Number(saved!.line.split(" ")[1]);
+    expect(outcome.latest?.step).toBe(step);
+    expect(outcome.verification?.ok).toBe(true);
+    const id = jobIdOf(outcome.events);
+    expect((await cluster.squeue(["-j", id, "-o", "%T"])).stdout.trim()).toBe("");
+    expect((await jobRecord(id))?.["Restarts"]).toBe("0"); // never requeued
+  });
+
+  it("stops the trainer at Slurm's warning before the time limit; its final checkpoint is committed", async () => {
+    const outcome = await slurmExample({
+      login,
+      ...quiet,
+      project: FIXTURES,
+      script: "train_mnist_e2e.py",
+      hyperparams: { steps: 100_000, "checkpoint-every": 1000, "sleep-per-step": 0.05 },
+      graceMs: 5_000,
+      maxDurationMs: 60_000,
+    });
+    expect(outcome.result.status).toBe("failed");
+    expect(outcome.result.error?.code).toBe("MAX_DURATION_EXCEEDED");
+    const saved = outcome.lines.find((l) => l.line.startsWith("SIGTERM_CHECKPOINT"));
+    expect(saved).toBeDefined();
+    expect(outcome.latest?.step).toBe(Number(saved!.line.split(" ")[1]));
+    expect(outcome.verification?.ok).toBe(true);
+    const id = jobIdOf(outcome.events);
+    const record = await jobRecord(id);
+    expect(record?.["TimeLimit"]).toBe("00:01:00");
+    // Slurm's warning (the batch shell's USR1) stopped it, before the time limit killed anything.
+    const out = await inspector.exec(["sh", "-c", 'cat "$HOME"/.runctl/runs/*/slurm-"$1".out', "sh", id]);
+    expect(out.stdout).toContain("runctl: the time limit is near");
+    expect(record?.["JobState"]).not.toBe("TIMEOUT");
+  }, 180_000);
+
+  it("refuses an unknown partition and an invalid gres with Slurm's message, before anything is synced or queued", async () => {
+    for (const [cluster_, reason] of [[{ partition: "nope" }, "partition"], [{ gresPerNode: "gpu:1" }, "gres"]] as const) {
+      const phases: string[] = [];
+      let runId = "";
+      const error: unknown = await slurmExample({ login, ...quiet, cluster: cluster_, onEvent: (e) => void (runId = e.runId, e.type === "phase" && phases.push(e.phase)) }).catch((err: unknown) => err);
+      expect(isRunctlError(error) && error.code).toBe("JOB_REJECTED");
+      expect((error as Error).message).toMatch(reason === "partition" ? /invalid partition/i : /gres|generic resource/i);
+      expect(isRunctlError(error) && error.details?.["reason"]).toBe(reason);
+      expect(phases).not.toContain("syncing");
+      expect(phases).not.toContain("queued");
+      const dir = await inspector.exec(["sh", "-c", 'test -e "$HOME/.runctl/runs/$1"', "sh", runId]);
+      expect(dir.exitCode).toBe(1);
+    }
+    expect((await cluster.squeue(["-o", "%i"])).stdout.trim()).toBe("");
+  });
+
+  it(".plan() shows the sbatch script and the job, connecting to nothing", async () => {
+    const plan = Runctl.instance(slurm({ login: { host: "login.invalid", username: "ml" }, partition: "gpu", gresPerNode: "gpu:4", sbatchArgs: ["--constraint=a100"] }))
+      .sync(FIXTURES)
+      .nodes(2)
+      .recover({ maxRestarts: 2 })
+      .budget({ maxDurationMs: 3 * 3600_000 });
+    const summary = await plan.plan("train_ddp.py", { graceMs: 60_000 });
+    expect(summary.provider).toBe("slurm");
+    const script = summary.batchScript ?? "";
+    for (const line of ["#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --partition=gpu", "#SBATCH --gres=gpu:4", "#SBATCH --time=180", "#SBATCH --signal=B:USR1@90", "#SBATCH --requeue", "#SBATCH --open-mode=append", "#SBATCH --constraint=a100"]) {
+      expect(script).toContain(line);
+    }
+    expect(script).toMatch(/^srun --nodes=2 .* node "\$job_dir" "\$attempt" "\$addrs" &$/m);
+    expect(summary.steps.join("\n")).toMatch(/sbatch --test-only/);
+    expect(summary.resources).toHaveLength(1);
+    expect(summary.resources[0]?.kind).toBe("job");
+  });
+
+  it("detaches and reattaches (Runctl.attach); sweep cancels only runctl's jobs whose run is over", async () => {
+    const provider = slurm({ login });
+    // A job of the user's own, not runctl's: never touched.
+    const foreign = await inspector.exec(["sbatch", "--parsable", "--comment=mine", "-o", "/dev/null", "--wrap", "sleep 300"]);
+    expect(foreign.exitCode, foreign.stderrTail).toBe(0);
+    const foreignId = foreign.stdout.trim();
+    const run = Runctl.instance(provider)
+      .sync(FIXTURES)
+      .train("train_mnist_e2e.py", { hyperparams: { steps: 80, "checkpoint-every": 20, "sleep-per-step": 0.1 } });
+    for await (const event of run) {
+      if (event.type === "metric" && (event.step ?? 0) >= 5) {
+        await run.cancel({ strategy: "detach" });
+        break;
+      }
+    }
+    expect((await run).status).toBe("detached");
+    let report = await Runctl.sweep({ provider, dryRun: true });
+    expect(report.found).toEqual([]);
+    expect(report.kept.map((k) => [k.resource.kind, k.resource.runId, k.reason])).toEqual([["job", run.runId, "run not over"]]);
+    const attached = Runctl.attach(run.runId, { provider });
+    const lines: string[] = [];
+    for await (const event of attached) if (event.type === "log") lines.push(event.line);
+    const result = await attached;
+    expect(result.status).toBe("succeeded");
+    expect(lines).toContain("TRAINING_DONE");
+    // A detached run whose client never came back: the sweep takes it once forced, and only it.
+    const left = Runctl.instance(provider).sync(FIXTURES).train("train_mnist_e2e.py", { hyperparams: { steps: 5000, "sleep-per-step": 0.1 } });
+    for await (const event of left) {
+      if (event.type === "metric") {
+        await left.cancel({ strategy: "detach" });
+        break;
+      }
+    }
+    await left;
+    report = await Runctl.sweep({ provider, force: true });
+    expect(report.deleted.map((r) => r.runId)).toEqual([left.runId]);
+    expect(report.errors).toEqual([]);
+    // Cancelled: out of the queue once Slurm has ended its processes.
+    const deadline = Date.now() + 60_000;
+    let queue: string[] = [];
+    while (Date.now() < deadline) {
+      queue = (await cluster.squeue(["-o", "%i"])).stdout.trim().split("\n");
+      if (queue.length === 1) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(queue).toEqual([foreignId]);
+    await cluster.command("scancel", [foreignId]);
+  });
 });
+
