@@ -176,7 +176,9 @@ describe("slurm(): runs as Slurm batch jobs", () => {
       script: "train_mnist_e2e.py",
       hyperparams: { steps: 100_000, "checkpoint-every": 1000, "sleep-per-step": 0.05 },
       graceMs: 5_000,
-      maxDurationMs: 60_000,
+      // Two minutes: slurmctld sends the warning at its first check within warning + 30 s of the
+      // end, which for a one-minute limit can be before the trainer has started.
+      maxDurationMs: 120_000,
     });
     expect(outcome.result.status).toBe("failed");
     expect(outcome.result.error?.code).toBe("MAX_DURATION_EXCEEDED");
@@ -186,7 +188,7 @@ describe("slurm(): runs as Slurm batch jobs", () => {
     expect(outcome.verification?.ok).toBe(true);
     const id = jobIdOf(outcome.events);
     const record = await jobRecord(id);
-    expect(record?.["TimeLimit"]).toBe("00:01:00");
+    expect(record?.["TimeLimit"]).toBe("00:02:00");
     // Slurm's warning (the batch shell's USR1) stopped it, before the time limit killed anything.
     const out = await inspector.exec(["sh", "-c", 'cat "$HOME"/.runctl/runs/*/slurm-"$1".out', "sh", id]);
     expect(out.stdout).toContain("runctl: the time limit is near");

@@ -43,8 +43,9 @@ export function isUnknownJob(stderr: string): boolean {
 
 /** Why Slurm rejected a job, from sbatch's message. */
 export function rejectionReason(message: string): "partition" | "account" | "qos" | "gres" | "time" | "nodes" | "other" {
-  if (/partition/i.test(message)) return "partition";
+  // "Invalid account or account/partition combination": the account, checked first.
   if (/account/i.test(message)) return "account";
+  if (/partition/i.test(message)) return "partition";
   if (/qos/i.test(message)) return "qos";
   if (/gres|generic resource|TRES/i.test(message)) return "gres";
   if (/time limit/i.test(message)) return "time";
