@@ -8,7 +8,8 @@ const EXIT_CODES_TEXT = `Exit codes:
   130  interrupted by Ctrl-C (a followed run goes on; reattach with runctl attach RUN)`;
 
 const PROVIDERS_TEXT = `Runs on other machines: local runs need nothing. For ssh-hosts runs the CLI rebuilds the host from
-the run's journal (host, port, user, key path, known_hosts path: never secrets). Runs on other
+the run's journal (host, port, user, key path, known_hosts path: never secrets); for slurm runs, the
+login node and runctl's folder on the cluster the same way. Runs on other
 providers (ec2) cannot be rebuilt from the journal alone; follow them from code with
 Runctl.attach(runId, { provider }).`;
 

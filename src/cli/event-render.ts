@@ -13,7 +13,7 @@ import { formatBytes, formatDuration, formatUsd } from "./cli-output.js";
 export function renderEvent(event: RunEvent): string | undefined {
   switch (event.type) {
     case "phase":
-      return `• ${event.phase}`;
+      return `• ${event.phase}${event.job !== undefined ? ` (job ${event.job}${event.reason ? `: ${event.reason}` : ""})` : ""}`;
     case "log":
       return event.line.startsWith("RUNCTL_METRIC ") ? undefined : event.line;
     case "metric":

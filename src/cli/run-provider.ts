@@ -1,11 +1,12 @@
-import { sshHosts, type AttachOptions, type MachineRecord, type SshHost } from "../index.js";
+import { slurm, sshHosts, type AttachOptions, type MachineRecord, type SshHost } from "../index.js";
 import { CliError } from "./cli-errors.js";
 import type { StoredRunRecord } from "./run-journals.js";
 
 /**
  * The `Runctl.attach` options for a run, rebuilt from its journal: nothing for `local` runs (the
  * SDK's default), an `sshHosts` provider from the machine record for `ssh-hosts` runs (host, port,
- * user, key and known_hosts paths: the journal never holds secrets). Other providers (`ec2`) need
+ * user, key and known_hosts paths: the journal never holds secrets), a `slurm` provider on the same
+ * login node and folder for `slurm` runs. Other providers (`ec2`) need
  * settings the journal does not have, so the CLI refuses them with a pointer to the SDK.
  *
  * @param warn - Receives the provider's warnings (stderr). @defaultValue none
@@ -17,6 +18,10 @@ import type { StoredRunRecord } from "./run-journals.js";
 export function attachOptionsFor(record: StoredRunRecord, warn: (message: string) => void = () => {}): AttachOptions {
   if (record.provider === "local") return {};
   if (record.provider === "ssh-hosts" && record.machine) return { provider: sshHosts(sshHostOf(record.machine), { onWarning: warn }) };
+  if (record.provider === "slurm" && record.machine) {
+    const { rootDir, ...login } = sshHostOf(record.machine);
+    return { provider: slurm({ login, ...(rootDir ? { workdir: rootDir } : {}), onWarning: warn }) };
+  }
   throw new CliError(
     "UNSUPPORTED",
     `Run ${record.runId} ran on the ${record.provider} provider, which the CLI cannot rebuild from the run's journal; use the SDK: Runctl.attach(${JSON.stringify(record.runId)}, { provider }).`,

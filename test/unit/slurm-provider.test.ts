@@ -139,3 +139,15 @@ describe("plans on slurm()", () => {
     expect(summary.steps[0]).toMatch(/sbatch --test-only/);
   });
 });
+
+describe("the CLI and slurm runs", () => {
+  it("rebuilds the slurm provider from a run's journal (login node and folder, no secrets)", async () => {
+    const { attachOptionsFor } = await import("../../src/cli/run-provider.js");
+    const machine = { provider: "slurm", id: "ml@login:22", host: "login", port: 22, username: "ml", privateKeyPath: "/keys/id", knownHostsPath: "/keys/kh", rootDir: "/scratch/ml/runctl", jobId: "12" };
+    const options = attachOptionsFor({ version: 1, runId: "r1", createdAt: "2026-12-05T00:00:00Z", provider: "slurm", script: "train.py", machine } as never);
+    expect(options.provider?.name).toBe("slurm");
+    const plan = options.provider?.plan?.({ runId: "r1" });
+    expect(plan?.batchScript).toContain("#SBATCH --chdir=/scratch/ml/runctl/runs/r1");
+    expect(plan?.resources[0]?.description).toContain("ml@login:22");
+  });
+});
