@@ -13,7 +13,7 @@
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { Runctl, slurm, type Checkpoint, type CheckpointVerification, type HyperparamValue, type RecoverOptions, type RunEvent, type RunResult, type SlurmOptions, type SshHost, type Storage, type TrainingRun } from "runctl";
+import { Runctl, slurm, type Checkpoint, type CheckpointVerification, type HyperparamValue, type RecoverOptions, type RunEvent, type RunResult, type SetupOptions, type SlurmOptions, type SshHost, type Storage, type TrainingRun } from "runctl";
 import { sshHostsFromEnv } from "./ssh-env.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -29,6 +29,8 @@ export interface SlurmExampleOptions {
   readonly project?: string | undefined;
   /** The script, inside the project. @defaultValue "train.py" */
   readonly script?: string | undefined;
+  /** Dependencies to install into a venv on the shared filesystem (shared by every node). */
+  readonly setup?: SetupOptions | undefined;
   /** Hyperparameters merged over the defaults. */
   readonly hyperparams?: Readonly<Record<string, HyperparamValue>> | undefined;
   /** Checkpoint storage. @defaultValue runctl's folder on the cluster's shared filesystem */
@@ -61,6 +63,7 @@ export async function main(options: SlurmExampleOptions): Promise<SlurmExampleOu
   let plan = Runctl.instance(slurm({ login: options.login, ...options.cluster }))
     .sync(options.project ?? join(here, "..", "training"))
     .checkpoints(options.storage ? { storage: options.storage, keep: 5 } : { keep: 5 });
+  if (options.setup) plan = plan.setup(options.setup);
   if (nodes > 1) plan = plan.nodes(nodes);
   if (options.recover) plan = plan.recover(options.recover);
   if (options.maxDurationMs !== undefined) plan = plan.budget({ maxDurationMs: options.maxDurationMs });

@@ -11,14 +11,16 @@
  * - an unknown partition and an invalid gres: JOB_REJECTED with Slurm's message, nothing synced;
  * - `.plan()` shows the sbatch script; detach, `Runctl.attach`, and `sweep` (only runctl's own jobs).
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fileURLToPath } from "node:url";
 import { Runctl, isRunctlError, slurm, type RunEvent, type SshHost } from "runctl";
 import { main as slurmExample, type SlurmExampleOutcome } from "../../examples/slurm.js";
 import { startSlurmCluster, type SlurmCluster } from "../support/slurm.js";
 import { inspectorOf, sshHostOf } from "../support/ssh-hosts.js";
-import { useTempRunctlHome } from "../support/temp-home.js";
+import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
+import { buildDemoWheel } from "../support/wheelhouse.js";
 import { leaseTestHosts, type HostLease } from "../testbed/inject.js";
 import type { SshTransport } from "../../src/transport/ssh/index.js";
 
@@ -98,6 +100,20 @@ describe("slurm(): runs as Slurm batch jobs", () => {
     expect(outcome.verification?.ok).toBe(true);
     const record = await jobRecord(jobIdOf(outcome.events));
     expect(record).toMatchObject({ JobState: "COMPLETED", NumNodes: "2" });
+  });
+
+  it("installs requirements once into a venv on the shared filesystem that both nodes train in", async () => {
+    const project = tempDir("slurm-setup-proj");
+    buildDemoWheel("2.0.1", join(project, "wheels"));
+    writeFileSync(join(project, "requirements.txt"), `# slurm ${Date.now()}-${process.pid}\nrunctl-demo-pkg==2.0.1\n`);
+    writeFileSync(join(project, "use_pkg.py"), "import sys, runctl_demo_pkg\nprint('PKG', runctl_demo_pkg.VERSION)\nprint('PREFIX', sys.prefix)\n");
+    const outcome = await slurmExample({ login, ...quiet, nodes: 2, project, script: "use_pkg.py", setup: { requirements: "requirements.txt", pip: { noIndex: true, findLinks: ["wheels"] } } });
+    expect(outcome.result.status, JSON.stringify(outcome.result.error)).toBe("succeeded");
+    const prefixes = new Map(outcome.lines.filter((l) => l.line.startsWith("PREFIX ")).map((l) => [l.node, l.line.slice(7)]));
+    expect([...prefixes.keys()].sort()).toEqual([0, 1]);
+    expect(prefixes.get(0)).toBe(prefixes.get(1)); // one venv, on the shared filesystem
+    expect(prefixes.get(0)).toMatch(/\/\.runctl\/venvs\//);
+    expect(outcome.lines.filter((l) => l.line === "PKG 2.0.1").map((l) => l.node).sort()).toEqual([0, 1]);
   });
 
   it("resumes a requeued job (scontrol requeue) from the checkpoint its SIGTERM committed", async () => {
@@ -195,13 +211,13 @@ describe("slurm(): runs as Slurm batch jobs", () => {
     expect(record?.["JobState"]).not.toBe("TIMEOUT");
   }, 180_000);
 
-  it("refuses an unknown partition and an invalid gres with Slurm's message, before anything is synced or queued", async () => {
-    for (const [cluster_, reason] of [[{ partition: "nope" }, "partition"], [{ gresPerNode: "gpu:1" }, "gres"]] as const) {
+  it("refuses an unknown partition, an invalid gres and memory no node has with Slurm's message, before anything is synced or queued", async () => {
+    for (const [cluster_, reason] of [[{ partition: "nope" }, "partition"], [{ gresPerNode: "gpu:1" }, "gres"], [{ sbatchArgs: ["--mem=100000000"] }, "nodes"]] as const) {
       const phases: string[] = [];
       let runId = "";
       const error: unknown = await slurmExample({ login, ...quiet, cluster: cluster_, onEvent: (e) => void (runId = e.runId, e.type === "phase" && phases.push(e.phase)) }).catch((err: unknown) => err);
       expect(isRunctlError(error) && error.code).toBe("JOB_REJECTED");
-      expect((error as Error).message).toMatch(reason === "partition" ? /invalid partition/i : /gres|generic resource/i);
+      expect((error as Error).message).toMatch(reason === "partition" ? /invalid partition/i : reason === "gres" ? /gres|generic resource/i : /node configuration/i);
       expect(isRunctlError(error) && error.details?.["reason"]).toBe(reason);
       expect(phases).not.toContain("syncing");
       expect(phases).not.toContain("queued");
