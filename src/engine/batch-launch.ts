@@ -60,7 +60,8 @@ export async function launchBatch(ctx: RunContext, resumeFrom: AgentSpec["resume
   if (!ctx.batch) {
     session.emit({ type: "phase", phase: "provisioning" });
     const login = await provisionMachineFor(ctx, signal);
-    await engine.check(login, jobRequest(ctx, login, { python: login.python, path: agentPathOn(login.rootDir) }), { signal });
+    const checked = await engine.check(login, jobRequest(ctx, login, { python: login.python, path: agentPathOn(login.rootDir) }), { signal });
+    for (const message of checked.warnings) session.emit({ type: "warning", code: "SCHEDULER", message });
     const prepared = await prepareMachine(ctx, login, signal);
     ctx.batch = { login, agent: prepared.agent, mirrorDir: prepared.mirrorDir, jobDir: posix.join(login.rootDir, "runs", ctx.runId), jobId: undefined, attempt: undefined };
   }
@@ -98,18 +99,32 @@ export async function launchBatch(ctx: RunContext, resumeFrom: AgentSpec["resume
   }
 }
 
+/**
+ * The job's status once it is past `completing` (a requeued job shows COMPLETING until its steps
+ * and epilog have ended, and only then whether it is pending again or over), or after `maxMs`.
+ */
+async function settledStatus(engine: BatchEngine, b: BatchRunState, jobId: string, signal?: AbortSignal, maxMs = 60_000): Promise<BatchJobStatus> {
+  const deadline = Date.now() + maxMs;
+  for (;;) {
+    const status = await engine.status(b.login, jobId, signal ? { signal } : {});
+    if (status.phase !== "completing" || Date.now() >= deadline) return status;
+    await sleep(1000, undefined, signal ? { signal } : {});
+  }
+}
+
 /** The run's job when the scheduler has queued it again after the attempt just followed; undefined when a new job is needed. */
 async function requeuedJob(ctx: RunContext, engine: BatchEngine, b: BatchRunState, signal: AbortSignal): Promise<BatchJobStatus | undefined> {
   if (!b.jobId || !b.attempt) return undefined;
-  let status = await engine.status(b.login, b.jobId, { signal });
+  let status = await settledStatus(engine, b, b.jobId, signal);
   if (status.phase === "running" && status.restarts === b.attempt.restarts) {
     // The attempt's agents are gone while its job runs on: the same job starts afresh.
     await engine.requeue(b.login, b.jobId, { signal }).catch(() => undefined);
-    status = await engine.status(b.login, b.jobId, { signal });
+    status = await settledStatus(engine, b, b.jobId, signal);
   }
   const queued = (status.phase === "pending" || status.phase === "running") && status.restarts > b.attempt.restarts;
   if (queued) return status;
-  if (status.phase === "pending" || status.phase === "running") await engine.cancel(b.login, b.jobId, { signal }).catch(() => undefined);
+  // Never two jobs of one run: one not over is cancelled before another is submitted.
+  if (status.phase !== "ended" && status.phase !== "gone") await engine.cancel(b.login, b.jobId, { signal }).catch(() => undefined);
   return undefined;
 }
 
@@ -160,16 +175,21 @@ async function waitForStart(ctx: RunContext, engine: BatchEngine, b: BatchRunSta
       lastReason = reason;
       ctx.session.emit({ type: "phase", phase: "queued", job: jobId, ...(reason ? { reason } : {}) });
     }
-    if (status.phase !== "pending") return status;
+    if (status.phase === "running" || status.phase === "ended" || status.phase === "gone") return status;
     await sleep(engine.pollMs, undefined, { signal });
     status = await engine.status(b.login, jobId, { signal });
   }
 }
 
+/** How long a running job may take to start runctl's agent on every node. */
+const AGENT_START_TIMEOUT_MS = 120_000;
+
 /**
- * Waits until every node's agent has started (its `agent.pid`). A job that ends first failed to
- * start its agents: AGENT_FAILED with the job's output. Returns the job's status when the scheduler
- * requeued it meanwhile, undefined once every agent runs.
+ * Waits until every node's agent has started (its `agent.pid`). A job that ends first, or runs for
+ * {@link AGENT_START_TIMEOUT_MS} without every agent (one node could not start it: no interpreter,
+ * no shared filesystem), failed to start its agents: AGENT_FAILED with the job's output (the job is
+ * then cancelled with the run). Returns the job's status when the scheduler requeued it meanwhile,
+ * undefined once every agent runs.
  */
 async function waitForAgents(ctx: RunContext, engine: BatchEngine, b: BatchRunState, jobId: string, restarts: number, runs: readonly LaunchedRun[], signal: AbortSignal): Promise<BatchJobStatus | undefined> {
   const dirs = runs.map((r) => r.runDir);
@@ -178,14 +198,18 @@ async function waitForAgents(ctx: RunContext, engine: BatchEngine, b: BatchRunSt
     return r.exitCode === 0;
   };
   const poll = Math.min(500, engine.pollMs);
+  let runningSince: number | undefined;
   for (;;) {
     if (await started()) return undefined;
     const status = await engine.status(b.login, jobId, { signal });
-    if (status.restarts > restarts && status.phase !== "ended") return status;
-    if (status.phase === "ended" || status.phase === "gone") {
+    if (status.restarts > restarts && status.phase !== "ended" && status.phase !== "gone") return status;
+    runningSince = status.phase === "running" ? (runningSince ?? Date.now()) : undefined;
+    const timedOut = runningSince !== undefined && Date.now() - runningSince >= AGENT_START_TIMEOUT_MS;
+    if (status.phase === "ended" || status.phase === "gone" || timedOut) {
       if (await started()) return undefined; // they ran and ended between the two looks
       const tail = await engine.outputTail(b.login, b.jobDir, jobId, { signal }).catch(() => "");
-      throw new RunctlError("AGENT_FAILED", `Slurm job ${jobId} ended (${status.state}${status.exitCode ? `, exit ${status.exitCode}` : ""}) before runctl's agent started on every node.${tail.trim() ? ` Its output ends with:\n${tail.trim()}` : ""}`, {
+      const what = timedOut ? `has run for ${AGENT_START_TIMEOUT_MS / 1000} s without runctl's agent on every node` : `ended (${status.state}${status.exitCode ? `, exit ${status.exitCode}` : ""}) before runctl's agent started on every node`;
+      throw new RunctlError("AGENT_FAILED", `Slurm job ${jobId} ${what}.${tail.trim() ? ` Its output ends with:\n${tail.trim()}` : ""}`, {
         details: { jobId, state: status.state, outputTail: tail },
       });
     }
@@ -207,7 +231,7 @@ export async function explainBatchEnd(ctx: RunContext, ended: AttemptOutcome): P
   const lost = o.kind === "lost" || o.kind === "host-lost";
   if (!b?.attempt || (!interrupted && !lost)) return ended;
   const engine = engineOf(ctx);
-  const status = await engine.status(b.login, b.attempt.jobId).catch(() => undefined);
+  const status = await settledStatus(engine, b, b.attempt.jobId).catch(() => undefined);
   if (!status) return ended;
   const durationMs = o.kind === "end" ? o.exit.durationMs : 0;
   const exit = (s: "interrupted" | "canceled" | "failed", reason: string): FollowOutcome => ({ kind: "end", exit: { status: s, exitCode: null, signal: null, durationMs, reason }, error: undefined });
@@ -223,6 +247,10 @@ export async function explainBatchEnd(ctx: RunContext, ended: AttemptOutcome): P
     outcome = exit("canceled", "cancel");
   } else if (status.state === "TIMEOUT" || status.state === "DEADLINE") {
     outcome = exit("failed", "max-duration");
+  } else if (lost && o.kind === "lost") {
+    // Say what Slurm says of it (OUT_OF_MEMORY, FAILED, NODE_FAIL without a requeue) and what the job printed.
+    const tail = await engine.outputTail(b.login, b.jobDir, b.attempt.jobId).catch(() => "");
+    outcome = { ...o, message: `${o.message}; Slurm job ${b.attempt.jobId} is ${status.state}${status.exitCode ? ` (exit ${status.exitCode})` : ""}${tail.trim() ? `, its output ends with: ${tail.trim().split("\n").slice(-5).join(" | ")}` : ""}` };
   }
   if (!outcome) return ended;
   return { ...ended, outcome, all: ended.all.map((a, i) => (i === ended.rank ? outcome! : a)) };
@@ -245,7 +273,8 @@ export async function endBatchJob(ctx: RunContext, keepJob: boolean): Promise<vo
       for (;;) {
         const s = await engine.status(b.login, b.jobId);
         if (s.phase === "ended" || s.phase === "gone") break;
-        // Running: its agents have ended and the job is finishing (srun, the batch script's exit).
+        // Running or completing: its agents have ended and the job is finishing (srun, the batch
+        // script's exit, the epilog), or it is being requeued, which the cancel stops.
         if (s.phase === "pending" || Date.now() >= deadline) {
           await engine.cancel(b.login, b.jobId);
           break;

@@ -80,6 +80,8 @@ export async function followRun(ctx: FollowContext): Promise<FollowOutcome> {
   const followCall = async (): Promise<FollowOutcome | "pause"> => {
     const argv = [ctx.agentPython, ctx.agentPath, "follow", ctx.runDir, "--log-offset", String(cursor.log), "--events-offset", String(cursor.events)];
     if (bounded) argv.push("--max-wait-ms", String(BOUNDED_FOLLOW.maxWaitMs), "--max-bytes", String(BOUNDED_FOLLOW.maxBytes));
+    // The agent runs on another node (a Slurm job): its lock may not be visible here; its heartbeat is.
+    if (ctx.machine.signalRun) argv.push("--liveness", "heartbeat");
     const handle = ctx.machine.transport.exec(argv, { signal: ctx.signal, captureStdout: false, tailBytes: 8192 });
     let buffered = "";
     let outcome: FollowOutcome | undefined;

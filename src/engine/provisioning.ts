@@ -28,7 +28,9 @@ export async function provisionMachineFor(ctx: RunContext, signal: AbortSignal, 
     session.emit({
       type: "warning",
       code: "CHECKPOINTS_ON_MACHINE",
-      message: `No checkpoint storage configured: checkpoints are committed on ${machine.address} under ${onMachine.uri} and are lost with the machine. Configure .checkpoints({ storage }) to keep them elsewhere.`,
+      message: provider.batch
+        ? `No checkpoint storage configured: checkpoints are committed on the cluster's shared filesystem under ${onMachine.uri} (read through ${machine.address}). Configure .checkpoints({ storage }) to keep them elsewhere.`
+        : `No checkpoint storage configured: checkpoints are committed on ${machine.address} under ${onMachine.uri} and are lost with the machine. Configure .checkpoints({ storage }) to keep them elsewhere.`,
     });
   }
   return machine;

@@ -33,4 +33,6 @@ export interface RunContext {
   readonly lostMachines: string[];
   /** A batch provider's job (Slurm): the login machine, the job and the attempt being followed. */
   batch?: BatchRunState | undefined;
+  /** Set when the client detached while a batch job waited: the job is left to run. */
+  detachRequested?: boolean | undefined;
 }

@@ -96,8 +96,9 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
     } catch (err) {
       const machine = ctx.machine;
       if (ctx.batch) {
-        // The job (queued, or between attempts) goes, and the login machine with it.
-        await endBatchJob(ctx, false);
+        // The job (queued, or between attempts) goes, unless the client detached; the login machine closes.
+        await endBatchJob(ctx, ctx.detachRequested === true);
+        if (ctx.detachRequested) return session.detach(ctx.machine);
       } else if (!ctx.launched && machine) {
         await provider.release(machine).catch(() => {});
         session.meter.stop(machine.id);
@@ -121,6 +122,12 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
   const cancel = async (strategy: CancelStrategy): Promise<void> => {
     if (session.ended) return;
     session.cancelRequested = true;
+    if (!ctx.launched && strategy === "detach" && ctx.batch?.jobId) {
+      // A batch job already submitted (queued, or between attempts) goes on without this client.
+      ctx.detachRequested = true;
+      ctx.prelaunch.abort();
+      return;
+    }
     if (!ctx.launched) {
       // Nothing runs yet: any strategy stops the pipeline before the trainer starts.
       ctx.cancelRequested = strategy === "kill" ? "kill" : "interrupt";

@@ -25,13 +25,15 @@ export interface BatchJobRequest {
 
 /**
  * Where a batch job stands: `pending` (queued, or requeued and waiting to run again), `running`,
- * `ended` (completed, failed, cancelled, timed out, or finishing), `gone` (the scheduler no
+ * `completing` (its processes are being ended: it may end, or be requeued, and which is not known
+ * until this passes), `ended` (completed, failed, cancelled, timed out), `gone` (the scheduler no
  * longer knows it).
  */
-export type BatchJobPhase = "pending" | "running" | "ended" | "gone";
+export type BatchJobPhase = "pending" | "running" | "completing" | "ended" | "gone";
 
 /** A batch job as the scheduler reports it. */
 export interface BatchJobStatus {
+  /** The scheduler's job id. */
   readonly id: string;
   readonly phase: BatchJobPhase;
   /** The scheduler's state word (Slurm: `PENDING`, `RUNNING`, `COMPLETED`, `CANCELLED`, `TIMEOUT`, `NODE_FAIL`, `PREEMPTED`, …). */
@@ -46,8 +48,15 @@ export interface BatchJobStatus {
   readonly exitCode: string | undefined;
 }
 
+/** What the scheduler said of a job it would accept. */
+export interface BatchCheck {
+  /** Things the run should know (a kill wait shorter than the trainer's grace), in words. */
+  readonly warnings: readonly string[];
+}
+
 /** Options of a {@link BatchEngine} call. */
 export interface BatchCallOptions {
+  /** Stops waiting for the call (a submission already accepted stays submitted). */
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -66,7 +75,7 @@ export interface BatchEngine {
    * Asks the scheduler whether it would accept the job, submitting nothing. A rejection (unknown
    * partition or account, invalid gres, a limit) is a `JOB_REJECTED` error with the scheduler's message.
    */
-  check(login: Machine, request: BatchJobRequest, options?: BatchCallOptions): Promise<void>;
+  check(login: Machine, request: BatchJobRequest, options?: BatchCallOptions): Promise<BatchCheck>;
   /** Writes the job script into `jobDir` and submits it; returns the job id. Rejections as in {@link BatchEngine.check}. */
   submit(login: Machine, request: BatchJobRequest, options?: BatchCallOptions): Promise<string>;
   /** The job's state now. */

@@ -184,6 +184,33 @@ describe("slurm(): runs as Slurm batch jobs", () => {
     expect((await jobRecord(id))?.["Restarts"]).toBe("0"); // never requeued
   });
 
+  it("ends as canceled, never resubmitted, when someone else scancels the job", async () => {
+    let jobId: string | undefined;
+    let cancelled = false;
+    const outcome = await slurmExample({
+      login,
+      ...quiet,
+      project: FIXTURES,
+      script: "train_mnist_e2e.py",
+      hyperparams: { steps: 400, "checkpoint-every": 50, "sleep-per-step": 0.05 },
+      graceMs: 10_000,
+      recover: { maxRestarts: 2 },
+      onEvent: async (event) => {
+        if (event.type === "phase" && event.job) jobId = event.job;
+        if (!cancelled && event.type === "metric" && (event.step ?? 0) >= 10) {
+          cancelled = true;
+          const r = await cluster.command("scancel", [jobId!]);
+          expect(r.code, r.stderr).toBe(0);
+        }
+      },
+    });
+    expect(outcome.result.status).toBe("canceled");
+    expect(outcome.result.restarts).toBe(0);
+    expect(outcome.events.some((e) => e.type === "warning" && e.code === "JOB_CANCELLED")).toBe(true);
+    expect(outcome.events.filter((e) => e.type === "phase" && e.job !== undefined).map((e) => (e as { job?: string }).job)).toEqual([jobId]);
+    expect((await cluster.squeue(["-o", "%i"])).stdout.trim()).toBe("");
+  });
+
   it("stops the trainer at Slurm's warning before the time limit; its final checkpoint is committed", async () => {
     const outcome = await slurmExample({
       login,

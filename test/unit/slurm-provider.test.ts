@@ -37,6 +37,12 @@ describe("slurm() options", () => {
       { login: "ml@login", sbatchArgs: ["-N4"] },
       { login: "ml@login", sbatchArgs: ["--output=/tmp/x"] },
       { login: "ml@login", sbatchArgs: ["--time=10"] },
+      // sbatch takes unique prefixes of long options: these would override runctl's own lines.
+      { login: "ml@login", sbatchArgs: ["--partitio=x"] },
+      { login: "ml@login", sbatchArgs: ["--comm=x"] },
+      { login: "ml@login", sbatchArgs: ["--outp=/elsewhere"] },
+      { login: "ml@login", sbatchArgs: ["--expor=NONE"] },
+      { login: "ml@login", sbatchArgs: ["--no-kill"] },
       { login: "ml@login", sbatchArgs: ["--constraint=a b"] },
       { login: "ml@login", sbatchArgs: ["--mail-user=\"x\""] },
       { login: "ml@login", sbatchArgs: "--exclusive" },
@@ -101,8 +107,9 @@ describe("Slurm's answers", () => {
     const status = statusFromRecord("12", parseScontrol(line), []);
     expect(status).toEqual({ id: "12", phase: "pending", state: "PENDING", reason: "BeginTime", restarts: 1, hosts: [], exitCode: "0:15" });
     expect(statusFromRecord("12", parseScontrol("JobId=12 JobState=RUNNING Reason=None Restarts=0"), ["a", "b"]).reason).toBeUndefined();
+    // COMPLETING is also what a requeued job shows until its steps have ended: not over yet.
     expect(["RUNNING", "CONFIGURING", "PENDING", "REQUEUED", "COMPLETING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED"].map(phaseOf)).toEqual([
-      "running", "running", "pending", "pending", "ended", "ended", "ended", "ended", "ended", "ended", "ended",
+      "running", "running", "pending", "pending", "completing", "ended", "ended", "ended", "ended", "ended", "ended",
     ]);
   });
 

@@ -19,6 +19,7 @@ def parse_follow(args):
     run_dir = args[0]
     # Byte offsets (0 and up), and the bounded mode's limits (1 and up; absent: unbounded).
     opts = {"--log-offset": 0, "--events-offset": 0, "--max-wait-ms": None, "--max-bytes": None}
+    liveness = "lock"
     what = {"--log-offset": "a byte offset", "--events-offset": "a byte offset", "--max-wait-ms": "a positive number of milliseconds", "--max-bytes": "a positive number of bytes"}
     i = 1
     while i < len(args):
@@ -29,6 +30,10 @@ def parse_follow(args):
         elif i + 1 < len(args):
             val = args[i + 1]
             i += 1
+        if flag == "--liveness" and val in ("lock", "heartbeat"):
+            liveness = val
+            i += 1
+            continue
         if flag not in opts or val is None:
             raise UsageError("unknown or incomplete option %s" % args[i])
         try:
@@ -38,7 +43,7 @@ def parse_follow(args):
         if opts[flag] < (0 if flag in ("--log-offset", "--events-offset") else 1):
             raise UsageError("%s needs %s" % (flag, what[flag]))
         i += 1
-    return run_dir, opts["--log-offset"], opts["--events-offset"], opts["--max-wait-ms"], opts["--max-bytes"]
+    return run_dir, opts["--log-offset"], opts["--events-offset"], opts["--max-wait-ms"], opts["--max-bytes"], liveness
 
 
 def main(argv):

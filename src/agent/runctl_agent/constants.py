@@ -24,7 +24,7 @@ IMDS_TIMEOUT_S = 1.0
 
 USAGE = (
     "usage: runctl_agent.py launch RUN_DIR < spec.json"
-    " | follow RUN_DIR [--log-offset N] [--events-offset M] [--max-wait-ms N] [--max-bytes N]"
+    " | follow RUN_DIR [--log-offset N] [--events-offset M] [--max-wait-ms N] [--max-bytes N] [--liveness lock|heartbeat]"
     " | signal RUN_DIR interrupt|kill | status RUN_DIR | reap RUN_DIR | manifest DIR | sync-apply DIR < tar"
     " | sync-apply DIR --staged < {storage, key, secrets}"
     " | node JOB_DIR ATTEMPT ADDRS (in a Slurm job step: SLURM_NODEID, SLURM_RESTART_COUNT)"

@@ -18,8 +18,17 @@ class Follower:
     # Room kept in the byte budget for the frame that ends the call (`pause` or `end`).
     CLOSING_RESERVE = len('{"k":"pause"}\n')
 
-    def __init__(self, run_dir, log_off, ev_off, max_wait_ms=None, max_bytes=None):
+    # With heartbeat liveness: an agent whose status.json heartbeat has not changed for this long is gone.
+    HEARTBEAT_STALE_S = 10.0
+
+    def __init__(self, run_dir, log_off, ev_off, max_wait_ms=None, max_bytes=None, liveness="lock"):
         self.run_dir = run_dir
+        # "heartbeat": the agent runs on another node of a shared filesystem (a Slurm job), where
+        # flock may be node-local (BeeGFS, Lustre localflock, NFS nolock): a heartbeat that keeps
+        # changing also counts as alive, judged on this process's own clock (no clock skew).
+        self.heartbeat = liveness == "heartbeat"
+        self.hb_value = None
+        self.hb_seen = None
         self.log_path = os.path.join(run_dir, "train.log")
         self.ev_path = os.path.join(run_dir, "events.jsonl")
         self.log_off = log_off
@@ -186,6 +195,21 @@ class Follower:
         self.out.flush()
         return EXIT_OK
 
+    def agent_alive(self, now):
+        if agent_alive(self.run_dir):
+            return True
+        if not self.heartbeat:
+            return False
+        st = read_json_file(os.path.join(self.run_dir, "status.json")) or {}
+        if st.get("phase") == "done":
+            return False
+        value = st.get("heartbeatMs")
+        if value is None:
+            return False
+        if value != self.hb_value or self.hb_seen is None:
+            self.hb_value, self.hb_seen = value, now
+        return now - self.hb_seen < self.HEARTBEAT_STALE_S
+
     def run(self):
         last_sent = time.monotonic()
         last_alive = 0.0
@@ -213,7 +237,7 @@ class Follower:
             self.out.flush()
             if now - last_alive >= 1.0:
                 last_alive = now
-                if not agent_alive(self.run_dir):
+                if not self.agent_alive(now):
                     # The exit event may have landed just before the agent ended: look once more.
                     time.sleep(0.5)
                     self.pump_log()
@@ -230,12 +254,12 @@ class Follower:
             time.sleep(FOLLOW_POLL_S)
 
 
-def cmd_follow(run_dir, log_off, ev_off, max_wait_ms=None, max_bytes=None):
+def cmd_follow(run_dir, log_off, ev_off, max_wait_ms=None, max_bytes=None, liveness="lock"):
     if not os.path.isdir(run_dir):
         print_json({"error": "no such run directory: %s" % run_dir})
         return EXIT_NO_RUN
     try:
-        return Follower(run_dir, log_off, ev_off, max_wait_ms, max_bytes).run()
+        return Follower(run_dir, log_off, ev_off, max_wait_ms, max_bytes, liveness).run()
     except BrokenPipeError:
         # The reader went away (client closed the channel): nothing left to do.
         try:

@@ -39,17 +39,25 @@ export interface SlurmOptions {
   readonly onWarning?: ((message: string) => void) | undefined;
 }
 
-/** {@link SlurmOptions} checked, with the login parsed. */
+/** {@link SlurmOptions} checked, with the login parsed; each field as in {@link SlurmOptions}. */
 export interface ResolvedSlurmOptions {
+  /** The login node. */
   readonly login: SshHost;
+  /** `--partition`. */
   readonly partition: string | undefined;
+  /** `--account`. */
   readonly account: string | undefined;
+  /** `--qos`. */
   readonly qos: string | undefined;
+  /** `--gres`, per node. */
   readonly gresPerNode: string | undefined;
   /** Slurm's `--time` value. */
   readonly timeLimit: string | undefined;
+  /** More sbatch options, checked. */
   readonly sbatchArgs: readonly string[];
+  /** runctl's folder (absolute, or relative to the login user's home). */
   readonly workdir: string | undefined;
+  /** How often a queued job is polled. */
   readonly pollMs: number;
 }
 
@@ -65,7 +73,7 @@ const DIR = /^[A-Za-z0-9_.+/-]+$/;
 const MANAGED = [
   "nodes", "ntasks", "ntasks-per-node", "output", "error", "comment", "job-name", "signal", "requeue", "no-requeue",
   "open-mode", "parsable", "chdir", "wrap", "test-only", "array", "time", "partition", "account", "qos", "gres",
-  "input", "export", "export-file", "wait", "hold", "dependency", "kill-on-invalid-dep",
+  "input", "export", "export-file", "wait", "hold", "dependency", "kill-on-invalid-dep", "no-kill", "nodelist", "test-only",
 ];
 
 /** Checks {@link SlurmOptions} before anything connects: a bad value is INVALID_ARGUMENT. */
@@ -99,7 +107,9 @@ export function resolveSlurmOptions(options: SlurmOptions): ResolvedSlurmOptions
   for (const arg of sbatchArgs) {
     if (typeof arg !== "string" || !ARG.test(arg)) bad(`sbatchArgs: ${JSON.stringify(arg)} is not one "--name" or "--name=value" (no blanks or quotes).`);
     const name = arg.slice(2).split("=")[0]!;
-    if (MANAGED.includes(name)) bad(`sbatchArgs: runctl sets --${name} itself${["time", "partition", "account", "qos", "gres"].includes(name) ? ` (use the \`${name === "gres" ? "gresPerNode" : name === "time" ? "timeLimit" : name}\` option)` : ""}.`);
+    // sbatch accepts any unique prefix of a long option (`--partitio=`): a prefix of ours is ours.
+    const managed = MANAGED.find((m) => m === name) ?? MANAGED.find((m) => m.startsWith(name));
+    if (managed) bad(`sbatchArgs: runctl sets --${managed} itself${["time", "partition", "account", "qos", "gres"].includes(managed) ? ` (use the \`${managed === "gres" ? "gresPerNode" : managed === "time" ? "timeLimit" : managed}\` option)` : ""}.`);
   }
   const workdir = options.workdir;
   if (workdir !== undefined && (typeof workdir !== "string" || !DIR.test(workdir) || workdir.split("/").includes(".."))) {

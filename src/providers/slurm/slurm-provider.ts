@@ -90,12 +90,22 @@ export function slurm(options: SlurmOptions): Provider {
       const r = await exec(login.transport, ["sbatch", "--test-only"], opts, slurmScript(request, o));
       if (r.exitCode === 127) throw new RunctlError("UNSUPPORTED", `sbatch is not on the PATH of ${login.address}: is it a Slurm login node? ${r.stderrTail.trim()}`);
       if (r.exitCode !== 0) throw jobRejected(r.stderrTail, r.exitCode, `run ${request.runId}'s job`);
+      // A requeue or preemption TERMs the agents and SIGKILLs everything KillWait seconds later:
+      // the trainer's grace and the commit must fit in it.
+      const config = await exec(login.transport, ["scontrol", "show", "config"], opts);
+      const killWaitS = Number(/^KillWait\s*=\s*(\d+)/m.exec(config.stdout)?.[1] ?? Number.NaN);
+      const warnings: string[] = [];
+      if (Number.isFinite(killWaitS) && request.graceMs + 10_000 > killWaitS * 1000) {
+        warnings.push(`Slurm's KillWait on this cluster is ${killWaitS} s: when the job is requeued or preempted, the trainer's ${Math.round(request.graceMs / 1000)} s grace and the checkpoint's commit must fit in it, or they are killed. Lower graceMs, or ask for a longer KillWait (or partition GraceTime).`);
+      }
+      return { warnings };
     },
     async submit(login, request, opts) {
       const scriptPath = `${request.jobDir}/job.sh`;
       const write = await exec(login.transport, ["sh", "-c", 'umask 077 && mkdir -p -- "$1" && cat > "$2.tmp" && mv -f -- "$2.tmp" "$2"', "sh", request.jobDir, scriptPath], opts, slurmScript(request, o));
       if (write.exitCode !== 0) throw new RunctlError("COMMAND_FAILED", `Could not write ${scriptPath} on ${login.address}: ${write.stderrTail.trim()}`);
-      const r = await exec(login.transport, ["sbatch", "--parsable", scriptPath], opts);
+      // Not abortable: a cancel while sbatch runs must not lose the id of a job Slurm has accepted.
+      const r = await exec(login.transport, ["sbatch", "--parsable", scriptPath], undefined);
       if (r.exitCode !== 0) throw jobRejected(r.stderrTail, r.exitCode, `run ${request.runId}'s job`);
       const id = r.stdout.trim().split(";")[0] ?? "";
       if (!/^\d+$/.test(id)) throw new RunctlError("COMMAND_FAILED", `sbatch on ${login.address} printed no job id: ${JSON.stringify(r.stdout.slice(0, 200))}`);
@@ -147,8 +157,10 @@ export function slurm(options: SlurmOptions): Provider {
       }
       const jobId = machine.id.split("/")[0]!;
       const s = await jobStatus(machine.transport, jobId, opts).catch(() => undefined);
-      if (!s) return "unreachable";
-      return s.phase === "running" ? "running" : s.phase === "pending" ? "pending" : "terminated";
+      // An unreachable login node says nothing of the job: Slurm keeps running it, so the engine
+      // keeps waiting rather than counting its nodes as lost (and requeueing a healthy job).
+      if (!s) return "running";
+      return s.phase === "running" || s.phase === "completing" ? "running" : s.phase === "pending" ? "pending" : "terminated";
     },
     transportFor(record) {
       const host = record.id === loginId ? o.login : hostFromRecord(record);
@@ -157,7 +169,8 @@ export function slurm(options: SlurmOptions): Provider {
     reattach: (record, opts) => connect(record.id === loginId ? o.login : hostFromRecord(record), opts?.signal),
     plan(request?: ProviderPlanRequest) {
       const runId = request?.runId ?? "<run-id>";
-      const root = o.workdir === undefined ? "$HOME/.runctl" : o.workdir.startsWith("/") ? o.workdir : `$HOME/${o.workdir}`;
+      // The home folder is read on the login node at the run; the plan names it as a placeholder.
+      const root = o.workdir === undefined ? "<home>/.runctl" : o.workdir.startsWith("/") ? o.workdir : `<home>/${o.workdir}`;
       const nodes = request?.nodes ?? 1;
       const script = slurmScript(
         {

@@ -18,7 +18,10 @@ const RUNNING = new Set(["RUNNING", "CONFIGURING", "SUSPENDED", "RESIZING", "SIG
 export function phaseOf(state: string): BatchJobPhase {
   if (PENDING.has(state)) return "pending";
   if (RUNNING.has(state)) return "running";
-  return "ended"; // COMPLETING, COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, PREEMPTED, BOOT_FAIL, DEADLINE, OUT_OF_MEMORY
+  // A requeued or preempted job is PENDING|COMPLETING, which scontrol shows as COMPLETING (with
+  // Restarts already counted) until its steps and epilog have ended: not over yet.
+  if (state === "COMPLETING") return "completing";
+  return "ended"; // COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, PREEMPTED, BOOT_FAIL, DEADLINE, OUT_OF_MEMORY
 }
 
 /** A job's status from its `scontrol -o show job` record; `hosts` come expanded from the caller. */
