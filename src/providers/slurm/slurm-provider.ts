@@ -4,8 +4,8 @@ import { recordResourceCreated } from "../../ledger/resource-ledger.js";
 import { sshTransport } from "../../transport/ssh/ssh-transport.js";
 import type { ExecResult, Transport } from "../../transport/types.js";
 import type { BatchCallOptions, BatchEngine, BatchJobRequest, BatchJobStatus } from "../batch-types.js";
-import { homeDir, hostFromRecord, hostId, type SshHost } from "../ssh-hosts/ssh-hosts-provider.js";
-import type { Machine, MachineRecord, MachineState, Provider, ProviderPlanRequest } from "../types.js";
+import { homeDir, hostFromRecord, hostId, machineOf, type SshHost } from "../ssh-hosts/ssh-hosts-provider.js";
+import type { Machine, MachineState, Provider, ProviderPlanRequest } from "../types.js";
 import { resolveSlurmOptions, type ResolvedSlurmOptions, type SlurmOptions } from "./slurm-options.js";
 import { slurmScript } from "./slurm-script.js";
 import { isUnknownJob, jobRejected, parseScontrol, statusFromRecord } from "./slurm-status.js";
@@ -54,31 +54,9 @@ export function slurm(options: SlurmOptions): Provider {
   };
 
   const loginMachine = (host: SshHost, transport: Transport, rootDir: string): Machine => {
-    const record: MachineRecord = {
-      provider: "slurm",
-      id: loginId,
-      host: host.host,
-      port: host.port ?? 22,
-      username: host.username,
-      privateKeyPath: host.privateKeyPath,
-      knownHostsPath: host.knownHostsPath,
-      python: host.python,
-      rootDir,
-    };
-    const machine: Machine = {
-      id: loginId,
-      provider: "slurm",
-      address: host.host,
-      transport,
-      rootDir,
-      python: host.python ?? "python3",
-      sharesLocalFilesystem: false,
-      tags: {},
-      hourlyPriceUsd: 0,
-      record,
-      signalRun: (runDir, how) => signalRun(transport, runDir, how),
-    };
-    return machine;
+    const ssh = machineOf(host, transport, rootDir);
+    // Slurm's machines cost nothing in runctl's reports; its agents are signalled through the job.
+    return { ...ssh, provider: "slurm", record: { ...ssh.record, provider: "slurm" }, hourlyPriceUsd: 0, signalRun: (runDir, how) => signalRun(transport, runDir, how) };
   };
 
   const batch: BatchEngine = {

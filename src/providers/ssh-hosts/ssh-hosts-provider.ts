@@ -1,6 +1,7 @@
 import { RunctlError, isRunctlError, throwIfAborted } from "../../errors/runctl-error.js";
 import { sshTransport, type SshTransport } from "../../transport/ssh/ssh-transport.js";
 import type { SshTransportOptions } from "../../transport/ssh/ssh-transport-options.js";
+import type { Transport } from "../../transport/types.js";
 import type { Machine, MachineRecord, MachineState, Provider } from "../types.js";
 
 /** One SSH machine you already have. Everything but `host` is optional. */
@@ -141,7 +142,8 @@ export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[]
   };
 }
 
-function machineOf(host: SshHost, transport: SshTransport, rootDir: string): Machine {
+/** The machine of a connected SSH host: its record (no secrets: keys are paths) and transport. */
+export function machineOf(host: SshHost, transport: Transport, rootDir: string): Machine {
   const id = hostId(host);
   const record: MachineRecord = {
     provider: "ssh-hosts",
