@@ -6,8 +6,9 @@
  *   npm run bench:s3                        # = npx tsx bench/s3-vs-aws-cli.ts
  *   BENCH_REPS=5 BENCH_SIZE_MB=2048 npm run bench:s3
  *
- * Prints, per direction, the median MB/s of each tool, the ratio runctl/aws (goal >= 1.0x) and the
- * runctl client's peak RSS (goal < 256 MB). The runctl side runs in a child process per transfer,
+ * Prints, per direction, the median MB/s of each tool, the ratio runctl/aws (goal >= 1.2x upload,
+ * >= 1.5x download) and the runctl client's peak RSS (goal < 256 MB), then one `BENCH_ROW` line per
+ * figure (bench/bench-row.ts). The runctl side runs in a child process per transfer,
  * like the aws CLI, so both are timed the same way: the wall time of the whole process, start-up
  * included (the conservative comparison; runctl's in-process time, from the first byte read to the
  * last byte written, is printed too). runctl's peak RSS is its process's own high-water mark (VmHWM
@@ -26,11 +27,15 @@ import { pipeline } from "node:stream/promises";
 import { fileURLToPath } from "node:url";
 import { s3 } from "../src/storage/s3/index.js";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../test/support/s3-server.js";
+import { printBenchRow } from "./bench-row.js";
 
 const BUCKET = "runctl-bench";
 const MB = 1000 * 1000;
 const MiB = 1024 * 1024;
 const SELF = fileURLToPath(import.meta.url);
+/** Goals of issue 15: runctl/aws throughput at least this much per direction, peak RSS below RSS_GOAL_MB. */
+const GOAL_RATIO = { upload: 1.2, download: 1.5 } as const;
+const RSS_GOAL_MB = 256;
 
 interface ChildResult {
   /** Transfer time inside the child. */
@@ -209,11 +214,11 @@ async function main(): Promise<void> {
       r.toFixed(0),
       a.toFixed(0),
       `${(r / a).toFixed(2)}x`,
-      ">= 1.0x",
-      r / a >= 1 ? "yes" : "NO",
+      `>= ${GOAL_RATIO[name]}x`,
+      r / a >= GOAL_RATIO[name] ? "yes" : "NO",
       `${(rss / MB).toFixed(0)} MB`,
-      "< 256 MB",
-      rss < 256 * MB ? "yes" : "NO",
+      `< ${RSS_GOAL_MB} MB`,
+      rss < RSS_GOAL_MB * MB ? "yes" : "NO",
       inProcess.toFixed(0),
     ]);
     const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
@@ -228,6 +233,12 @@ async function main(): Promise<void> {
     console.log(`  download  runctl ${ms(samples.runctlDown)}  aws ${ms(samples.awsDown)}  (runctl in-process ${ms(samples.runctlDownInProcess)})`);
     console.log(`  runctl peak RSS (MB): upload ${JSON.stringify(samples.rssUp.map((b) => Math.round(b / MB)))}  download ${JSON.stringify(samples.rssDown.map((b) => Math.round(b / MB)))}`);
     console.log(`  aws CLI start-up (\`aws --version\`): ${Math.round(median(awsStartup))} ms`);
+    console.log("");
+    const size = sizeBytes === 1024 * MiB ? "1 GiB" : `${(sizeBytes / MiB).toFixed(0)} MiB`;
+    for (const [name, r, a, rss] of rows) {
+      printBenchRow({ bench: "s3", row: `${size} ${name}`, value: r, unit: "MB/s", peer: a, ratio: r / a, goal: `>= ${GOAL_RATIO[name]}x`, met: r / a >= GOAL_RATIO[name] });
+      printBenchRow({ bench: "s3", row: `${size} ${name} peak RSS`, value: rss / MB, unit: "MB", peer: null, ratio: null, goal: `< ${RSS_GOAL_MB} MB`, met: rss < RSS_GOAL_MB * MB });
+    }
   } finally {
     await cleanup();
   }
