@@ -1,4 +1,8 @@
+import { rmSync } from "node:fs";
 import { defineConfig } from "tsup";
+
+/** Where the bin's chunks go (see the second build); the first build's clean leaves them alone. */
+const CLI_CHUNKS = "cli-chunks";
 
 export default defineConfig([
   {
@@ -11,7 +15,7 @@ export default defineConfig([
     tsconfig: "tsconfig.build.json",
     sourcemap: true,
     // Both builds write dist/ at once: this one's clean must leave the CLI's files alone.
-    clean: ["!cli.js", "!cli.js.map"],
+    clean: ["!cli.js", "!cli.js.map", `!${CLI_CHUNKS}/**`],
     target: "node20",
     platform: "node",
     shims: true,
@@ -28,7 +32,14 @@ export default defineConfig([
     clean: false,
     target: "node20",
     platform: "node",
-    splitting: false,
+    // Each command and the AWS SDK are dynamic imports, split into chunks that load on first use, so
+    // `runctl --version` loads one small file (bench/startup.ts). The chunks have a folder of their
+    // own, which this build empties first (the first build's clean must not touch it).
+    splitting: true,
+    esbuildOptions(options) {
+      options.chunkNames = `${CLI_CHUNKS}/[name]-[hash]`;
+    },
+    esbuildPlugins: [{ name: "empty-cli-chunks", setup: (build) => build.onStart(() => rmSync(`dist/${CLI_CHUNKS}`, { recursive: true, force: true })) }],
     treeshake: true,
     // Loaded only for `runctl plan FILE.ts`, from the user's own install.
     external: ["tsx", "tsx/esm/api"],

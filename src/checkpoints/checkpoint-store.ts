@@ -124,7 +124,7 @@ export function checkpointStore(storage: Storage, runId: string): CheckpointStor
     // A manifest that does not parse, or names another checkpoint, never finished committing (or is not
     // ours): like a missing one, that generation does not exist, and the name's older one is read
     // instead — the agent's list_manifests does the same. One bad object never hides every checkpoint.
-    const parsed = checkpointManifestSchema.safeParse(safeJson(text));
+    const parsed = checkpointManifestSchema().safeParse(safeJson(text));
     if (!parsed.success || parsed.data.name !== name || parsed.data.seq !== seq || parsed.data.runId !== runId) return "invalid";
     return parsed.data;
   };

@@ -1,7 +1,8 @@
-import { z } from "zod";
+import type { z } from "zod";
+import { lazySchema } from "../util/lazy-schema.js";
 
 /** The JSON schema of a checkpoint's `manifest.json` (docs/agent-protocol.md). */
-export const checkpointManifestSchema = z.object({
+export const checkpointManifestSchema = lazySchema((z) => z.object({
   version: z.literal(1),
   runId: z.string().min(1),
   name: z.string().min(1),
@@ -12,7 +13,7 @@ export const checkpointManifestSchema = z.object({
   hyperparamsHash: z.string().nullable().optional(),
   files: z.array(z.object({ path: z.string().min(1), size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
   totalBytes: z.number().int().nonnegative(),
-}) satisfies z.ZodType<CheckpointManifest>;
+}) satisfies z.ZodType<CheckpointManifest>);
 
 /**
  * A committed checkpoint's manifest: every file with its size and sha256, written last.
@@ -57,7 +58,7 @@ export interface CheckpointManifest {
 /** Compile-time proof that {@link CheckpointManifest} is exactly what the schema parses to. */
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
 type Assert<T extends true> = T;
-type ManifestMatchesSchema = Assert<Equal<z.infer<typeof checkpointManifestSchema>, CheckpointManifest>>;
+type ManifestMatchesSchema = Assert<Equal<z.infer<ReturnType<typeof checkpointManifestSchema>>, CheckpointManifest>>;
 
 /**
  * Storage keys of the checkpoint layout (docs/agent-protocol.md, docs/checkpoints.md). Each commit of a

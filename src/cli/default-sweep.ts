@@ -1,5 +1,4 @@
 import { Runctl, listRecordedResources, RunctlError, slurm } from "../index.js";
-import { ec2 } from "../aws-entry.js";
 import type { SweepFn, SweepReport } from "./sweep-report.js";
 
 /**
@@ -21,9 +20,13 @@ export const defaultSweep: SweepFn = async ({ region, dryRun, force, owner, sign
   const logins = region ? [] : [...new Map(recorded.filter((r) => r.kind === "job" && r.provider === "slurm" && r.tags["slurm:login"]).map((r) => [r.tags["slurm:login"]!, r.tags])).values()];
   if (regions.length === 0 && logins.length === 0) throw new RunctlError("INVALID_ARGUMENT", "runctl sweep: no region to sweep (none in the local ledger, no AWS_REGION) and no Slurm jobs in the ledger; pass --region.");
   const reports: SweepReport[] = [];
-  for (const r of regions) {
-    // The instance type only matters for launching; sweeping reads tags.
-    reports.push(await Runctl.sweep({ provider: ec2({ region: r, instanceType: "t3.micro" }), dryRun, force, owner, signal }));
+  if (regions.length > 0) {
+    // The AWS SDK loads only when there is a region to sweep, not with the CLI.
+    const { ec2 } = await import("../aws-entry.js");
+    for (const r of regions) {
+      // The instance type only matters for launching; sweeping reads tags.
+      reports.push(await Runctl.sweep({ provider: ec2({ region: r, instanceType: "t3.micro" }), dryRun, force, owner, signal }));
+    }
   }
   for (const tags of logins) {
     const str = (k: string): string | undefined => tags[k];

@@ -2,7 +2,9 @@ import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import type { RunRecord } from "../run/journal.js";
 import { runctlHome } from "../util/runctl-home.js";
-import { RunctlError, type ExitEvent, type RunEvent } from "../index.js";
+// Not from the root entry, which would load the whole SDK with `runctl ls` (bench/startup.ts).
+import { RunctlError } from "../errors/index.js";
+import type { ExitEvent, RunEvent } from "../run/events.js";
 
 /**
  * How a run stands, as far as its local journal tells: how it ended, `running` while a client

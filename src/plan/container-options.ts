@@ -1,6 +1,6 @@
 import { posix } from "node:path";
-import { z } from "zod";
 import { RunctlError } from "../errors/runctl-error.js";
+import { lazySchema } from "../util/lazy-schema.js";
 import type { RunSpecContainer } from "../engine/run-spec.js";
 import { parseOptions, validateEnv } from "./validate.js";
 
@@ -60,7 +60,7 @@ export const CONTAINER_PATHS = {
 const IMAGE = /^[a-z0-9][a-z0-9._/:@+-]*$/i;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
-const schema = z.strictObject({
+const schema = lazySchema((z) => z.strictObject({
   mounts: z.array(z.unknown()).optional(),
   gpus: z.union([z.enum(["auto", "all", "none"]), z.number().int().min(1).max(64)]).optional(),
   shmSize: z.string().regex(/^[0-9]+[bkmg]?$/i, 'a size such as "8g" or "512m"').optional(),
@@ -70,7 +70,7 @@ const schema = z.strictObject({
   pull: z.enum(["missing", "always", "never"]).optional(),
   host: z.string().min(1).max(4096).regex(/^[^\0\n]*$/, "no NUL or newline").optional(),
   user: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$/, "a user name or uid, optionally with :group").optional(),
-});
+}));
 
 /** An absolute machine path that `--mount` can carry. */
 function machinePath(value: unknown, what: string): string {

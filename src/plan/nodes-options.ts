@@ -1,5 +1,5 @@
-import { z } from "zod";
 import { RunctlError } from "../errors/runctl-error.js";
+import { lazySchema } from "../util/lazy-schema.js";
 import type { Provider } from "../providers/types.js";
 import type { RunSpecNodes } from "../engine/run-spec.js";
 import { parseOptions } from "./validate.js";
@@ -20,12 +20,12 @@ export interface NodesOptions {
   readonly checkpointsFromNode?: number | undefined;
 }
 
-const schema = z.strictObject({
+const schema = lazySchema((z) => z.strictObject({
   procsPerNode: z.number().int().min(1).max(1024).optional(),
   masterPort: z.number().int().min(1).max(65535).optional(),
   launcher: z.enum(["torchrun", "none"]).optional(),
   checkpointsFromNode: z.number().int().min(0).optional(),
-});
+}));
 
 /**
  * Validates `.nodes(count, options)` against the provider, defaults applied: INVALID_ARGUMENT for a

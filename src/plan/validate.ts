@@ -1,13 +1,14 @@
 import { statSync } from "node:fs";
 import { isAbsolute, normalize, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { z } from "zod";
+import type { z } from "zod";
 import { RunctlError } from "../errors/runctl-error.js";
+import { lazySchema } from "../util/lazy-schema.js";
 import { checkExecString } from "./os-limits.js";
 
-/** Parses `value` with a zod schema, turning failures into INVALID_ARGUMENT naming the call. */
-export function parseOptions<T>(schema: z.ZodType<T>, value: unknown, call: string): T {
-  const result = schema.safeParse(value ?? {});
+/** Parses `value` with a zod schema (a {@link lazySchema}), turning failures into INVALID_ARGUMENT naming the call. */
+export function parseOptions<T>(schema: () => z.ZodType<T>, value: unknown, call: string): T {
+  const result = schema().safeParse(value ?? {});
   if (!result.success) {
     const issues = result.error.issues.map((i) => `${i.path.join(".") || "(options)"}: ${i.message}`).join("; ");
     throw new RunctlError("INVALID_ARGUMENT", `${call}: ${issues}`);
@@ -15,15 +16,15 @@ export function parseOptions<T>(schema: z.ZodType<T>, value: unknown, call: stri
   return result.data;
 }
 
-const positiveMs = z.number().int().positive().finite();
+const positiveMs = lazySchema((z) => z.number().int().positive().finite());
 
-export const syncOptionsSchema = z.strictObject({
+export const syncOptionsSchema = lazySchema((z) => z.strictObject({
   ignore: z.array(z.string()).optional(),
   maxBytes: z.number().int().positive().optional(),
   maxFiles: z.number().int().positive().optional(),
-});
+}));
 
-export const setupOptionsSchema = z.strictObject({
+export const setupOptionsSchema = lazySchema((z) => z.strictObject({
   requirements: z.string().min(1).optional(),
   commands: z.array(z.string().min(1)).optional(),
   pip: z
@@ -35,26 +36,26 @@ export const setupOptionsSchema = z.strictObject({
     })
     .optional(),
   systemSitePackages: z.boolean().optional(),
-});
+}));
 
-export const checkpointOptionsSchema = z.strictObject({
+export const checkpointOptionsSchema = lazySchema((z) => z.strictObject({
   storage: z.custom<object>((v) => typeof v === "object" && v !== null && typeof (v as { put?: unknown }).put === "function", "must be a Storage (localDir(...), s3(...))").optional(),
   keep: z.number().int().min(1).optional(),
   dir: z.string().min(1).optional(),
   settleMs: z.number().int().min(0).optional(),
-});
+}));
 
-export const recoverOptionsSchema = z.strictObject({
+export const recoverOptionsSchema = lazySchema((z) => z.strictObject({
   maxRestarts: z.number().int().min(0).optional(),
   onEvents: z.array(z.enum(["interruption", "host-lost"])).optional(),
   backoffMs: z.number().int().min(0).optional(),
   hostLostAfterMs: z.number().int().positive().optional(),
   retryOnExitCodes: z.array(z.number().int().min(1).max(255)).optional(),
-});
+}));
 
-export const budgetOptionsSchema = z.strictObject({ maxDurationMs: positiveMs.optional(), maxUsd: z.number().positive().finite().optional() });
+export const budgetOptionsSchema = lazySchema((z) => z.strictObject({ maxDurationMs: positiveMs().optional(), maxUsd: z.number().positive().finite().optional() }));
 
-export const trainOptionsSchema = z.strictObject({
+export const trainOptionsSchema = lazySchema((z) => z.strictObject({
   hyperparams: z.record(z.string(), z.unknown()).optional(),
   args: z.array(z.string()).optional(),
   python: z.string().min(1).optional(),
@@ -65,7 +66,7 @@ export const trainOptionsSchema = z.strictObject({
   costIntervalMs: z.number().int().min(100).optional(),
   cleanup: z.boolean().optional(),
   runId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/, "letters, digits, '-' and '_' only").optional(),
-});
+}));
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 

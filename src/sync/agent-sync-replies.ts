@@ -1,5 +1,5 @@
-import { z } from "zod";
 import { CommandError, RunctlError } from "../errors/runctl-error.js";
+import { lazySchema } from "../util/lazy-schema.js";
 import type { ExecResult } from "../transport/types.js";
 import { shellJoin } from "../transport/shell-quote.js";
 import type { RemoteFileInfo, RemoteFiles } from "./diff.js";
@@ -26,19 +26,19 @@ export const AGENT_EXIT_SYNC_VERIFY_FAILED = 6;
  */
 export const AGENT_EXIT_UNSAFE_PATH = 7;
 
-const fileInfoSchema = z.object({
+const fileInfoSchema = lazySchema((z) => z.object({
   size: z.number().int().nonnegative(),
   mode: z.number().int().nonnegative(),
   sha256: z.string().regex(/^[0-9a-fA-F]{64}$/),
-});
+}));
 
-const applyReplySchema = z.union([
+const applyReplySchema = lazySchema((z) => z.union([
   z.object({ ok: z.literal(true), written: z.number().int().nonnegative(), deleted: z.number().int().nonnegative() }),
   z.object({
     ok: z.literal(false),
     mismatches: z.array(z.object({ path: z.string(), reason: z.string() })),
   }),
-]);
+]));
 
 /**
  * What `sync-apply` reported on success.
@@ -92,7 +92,7 @@ export function parseManifestReply(result: ExecResult, call: AgentCall): RemoteF
   // so a file named "__proto__" stays an own property instead of changing the prototype.
   const entries: [string, RemoteFileInfo][] = [];
   for (const [path, value] of Object.entries(files)) {
-    const info = fileInfoSchema.safeParse(value);
+    const info = fileInfoSchema().safeParse(value);
     if (!info.success) throw agentFailed(call, result, `its manifest entry for ${JSON.stringify(path)} is malformed: ${info.error.message}`);
     entries.push([path, { size: info.data.size, mode: info.data.mode, sha256: info.data.sha256.toLowerCase() }]);
   }
@@ -112,7 +112,7 @@ export function parseManifestReply(result: ExecResult, call: AgentCall): RemoteF
  */
 export function parseApplyReply(result: ExecResult, call: AgentCall): ApplyReply {
   const json = parseJson(result.stdout);
-  const reply = applyReplySchema.safeParse(json);
+  const reply = applyReplySchema().safeParse(json);
   if (result.exitCode === AGENT_EXIT_SYNC_VERIFY_FAILED) {
     const mismatches = reply.success && !reply.data.ok ? reply.data.mismatches : [];
     const shown = mismatches.slice(0, 10).map((m) => `  ${m.path}: ${m.reason}`);

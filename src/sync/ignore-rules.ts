@@ -1,4 +1,10 @@
-import ignore, { type Ignore } from "ignore";
+import type ignoreModule from "ignore";
+import type { Ignore } from "ignore";
+import { lazyRequire } from "../util/lazy-require.js";
+
+// Loaded by the first scan, not with `runctl`.
+const loadIgnore = lazyRequire<typeof ignoreModule>("ignore");
+const newMatcher = (): Ignore => loadIgnore()({ ignorecase: false });
 
 /**
  * Excluded from every sync unless a later rule re-includes them with `!`.
@@ -196,7 +202,7 @@ export class IgnoreRules {
 
   private getMatcher(): Ignore {
     if (this.matcher === undefined) {
-      const matcher = ignore({ ignorecase: false });
+      const matcher = newMatcher();
       for (const layer of this.layers()) {
         matcher.add(layer.patterns.map((p) => ({ pattern: p.pattern, mark: encode(layer.source, p.original) })));
       }
@@ -212,7 +218,7 @@ export class IgnoreRules {
       for (let j = layer.patterns.length - 1; j >= 0; j--) {
         const p = layer.patterns[j] as Layer["patterns"][number];
         if (!p.pattern.startsWith("!")) continue;
-        if (ignore({ ignorecase: false }).add(p.pattern.slice(1)).test(testPath).ignored) return { pattern: p.original, source: layer.source };
+        if (newMatcher().add(p.pattern.slice(1)).test(testPath).ignored) return { pattern: p.original, source: layer.source };
       }
     }
     return undefined;

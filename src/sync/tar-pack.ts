@@ -4,10 +4,14 @@ import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
-import tar from "tar-stream";
+import type tar from "tar-stream";
 import { RunctlError, abortError } from "../errors/runctl-error.js";
+import { lazyRequire } from "../util/lazy-require.js";
 import type { RemoteFileInfo } from "./diff.js";
 import { READ_CHUNK_BYTES, SMALL_FILE_BYTES, SYNC_SLICE_MS, type LocalManifestEntry } from "./manifest.js";
+
+// Loaded by the first sync, not with `runctl`.
+const loadTarStream = lazyRequire<typeof tar>("tar-stream");
 
 /**
  * Name of the tar member that always comes first and tells the agent what to delete and expect.
@@ -115,7 +119,7 @@ const OPEN_FLAGS = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
  * ```
  */
 export function packSyncTar(options: PackSyncTarOptions): SyncTarStream {
-  const pack = tar.pack();
+  const pack = loadTarStream().pack();
   // The error reaches callers through `done` (and the Readable below); streamx would otherwise throw it.
   pack.on("error", () => {});
   const byPath = new Map(options.entries.map((e) => [e.path, e]));

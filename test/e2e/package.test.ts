@@ -1,5 +1,7 @@
-import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 
 // `npm test` builds with tsup before vitest runs, so dist/ is the package a user installs.
@@ -48,6 +50,45 @@ describe("the built package", () => {
     expect(esm("runctl/aws")).toBe("sdk");
     const root = JSON.parse(readFileSync("package.json", "utf8")) as { exports: Record<string, unknown> };
     expect(Object.keys(root.exports)).toContain("./aws");
+  });
+
+  it("the root entry loads ssh2, tar-stream, ignore and zod only when used (require and import); runctl/aws loads ssh2", () => {
+    // CommonJS packages land in require.cache whether required or imported; list them by package.
+    const report = `console.log(JSON.stringify([...new Set(Object.keys(require.cache).flatMap((k) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(k)?.[1] ?? []))]))`;
+    const loaded = (args: string[]): string[] => JSON.parse(execFileSync("node", args, { encoding: "utf8" })) as string[];
+    const cjs = loaded(["-e", `require("runctl"); ${report}`]);
+    const esm = loaded(["--input-type=module", "-e", `import { createRequire } from "node:module"; const require = createRequire(import.meta.url); await import("runctl"); ${report}`]);
+    const aws = loaded(["--input-type=module", "-e", `import { createRequire } from "node:module"; const require = createRequire(import.meta.url); await import("runctl/aws"); ${report}`]);
+    for (const name of ["ssh2", "tar-stream", "ignore", "zod"]) {
+      expect(cjs).not.toContain(name);
+      expect(esm).not.toContain(name);
+    }
+    expect(aws).toContain("ssh2");
+  });
+
+  it("the bin loads no dependency for --version and ls (a sweep does)", () => {
+    const home = mkdtempSync(join(tmpdir(), "runctl-bin-"));
+    try {
+      // Preloaded into the bin: refuses every import from node_modules (ESM), and reports at exit the
+      // CommonJS packages that were loaded anyway (require.cache).
+      const hook = `data:text/javascript,${encodeURIComponent("export async function resolve(s, c, next) { const r = await next(s, c); if (r.url.includes('/node_modules/')) throw new Error('dependency loaded: ' + r.url); return r; }")}`;
+      const preload = `data:text/javascript,${encodeURIComponent(
+        `import { register, createRequire } from "node:module"; register(${JSON.stringify(hook)}); const cache = createRequire(process.cwd() + "/").cache; process.on("exit", () => { const deps = Object.keys(cache).filter((k) => k.includes("/node_modules/")); if (deps.length > 0) process.stderr.write("dependencies loaded: " + deps.join(" ")); });`,
+      )}`;
+      const bin = (...args: string[]) => spawnSync("node", ["--import", preload, "dist/cli.js", ...args], { encoding: "utf8", env: { ...process.env, RUNCTL_HOME: home } });
+      const version = bin("--version");
+      expect(version.stderr).toBe("");
+      expect(version.stdout.trim()).toBe((JSON.parse(readFileSync("package.json", "utf8")) as { version: string }).version);
+      const ls = bin("ls", "--json");
+      expect(ls.stderr).toBe("");
+      expect((JSON.parse(ls.stdout) as { runs: unknown[] }).runs).toEqual([]);
+      // The control: a sweep with a region loads the SDK and the AWS SDK, which the hook refuses.
+      const sweep = bin("sweep", "--dry-run", "--region", "us-east-1");
+      expect(sweep.status).not.toBe(0);
+      expect(sweep.stderr).toContain("dependency loaded");
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 
   it("declares ESM, no side effects, node >= 20.19 and ships only dist", () => {

@@ -1,7 +1,7 @@
 import type { EC2Client } from "@aws-sdk/client-ec2";
 import type { SSMClient } from "@aws-sdk/client-ssm";
-import { z } from "zod";
 import { RunctlError } from "../../errors/runctl-error.js";
+import { lazySchema } from "../../util/lazy-schema.js";
 import type { Storage } from "../../storage/types.js";
 
 /** Spot settings of {@link Ec2ProviderOptions.spot}. */
@@ -132,8 +132,8 @@ export interface Ec2ProviderOptions {
   readonly onWarning?: ((message: string) => void) | undefined;
 }
 
-const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/(\d|[12]\d|3[0-2])$/, "a CIDR like 203.0.113.7/32");
-const schema = z.strictObject({
+const cidr = lazySchema((z) => z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/(\d|[12]\d|3[0-2])$/, "a CIDR like 203.0.113.7/32"));
+const schema = lazySchema((z) => z.strictObject({
   region: z.string().regex(/^[a-z]{2}(-gov)?-[a-z]+-\d$/, "an AWS region like us-east-1"),
   instanceType: z.string().regex(/^[a-z][a-z0-9-]*\.[a-z0-9]+$/, "an instance type like g5.xlarge").optional(),
   spot: z.union([z.boolean(), z.strictObject({ maxPriceUsd: z.number().positive().optional(), fallbackToOnDemand: z.boolean().optional() })]).optional(),
@@ -145,7 +145,7 @@ const schema = z.strictObject({
     .optional(),
   access: z
     .union([
-      z.strictObject({ kind: z.literal("ssh"), keyPairName: z.string().min(1).max(255).optional(), privateKeyPath: z.string().min(1).optional(), allowSshFrom: cidr.optional(), username: z.string().regex(/^[a-z_][a-z0-9_-]*$/).optional(), usePrivateIp: z.boolean().optional() }),
+      z.strictObject({ kind: z.literal("ssh"), keyPairName: z.string().min(1).max(255).optional(), privateKeyPath: z.string().min(1).optional(), allowSshFrom: cidr().optional(), username: z.string().regex(/^[a-z_][a-z0-9_-]*$/).optional(), usePrivateIp: z.boolean().optional() }),
       z.strictObject({ kind: z.literal("ssm"), staging: z.custom<Storage>((v) => typeof v === "object" && v !== null && typeof (v as Storage).put === "function", "a runctl S3 storage"), user: z.string().regex(/^[a-z_][a-z0-9_-]*$/).nullable().optional() }),
     ])
     .optional(),
@@ -166,11 +166,11 @@ const schema = z.strictObject({
   imdsEndpoint: z.string().url().optional(),
   python: z.string().min(1).optional(),
   onWarning: z.custom<(m: string) => void>((v) => typeof v === "function").optional(),
-});
+}));
 
 /** Checks `ec2()` options; a RunctlError INVALID_ARGUMENT names every problem, before anything is created. */
 export function validateEc2Options(options: Ec2ProviderOptions): Ec2ProviderOptions {
-  const parsed = schema.safeParse(options);
+  const parsed = schema().safeParse(options);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join(".") || "options"}: ${i.message}`).join("; ");
     throw new RunctlError("INVALID_ARGUMENT", `ec2(): ${problems}.`);

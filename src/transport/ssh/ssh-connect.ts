@@ -2,11 +2,15 @@ import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { homedir, userInfo } from "node:os";
 import { join } from "node:path";
-import ssh2 from "ssh2";
+import type ssh2Module from "ssh2";
 import type { Client, ConnectConfig, ServerHostKeyAlgorithm } from "ssh2";
 import { RunctlError, abortError } from "../../errors/runctl-error.js";
+import { lazyRequire } from "../../util/lazy-require.js";
 import { checkHostKey, hostKeyAlgorithmsFor, keyFingerprint, keyTypeOfBlob, knownHostsName, parseKnownHosts, type KnownHostEntry } from "./known-hosts.js";
 import { SSH_TRANSPORT_DEFAULTS, type SshTransportOptions } from "./ssh-transport-options.js";
+
+// Loaded on the first connection, not with `runctl` (it was about 40 ms of `import("runctl")`).
+const loadSsh2 = lazyRequire<typeof ssh2Module>("ssh2");
 
 /**
  * Expands a leading `~/` to the home folder.
@@ -67,7 +71,7 @@ async function resolveAuth(options: SshTransportOptions, where: string): Promise
       );
     }
   }
-  const parsed = ssh2.utils.parseKey(key, options.passphrase);
+  const parsed = loadSsh2().utils.parseKey(key, options.passphrase);
   if (parsed instanceof Error) {
     const encrypted = /encrypted|passphrase/i.test(parsed.message);
     throw new RunctlError(
@@ -176,7 +180,7 @@ export async function openSshConnection(options: SshTransportOptions, open: Open
     ...(algorithms ? { algorithms: { serverHostKey: algorithms as ServerHostKeyAlgorithm[] } } : {}),
   };
 
-  const client = new ssh2.Client();
+  const client = new (loadSsh2().Client)();
   // Each running command and transfer listens for 'close'; more than 10 at once is normal.
   client.setMaxListeners(0);
   return await new Promise<Client>((resolve, reject) => {
