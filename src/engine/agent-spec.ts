@@ -2,6 +2,13 @@ import { posix } from "node:path";
 import type { StorageDescriptor } from "../storage/types.js";
 import type { HyperparamValue, RunSpec, RunSpecContainer } from "./run-spec.js";
 
+/**
+ * How often the agent asks the machine's metadata service for a spot notice, unless the machine says
+ * otherwise: the service is local to the machine, and every second of detection is a second less to
+ * save in.
+ */
+export const IMDS_POLL_MS = 1000;
+
 /** The `spec.json` the agent runs (docs/agent-protocol.md). */
 export interface AgentSpec {
   readonly version: 1;
@@ -116,7 +123,7 @@ export function buildAgentSpec(input: AgentSpecInput): AgentSpec {
     shutdown: input.shutdown
       ? { command: input.shutdown.command, afterRunMs: input.shutdown.afterRunMs, cancelBootPowerOff: input.shutdown.cancelBootPowerOff }
       : null,
-    interruption: input.imds ? { imdsEndpoint: input.imds.endpoint, pollMs: input.imds.pollMs ?? 5000 } : null,
+    interruption: input.imds ? { imdsEndpoint: input.imds.endpoint, pollMs: input.imds.pollMs ?? IMDS_POLL_MS } : null,
     container: spec.container,
     nodes: input.nodes ?? null,
   };

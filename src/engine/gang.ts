@@ -119,6 +119,7 @@ export async function followAttempt(ctx: RunContext, runs: readonly LaunchedRun[
     node: runs.length > 1 ? rank : undefined,
     // A spot notice on any node: the whole gang stops now, so node 0 can still save.
     onEvent: (event) => {
+      options.onEvent?.(event);
       if (event.type === "interruption") stopGang(rank, `got a spot notice (${event.reason})`);
     },
   });

@@ -7,6 +7,7 @@ import { provisionMachineFor } from "./provisioning.js";
 import type { RunContext } from "./run-context.js";
 import type { LaunchedRun } from "./run-session.js";
 import { machineSecretsFor, runStorages } from "./run-storage.js";
+import { adoptStandby, type Standby } from "./standby.js";
 import { stageCode } from "./staging.js";
 
 /** A provisioned machine with the agent installed and the code staged: ready to launch on. */
@@ -71,15 +72,16 @@ export async function startAgent(ctx: RunContext, prepared: PreparedMachine, lau
 
 /**
  * One attempt on one machine: provisions it, installs the agent, stages the code, and starts the
- * agent there with the run's spec; `ctx.launched` is set once it runs. A cancel that arrived
- * meanwhile is applied at once.
+ * agent there with the run's spec; `ctx.launched` is set once it runs. A standby prepared during a
+ * spot notice is used instead when it is ready (else the machine is provisioned now). A cancel that
+ * arrived meanwhile is applied at once.
  */
-export async function launch(ctx: RunContext, resumeFrom: AgentSpec["resume"]): Promise<LaunchedRun> {
+export async function launch(ctx: RunContext, resumeFrom: AgentSpec["resume"], standby?: Standby): Promise<LaunchedRun> {
   const { session, journal } = ctx;
   const signal = ctx.prelaunch.signal;
   session.emit({ type: "phase", phase: "provisioning" });
-  const machine = await provisionMachineFor(ctx, signal);
-  const launched = await startAgent(ctx, await prepareMachine(ctx, machine, signal), { resumeFrom }, signal);
+  const prepared = (await adoptStandby(ctx, standby)) ?? (await prepareMachine(ctx, await provisionMachineFor(ctx, signal), signal));
+  const launched = await startAgent(ctx, prepared, { resumeFrom }, signal);
   journal.update({ runDir: launched.runDir, agentPath: launched.agentPath, agentPython: launched.agentPython });
   ctx.launched = launched;
   ctx.gang = [launched];

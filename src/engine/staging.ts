@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import type { Machine } from "../providers/types.js";
+import type { RunEventInput } from "../run/events.js";
 import { syncTree } from "../sync/sync-tree.js";
 import { KeyedMutex } from "../util/keyed-mutex.js";
 import { syncHashCachePath } from "../util/runctl-home.js";
@@ -16,16 +17,24 @@ function mirrorKey(localDirPath: string): string {
 
 /**
  * Stages the run's code on the machine: syncs the spec's folder into its mirror
- * (`<rootDir>/work/<hash>`), reporting `syncing`, warnings and a `sync` event. Returns the mirror,
- * or null when the spec syncs nothing.
+ * (`<rootDir>/work/<hash>`), reporting `syncing`, warnings and a `sync` event through `emit` (the
+ * run's stream unless given: a standby holds them back). Returns the mirror, or null when the spec
+ * syncs nothing. A machine that already has the mirror (a pool host used before) gets only what changed.
  */
-export async function stageCode(ctx: RunContext, machine: Machine, agent: { readonly python: string; readonly path: string }, signal: AbortSignal, node?: number): Promise<string | null> {
-  const { spec, session } = ctx;
+export async function stageCode(
+  ctx: RunContext,
+  machine: Machine,
+  agent: { readonly python: string; readonly path: string },
+  signal: AbortSignal,
+  node?: number,
+  emit: (event: RunEventInput) => void = (event) => void ctx.session.emit(event),
+): Promise<string | null> {
+  const { spec } = ctx;
   const sync = spec.sync;
   if (!sync) return null;
   // A gang syncs every node at once; the phase and the summary are reported once, for node 0.
   const first = node === undefined || node === 0;
-  if (first) session.emit({ type: "phase", phase: "syncing" });
+  if (first) emit({ type: "phase", phase: "syncing" });
   const mirror = posix.join(machine.rootDir, "work", mirrorKey(sync.dir));
   const checkpointDir = spec.checkpoints.dir;
   const synced = await mirrorLocks.run(`${machine.provider}:${machine.id}:${mirror}`, () =>
@@ -44,9 +53,9 @@ export async function stageCode(ctx: RunContext, machine: Machine, agent: { read
       maxFiles: sync.maxFiles ?? undefined,
     }),
   );
-  for (const warning of synced.warnings) session.emit({ type: "warning", code: "SYNC", message: warning, node });
+  for (const warning of synced.warnings) emit({ type: "warning", code: "SYNC", message: warning, node });
   if (!first) return mirror;
-  session.emit({
+  emit({
     type: "sync",
     files: synced.files,
     bytes: synced.bytes,

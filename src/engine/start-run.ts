@@ -10,7 +10,8 @@ import { concludeAttempt, followAttempt, launchGang, releaseAttempt } from "./ga
 import { launch } from "./launch.js";
 import { followOptionsFor, restartReason } from "./recovery.js";
 import type { RunContext } from "./run-context.js";
-import { RunSession } from "./run-session.js";
+import { RunSession, type FollowOptions } from "./run-session.js";
+import { canPrepareAhead, prepareStandby, type Standby } from "./standby.js";
 import { storageOf, type RunResources, type RunSpec } from "./run-spec.js";
 
 /**
@@ -55,6 +56,17 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
     return result;
   };
 
+  // A replacement prepared while an interrupted attempt saves (see standby.ts); adopted by the next
+  // launch, or given back when the run does not restart.
+  const spare: { standby?: Standby | undefined } = {};
+  // Read through a call: the follow's callback sets it, which the compiler's narrowing cannot see.
+  const pendingStandby = (): Standby | undefined => spare.standby;
+  const dropStandby = async (): Promise<void> => {
+    const s = spare.standby;
+    spare.standby = undefined;
+    await s?.discard();
+  };
+
   const pipeline = async (): Promise<RunResult> => {
     let resumeFrom = spec.resume;
     let restarts = 0;
@@ -63,18 +75,35 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
       for (;;) {
         ctx.gangMachines = [];
         // A batch provider (Slurm): one job whose allocation is the gang; else machine by machine.
-        const runs = provider.batch ? await launchBatch(ctx, resumeFrom) : spec.nodes ? await launchGang(ctx, resumeFrom) : [await launch(ctx, resumeFrom)];
+        const next = spare.standby;
+        spare.standby = undefined; // from here on it is the launch's: released by it, or by the catch below as ctx.machine
+        const runs = provider.batch ? await launchBatch(ctx, resumeFrom) : spec.nodes ? await launchGang(ctx, resumeFrom) : [await launch(ctx, resumeFrom, next)];
         ctx.gangMachines = [];
         const stopWatch = watchCost(ctx, runs[0]!);
+        // A spot notice starts the replacement now, while the agent still saves and commits: only the
+        // new trainer waits for the old attempt's end.
+        const current = runs[0]!.machine;
+        const options: FollowOptions = canPrepareAhead(ctx, restarts)
+          ? {
+              ...followOptions,
+              onEvent: (event) => {
+                if (event.type === "interruption" && !spare.standby && !session.cancelRequested) spare.standby = prepareStandby(ctx, current);
+              },
+            }
+          : followOptions;
         // Unreachable is not gone: while the provider's own view says a machine runs, it is still
         // followed (a long network outage must not restart a healthy run). In a gang, the first node
         // that ends badly stops the others and decides.
-        let ended = await followAttempt(ctx, runs, followOptions, provider).finally(stopWatch);
+        let ended = await followAttempt(ctx, runs, options, provider).finally(stopWatch);
         if (provider.batch) ended = await explainBatchEnd(ctx, ended);
         const outcome = ended.outcome;
         const reason = restartReason(spec, outcome);
-        if (reason === undefined || session.cancelRequested || session.budgetExceeded) return await settle(concludeAttempt(ctx, runs, ended, followOptions, provider));
+        if (reason === undefined || session.cancelRequested || session.budgetExceeded) {
+          await dropStandby();
+          return await settle(concludeAttempt(ctx, runs, ended, followOptions, provider));
+        }
         if (restarts >= (spec.recover?.maxRestarts ?? 3)) {
+          await dropStandby();
           session.emit({ type: "warning", code: "MAX_RESTARTS", message: `${reason}${runs.length > 1 ? ` on node ${ended.rank}` : ""}, and the run has used its ${restarts} restart(s): it ends as interrupted.` });
           return await settle(concludeAttempt(ctx, runs, ended, followOptions, provider, "interrupted"));
         }
@@ -87,13 +116,15 @@ export function startRun(spec: RunSpec, resources: RunResources): TrainingRun {
         await releaseAttempt(ctx, runs, provider);
         ctx.launched = undefined;
         ctx.gang = undefined;
-        await sleep(spec.recover?.backoffMs ?? 1000, undefined, { signal: ctx.prelaunch.signal });
+        // The backoff paces provisioning; a replacement already prepared has nothing left to pace.
+        if (!(await pendingStandby()?.ready)) await sleep(spec.recover?.backoffMs ?? 1000, undefined, { signal: ctx.prelaunch.signal });
         // Resume from this run's own newest checkpoint (the agent verifies it, falling back past
         // corrupt ones); with none committed yet, start as the first machine did.
         const own = ctx.checkpoints ? await checkpointStore(ctx.checkpoints.storage, runId).latest().catch(() => undefined) : undefined;
         if (own && ctx.checkpoints) resumeFrom = { storage: ctx.checkpoints.descriptor, runId, name: null };
       }
     } catch (err) {
+      await dropStandby();
       const machine = ctx.machine;
       if (ctx.batch) {
         // The job (queued, or between attempts) goes, unless the client detached; the login machine closes.

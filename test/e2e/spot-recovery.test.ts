@@ -1,3 +1,5 @@
+import { existsSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Runctl, RunctlError, sshHosts, type RunEvent, type SshHost, type Storage } from "runctl";
 import { s3 } from "runctl/aws";
@@ -141,6 +143,111 @@ describe("spot interruption and managed recovery", () => {
     expect(result.restarts).toBe(0);
     expect(events.some((e) => e.type === "warning" && e.code === "RECONNECTING")).toBe(true);
     expect(events.some((e) => e.type === "recovered")).toBe(false);
+  });
+
+  it("a spot notice on a pool of 2: the replacement is provisioned and staged before the old attempt ends; the new trainer starts after it, from the final checkpoint", async () => {
+    const storage = bucket("spot-ahead");
+    const pool = hosts.slice(0, 2);
+    // The interrupted trainer holds its save until this file exists: it is written once the
+    // replacement is reported ready, so the order below does not depend on timing.
+    const hold = join(lease.hosts[0]!.home, `hold-${process.pid}-${Date.now()}`);
+    let noticed = -1;
+    let released = false;
+    try {
+      const { result, lines, events } = await spotRecovery({
+        hosts: pool,
+        storage,
+        verbose: false,
+        hyperparams: { "hold-on-sigterm": hold },
+        onEvent: (event) => {
+          if (event.type === "metric" && event.step === 15 && noticed < 0) {
+            noticed = Math.max(0, lease.hosts.slice(0, 2).findIndex((h) => existsSync(join(h.home, ".runctl", "runs", event.runId))));
+            imds[noticed]!.interruptIn(120);
+          }
+          if (event.type === "warning" && event.code === "REPLACEMENT_READY" && !released) {
+            released = true;
+            writeFileSync(hold, "go\n");
+          }
+        },
+      });
+      imds.forEach((i) => i.clear());
+      const other = pool[1 - noticed]!.host;
+      expect(released).toBe(true);
+      expect(result.status).toBe("succeeded");
+      expect(result.restarts).toBe(1);
+      expect(result.interruptions[0]!.lostSteps).toBe(0);
+      // The run resumed on the machine prepared during the notice.
+      expect(result.machine?.address).toBe(other);
+      const at = (pred: (e: RunEvent) => boolean): number => events.findIndex(pred);
+      const ready = at((e) => e.type === "warning" && e.code === "REPLACEMENT_READY");
+      const handled = at((e) => e.type === "warning" && e.code === "INTERRUPTION_HANDLED");
+      const recovering = at((e) => e.type === "phase" && e.phase === "recovering");
+      const interruption = at((e) => e.type === "interruption");
+      const saved = Number(valueOf(lines, "SIGTERM_CHECKPOINT"));
+      const finalCheckpoint = at((e) => e.type === "checkpoint" && e.step === saved);
+      expect((events[ready] as { message: string }).message).toContain(other);
+      // notice -> replacement ready -> final checkpoint committed, handled -> old attempt over -> recovering
+      expect(interruption).toBeGreaterThanOrEqual(0);
+      expect(ready).toBeGreaterThan(interruption);
+      expect(finalCheckpoint).toBeGreaterThan(ready);
+      expect(handled).toBeGreaterThan(finalCheckpoint);
+      expect(recovering).toBeGreaterThan(handled);
+      // Nothing was provisioned twice: one provisioning and one sync after recovering, the replacement's.
+      const after = events.slice(recovering);
+      expect(after.filter((e) => e.type === "phase" && e.phase === "provisioning")).toHaveLength(1);
+      expect(after.filter((e) => e.type === "phase" && e.phase === "syncing")).toHaveLength(1);
+      expect(after.filter((e) => e.type === "sync")).toHaveLength(1);
+      // The new trainer started after the old one had saved and ended, from that final checkpoint.
+      const logs = events.flatMap((e, i) => (e.type === "log" ? [{ i, line: e.line }] : []));
+      const secondStart = logs.filter((l) => l.line.startsWith("RUN_INFO"))[1]!.i;
+      expect(secondStart).toBeGreaterThan(recovering);
+      expect(secondStart).toBeGreaterThan(logs.find((l) => l.line.startsWith("SIGTERM_CHECKPOINT"))!.i);
+      expect(lines).toContain(`RESUMED_FROM_STEP ${saved}`);
+      expect(runInfos(events)).toHaveLength(2);
+      expect((await Runctl.checkpoints(storage, result.runId).latest())?.step).toBe(60);
+    } finally {
+      imds.forEach((i) => i.clear());
+      rmSync(hold, { force: true });
+    }
+  });
+
+  it("a run canceled while its replacement is prepared gives the replacement back", async () => {
+    const storage = bucket("spot-ahead-cancel");
+    const pool = hosts.slice(0, 2);
+    const hold = join(lease.hosts[0]!.home, `hold-${process.pid}-${Date.now()}-c`);
+    const provider = sshHosts(pool, { acquireTimeoutMs: 5000 });
+    const run = Runctl.instance(provider)
+      .sync(FIXTURE_TRAINERS_DIR)
+      .checkpoints({ storage })
+      .recover({ maxRestarts: 3 })
+      .train(FIXTURE_TRAINER, { hyperparams: { steps: 60, "checkpoint-every": 10, "sleep-per-step": 0.1, "hold-on-sigterm": hold } });
+    let noticed = false;
+    let ready = false;
+    try {
+      for await (const event of run) {
+        if (event.type === "metric" && event.step === 15 && !noticed) {
+          noticed = true;
+          const i = Math.max(0, lease.hosts.slice(0, 2).findIndex((h) => existsSync(join(h.home, ".runctl", "runs", run.runId))));
+          imds[i]!.interruptIn(120);
+        }
+        if (event.type === "warning" && event.code === "REPLACEMENT_READY" && !ready) {
+          ready = true;
+          await run.cancel();
+          writeFileSync(hold, "go\n");
+        }
+      }
+      const result = await run;
+      expect(ready).toBe(true);
+      expect(result.status).not.toBe("succeeded");
+      expect(result.restarts).toBe(0);
+      // Both hosts of the pool are free again: the replacement was released, not kept.
+      const machines = await Promise.all([provider.provision({ runId: "probe-a" }), provider.provision({ runId: "probe-b" })]);
+      expect(new Set(machines.map((m) => m.id)).size).toBe(2);
+      await Promise.all(machines.map((m) => provider.release(m)));
+    } finally {
+      imds.forEach((i) => i.clear());
+      rmSync(hold, { force: true });
+    }
   });
 
   it("a recovering run without checkpoint storage is refused at plan time", () => {
