@@ -287,6 +287,20 @@ function writeChunk(pack: tar.Pack, sink: EntrySink, chunk: Buffer): Promise<voi
   });
 }
 
+/**
+ * Whether `error` is the "stream closed before it was fully sent" failure of {@link packSyncTar}: the
+ * reader went away, so the reader's own outcome (the agent's reply) explains more.
+ *
+ * @defaultValue no defaults
+ * @example
+ * ```ts
+ * if (packed.status === "rejected" && !isStreamClosed(packed.reason)) throw packed.reason;
+ * ```
+ */
+export function isStreamClosed(error: unknown): boolean {
+  return error instanceof RunctlError && error.details["reason"] === "stream-closed";
+}
+
 function isClosed(pack: tar.Pack): boolean {
   // streamx sets `destroying` as soon as destroy() is called, before `destroyed`.
   return pack.destroyed || (pack as unknown as { destroying?: boolean }).destroying === true;
