@@ -160,7 +160,7 @@ describe("syncTree with the local transport and the real agent", () => {
     expect(result).toMatchObject({ uploadedFiles: 3, deletedFiles: 3 });
     expect(result.uploadedBytes).toBe("print('v2')\n".length + "lr: 0.2\n".length + "def loss(): pass\n".length);
     // One call: the agent's manifest, then the tar of the differences on the same stream.
-    expect(transport.calls.map((c) => c[2])).toEqual(["sync"]);
+    expect(transport.calls.map((c) => c.at(-2))).toEqual(["sync"]);
     expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
     await expect(stat(join(remote, "configs/big.yaml"))).rejects.toMatchObject({ code: "ENOENT" });
   });
@@ -178,7 +178,7 @@ describe("syncTree with the local transport and the real agent", () => {
     const first = await syncTree(base);
     transport.calls.length = 0;
     const again = await syncTree(base);
-    expect(transport.calls).toEqual([[PYTHON, AGENT, "sync", base.remoteDir]]);
+    expect(transport.calls).toEqual([[PYTHON, "-S", AGENT, "sync", base.remoteDir]]);
     expect(again).toMatchObject({ files: first.files, bytes: first.bytes, uploadedFiles: 0, uploadedBytes: 0, deletedFiles: 0, digest: first.digest });
   });
 
@@ -258,7 +258,7 @@ describe("syncTree with the local transport and the real agent", () => {
     });
     expect(edited).toBe(true);
     // First attempt stopped inside big.bin; the second rebuilt both manifests and sent what was missing.
-    expect(transport.calls.map((c) => c[2])).toEqual(["sync", "sync"]);
+    expect(transport.calls.map((c) => c.at(-2))).toEqual(["sync", "sync"]);
     expect(result.uploadedFiles).toBeGreaterThanOrEqual(1);
     expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
     expect((await readFile(join(remote, "big.bin")))[0]).toBe(2);
@@ -346,7 +346,7 @@ describe("syncTree with the local transport and the real agent", () => {
     await rm(join(local, "run.sh"));
     expect(await syncTree({ ...base, transport: buffered })).toMatchObject({ uploadedFiles: 1, deletedFiles: 1 });
     expect(await syncTree({ ...base, transport: buffered })).toMatchObject({ uploadedFiles: 0, deletedFiles: 0 });
-    expect(transport.calls.map((c) => c[2])).toEqual(["manifest", "sync-apply", "manifest", "sync-apply", "manifest"]);
+    expect(transport.calls.map((c) => c.at(-2))).toEqual(["manifest", "sync-apply", "manifest", "sync-apply", "manifest"]);
     expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
   });
 

@@ -1,7 +1,6 @@
 """Argument parsing and the command dispatcher (main) plus the process entry point."""
 
 import sys
-import traceback
 
 from .constants import EXIT_ERROR, EXIT_USAGE, USAGE, UsageError
 from .fsutil import print_json
@@ -116,6 +115,8 @@ def entry():
         print_json({"error": str(e), "usage": USAGE})
         code = EXIT_USAGE
     except Exception as e:
+        import traceback
+
         sys.stderr.write(traceback.format_exc())
         try:
             print_json({"error": "%s: %s" % (type(e).__name__, e)})

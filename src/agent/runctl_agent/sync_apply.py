@@ -3,7 +3,6 @@
 import hashlib
 import json
 import os
-import shutil
 import stat
 import sys
 
@@ -59,6 +58,12 @@ def _check_parents(root, parts, rel):
     return True
 
 
+def _rmtree(path):
+    import shutil  # rarely needed, and ~4 ms to import
+
+    shutil.rmtree(path)
+
+
 def _current_umask():
     mask = os.umask(0o022)
     os.umask(mask)
@@ -111,7 +116,7 @@ class _Applier(object):
             if not os.path.isdir(target) or os.path.islink(target):
                 _unlink_quiet(tmp)
                 raise
-            shutil.rmtree(target)  # a folder became a file
+            _rmtree(target)  # a folder became a file
             os.replace(tmp, target)
         self.written[rel] = (st.st_ino, st.st_size, st.st_mtime_ns, h.hexdigest())
 
@@ -182,7 +187,7 @@ def _apply(root, tr, applier):
         except FileNotFoundError:
             continue
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(target)
+            _rmtree(target)
         else:
             os.unlink(target)
         deleted += 1
