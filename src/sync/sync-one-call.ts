@@ -4,9 +4,11 @@ import type { ExecHandle, ExecResult } from "../transport/types.js";
 import { commandError, parseApplyReply, parseManifestJson, type AgentCall } from "./agent-sync-replies.js";
 import type { RemoteFiles } from "./diff.js";
 import { diffManifests } from "./diff.js";
-import { hashScan, type Manifest } from "./manifest.js";
+import { HashCache } from "./hash-cache.js";
+import { hashScanFiles, type LocalManifestEntry, type Manifest } from "./manifest.js";
+import type { ScannedFile } from "./scan-tree.js";
 import type { SyncAttempt } from "./sync-attempt.js";
-import { isStreamClosed, packSyncTar } from "./tar-pack.js";
+import { isStreamClosed, packSyncTar, type PackEntry } from "./tar-pack.js";
 import type { SyncResult } from "./sync-tree.js";
 
 /**
@@ -42,32 +44,54 @@ export async function syncInOneCall(attempt: SyncAttempt): Promise<SyncResult> {
     await Promise.resolve(handle).catch(() => {});
   };
   try {
+    const cache = await HashCache.load(options.hashCachePath, scan.root);
+    // Once the machine's manifest is in, a file it lacks (or has with another size) is sent whatever
+    // its hash: it is hashed while it is packed, so it is read once (a first sync reads nothing twice).
+    let remote: RemoteFiles | undefined;
+    const defer = (file: ScannedFile): boolean => {
+      if (remote === undefined) return false;
+      const other = Object.hasOwn(remote, file.path) ? remote[file.path] : undefined;
+      return other === undefined || other.size !== file.size;
+    };
+    const listing = firstLine.then((reply) => {
+      if (reply !== undefined) remote = parseManifestJson(reply.line, call, { stdoutTail: reply.line.slice(-2000), stderrTail: "" });
+      return remote;
+    });
     const [hashed, listed] = await Promise.allSettled([
-      hashScan(scan, { hashCachePath: options.hashCachePath, signal, onFileHashed: (done, total) => progress("hashing", done, total) }),
-      firstLine,
+      hashScanFiles(scan, cache, { signal, defer, onFileHashed: (done, total) => progress("hashing", done, total) }),
+      listing,
     ]);
     if (hashed.status === "rejected" || listed.status === "rejected") await stop();
     throwIfAborted(signal);
     if (hashed.status === "rejected") throw hashed.reason;
     if (listed.status === "rejected") throw listed.reason;
-    const remote = listed.value ?? (await noManifest(handle, call));
-    const manifest: Manifest = hashed.value;
+    const remoteFiles = listed.value ?? (await noManifest(handle, call));
+    const { manifest: hashedPart, deferred } = hashed.value;
+    const entries: PackEntry[] = [...hashedPart.entries, ...deferred];
+    entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    const manifestOf = (complete: readonly LocalManifestEntry[]): Manifest => {
+      let totalBytes = 0;
+      for (const e of complete) totalBytes += e.size;
+      return { ...hashedPart, entries: complete, totalBytes };
+    };
     progress("comparing");
-    const diff = diffManifests(manifest.entries, parseManifestJson(remote.line, call, { stdoutTail: remote.line.slice(-2000), stderrTail: "" }));
+    const diff = diffManifests(entries, remoteFiles);
     if (diff.upload.length === 0 && diff.delete.length === 0) {
       input.end(); // nothing to send: the agent answers and exits
+      await cache.save();
       parseApplyReply(secondLine(await handle), call);
       progress("done");
-      return attempt.result(manifest, 0, 0, 0);
+      return attempt.result(manifestOf(hashedPart.entries), 0, 0, 0);
     }
 
     const tar = packSyncTar({
-      root: manifest.root,
-      entries: manifest.entries,
+      root: scan.root,
+      entries,
       upload: diff.upload,
       delete: diff.delete,
       signal: controller.signal,
       onFilePacked: (files, bytes) => progress("uploading", files, diff.upload.length, bytes, diff.uploadBytes),
+      onFileHashed: (entry, startedAt) => cache.set(entry.path, entry, entry.sha256, startedAt),
     });
     tar.done.then(
       () => progress("applying"),
@@ -84,9 +108,12 @@ export async function syncInOneCall(attempt: SyncAttempt): Promise<SyncResult> {
     // stream closed by the agent's exit is explained by the agent's own reply.
     if (packed.status === "rejected" && !isStreamClosed(packed.reason)) throw packed.reason;
     if (result.status === "rejected") throw result.reason;
+    await cache.save();
     const reply = parseApplyReply(secondLine(result.value), call);
+    // The agent verified the folder against the full manifest, which packing completed.
+    if (packed.status === "rejected") throw packed.reason;
     progress("done", diff.upload.length, diff.upload.length, diff.uploadBytes, diff.uploadBytes);
-    return attempt.result(manifest, diff.upload.length, diff.uploadBytes, reply.deleted);
+    return attempt.result(manifestOf(packed.value.entries), diff.upload.length, diff.uploadBytes, reply.deleted);
   } catch (error) {
     await stop(); // whatever failed, the agent must not wait on stdin
     throw error;

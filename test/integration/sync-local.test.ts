@@ -243,8 +243,21 @@ describe("syncTree with the local transport and the real agent", () => {
     expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
   });
 
+  /**
+   * Files the machine already has with the same size are hashed before packing (files it lacks are
+   * hashed from the bytes sent, which cannot disagree): sync once, then give both files new content
+   * of the same size, so both are hashed, then sent.
+   */
+  async function syncedThenEdited(): Promise<Awaited<ReturnType<typeof setup>>> {
+    const ctx = await setup({ "a.py": "a", "big.bin": Buffer.alloc(600 * 1024, 1) });
+    await syncTree(ctx.base);
+    await write(ctx.local, { "a.py": "b", "big.bin": Buffer.alloc(600 * 1024, 3) });
+    ctx.transport.calls.length = 0;
+    return ctx;
+  }
+
   it("retries when a local file changes during the upload, and ends verified", async () => {
-    const { local, remote, base, transport } = await setup({ "a.py": "a", "big.bin": Buffer.alloc(600 * 1024, 1) });
+    const { local, remote, base, transport } = await syncedThenEdited();
     let edited = false;
     const result = await syncTree({
       ...base,
@@ -265,7 +278,7 @@ describe("syncTree with the local transport and the real agent", () => {
   });
 
   it("fails with SYNC_VERIFY_FAILED rather than send a changed file when retries are off", async () => {
-    const { local, remote, base } = await setup({ "a.py": "a", "big.bin": Buffer.alloc(600 * 1024, 1) });
+    const { local, remote, base } = await syncedThenEdited();
     let edited = false;
     const error = await syncTree({
       ...base,
@@ -278,8 +291,9 @@ describe("syncTree with the local transport and the real agent", () => {
       },
     }).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: "SYNC_VERIFY_FAILED", details: { reason: "changed-while-packing", path: "big.bin" } });
-    const partial = await snapshot(remote).catch(() => ({}));
-    expect(Object.keys(partial).filter((p) => p.endsWith("big.bin"))).toEqual([]);
+    // Nothing of the changed file arrived: the machine keeps the last synced big.bin, and no temporary.
+    expect(Object.keys(await snapshot(remote)).sort()).toEqual(["a.py", "big.bin"]);
+    expect((await readFile(join(remote, "big.bin")))[0]).toBe(1);
     // The next sync starts from whatever is there and ends verified.
     await syncTree(base);
     expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
@@ -336,6 +350,30 @@ describe("syncTree with the local transport and the real agent", () => {
     const result = await syncTree(base);
     expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
     expect(result.uploadedFiles).toBeLessThanOrEqual(2);
+  });
+
+  it("the agent verifies against an expect that comes last (files hashed while sent), and refuses a stream without it", async () => {
+    const { local, remote } = await setup({ "a.py": "a", "big.bin": Buffer.alloc(2 * 1024 * 1024, 4) });
+    const manifest = await buildManifest(local);
+    const tarBytes = async (entries: Parameters<typeof packSyncTar>[0]["entries"]): Promise<Buffer> => {
+      const chunks: Buffer[] = [];
+      const tar = packSyncTar({ root: local, entries });
+      for await (const chunk of tar.stream) chunks.push(chunk as Buffer);
+      await tar.done;
+      return Buffer.concat(chunks);
+    };
+    const bytes = await tarBytes(manifest.entries.map((e) => ({ ...e, sha256: undefined })));
+    const argv = [PYTHON, AGENT, "sync-apply", remote];
+    const transport = localTransport();
+    // The control member says expect comes last; a stream ending without it is not a sync.
+    const trailer = bytes.lastIndexOf(Buffer.from(".runctl-sync/expect.json"));
+    const cut = Buffer.concat([bytes.subarray(0, trailer), Buffer.alloc(1024)]);
+    const refused = await transport.exec(argv, { stdin: cut });
+    expect(refused.exitCode).toBe(2);
+    expect(refused.stdout).toContain("expect.json");
+    const applied = await transport.exec(argv, { stdin: bytes });
+    expect(parseApplyReply(applied, { argv, host: transport.host })).toEqual({ written: 2, deleted: 0 });
+    expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
   });
 
   it("syncs in two calls (manifest, then sync-apply) over a transport whose output arrives only at the end", async () => {
