@@ -4,6 +4,7 @@ import type { ExecHandle, ExecResult } from "../transport/types.js";
 import { commandError, parseApplyReply, parseManifestJson, type AgentCall } from "./agent-sync-replies.js";
 import type { RemoteFiles } from "./diff.js";
 import { diffManifests } from "./diff.js";
+import { coalesceChunks } from "./coalesce-chunks.js";
 import { HashCache } from "./hash-cache.js";
 import { hashScanFiles, type LocalManifestEntry, type Manifest } from "./manifest.js";
 import type { ScannedFile } from "./scan-tree.js";
@@ -97,7 +98,7 @@ export async function syncInOneCall(attempt: SyncAttempt): Promise<SyncResult> {
       () => progress("applying"),
       () => controller.abort(),
     );
-    tar.stream.pipe(input);
+    tar.stream.pipe(coalesceChunks()).pipe(input);
     const ran = Promise.resolve(handle).finally(() => {
       // The agent is gone: unblock a pack that waits for a reader (no-op once everything was read).
       tar.stream.destroy();
