@@ -53,6 +53,7 @@ export interface SyncDiff {
  * remote file not in the local manifest is deleted, including files the local rules exclude (changing
  * the ignore rules removes what is now excluded, so the machine runs exactly what a dry run listed).
  * A remote file whose path is now a local folder is not listed: writing the folder's files replaces it.
+ * A local entry without a sha256 (not hashed: the machine lacks it or has another size) is sent.
  *
  * @defaultValue no defaults: both manifests are required (use `{}` for an empty remote)
  * @example
@@ -61,7 +62,7 @@ export interface SyncDiff {
  * if (upload.length === 0 && gone.length === 0) console.log("up to date");
  * ```
  */
-export function diffManifests(local: readonly ManifestEntry[], remote: RemoteFiles): SyncDiff {
+export function diffManifests(local: readonly (Omit<ManifestEntry, "sha256"> & { readonly sha256?: string | undefined })[], remote: RemoteFiles): SyncDiff {
   const upload: string[] = [];
   let uploadBytes = 0;
   const seen = new Set<string>();

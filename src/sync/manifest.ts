@@ -6,7 +6,7 @@ import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import { throwIfAborted } from "../errors/runctl-error.js";
 import { HashCache } from "./hash-cache.js";
 import { createLimiter } from "./limiter.js";
-import { DEFAULT_FS_CONCURRENCY, scanTree, type ScanTreeOptions, type TreeScan } from "./scan-tree.js";
+import { DEFAULT_FS_CONCURRENCY, scanTree, type ScanTreeOptions, type ScannedFile, type TreeScan } from "./scan-tree.js";
 import { checkSizeLimits, type SizeLimits } from "./size-guard.js";
 
 /**
@@ -151,22 +151,62 @@ export async function hashScan(
   options: Pick<BuildManifestOptions, "hashCachePath" | "concurrency" | "signal" | "onFileHashed"> = {},
 ): Promise<Manifest> {
   const cache = await HashCache.load(options.hashCachePath, scan.root);
+  const hashed = await hashScanFiles(scan, cache, options);
+  await cache.save();
+  return hashed.manifest;
+}
+
+/**
+ * Options of {@link hashScanFiles}.
+ *
+ * @defaultValue see each field
+ * @example
+ * ```ts
+ * const options: HashScanFilesOptions = { defer: (file) => !remote.has(file.path) };
+ * ```
+ */
+export interface HashScanFilesOptions extends Pick<BuildManifestOptions, "concurrency" | "signal" | "onFileHashed"> {
+  /**
+   * Asked, just before an uncached file would be read, whether to leave it out instead (it will be
+   * hashed while it is sent, so reading it now would read it twice). @defaultValue never
+   */
+  readonly defer?: ((file: ScannedFile) => boolean) | undefined;
+}
+
+/**
+ * {@link hashScan} with a cache the caller loads and saves, and files that may be deferred.
+ *
+ * @defaultValue options = `{}`
+ * @example
+ * ```ts
+ * const { manifest, deferred } = await hashScanFiles(scan, await HashCache.load(path, scan.root), { defer });
+ * ```
+ */
+export async function hashScanFiles(scan: TreeScan, cache: HashCache, options: HashScanFilesOptions = {}): Promise<{ readonly manifest: Manifest; readonly deferred: readonly ScannedFile[] }> {
   const limit = createLimiter(options.concurrency ?? DEFAULT_FS_CONCURRENCY);
   const warnings = [...scan.warnings];
   const results: (LocalManifestEntry | undefined)[] = new Array<LocalManifestEntry | undefined>(scan.files.length);
+  const deferred: ScannedFile[] = [];
   let hashedFiles = 0;
   let hashedBytes = 0;
   let cachedFiles = 0;
   let done = 0;
   const total = scan.files.length;
 
-  const fromCache = (index: number): boolean => {
+  /** True when the file needs no read now: its hash came from the cache, or it is deferred. */
+  const settled = (index: number): boolean => {
     const file = scan.files[index]!;
     const cached = cache.get(file.path, file);
-    if (cached === undefined) return false;
-    results[index] = { path: file.path, size: file.size, mode: file.mode, sha256: cached, mtimeMs: file.mtimeMs, ino: file.ino };
-    cachedFiles++;
-    return true;
+    if (cached !== undefined) {
+      results[index] = { path: file.path, size: file.size, mode: file.mode, sha256: cached, mtimeMs: file.mtimeMs, ino: file.ino };
+      cachedFiles++;
+      return true;
+    }
+    if (options.defer?.(file) === true) {
+      deferred.push(file);
+      return true;
+    }
+    return false;
   };
   const hashed = (index: number, entry: Omit<LocalManifestEntry, "path">, startedAt: number): void => {
     const file = scan.files[index]!;
@@ -195,7 +235,7 @@ export async function hashScan(
     let sliceStart = performance.now();
     for (const index of small) {
       throwIfAborted(options.signal);
-      if (!fromCache(index)) {
+      if (!settled(index)) {
         const startedAt = Date.now();
         try {
           hashed(index, hashFileSync(join(scan.root, scan.files[index]!.path)), startedAt);
@@ -215,7 +255,7 @@ export async function hashScan(
     ...large.map((index) =>
       limit(async () => {
         throwIfAborted(options.signal);
-        if (!fromCache(index)) {
+        if (!settled(index)) {
           const startedAt = Date.now();
           try {
             hashed(index, await hashFile(join(scan.root, scan.files[index]!.path)), startedAt);
@@ -228,11 +268,11 @@ export async function hashScan(
     ),
   ]);
   throwIfAborted(options.signal);
-  await cache.save();
   const entries = results.filter((e): e is LocalManifestEntry => e !== undefined);
   let totalBytes = 0;
   for (const e of entries) totalBytes += e.size;
-  return { root: scan.root, entries, totalBytes, warnings, stats: { hashedFiles, hashedBytes, cachedFiles } };
+  deferred.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return { manifest: { root: scan.root, entries, totalBytes, warnings, stats: { hashedFiles, hashedBytes, cachedFiles } }, deferred };
 }
 
 /**

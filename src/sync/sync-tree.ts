@@ -1,16 +1,14 @@
 import { posix } from "node:path";
 import pRetry from "p-retry";
 import { RunctlError, throwIfAborted } from "../errors/runctl-error.js";
-import { randomUUID } from "node:crypto";
 import type { Storage } from "../storage/types.js";
-import type { ExecResult, Transport } from "../transport/types.js";
-import { parseApplyReply, parseManifestReply } from "./agent-sync-replies.js";
-import { diffManifests } from "./diff.js";
-import { hashScan, manifestDigest, type Manifest } from "./manifest.js";
+import type { Transport } from "../transport/types.js";
+import { hashScan, manifestDigest } from "./manifest.js";
 import { scanTree } from "./scan-tree.js";
 import { DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, checkSizeLimits, largestEntries, type LargestEntries } from "./size-guard.js";
-import { packSyncTar } from "./tar-pack.js";
-import { machineSecretsOver } from "../transport/secrets-channel.js";
+import type { SyncAttempt } from "./sync-attempt.js";
+import { syncInOneCall } from "./sync-one-call.js";
+import { syncInTwoCalls } from "./sync-two-calls.js";
 
 /**
  * The stage a sync is in, reported through {@link SyncTreeOptions.onProgress}.
@@ -145,12 +143,14 @@ export interface SyncResult {
  * Makes `remoteDir` on the machine an exact, verified copy of `localDir`'s sync manifest:
  * 1. scans the local tree (ignore rules, no symlinks) and refuses a tree over `maxBytes`/`maxFiles`
  *    with SYNC_TOO_LARGE before reading a file or touching the machine;
- * 2. hashes the files (cached by path, size, mtime, inode) while, at the same time, one remote call
- *    (`agent manifest remoteDir`) lists the machine's side; then a diff. When nothing differs the sync
- *    ends here (a no-op is one remote call);
- * 3. otherwise one `agent sync-apply remoteDir` call whose stdin is a tar stream of the changed files
- *    with the full manifest as `expect`; the agent writes atomically, deletes vanished files, and
- *    verifies the whole folder (exit 6: SYNC_VERIFY_FAILED with the mismatches; exit 7: UNSAFE_PATH).
+ * 2. over a transport with a two-way byte stream (SSH, local): ONE agent call, `agent sync remoteDir`,
+ *    started while the files are hashed (cached by path, size, mtime, inode); it prints the machine's
+ *    manifest, then a diff decides: nothing differs and stdin is closed (a no-op), or the tar of the
+ *    changed files streams on the same call, with the full manifest as `expect`;
+ *    without one (SSM, staging): `agent manifest remoteDir`, then `agent sync-apply remoteDir`;
+ * 3. the agent writes atomically, deletes vanished files, and verifies the whole folder (exit 6:
+ *    SYNC_VERIFY_FAILED with the mismatches; exit 7: UNSAFE_PATH; a stream cut short is never applied
+ *    as complete).
  * A file edited behind runctl's back on the machine has a different hash, so the next sync repairs it.
  *
  * @defaultValue maxBytes = 1 GiB, maxFiles = 50_000, retries = 2, no hash cache
@@ -267,7 +267,6 @@ export async function planSync(options: PlanSyncOptions): Promise<SyncPlan> {
 }
 
 async function syncOnce(options: SyncTreeOptions, started: number): Promise<SyncResult> {
-  const { transport, signal } = options;
   const progress = (phase: SyncPhase, files = 0, totalFiles = 0, bytes = 0, totalBytes = 0): void =>
     options.onProgress?.({ phase, files, totalFiles, bytes, totalBytes });
 
@@ -279,93 +278,23 @@ async function syncOnce(options: SyncTreeOptions, started: number): Promise<Sync
   const tooLarge = checkSizeLimits(scan.root, scan.files, { maxBytes, maxFiles }, scan.truncated);
   if (tooLarge) throw tooLarge;
 
-  // Hashing and the remote manifest do not depend on each other: overlap them.
-  const manifestArgv = [options.python, options.agentPath, "manifest", options.remoteDir];
-  const [hashed, listed] = await Promise.allSettled([
-    hashScan(scan, { ...hashOptionsOf(options), onFileHashed: (done, total) => progress("hashing", done, total) }),
-    Promise.resolve(transport.exec(manifestArgv, withSignal(signal))).then((reply) => parseManifestReply(reply, { argv: manifestArgv, host: transport.host })),
-  ]);
-  throwIfAborted(signal);
-  if (hashed.status === "rejected") throw hashed.reason;
-  if (listed.status === "rejected") throw listed.reason;
-  const manifest: Manifest = hashed.value;
-  const remote = listed.value;
-  progress("comparing");
-  const diff = diffManifests(manifest.entries, remote);
-  const result = (uploadedFiles: number, uploadedBytes: number, deletedFiles: number): SyncResult => ({
-    files: manifest.entries.length,
-    bytes: manifest.totalBytes,
-    uploadedFiles,
-    uploadedBytes,
-    deletedFiles,
-    durationMs: Math.round(performance.now() - started),
-    digest: manifestDigest(manifest.entries),
-    warnings: manifest.warnings,
-  });
-  if (diff.upload.length === 0 && diff.delete.length === 0) {
-    progress("done");
-    return result(0, 0, 0);
-  }
-
-  // Our own controller: a failed pack must stop the remote apply, not leave it waiting on stdin.
-  const controller = new AbortController();
-  const onOuterAbort = (): void => controller.abort(signal?.reason);
-  signal?.addEventListener("abort", onOuterAbort, { once: true });
-  try {
-    const tar = packSyncTar({
-      root: manifest.root,
-      entries: manifest.entries,
-      upload: diff.upload,
-      delete: diff.delete,
-      signal: controller.signal,
-      onFilePacked: (files, bytes) => progress("uploading", files, diff.upload.length, bytes, diff.uploadBytes),
-    });
-    tar.done.then(
-      () => progress("applying"),
-      () => controller.abort(),
-    );
-    const staging = options.staging;
-    const applyArgv = [options.python, options.agentPath, "sync-apply", options.remoteDir, ...(staging ? ["--staged"] : [])];
-    let apply: Promise<ExecResult>;
-    let stagedKey: string | undefined;
-    if (staging) {
-      // No byte stream to the machine (SSM): the tar goes through storage, the agent fetches it.
-      const key = `${staging.prefix ?? "runctl-sync"}/${randomUUID()}.tar`;
-      stagedKey = key;
-      const descriptor = staging.storage.machineDescriptor?.({ sharesLocalFilesystem: false });
-      if (!descriptor) throw new RunctlError("STORAGE_UNREACHABLE", `Sync staging: the machine cannot reach ${staging.storage.uri}.`);
-      apply = staging.storage
-        .put(key, tar.stream, withSignal(controller.signal))
-        .then(async () => {
-          // Over SSM the request itself is staged in S3: no credentials in it (the instance profile reads the tar).
-          const secrets = await machineSecretsOver(staging.storage, transport.stdinLeavesCopy === true, "sync staging", withSignal(controller.signal));
-          const request = JSON.stringify({ storage: descriptor, key, secrets: secrets ?? null });
-          return transport.exec(applyArgv, { stdin: request, signal: controller.signal });
-        })
-        .finally(() => tar.stream.destroy());
-    } else {
-      apply = Promise.resolve(transport.exec(applyArgv, { stdin: tar.stream, signal: controller.signal })).finally(() => {
-        // The agent is gone: unblock a pack that waits for a reader (no-op once everything was read).
-        tar.stream.destroy();
-      });
-    }
-    const [packed, ran] = await Promise.allSettled([tar.done, apply]);
-    if (staging && stagedKey) await staging.storage.delete(stagedKey).catch(() => {});
-    throwIfAborted(signal);
-    // A file that changed, an fs error or ABORTED explains more than the killed command it caused; a
-    // stream closed by the agent's exit is explained by the agent's own reply.
-    if (packed.status === "rejected" && !isStreamClosed(packed.reason)) throw packed.reason;
-    if (ran.status === "rejected") throw ran.reason;
-    const reply = parseApplyReply(ran.value, { argv: applyArgv, host: transport.host });
-    progress("done", diff.upload.length, diff.upload.length, diff.uploadBytes, diff.uploadBytes);
-    return result(diff.upload.length, diff.uploadBytes, reply.deleted);
-  } finally {
-    signal?.removeEventListener("abort", onOuterAbort);
-  }
-}
-
-function isStreamClosed(error: unknown): boolean {
-  return error instanceof RunctlError && error.details["reason"] === "stream-closed";
+  const attempt: SyncAttempt = {
+    options,
+    scan,
+    progress,
+    result: (manifest, uploadedFiles, uploadedBytes, deletedFiles) => ({
+      files: manifest.entries.length,
+      bytes: manifest.totalBytes,
+      uploadedFiles,
+      uploadedBytes,
+      deletedFiles,
+      durationMs: Math.round(performance.now() - started),
+      digest: manifestDigest(manifest.entries),
+      warnings: manifest.warnings,
+    }),
+  };
+  // One call needs a byte stream both ways while the command runs; SSM and staging have none.
+  return options.staging || options.transport.buffered === true ? syncInTwoCalls(attempt) : syncInOneCall(attempt);
 }
 
 function selectionOf(options: SyncSelection): { ignore?: readonly string[] | undefined; extraExcludes?: readonly string[] | undefined; signal?: AbortSignal | undefined } {
@@ -374,10 +303,6 @@ function selectionOf(options: SyncSelection): { ignore?: readonly string[] | und
 
 function hashOptionsOf(options: SyncSelection): { hashCachePath?: string | undefined; signal?: AbortSignal | undefined } {
   return { hashCachePath: options.hashCachePath, signal: options.signal };
-}
-
-function withSignal(signal: AbortSignal | undefined): { signal?: AbortSignal | undefined } {
-  return signal ? { signal } : {};
 }
 
 /** The remote mirror is wiped of anything not in the local tree, so refuse paths where that is a disaster. */

@@ -25,6 +25,30 @@ const loadTarStream = lazyRequire<typeof tar>("tar-stream");
 export const CONTROL_MEMBER_NAME = ".runctl-sync/control.json";
 
 /**
+ * Name of the last tar member when some files are hashed while they are packed: it carries
+ * `{"expect": ...}`, the full manifest known only once every file was read.
+ *
+ * @defaultValue `".runctl-sync/expect.json"`
+ * @example
+ * ```ts
+ * if (header.name === EXPECT_MEMBER_NAME) expect = JSON.parse(body).expect;
+ * ```
+ */
+export const EXPECT_MEMBER_NAME = ".runctl-sync/expect.json";
+
+/**
+ * A file to pack: a manifest entry whose sha256 may still be unknown (it is then computed from the
+ * very bytes packed, and the file must not change while it is read).
+ *
+ * @defaultValue `sha256` undefined means "hash while packing"
+ * @example
+ * ```ts
+ * const e: PackEntry = { path: "new.py", size: 10, mode: 0o644, mtimeMs: 1.7e12, ino: 42 };
+ * ```
+ */
+export type PackEntry = Omit<LocalManifestEntry, "sha256"> & { readonly sha256?: string | undefined };
+
+/**
  * The first member of a sync tar: paths to delete on the machine, and the full local manifest the
  * machine must match after applying the stream (verification, rust-lessons F10).
  *
@@ -33,13 +57,16 @@ export const CONTROL_MEMBER_NAME = ".runctl-sync/control.json";
  * const control: SyncControl = { delete: ["old.py"], expect: { "train.py": { size: 10, mode: 420, sha256: "ab.." } } };
  * ```
  *
- * @defaultValue `delete` may be empty; `expect` holds the whole local manifest
+ * @defaultValue `delete` may be empty; `expect` holds the whole local manifest, or is absent with
+ * `expectTrailer` when it comes last, in {@link EXPECT_MEMBER_NAME}
  */
 export interface SyncControl {
   /** Relative paths the agent deletes after writing the files. */
   readonly delete: readonly string[];
   /** Every file the folder must hold afterwards, with its size, mode and sha256. */
-  readonly expect: Readonly<Record<string, RemoteFileInfo>>;
+  readonly expect?: Readonly<Record<string, RemoteFileInfo>>;
+  /** `expect` is the stream's last member, {@link EXPECT_MEMBER_NAME}. */
+  readonly expectTrailer?: true;
 }
 
 /**
@@ -54,8 +81,8 @@ export interface SyncControl {
 export interface PackSyncTarOptions {
   /** Absolute local root the paths are relative to. */
   readonly root: string;
-  /** The full local manifest (becomes `expect`); every path in `upload` must be in it. */
-  readonly entries: readonly LocalManifestEntry[];
+  /** The full local manifest (becomes `expect`); every path in `upload` must be in it, and every entry without a sha256. */
+  readonly entries: readonly PackEntry[];
   /** Paths whose content is sent. @defaultValue every entry */
   readonly upload?: readonly string[] | undefined;
   /** Paths the agent deletes. @defaultValue `[]` */
@@ -64,6 +91,8 @@ export interface PackSyncTarOptions {
   readonly signal?: AbortSignal | undefined;
   /** Called after each file was fully handed to the stream. @defaultValue undefined */
   readonly onFilePacked?: ((files: number, bytes: number) => void) | undefined;
+  /** Called for each entry hashed while packed, with the time its read began (for a hash cache). @defaultValue undefined */
+  readonly onFileHashed?: ((entry: LocalManifestEntry, startedAtMs: number) => void) | undefined;
 }
 
 /**
@@ -85,7 +114,7 @@ export interface SyncTarStream {
    * destroyed `stream` (SYNC_VERIFY_FAILED with `details.reason = "changed-while-packing"` when a file no
    * longer matches the manifest, ABORTED). Never left unhandled.
    */
-  readonly done: Promise<{ readonly files: number; readonly bytes: number }>;
+  readonly done: Promise<{ readonly files: number; readonly bytes: number; readonly entries: readonly LocalManifestEntry[] }>;
 }
 
 /** The part of a tar-stream entry (a streamx Writable, typed loosely upstream) that packing uses. */
@@ -108,7 +137,9 @@ const OPEN_FLAGS = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
  * fails with SYNC_VERIFY_FAILED before the member's last chunk is written, so the agent sees a truncated
  * member (a tar error) rather than a complete file with the wrong content; a small file (up to
  * {@link SMALL_FILE_BYTES}) is read whole and checked before its header is written. {@link syncTree}
- * then rebuilds the manifest and tries again.
+ * then rebuilds the manifest and tries again. An entry without a sha256 (a file the machine does not
+ * have: comparing needs no hash) is hashed from the bytes sent, read once instead of twice; it must
+ * keep its size and mtime while it is read, and `expect` then comes last ({@link EXPECT_MEMBER_NAME}).
  *
  * @defaultValue upload = every entry, delete = `[]`
  * @example
@@ -122,13 +153,16 @@ export function packSyncTar(options: PackSyncTarOptions): SyncTarStream {
   const pack = loadTarStream().pack();
   // The error reaches callers through `done` (and the Readable below); streamx would otherwise throw it.
   pack.on("error", () => {});
-  const byPath = new Map(options.entries.map((e) => [e.path, e]));
+  const byPath = new Map<string, PackEntry>(options.entries.map((e) => [e.path, e]));
   const upload = options.upload ?? options.entries.map((e) => e.path);
 
   const done = (async () => {
+    const trailer = options.entries.some((e) => e.sha256 === undefined);
+    const expectOf = (entries: readonly LocalManifestEntry[]): Record<string, RemoteFileInfo> =>
+      Object.fromEntries(entries.map((e) => [e.path, { size: e.size, mode: e.mode, sha256: e.sha256 }]));
     const control: SyncControl = {
       delete: [...(options.delete ?? [])],
-      expect: Object.fromEntries(options.entries.map((e) => [e.path, { size: e.size, mode: e.mode, sha256: e.sha256 }])),
+      ...(trailer ? { expectTrailer: true as const } : { expect: expectOf(options.entries as readonly LocalManifestEntry[]) }),
     };
     await addBufferEntry(pack, CONTROL_MEMBER_NAME, Buffer.from(JSON.stringify(control), "utf8"));
     let files = 0;
@@ -138,8 +172,13 @@ export function packSyncTar(options: PackSyncTarOptions): SyncTarStream {
       checkAbort(options.signal);
       const entry = byPath.get(path);
       if (entry === undefined) throw new RunctlError("INVALID_ARGUMENT", `packSyncTar: ${path} is in upload but not in the manifest.`);
-      if (entry.size <= SMALL_FILE_BYTES) await packSmallFile(pack, options.root, entry);
-      else await packFile(pack, options.root, entry, options.signal);
+      const startedAt = Date.now();
+      const read = entry.size <= SMALL_FILE_BYTES ? await packSmallFile(pack, options.root, entry) : await packFile(pack, options.root, entry, options.signal);
+      if (entry.sha256 === undefined) {
+        const complete = { ...entry, ...read };
+        byPath.set(path, complete);
+        options.onFileHashed?.(complete, startedAt);
+      }
       files++;
       bytes += entry.size;
       options.onFilePacked?.(files, bytes);
@@ -148,8 +187,13 @@ export function packSyncTar(options: PackSyncTarOptions): SyncTarStream {
         sliceStart = performance.now();
       }
     }
+    const entries = options.entries.map((e) => byPath.get(e.path)!);
+    const missing = entries.find((e) => e.sha256 === undefined);
+    if (missing) throw new RunctlError("INVALID_ARGUMENT", `packSyncTar: ${missing.path} has no sha256 and is not in upload.`);
+    const complete = entries as LocalManifestEntry[];
+    if (trailer) await addBufferEntry(pack, EXPECT_MEMBER_NAME, Buffer.from(JSON.stringify({ expect: expectOf(complete) }), "utf8"));
     pack.finalize();
-    return { files, bytes };
+    return { files, bytes, entries: complete };
   })();
   done.catch((error: unknown) => pack.destroy(error instanceof Error ? error : new Error(String(error))));
 
@@ -181,7 +225,14 @@ function changed(path: string, why: string): RunctlError {
   });
 }
 
-async function packFile(pack: tar.Pack, root: string, entry: LocalManifestEntry, signal: AbortSignal | undefined): Promise<void> {
+/** What a packed file turned out to be: its hash, and the stat facts of the read (for a hash cache). */
+interface PackedRead {
+  readonly sha256: string;
+  readonly mtimeMs: number;
+  readonly ino: number;
+}
+
+async function packFile(pack: tar.Pack, root: string, entry: PackEntry, signal: AbortSignal | undefined): Promise<PackedRead> {
   const handle = await open(join(root, entry.path), OPEN_FLAGS).catch((cause: NodeJS.ErrnoException) => {
     throw cause.code === "ENOENT" || cause.code === "ELOOP" ? changed(entry.path, cause.code === "ENOENT" ? "it was deleted" : "it became a symlink") : cause;
   });
@@ -215,12 +266,19 @@ async function packFile(pack: tar.Pack, root: string, entry: LocalManifestEntry,
       if (pending) await writeChunk(pack, sink, pending);
       pending = chunk;
     }
-    if (hash.digest("hex") !== entry.sha256) throw changed(entry.path, "its content no longer matches its hash");
+    const sha256 = hash.digest("hex");
+    if (entry.sha256 === undefined) {
+      // Hashed now, from the bytes sent: they are the file's content if it did not change meanwhile.
+      const after = await handle.stat();
+      if (after.size !== st.size || after.mtimeMs !== st.mtimeMs) throw changed(entry.path, "it was modified while it was read");
+    } else if (sha256 !== entry.sha256) throw changed(entry.path, "its content no longer matches its hash");
+    const read: PackedRead = { sha256, mtimeMs: st.mtimeMs, ino: st.ino };
     if (pending) await writeChunk(pack, sink, pending);
     sink.end();
     await finished.catch((cause: unknown) => {
       throw isClosed(pack) ? streamClosed(cause) : cause;
     });
+    return read;
   } finally {
     await handle.close();
   }
@@ -231,17 +289,18 @@ async function packFile(pack: tar.Pack, root: string, entry: LocalManifestEntry,
  * dominate for small files), checked against the manifest's size and sha256 before anything of it is
  * written, so a changed file never reaches the stream at all.
  */
-async function packSmallFile(pack: tar.Pack, root: string, entry: LocalManifestEntry): Promise<void> {
-  const data = readSmallFile(root, entry);
+async function packSmallFile(pack: tar.Pack, root: string, entry: PackEntry): Promise<PackedRead> {
+  const { data, read } = readSmallFile(root, entry);
   if (isClosed(pack)) throw streamClosed();
   await new Promise<void>((resolve, reject) => {
     pack.entry({ name: entry.path, size: entry.size, mode: entry.mode, type: "file", mtime: new Date(entry.mtimeMs) }, data, (err) => (err ? reject(err) : resolve()));
   }).catch((cause: unknown) => {
     throw isClosed(pack) ? streamClosed(cause) : cause;
   });
+  return read;
 }
 
-function readSmallFile(root: string, entry: LocalManifestEntry): Buffer {
+function readSmallFile(root: string, entry: PackEntry): { data: Buffer; read: PackedRead } {
   let fd: number;
   try {
     fd = openSync(join(root, entry.path), OPEN_FLAGS);
@@ -259,8 +318,12 @@ function readSmallFile(root: string, entry: LocalManifestEntry): Buffer {
       if (bytesRead === 0) throw changed(entry.path, "it got shorter");
       read += bytesRead;
     }
-    if (createHash("sha256").update(data).digest("hex") !== entry.sha256) throw changed(entry.path, "its content no longer matches its hash");
-    return data;
+    const sha256 = createHash("sha256").update(data).digest("hex");
+    if (entry.sha256 === undefined) {
+      const after = fstatSync(fd);
+      if (after.size !== st.size || after.mtimeMs !== st.mtimeMs) throw changed(entry.path, "it was modified while it was read");
+    } else if (sha256 !== entry.sha256) throw changed(entry.path, "its content no longer matches its hash");
+    return { data, read: { sha256, mtimeMs: st.mtimeMs, ino: st.ino } };
   } finally {
     closeSync(fd);
   }
@@ -289,6 +352,20 @@ function writeChunk(pack: tar.Pack, sink: EntrySink, chunk: Buffer): Promise<voi
     pack.on("close", onClose);
     if (isClosed(pack)) onClose();
   });
+}
+
+/**
+ * Whether `error` is the "stream closed before it was fully sent" failure of {@link packSyncTar}: the
+ * reader went away, so the reader's own outcome (the agent's reply) explains more.
+ *
+ * @defaultValue no defaults
+ * @example
+ * ```ts
+ * if (packed.status === "rejected" && !isStreamClosed(packed.reason)) throw packed.reason;
+ * ```
+ */
+export function isStreamClosed(error: unknown): boolean {
+  return error instanceof RunctlError && error.details["reason"] === "stream-closed";
 }
 
 function isClosed(pack: tar.Pack): boolean {

@@ -96,10 +96,12 @@ describe("SSH faults (scenario 7)", () => {
         () => ({ ok: true as const }),
         (error: unknown) => ({ ok: false as const, error }),
       );
-      // The sync is in flight once the agent's sync-apply runs on the host; let a few MB land, then crash the machine.
-      await waitFor("sync-apply on the host", async () => (await hostProcesses()).some((c) => c.includes("sync-apply")), 15_000);
+      // The sync is in flight once the agent's sync call (`sync`, or `sync-apply` without a two-way
+      // stream) runs on the host; let a few MB land, then crash the machine.
+      const agentSyncing = async (): Promise<boolean> => (await hostProcesses()).some((c) => /runctl-agent\S*\.pyz sync/.test(c));
+      await waitFor("the agent's sync on the host", agentSyncing, 15_000);
       await sleep(1_500);
-      expect((await hostProcesses()).some((c) => c.includes("sync-apply")), "the sync finished before the kill: the tree is too small").toBe(true);
+      expect(await agentSyncing(), "the sync finished before the kill: the tree is too small").toBe(true);
       await h.kill();
       const killedAt = Date.now();
       const outcome = await settled;

@@ -11,6 +11,7 @@ import { RunctlError } from "../../src/errors/runctl-error.js";
 import { parseApplyReply } from "../../src/sync/agent-sync-replies.js";
 import { buildManifest, manifestDigest } from "../../src/sync/manifest.js";
 import { planSync, syncTree, type SyncProgress, type SyncTreeOptions } from "../../src/sync/sync-tree.js";
+import { packSyncTar } from "../../src/sync/tar-pack.js";
 import { localTransport } from "../../src/transport/local/local-transport.js";
 /** The real machine-side agent (the built .pyz), run by the real local transport. */
 import { AGENT } from "../support/agent-harness.js";
@@ -158,7 +159,8 @@ describe("syncTree with the local transport and the real agent", () => {
     const result = await syncTree(base);
     expect(result).toMatchObject({ uploadedFiles: 3, deletedFiles: 3 });
     expect(result.uploadedBytes).toBe("print('v2')\n".length + "lr: 0.2\n".length + "def loss(): pass\n".length);
-    expect(transport.calls.map((c) => c[2])).toEqual(["manifest", "sync-apply"]);
+    // One call: the agent's manifest, then the tar of the differences on the same stream.
+    expect(transport.calls.map((c) => c.at(-2))).toEqual(["sync"]);
     expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
     await expect(stat(join(remote, "configs/big.yaml"))).rejects.toMatchObject({ code: "ENOENT" });
   });
@@ -176,7 +178,7 @@ describe("syncTree with the local transport and the real agent", () => {
     const first = await syncTree(base);
     transport.calls.length = 0;
     const again = await syncTree(base);
-    expect(transport.calls).toEqual([[PYTHON, AGENT, "manifest", base.remoteDir]]);
+    expect(transport.calls).toEqual([[PYTHON, "-S", AGENT, "sync", base.remoteDir]]);
     expect(again).toMatchObject({ files: first.files, bytes: first.bytes, uploadedFiles: 0, uploadedBytes: 0, deletedFiles: 0, digest: first.digest });
   });
 
@@ -241,8 +243,21 @@ describe("syncTree with the local transport and the real agent", () => {
     expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
   });
 
+  /**
+   * Files the machine already has with the same size are hashed before packing (files it lacks are
+   * hashed from the bytes sent, which cannot disagree): sync once, then give both files new content
+   * of the same size, so both are hashed, then sent.
+   */
+  async function syncedThenEdited(): Promise<Awaited<ReturnType<typeof setup>>> {
+    const ctx = await setup({ "a.py": "a", "big.bin": Buffer.alloc(600 * 1024, 1) });
+    await syncTree(ctx.base);
+    await write(ctx.local, { "a.py": "b", "big.bin": Buffer.alloc(600 * 1024, 3) });
+    ctx.transport.calls.length = 0;
+    return ctx;
+  }
+
   it("retries when a local file changes during the upload, and ends verified", async () => {
-    const { local, remote, base, transport } = await setup({ "a.py": "a", "big.bin": Buffer.alloc(600 * 1024, 1) });
+    const { local, remote, base, transport } = await syncedThenEdited();
     let edited = false;
     const result = await syncTree({
       ...base,
@@ -256,14 +271,14 @@ describe("syncTree with the local transport and the real agent", () => {
     });
     expect(edited).toBe(true);
     // First attempt stopped inside big.bin; the second rebuilt both manifests and sent what was missing.
-    expect(transport.calls.map((c) => c[2])).toEqual(["manifest", "sync-apply", "manifest", "sync-apply"]);
+    expect(transport.calls.map((c) => c.at(-2))).toEqual(["sync", "sync"]);
     expect(result.uploadedFiles).toBeGreaterThanOrEqual(1);
     expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
     expect((await readFile(join(remote, "big.bin")))[0]).toBe(2);
   });
 
   it("fails with SYNC_VERIFY_FAILED rather than send a changed file when retries are off", async () => {
-    const { local, remote, base } = await setup({ "a.py": "a", "big.bin": Buffer.alloc(600 * 1024, 1) });
+    const { local, remote, base } = await syncedThenEdited();
     let edited = false;
     const error = await syncTree({
       ...base,
@@ -276,8 +291,9 @@ describe("syncTree with the local transport and the real agent", () => {
       },
     }).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: "SYNC_VERIFY_FAILED", details: { reason: "changed-while-packing", path: "big.bin" } });
-    const partial = await snapshot(remote).catch(() => ({}));
-    expect(Object.keys(partial).filter((p) => p.endsWith("big.bin"))).toEqual([]);
+    // Nothing of the changed file arrived: the machine keeps the last synced big.bin, and no temporary.
+    expect(Object.keys(await snapshot(remote)).sort()).toEqual(["a.py", "big.bin"]);
+    expect((await readFile(join(remote, "big.bin")))[0]).toBe(1);
     // The next sync starts from whatever is there and ends verified.
     await syncTree(base);
     expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
@@ -310,6 +326,66 @@ describe("syncTree with the local transport and the real agent", () => {
     const result = await transport.exec(argv, { stdin: pack as unknown as import("node:stream").Readable });
     expect(() => parseApplyReply(result, { argv, host: transport.host })).toThrow(expect.objectContaining({ code: "UNSAFE_PATH" }));
     await expect(stat(join(remote, "..", "escape.txt"))).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("the agent never reports a stream cut short as applied, leaves no half-written file, and the next sync repairs", async () => {
+    const { local, remote, base } = await setup({ "a.py": "a", "big.bin": Buffer.alloc(3 * 1024 * 1024, 7) });
+    const manifest = await buildManifest(local);
+    const tar = packSyncTar({ root: manifest.root, entries: manifest.entries });
+    const chunks: Buffer[] = [];
+    for await (const chunk of tar.stream) chunks.push(chunk as Buffer);
+    const bytes = Buffer.concat(chunks);
+    const argv = [PYTHON, AGENT, "sync-apply", remote];
+    const transport = localTransport();
+    // Without the end-of-archive blocks, then inside big.bin (a tar reader that stops quietly at EOF
+    // would report the first as a complete sync).
+    for (const cut of [bytes.length - 1024, bytes.length - 1024 * 1024]) {
+      const result = await transport.exec(argv, { stdin: bytes.subarray(0, cut) });
+      expect(result.exitCode).toBe(1);
+      expect(() => parseApplyReply(result, { argv, host: transport.host })).toThrow(expect.objectContaining({ code: "COMMAND_FAILED" }));
+      const onMachine = await snapshot(remote);
+      const expected = await expectedSnapshot(local);
+      for (const [path, value] of Object.entries(onMachine)) expect(value).toBe(expected[path]); // only whole files, no temporaries
+    }
+    const result = await syncTree(base);
+    expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
+    expect(result.uploadedFiles).toBeLessThanOrEqual(2);
+  });
+
+  it("the agent verifies against an expect that comes last (files hashed while sent), and refuses a stream without it", async () => {
+    const { local, remote } = await setup({ "a.py": "a", "big.bin": Buffer.alloc(2 * 1024 * 1024, 4) });
+    const manifest = await buildManifest(local);
+    const tarBytes = async (entries: Parameters<typeof packSyncTar>[0]["entries"]): Promise<Buffer> => {
+      const chunks: Buffer[] = [];
+      const tar = packSyncTar({ root: local, entries });
+      for await (const chunk of tar.stream) chunks.push(chunk as Buffer);
+      await tar.done;
+      return Buffer.concat(chunks);
+    };
+    const bytes = await tarBytes(manifest.entries.map((e) => ({ ...e, sha256: undefined })));
+    const argv = [PYTHON, AGENT, "sync-apply", remote];
+    const transport = localTransport();
+    // The control member says expect comes last; a stream ending without it is not a sync.
+    const trailer = bytes.lastIndexOf(Buffer.from(".runctl-sync/expect.json"));
+    const cut = Buffer.concat([bytes.subarray(0, trailer), Buffer.alloc(1024)]);
+    const refused = await transport.exec(argv, { stdin: cut });
+    expect(refused.exitCode).toBe(2);
+    expect(refused.stdout).toContain("expect.json");
+    const applied = await transport.exec(argv, { stdin: bytes });
+    expect(parseApplyReply(applied, { argv, host: transport.host })).toEqual({ written: 2, deleted: 0 });
+    expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
+  });
+
+  it("syncs in two calls (manifest, then sync-apply) over a transport whose output arrives only at the end", async () => {
+    const { local, remote, base, transport } = await setup(PROJECT);
+    const buffered: Transport = { ...transport, buffered: true, exec: (c, o) => transport.exec(c, o) };
+    expect(await syncTree({ ...base, transport: buffered })).toMatchObject({ uploadedFiles: 11 });
+    await writeFile(join(local, "train.py"), "print('v2')\n");
+    await rm(join(local, "run.sh"));
+    expect(await syncTree({ ...base, transport: buffered })).toMatchObject({ uploadedFiles: 1, deletedFiles: 1 });
+    expect(await syncTree({ ...base, transport: buffered })).toMatchObject({ uploadedFiles: 0, deletedFiles: 0 });
+    expect(transport.calls.map((c) => c.at(-2))).toEqual(["manifest", "sync-apply", "manifest", "sync-apply", "manifest"]);
+    expect(await snapshot(remote)).toEqual(await expectedSnapshot(local));
   });
 
   it("rejects a remote folder that would be dangerous to mirror into", async () => {

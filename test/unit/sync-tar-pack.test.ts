@@ -7,7 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import tar from "tar-stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { buildManifest } from "../../src/sync/manifest.js";
-import { CONTROL_MEMBER_NAME, packSyncTar, type SyncControl } from "../../src/sync/tar-pack.js";
+import { CONTROL_MEMBER_NAME, EXPECT_MEMBER_NAME, packSyncTar, type SyncControl } from "../../src/sync/tar-pack.js";
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -68,14 +68,15 @@ describe("packSyncTar", () => {
     const upload = ["a.py", "empty", longName, "run.sh", "ünï cødé.py"];
     const { stream, done } = packSyncTar({ root, entries: manifest.entries, upload, delete: ["old.py", "gone/x.txt"] });
     const parsed = await members(await collect(stream));
-    expect(await done).toEqual({ files: 5, bytes: 11 + 0 + 4 + 10 + 1 });
+    expect(await done).toMatchObject({ files: 5, bytes: 11 + 0 + 4 + 10 + 1, entries: manifest.entries });
     expect(parsed.error).toBeUndefined();
     expect(parsed.members.map((m) => m.name)).toEqual([CONTROL_MEMBER_NAME, ...upload]);
 
     const control = JSON.parse(parsed.members[0]?.data.toString("utf8") ?? "") as SyncControl;
     expect(control.delete).toEqual(["old.py", "gone/x.txt"]);
-    expect(Object.keys(control.expect).sort()).toEqual(manifest.entries.map((e) => e.path).sort());
-    expect(control.expect["unchanged.txt"]).toEqual({ size: 4, mode: manifest.entries.find((e) => e.path === "unchanged.txt")?.mode, sha256: sha("same") });
+    expect(control.expectTrailer).toBeUndefined();
+    expect(Object.keys(control.expect ?? {}).sort()).toEqual(manifest.entries.map((e) => e.path).sort());
+    expect(control.expect?.["unchanged.txt"]).toEqual({ size: 4, mode: manifest.entries.find((e) => e.path === "unchanged.txt")?.mode, sha256: sha("same") });
 
     const byName = new Map(parsed.members.map((m) => [m.name, m]));
     expect(byName.get("run.sh")?.mode).toBe(0o755);
@@ -93,6 +94,24 @@ describe("packSyncTar", () => {
     const parsed = await members(await collect(stream));
     await done;
     expect(parsed.members.map((m) => m.name)).toEqual([CONTROL_MEMBER_NAME, "a", "b/c"]);
+  });
+
+  it("hashes entries without a sha256 from the bytes it sends, and sends expect last", async () => {
+    const big = Buffer.alloc(700 * 1024, 3);
+    const root = await tree({ "a.py": "known", "b.py": "new file", "big.bin": big });
+    const manifest = await buildManifest(root);
+    // a.py keeps its hash; b.py and big.bin (one small, one streamed) are hashed while packed.
+    const entries = manifest.entries.map((e) => (e.path === "a.py" ? e : { ...e, sha256: undefined }));
+    const hashedWhilePacked: string[] = [];
+    const { stream, done } = packSyncTar({ root, entries, upload: ["b.py", "big.bin"], delete: ["old.py"], onFileHashed: (e) => hashedWhilePacked.push(`${e.path} ${e.sha256}`) });
+    const parsed = await members(await collect(stream));
+    const result = await done;
+    expect(result.entries).toEqual(manifest.entries);
+    expect(hashedWhilePacked).toEqual([`b.py ${sha("new file")}`, `big.bin ${sha(big)}`]);
+    expect(parsed.members.map((m) => m.name)).toEqual([CONTROL_MEMBER_NAME, "b.py", "big.bin", EXPECT_MEMBER_NAME]);
+    expect(JSON.parse(parsed.members[0]!.data.toString("utf8"))).toEqual({ delete: ["old.py"], expectTrailer: true });
+    const trailer = JSON.parse(parsed.members[3]!.data.toString("utf8")) as { expect: SyncControl["expect"] };
+    expect(trailer.expect).toEqual(Object.fromEntries(manifest.entries.map((e) => [e.path, { size: e.size, mode: e.mode, sha256: e.sha256 }])));
   });
 
   it("fails with SYNC_VERIFY_FAILED and never sends a whole member when a file changed after hashing", async () => {

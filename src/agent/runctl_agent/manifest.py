@@ -20,41 +20,79 @@ def load_hash_cache(root):
     return {}
 
 
-def build_manifest(root, cache=None):
-    """{rel: {size, mode, sha256}} of every regular file below root; hashes reused from the cache
-    when path, size and mtime_ns all match, and the cache rewritten with what is there now."""
-    root = os.path.abspath(root)
-    if cache is None:
-        cache = load_hash_cache(root)
+def save_hash_cache(root, entries, loaded=None):
+    """Write the cache unless it equals what was loaded (a no-op sync then writes nothing)."""
+    if loaded is not None and entries == loaded:
+        return
+    try:
+        atomic_write(cache_path_for(root), json.dumps({"version": 1, "entries": entries}, separators=(",", ":")).encode("utf-8"))
+    except OSError:
+        pass  # a read-only parent only costs re-hashing next time
+
+
+def _regular_files(root):
+    """(rel, lstat) of every regular file below root. os.scandir gives each entry's type without a
+    stat call, so folders cost one listing and files one lstat. Unreadable folders are skipped, as
+    os.walk does; symlinks and special files are not files here."""
+    stack = [("", root)]
+    while stack:
+        prefix, path = stack.pop()
+        try:
+            it = os.scandir(path)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append((prefix + e.name + "/", e.path))
+                        continue
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # vanished meanwhile
+                if stat.S_ISREG(st.st_mode):
+                    yield prefix + e.name, st
+
+
+def scan_manifest(root, cache, written=None):
+    """({rel: {size, mode, sha256}}, new cache entries) of every regular file below root. A hash is
+    reused from the cache when size, mtime_ns and ctime_ns all match (ctime too: an edit that
+    restores the mtime, as `touch -r` or `cp -p` do, still changes the ctime), or from `written`,
+    {rel: (ino, size, mtime_ns, sha256)} of the files this process has just written and hashed
+    (their ctime moved when they were renamed into place)."""
     files = {}
     new_cache = {}
     if not os.path.isdir(root):
-        return files
-    for dirpath, dirs, names in os.walk(root):
-        dirs.sort()
-        for fn in sorted(names):
-            full = os.path.join(dirpath, fn)
+        return files, new_cache
+    for rel, st in _regular_files(root):
+        size = st.st_size
+        # mtimeNs is stored as a string: nanoseconds since 1970 exceed a JS number's exact range.
+        mtime = str(st.st_mtime_ns)
+        ctime = str(st.st_ctime_ns)
+        c = cache.get(rel)
+        w = written.get(rel) if written else None
+        if w is not None and w[0] == st.st_ino and w[1] == size and w[2] == st.st_mtime_ns:
+            digest = w[3]
+        elif isinstance(c, dict) and c.get("size") == size and c.get("mtimeNs") == mtime and c.get("ctimeNs") == ctime and c.get("sha256"):
+            digest = c["sha256"]
+        else:
             try:
-                st = os.lstat(full)
+                digest = sha256_file(os.path.join(root, rel))
             except FileNotFoundError:
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            rel = os.path.relpath(full, root).replace(os.sep, "/")
-            c = cache.get(rel)
-            # mtimeNs is stored as a string: nanoseconds since 1970 exceed a JS number's exact range.
-            # ctime too: an edit that restores the mtime (touch -r, cp -p) still changes the ctime.
-            if (isinstance(c, dict) and c.get("size") == st.st_size and c.get("mtimeNs") == str(st.st_mtime_ns)
-                    and c.get("ctimeNs") == str(st.st_ctime_ns) and c.get("sha256")):
-                digest = c["sha256"]
-            else:
-                digest = sha256_file(full)
-            files[rel] = {"size": st.st_size, "mode": stat.S_IMODE(st.st_mode), "sha256": digest}
-            new_cache[rel] = {"size": st.st_size, "mtimeNs": str(st.st_mtime_ns), "ctimeNs": str(st.st_ctime_ns), "sha256": digest}
-    try:
-        atomic_write(cache_path_for(root), json.dumps({"version": 1, "entries": new_cache}, separators=(",", ":")).encode("utf-8"))
-    except OSError:
-        pass  # a read-only parent only costs re-hashing next time
+                continue  # vanished meanwhile
+        files[rel] = {"size": size, "mode": stat.S_IMODE(st.st_mode), "sha256": digest}
+        new_cache[rel] = {"size": size, "mtimeNs": mtime, "ctimeNs": ctime, "sha256": digest}
+    return files, new_cache
+
+
+def build_manifest(root, cache=None):
+    """{rel: {size, mode, sha256}} of every regular file below root, with the cache rewritten to
+    what is there now (only when it changed)."""
+    root = os.path.abspath(root)
+    loaded = load_hash_cache(root) if cache is None else cache
+    files, new_cache = scan_manifest(root, loaded)
+    if os.path.isdir(root):
+        save_hash_cache(root, new_cache, loaded)
     return files
 
 

@@ -1,26 +1,28 @@
-"""`sync-apply` and `sync-apply-staged`: applying a sync bundle safely."""
+"""`sync`, `sync-apply` and `sync-apply --staged`: applying a sync bundle safely."""
 
-import collections
 import hashlib
 import json
 import os
-import secrets
-import shutil
 import stat
 import sys
-import tarfile
-from concurrent.futures import ThreadPoolExecutor
 
-from .constants import CHUNK, EXIT_ERROR, EXIT_OK, EXIT_UNSAFE, EXIT_USAGE, EXIT_VERIFY, SYNC_SMALL_FILE, SYNC_WRITERS, UsageError
+from .constants import CHUNK, EXIT_ERROR, EXIT_OK, EXIT_UNSAFE, EXIT_USAGE, EXIT_VERIFY, SYNC_SMALL_FILE, UsageError
 from .fsutil import _unlink_quiet, print_json, safe_rel, tmp_name
-from .manifest import build_manifest, load_hash_cache
-from .spec import check_launch_secrets
-from .storage_dir import StorageError
-from .storage_s3 import open_storage
+from .manifest import load_hash_cache, save_hash_cache, scan_manifest
+from .tar_reader import BLOCK, DIRECTORY, REGULAR, TarFormatError, TarReader
+
+CONTROL_MEMBER = ".runctl-sync/control.json"
+# With {"expectTrailer": true} in the control member, `expect` comes last, in this member: the
+# client hashes files while it sends them, so it knows the full manifest only at the end.
+EXPECT_MEMBER = ".runctl-sync/expect.json"
 
 
 class UnsafePath(Exception):
     pass
+
+
+class BadStream(Exception):
+    """The stream is a tar but not a sync bundle (exit 2)."""
 
 
 def _prepare_dirs(root, parts, rel):
@@ -56,36 +58,241 @@ def _check_parents(root, parts, rel):
     return True
 
 
-def _write_file(target, rel, chunks, mode, cache):
-    """Write one synced file atomically (temporary name, then rename) and record its hash."""
-    tmp = tmp_name(target)
-    h = hashlib.sha256()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        for b in chunks:
-            h.update(b)
-            os.write(fd, b)
-        os.fchmod(fd, mode)
-    except BaseException:
+def _rmtree(path):
+    import shutil  # rarely needed, and ~4 ms to import
+
+    shutil.rmtree(path)
+
+
+def _current_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class _Applier(object):
+    """Writes the members of one sync stream below root and remembers what it wrote."""
+
+    def __init__(self, root):
+        self.root = root
+        self.prepared = {}
+        self.umask = _current_umask()
+        # rel -> (ino, size, mtime_ns, sha256) of each file written: verification trusts these
+        # hashes (computed from exactly the bytes written) while the file is still that inode.
+        self.written = {}
+
+    def parent_of(self, parts, rel):
+        # Most members share their folder with the previous one: check each folder once.
+        key = tuple(parts[:-1])
+        parent = self.prepared.get(key)
+        if parent is None:
+            parent = self.prepared[key] = _prepare_dirs(self.root, parts[:-1], rel)
+        return parent
+
+    def write(self, target, rel, chunks, mode):
+        """Write one synced file atomically (temporary name, then rename) and record its hash.
+        No fsync, as rsync: a crash can lose the newest writes, and the next sync's manifest then
+        shows them missing or different and sends them again."""
+        tmp = tmp_name(target)
+        h = hashlib.sha256()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            for b in chunks:
+                h.update(b)
+                view = memoryview(b)
+                while view:
+                    view = view[os.write(fd, view):]
+            if mode & ~self.umask != mode:
+                os.fchmod(fd, mode)  # the umask took bits the file must have
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quiet(tmp)
+            raise
         os.close(fd)
-        _unlink_quiet(tmp)
-        raise
-    os.close(fd)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not os.path.isdir(target) or os.path.islink(target):
+                _unlink_quiet(tmp)
+                raise
+            _rmtree(target)  # a folder became a file
+            os.replace(tmp, target)
+        self.written[rel] = (st.st_ino, st.st_size, st.st_mtime_ns, h.hexdigest())
+
+
+def _read_json_member(tr, what):
     try:
-        st = os.lstat(target)
+        value = json.loads(tr.read_all().decode("utf-8"))
+        if not isinstance(value, dict):
+            raise ValueError("not an object")
+        return value
+    except ValueError as e:
+        raise BadStream("%s is invalid: %s" % (what, e))
+
+
+def _apply(root, tr, applier):
+    """Apply a sync bundle read by `tr`: returns (control, expect, deleted). Raises UnsafePath,
+    BadStream or TarFormatError; files written before the error stay (each one complete)."""
+    try:
+        m = tr.next()
+    except TarFormatError as e:
+        raise BadStream("stdin is not a tar stream: %s" % e)
+    if m is None or m.name != CONTROL_MEMBER or m.kind != REGULAR:
+        raise BadStream("the first tar member must be %s, got %r" % (CONTROL_MEMBER, None if m is None else m.name))
+    control = _read_json_member(tr, "control.json")
+    expect = control.get("expect")
+    trailer = control.get("expectTrailer") is True
+    while True:
+        m = tr.next()
+        if m is None:
+            break
+        if trailer and m.name == EXPECT_MEMBER and m.kind == REGULAR:
+            expect = _read_json_member(tr, "expect.json").get("expect")
+            if tr.next() is not None:
+                raise BadStream("%s must be the last member" % EXPECT_MEMBER)
+            trailer = False
+            break
+        rel = safe_rel(m.name)
+        if rel is None:
+            if m.kind == DIRECTORY and m.name in (".", "./"):
+                continue  # "./" itself
+            raise UnsafePath("%s: absolute or climbing path" % m.name)
+        if m.kind not in (REGULAR, DIRECTORY):
+            raise UnsafePath("%s: not a regular file or folder" % m.name)
+        parts = rel.split("/")
+        if m.kind == DIRECTORY:
+            _prepare_dirs(root, parts, rel)
+            continue
+        target = os.path.join(applier.parent_of(parts, rel), parts[-1])
+        mode = m.mode & 0o777  # permission bits only: setuid/setgid from a tar are never applied
+        if m.size <= SYNC_SMALL_FILE:
+            # Read whole before the file is created: a stream cut inside it leaves nothing behind.
+            applier.write(target, rel, (tr.read_all(),), mode)
+        else:
+            applier.write(target, rel, tr.chunks(CHUNK), mode)
+    if trailer:
+        raise BadStream("the stream ended without %s" % EXPECT_MEMBER)
+    deleted = 0
+    for name in control.get("delete") or []:
+        rel = safe_rel(name)
+        if rel is None:
+            raise UnsafePath("%s: absolute or climbing path in delete" % name)
+        parts = rel.split("/")
+        if not _check_parents(root, parts[:-1], rel):
+            continue
+        target = os.path.join(root, *parts)
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            continue
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(target)  # a folder became a file
-    except FileNotFoundError:
-        pass
-    os.replace(tmp, target)
-    st = os.lstat(target)
-    # We hashed exactly the bytes we wrote; verification can trust this entry.
-    cache[rel] = {"size": st.st_size, "mtimeNs": str(st.st_mtime_ns), "ctimeNs": str(st.st_ctime_ns), "sha256": h.hexdigest()}
+            _rmtree(target)
+        else:
+            os.unlink(target)
+        deleted += 1
+        # Prune the folders this emptied, up to (not including) root.
+        d = os.path.dirname(target)
+        while d != root and d.startswith(root + os.sep):
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
+            d = os.path.dirname(d)
+    return expect if isinstance(expect, dict) else {}, deleted
+
+
+def _verify(files, expect):
+    mismatches = []
+    for rel in sorted(expect):
+        exp = expect[rel] or {}
+        got = files.get(rel)
+        if got is None:
+            mismatches.append({"path": rel, "reason": "missing"})
+        elif exp.get("size") is not None and got["size"] != exp.get("size"):
+            mismatches.append({"path": rel, "reason": "size %d != expected %s" % (got["size"], exp.get("size"))})
+        elif exp.get("sha256") is not None and got["sha256"] != exp.get("sha256"):
+            mismatches.append({"path": rel, "reason": "sha256 differs"})
+        elif exp.get("mode") is not None and got["mode"] != exp.get("mode"):
+            mismatches.append({"path": rel, "reason": "mode %o != expected %o" % (got["mode"], exp.get("mode"))})
+    for rel in sorted(set(files) - set(expect)):
+        mismatches.append({"path": rel, "reason": "unexpected"})
+    return mismatches
+
+
+def apply_and_verify(root, stream, cache, first=b""):
+    """Apply the sync tar read from `stream` (after the bytes `first`, already read) below root,
+    then check the whole folder against the stream's `expect`. Prints the reply and returns the
+    exit code: 0 verified, 6 mismatches, 7 unsafe path, 2 not a sync bundle, 1 bad tar."""
+    applier = _Applier(root)
+    tr = TarReader(stream, first)
+    try:
+        expect, deleted = _apply(root, tr, applier)
+    except UnsafePath as e:
+        print_json({"ok": False, "error": "unsafe path in tar stream: %s" % e})
+        return EXIT_UNSAFE
+    except BadStream as e:
+        print_json({"ok": False, "error": str(e)})
+        return EXIT_USAGE
+    except TarFormatError as e:
+        print_json({"ok": False, "error": "bad tar stream: %s" % e})
+        return EXIT_ERROR
+    written = len(applier.written)
+    files, new_cache = scan_manifest(root, cache, applier.written)
+    save_hash_cache(root, new_cache)
+    mismatches = _verify(files, expect)
+    if mismatches:
+        print_json({"ok": False, "mismatches": mismatches, "written": written, "deleted": deleted})
+        return EXIT_VERIFY
+    print_json({"ok": True, "written": written, "deleted": deleted})
+    return EXIT_OK
+
+
+def _open_root(root):
+    root = os.path.abspath(root)
+    os.makedirs(root, exist_ok=True)
+    return root
+
+
+def cmd_sync_apply(root, stream=None):
+    """`sync-apply DIR`: a sync tar on stdin (or `stream`)."""
+    root = _open_root(root)
+    stream = stream if stream is not None else sys.stdin.buffer
+    first = stream.read(BLOCK)
+    if not first:
+        print_json({"ok": False, "error": "empty tar stream: %s is missing" % CONTROL_MEMBER})
+        return EXIT_USAGE
+    return apply_and_verify(root, stream, load_hash_cache(root), first)
+
+
+def cmd_sync(root):
+    """`sync DIR`: one call for a whole sync over a two-way byte stream. Prints the folder's
+    manifest as one line ({"files": ...}) at once, then reads stdin: nothing (the client found no
+    difference: {"ok": true, "written": 0, "deleted": 0}) or a sync tar, applied as `sync-apply`
+    does, with its reply as the second line."""
+    root = _open_root(root)
+    cache = load_hash_cache(root)
+    files, new_cache = scan_manifest(root, cache)
+    print_json({"files": files})
+    # While the client compares: keep the cache in step with the folder (skipped when unchanged).
+    save_hash_cache(root, new_cache, cache)
+    stream = sys.stdin.buffer
+    first = stream.read(BLOCK)
+    if not first:
+        print_json({"ok": True, "written": 0, "deleted": 0})
+        return EXIT_OK
+    return apply_and_verify(root, stream, new_cache, first)
 
 
 def cmd_sync_apply_staged(root):
     """sync-apply with the tar staged in storage (machines reached without a byte stream, such as
     SSM): stdin is JSON {"storage": descriptor, "key": key, "secrets": {...} or null}."""
+    import secrets
+
+    from .spec import check_launch_secrets
+    from .storage_dir import StorageError
+    from .storage_s3 import open_storage
+
     try:
         req = json.loads(sys.stdin.buffer.read().decode("utf-8"))
         desc, key = req["storage"], req["key"]
@@ -110,134 +317,3 @@ def cmd_sync_apply_staged(root):
         return EXIT_ERROR
     finally:
         _unlink_quiet(staged)
-
-
-def cmd_sync_apply(root, stream=None):
-    root = os.path.abspath(root)
-    os.makedirs(root, exist_ok=True)
-    cache = load_hash_cache(root)
-    written = 0
-    deleted = 0
-    prepared = {}
-    writers = None
-    in_flight = collections.deque()
-    try:
-        tf = tarfile.open(fileobj=stream if stream is not None else sys.stdin.buffer, mode="r|*")
-    except tarfile.TarError as e:
-        print_json({"ok": False, "error": "stdin is not a tar stream: %s" % e})
-        return EXIT_USAGE
-    control = None
-    try:
-        for m in tf:
-            if control is None:
-                if m.name != ".runctl-sync/control.json" or not m.isreg():
-                    print_json({"ok": False, "error": "the first tar member must be .runctl-sync/control.json, got %r" % m.name})
-                    return EXIT_USAGE
-                try:
-                    control = json.loads(tf.extractfile(m).read().decode("utf-8"))
-                    if not isinstance(control, dict):
-                        raise ValueError("not an object")
-                except ValueError as e:
-                    print_json({"ok": False, "error": "control.json is invalid: %s" % e})
-                    return EXIT_USAGE
-                continue
-            rel = safe_rel(m.name)
-            if rel is None:
-                if m.isdir() and m.name in (".", "./"):
-                    continue  # "./" itself
-                raise UnsafePath("%s: absolute or climbing path" % m.name)
-            if not (m.isreg() or m.isdir()):
-                raise UnsafePath("%s: not a regular file or folder" % m.name)
-            parts = rel.split("/")
-            if m.isdir():
-                _prepare_dirs(root, parts, rel)
-                continue
-            # Most members share their folder with the previous one: check each folder once.
-            key = tuple(parts[:-1])
-            parent = prepared.get(key)
-            if parent is None:
-                parent = prepared[key] = _prepare_dirs(root, parts[:-1], rel)
-            target = os.path.join(parent, parts[-1])
-            mode = m.mode & 0o777  # permission bits only: setuid/setgid from a tar are never applied
-            if m.size <= SYNC_SMALL_FILE:
-                # Small files are read here (the stream is sequential) and written by a few threads:
-                # creating many files is bound by per-file syscalls, not by bytes.
-                data = tf.extractfile(m).read()
-                if writers is None:
-                    writers = ThreadPoolExecutor(max_workers=SYNC_WRITERS)
-                in_flight.append(writers.submit(_write_file, target, rel, [data], mode, cache))
-                while len(in_flight) > 4 * SYNC_WRITERS:
-                    in_flight.popleft().result()
-            else:
-                src = tf.extractfile(m)
-                _write_file(target, rel, iter(lambda: src.read(CHUNK), b""), mode, cache)
-            written += 1
-        for f in in_flight:
-            f.result()
-        in_flight.clear()
-        if control is None:
-            print_json({"ok": False, "error": "empty tar stream: .runctl-sync/control.json is missing"})
-            return EXIT_USAGE
-        for name in control.get("delete") or []:
-            rel = safe_rel(name)
-            if rel is None:
-                raise UnsafePath("%s: absolute or climbing path in delete" % name)
-            parts = rel.split("/")
-            if not _check_parents(root, parts[:-1], rel):
-                continue
-            target = os.path.join(root, *parts)
-            try:
-                st = os.lstat(target)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(target)
-            else:
-                os.unlink(target)
-            deleted += 1
-            # Prune the folders this emptied, up to (not including) root.
-            d = os.path.dirname(target)
-            while d != root and d.startswith(root + os.sep):
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    break
-                d = os.path.dirname(d)
-    except UnsafePath as e:
-        print_json({"ok": False, "error": "unsafe path in tar stream: %s" % e})
-        return EXIT_UNSAFE
-    except tarfile.TarError as e:
-        print_json({"ok": False, "error": "bad tar stream: %s" % e})
-        return EXIT_ERROR
-    finally:
-        # Whatever ended the stream, no write may still be under way once we answer.
-        for f in in_flight:
-            try:
-                f.result()
-            except BaseException:
-                pass
-        if writers is not None:
-            writers.shutdown(wait=True)
-    files = build_manifest(root, cache)
-    expect = control.get("expect")
-    if not isinstance(expect, dict):
-        expect = {}
-    mismatches = []
-    for rel in sorted(expect):
-        exp = expect[rel] or {}
-        got = files.get(rel)
-        if got is None:
-            mismatches.append({"path": rel, "reason": "missing"})
-        elif exp.get("size") is not None and got["size"] != exp.get("size"):
-            mismatches.append({"path": rel, "reason": "size %d != expected %s" % (got["size"], exp.get("size"))})
-        elif exp.get("sha256") is not None and got["sha256"] != exp.get("sha256"):
-            mismatches.append({"path": rel, "reason": "sha256 differs"})
-        elif exp.get("mode") is not None and got["mode"] != exp.get("mode"):
-            mismatches.append({"path": rel, "reason": "mode %o != expected %o" % (got["mode"], exp.get("mode"))})
-    for rel in sorted(set(files) - set(expect)):
-        mismatches.append({"path": rel, "reason": "unexpected"})
-    if mismatches:
-        print_json({"ok": False, "mismatches": mismatches, "written": written, "deleted": deleted})
-        return EXIT_VERIFY
-    print_json({"ok": True, "written": written, "deleted": deleted})
-    return EXIT_OK
