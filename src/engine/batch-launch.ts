@@ -72,7 +72,6 @@ export async function launchBatch(ctx: RunContext, resumeFrom: AgentSpec["resume
     await writeJobFile(ctx, b, resumeFrom, signal);
     b.jobId = await engine.submit(b.login, request, { signal });
     journal.update({ machine: { ...b.login.record, jobId: b.jobId, jobDir: b.jobDir } });
-    status = undefined;
   }
   const jobId = b.jobId!;
   for (;;) {
