@@ -218,8 +218,9 @@ export class TestHost implements TestHostInfo {
         // already gone
       }
     }
-    // Usually milliseconds; a host running dockerd and containers takes longer on a loaded machine.
-    await this.waitNoProcesses(15_000);
+    // Usually milliseconds; a host running dockerd and containers (loop volumes to let go of) takes
+    // longer on a loaded machine: 15 s was seen to be too short in a full suite run.
+    await this.waitNoProcesses(45_000);
   }
 
   /** Boots the machine again: same address, user and keys, a fresh process table and empty /tmp. */
