@@ -9,14 +9,15 @@ export default defineConfig([
     // Subpath entries (package.json "exports"): `runctl` (core, local, SSH, folders) and `runctl/aws`.
     // Shared code goes to chunks both entries import, so there is one RunctlError class; the core
     // reaches S3 only through a dynamic import(), so loading `runctl` never loads the AWS SDK.
+    // ESM only: Node >= 22 loads it with require() too (decision 0019).
     entry: { index: "src/index.ts", aws: "src/aws-entry.ts" },
-    format: ["esm", "cjs"],
+    format: ["esm"],
     dts: { compilerOptions: { paths: {} } },
     tsconfig: "tsconfig.build.json",
     sourcemap: true,
     // Both builds write dist/ at once: this one's clean must leave the CLI's files alone.
     clean: ["!cli.js", "!cli.js.map", `!${CLI_CHUNKS}/**`],
-    target: "node20",
+    target: "node22",
     platform: "node",
     shims: true,
     splitting: true,
@@ -30,7 +31,7 @@ export default defineConfig([
     tsconfig: "tsconfig.build.json",
     sourcemap: true,
     clean: false,
-    target: "node20",
+    target: "node22",
     platform: "node",
     // Each command and the AWS SDK are dynamic imports, split into chunks that load on first use, so
     // `runctl --version` loads one small file (bench/startup.ts). The chunks have a folder of their

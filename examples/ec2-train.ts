@@ -39,7 +39,7 @@ export async function main(options: Ec2TrainOptions): Promise<{ runId: string; r
     .checkpoints({ storage: options.storage, keep: 2 })
     .budget(options.budget ?? { maxUsd: 1, maxDurationMs: 30 * 60_000 });
   const summary = await plan.plan("train_mnist_e2e.py");
-  say(`plan: ${summary.resources.map((r) => r.kind).join(", ")}; $${summary.estimate.hourlyUsd}/h (${summary.estimate.basis}), at most $${summary.estimate.maxTotalUsd?.toFixed(4) ?? "?"}`);
+  say(`plan: ${summary.resources.map((r) => r.kind).join(", ")}; ${summary.estimate.hourlyUsd === null ? "unknown" : `$${summary.estimate.hourlyUsd}`}/h (${summary.estimate.basis}), at most $${summary.estimate.maxTotalUsd?.toFixed(4) ?? "?"}`);
   const run = plan.train("train_mnist_e2e.py", {
     hyperparams: { lr: 0.5, steps: 40, "checkpoint-every": 10, ...options.hyperparams },
     ...(options.costIntervalMs !== undefined ? { costIntervalMs: options.costIntervalMs } : {}),

@@ -34,6 +34,21 @@ export type {
   PrewarmVolumeResult,
   Ec2RetryOptions,
   PollOptions,
+  SweepTiming,
+  EbsSnapshotState,
+  EbsAttachment,
+  EbsVolumeState,
+  EbsFsType,
+  EbsAttachResult,
+  EbsDeleteResult,
+  EbsDetachResult,
+  UnmountVolumeOptions,
+  AttachEbsVolumeOptions,
+  DeleteEbsOptions,
+  DetachEbsVolumeOptions,
+  ListEbsVolumesOptions,
+  SnapshotEbsVolumeOptions,
+  EbsWaitOptions,
 } from "./providers/ec2/index.js";
 export type { AwsRetryOptions } from "./aws/aws-call.js";
 
@@ -42,3 +57,4 @@ export type { SsmTransport, SsmTransportOptions } from "./transport/ssm/index.js
 
 export { s3, s3FromDescriptor, parseS3Uri } from "./storage/s3/index.js";
 export type { S3Storage, S3StorageOptions, S3RetryOptions, S3Location } from "./storage/s3/index.js";
+export type { S3Credentials } from "./storage/s3/s3-options.js";

@@ -32,7 +32,8 @@ export type * from "./run/events.js";
 export type { AttachOptions } from "./engine/attach-run.js";
 export type { PlanSummary } from "./plan/plan-summary.js";
 export type { ProvisionedMachine } from "./plan/provisioned-machine.js";
-export type { SyncResult } from "./sync/sync-tree.js";
+export type { SyncResult, SyncPlan } from "./sync/sync-tree.js";
+export type { LargestEntries, LargestEntry } from "./sync/size-guard.js";
 
 export { local } from "./providers/local/index.js";
 export type { LocalProviderOptions } from "./providers/local/index.js";
@@ -42,7 +43,7 @@ export { sshHosts } from "./providers/ssh-hosts/index.js";
 export type { SshHost, SshHostsOptions } from "./providers/ssh-hosts/index.js";
 export { slurm } from "./providers/slurm/index.js";
 export type { SlurmOptions } from "./providers/slurm/index.js";
-export type { BatchEngine, BatchJobRequest, BatchJobStatus, BatchJobPhase, BatchCallOptions } from "./providers/batch-types.js";
+export type { BatchEngine, BatchJobRequest, BatchJobStatus, BatchJobPhase, BatchCallOptions, BatchCheck } from "./providers/batch-types.js";
 
 export type { SweepOptions, ProviderEstimate } from "./providers/types.js";
 export type * from "./providers/sweep-types.js";

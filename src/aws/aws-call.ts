@@ -5,7 +5,7 @@ import { cloudError, isTransientAwsError } from "./aws-errors.js";
 /**
  * How runctl repeats an AWS call that failed transiently (throttling such as `RequestLimitExceeded`
  * or `SlowDown`, a 5xx, a dropped connection). The SDK clients runctl builds do not retry
- * themselves (`maxAttempts: 1`, see {@link AWS_SDK_MAX_ATTEMPTS}), so one call makes at most
+ * themselves (`maxAttempts: 1`, see `AWS_SDK_MAX_ATTEMPTS`), so one call makes at most
  * `retries + 1` HTTP requests. Delays double from `minDelayMs` up to `maxDelayMs`, each times a
  * random factor of 1–2; `maxElapsedMs` bounds the whole call.
  *

@@ -44,7 +44,7 @@ export interface CheckpointManifest {
   hyperparamsHash?: string | null | undefined;
   /** Every file of the checkpoint. */
   files: {
-    /** Path relative to the checkpoint (POSIX); stored under `<gen>/files/<path>` (see {@link checkpointKeys}). */
+    /** Path relative to the checkpoint (POSIX); stored under `<gen>/files/<path>` (see `checkpointKeys()`). */
     path: string;
     /** Size in bytes. */
     size: number;

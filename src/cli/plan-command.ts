@@ -62,13 +62,15 @@ export async function planCommand(options: { readonly file: string; readonly jso
   const { hourlyUsd, maxDurationMs, maxTotalUsd } = summary.estimate;
   // Read loosely: newer SDKs add where the price comes from and the money budget.
   const extra = summary.estimate as { readonly basis?: unknown; readonly budgetUsd?: unknown; readonly withinBudget?: unknown };
+  const refusal = (summary as { readonly refusal?: { readonly code: string; readonly message: string } | null }).refusal;
   o.out(
-    `estimate: ${formatUsd(hourlyUsd)}/h; ${maxDurationMs === null || maxTotalUsd === null ? "expected total unknown (no .budget({ maxDurationMs }))" : `at most ${formatUsd(maxTotalUsd)} over ${formatDuration(maxDurationMs)}`}`,
+    `estimate: ${hourlyUsd === null ? "unknown" : formatUsd(hourlyUsd)}/h; ${hourlyUsd === null ? "expected total unknown (no price known)" : maxDurationMs === null || maxTotalUsd === null ? "expected total unknown (no .budget({ maxDurationMs }))" : `at most ${formatUsd(maxTotalUsd)} over ${formatDuration(maxDurationMs)}`}`,
   );
   if (typeof extra.basis === "string") o.out(`  price basis: ${extra.basis}`);
   if (typeof extra.budgetUsd === "number") {
-    o.out(`budget: ${formatUsd(extra.budgetUsd)}${extra.withinBudget === false ? " — EXCEEDED by the estimate: .train() would refuse the run (BUDGET_EXCEEDED)" : ""}`);
+    o.out(`budget: ${formatUsd(extra.budgetUsd)}${extra.withinBudget === false ? ` — .train() would refuse the run (${refusal?.code ?? "BUDGET_EXCEEDED"})` : ""}`);
   }
+  if (refusal) o.out(`refused: ${refusal.code}: ${refusal.message}`);
   return EXIT_CODES.ok;
 }
 

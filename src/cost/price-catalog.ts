@@ -1,3 +1,5 @@
+import { RunctlError } from "../errors/runctl-error.js";
+
 /**
  * On-demand Linux prices of common EC2 instance types, in US dollars per hour, kept as data with the
  * date they were read. Spot prices are not here: they move, and the EC2 provider asks
@@ -48,4 +50,24 @@ export const PRICE_CATALOG = {
  */
 export function onDemandPrice(region: string, instanceType: string): number | undefined {
   return PRICE_CATALOG.regions[region]?.[instanceType];
+}
+
+/**
+ * The error for a price nobody knows: neither given (`ec2({ hourlyPriceUsd })`) nor in the catalog
+ * nor read from the spot market. `.train()` throws it when a money budget needs the price, and
+ * `.plan()` reports the same code and message as its refusal: runctl never counts an unknown price
+ * as $0 against a budget.
+ *
+ * @example
+ * ```ts
+ * throw priceUnknownError("ap-south-1", "g5.xlarge", "ec2({ hourlyPriceUsd })");
+ * ```
+ */
+export function priceUnknownError(region: string, what: string, escape: string): RunctlError {
+  const regions = Object.keys(PRICE_CATALOG.regions).join(", ");
+  return new RunctlError(
+    "PRICE_UNKNOWN",
+    `No price is known for ${what} in ${region}: the built-in on-demand catalog (${PRICE_CATALOG.asOf}) covers common types in ${regions} only. Pass ${escape} to give the price per hour.`,
+    { details: { region, what } },
+  );
 }

@@ -1,4 +1,5 @@
-import { RunctlError } from "../errors/runctl-error.js";
+import { budgetRefusal, statedPriceUnknownError } from "../cost/budget-check.js";
+import type { Provider, ProviderEstimate } from "../providers/types.js";
 import type { RunContext } from "./run-context.js";
 import type { LaunchedRun } from "./run-session.js";
 
@@ -8,18 +9,17 @@ export async function checkBudget(ctx: RunContext): Promise<void> {
   const provider = resources.provider;
   const maxUsd = spec.budget.maxUsd;
   if (maxUsd === null) return;
-  const single = provider.estimate ? await provider.estimate({ signal: ctx.prelaunch.signal }) : { hourlyPriceUsd: provider.plan?.().hourlyPriceUsd ?? 0, basis: "provider" };
-  // A gang pays for every node.
-  const estimate = { hourlyPriceUsd: single.hourlyPriceUsd * (spec.nodes?.count ?? 1), basis: spec.nodes ? `${single.basis}, ${spec.nodes.count} nodes` : single.basis };
-  const maxDurationMs = spec.budget.maxDurationMs;
-  if (maxDurationMs !== null && (estimate.hourlyPriceUsd * maxDurationMs) / 3_600_000 > maxUsd) {
-    const total = (estimate.hourlyPriceUsd * maxDurationMs) / 3_600_000;
-    throw new RunctlError(
-      "BUDGET_EXCEEDED",
-      `The run could cost $${total.toFixed(2)} ($${estimate.hourlyPriceUsd}/h, ${estimate.basis}, for ${maxDurationMs / 3_600_000} h), more than its budget of $${maxUsd}; nothing was created. Raise maxUsd or lower maxDurationMs.`,
-      { details: { estimateUsd: total, maxUsd, hourlyUsd: estimate.hourlyPriceUsd } },
-    );
-  }
+  // An unknown price throws PRICE_UNKNOWN here: never counted as $0 against a budget.
+  const single = provider.estimate ? await provider.estimate({ signal: ctx.prelaunch.signal }) : providerPrice(provider);
+  const refusal = budgetRefusal({ hourlyPriceUsd: single.hourlyPriceUsd, basis: single.basis, nodes: spec.nodes?.count ?? 1, maxUsd, maxDurationMs: spec.budget.maxDurationMs });
+  if (refusal) throw refusal;
+}
+
+/** The price a provider without `estimate()` states in its plan (none: free); PRICE_UNKNOWN when its plan says unknown. */
+function providerPrice(provider: Provider): ProviderEstimate {
+  const plan = provider.plan?.();
+  if (plan && plan.hourlyPriceUsd === undefined) throw statedPriceUnknownError(provider.name);
+  return { hourlyPriceUsd: plan?.hourlyPriceUsd ?? 0, basis: "provider" };
 }
 
 /** While following: reports the accrued cost and stops the run once it reaches `maxUsd`. Returns the stop function. */

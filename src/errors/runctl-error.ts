@@ -46,6 +46,7 @@ export type RunctlErrorCode =
   | "PROVISION_TIMEOUT"
   | "MACHINE_NOT_READY"
   | "BUDGET_EXCEEDED"
+  | "PRICE_UNKNOWN"
   | "RESOURCE_IN_USE"
   | "JOB_REJECTED"
   | "ABORTED";
@@ -61,7 +62,21 @@ export interface RunctlErrorOptions {
 }
 
 /**
- * The one base class of every error runctl throws or reports.
+ * Brands on the prototypes, from the global symbol registry: every copy of runctl loaded in one
+ * process (two versions in node_modules, a bundled copy) shares them, so `instanceof` and
+ * {@link isRunctlError} hold across copies (undici does the same).
+ */
+const RUNCTL_ERROR_BRAND = Symbol.for("runctl.error");
+const COMMAND_ERROR_BRAND = Symbol.for("runctl.error.CommandError");
+
+/** Whether `value` carries `brand` (set on a prototype, so inherited). */
+function hasBrand(value: unknown, brand: symbol): boolean {
+  return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[brand] === true;
+}
+
+/**
+ * The one base class of every error runctl throws or reports. `instanceof RunctlError` is true for
+ * errors from any copy of runctl in the process (a brand, not the prototype chain, decides).
  *
  * @example
  * ```ts
@@ -75,6 +90,18 @@ export class RunctlError extends Error {
   readonly retryable: boolean;
   /** Structured facts about the failure (never secrets). @defaultValue `{}` */
   readonly details: Readonly<Record<string, unknown>>;
+
+  static {
+    Object.defineProperty(this.prototype, RUNCTL_ERROR_BRAND, { value: true });
+  }
+
+  /**
+   * `err instanceof RunctlError` checks the brand, so it holds across copies of runctl; for a
+   * subclass without a brand of its own, the usual prototype chain.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return this === RunctlError ? hasBrand(value, RUNCTL_ERROR_BRAND) : Function.prototype[Symbol.hasInstance].call(this, value);
+  }
 
   constructor(code: RunctlErrorCode, message: string, options: RunctlErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -136,6 +163,15 @@ export class CommandError extends RunctlError implements CommandFailure {
   readonly stdoutTail: string;
   readonly stderrTail: string;
 
+  static {
+    Object.defineProperty(this.prototype, COMMAND_ERROR_BRAND, { value: true });
+  }
+
+  /** Checks the brand, like {@link RunctlError}'s, so it holds across copies of runctl. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return this === CommandError ? hasBrand(value, COMMAND_ERROR_BRAND) : Function.prototype[Symbol.hasInstance].call(this, value);
+  }
+
   constructor(
     failure: CommandFailure,
     options: RunctlErrorOptions & { code?: RunctlErrorCode | undefined; message?: string | undefined } = {},
@@ -158,9 +194,12 @@ export class CommandError extends RunctlError implements CommandFailure {
   }
 }
 
-/** Whether `value` is a {@link RunctlError}, also across duplicated package copies. */
+/**
+ * Whether `value` is a {@link RunctlError} (or a subclass), from this copy of runctl or any other
+ * loaded in the process. Exact: an object that merely has `code` and `retryable` is not one.
+ */
 export function isRunctlError(value: unknown): value is RunctlError {
-  return value instanceof RunctlError || (typeof value === "object" && value !== null && typeof (value as { code?: unknown }).code === "string" && typeof (value as { retryable?: unknown }).retryable === "boolean");
+  return hasBrand(value, RUNCTL_ERROR_BRAND);
 }
 
 /** Turns an AbortSignal's reason into a typed ABORTED error. */

@@ -1,3 +1,5 @@
+import { budgetRefusal, statedPriceUnknownError } from "../cost/budget-check.js";
+import { isRunctlError, type RunctlError, type RunctlErrorCode } from "../errors/runctl-error.js";
 import { agentPathOn } from "../agent/install-agent.js";
 import type { PlannedResource } from "../providers/types.js";
 import { planSync, type SyncPlan } from "../sync/sync-tree.js";
@@ -33,19 +35,24 @@ export interface PlanSummary {
   readonly batchScript?: string | undefined;
   /** Cost estimate: price per hour, and the total when a maximum duration is set. */
   readonly estimate: {
-    /** The provider's expected price per hour, in US dollars. */
-    readonly hourlyUsd: number;
+    /** The provider's expected price per hour (every node of a gang), in US dollars; null when no price is known (never 0 for an unknown price). */
+    readonly hourlyUsd: number | null;
     /** The `.budget()` maximum duration; null when none is set. */
     readonly maxDurationMs: number | null;
-    /** `hourlyUsd` times the maximum duration in hours; null when no maximum duration is set. */
+    /** `hourlyUsd` times the maximum duration in hours; null when no maximum duration is set or no price is known. */
     readonly maxTotalUsd: number | null;
-    /** Where the price comes from (`on-demand catalog 2026-11-01`, `spot market us-east-1a`, `given`). */
+    /** Where the price comes from (`on-demand catalog 2026-11-01`, `spot market us-east-1a`, `given`), or why it is `unknown: ...`. */
     readonly basis: string;
     /** The `.budget()` money limit; null when none is set. */
     readonly budgetUsd: number | null;
-    /** False when `maxTotalUsd` exceeds `budgetUsd`: `.train()` would refuse the run (BUDGET_EXCEEDED). */
+    /** False when `.train()` would refuse the run for its budget: the estimate exceeds `budgetUsd` (BUDGET_EXCEEDED) or no price is known (PRICE_UNKNOWN); see `refusal`. */
     readonly withinBudget: boolean;
   };
+  /**
+   * Why `.train()` would refuse this plan before creating anything (BUDGET_EXCEEDED, PRICE_UNKNOWN),
+   * with the code and message it would throw; null when it would not refuse for its price.
+   */
+  readonly refusal: { readonly code: RunctlErrorCode; readonly message: string } | null;
 }
 
 /** Builds the {@link PlanSummary}. Reads local files only; creates nothing. */
@@ -54,10 +61,7 @@ export async function summarizePlan(state: PlanState, script: string | undefined
   const providerPlan = (await state.provider.plan?.(
     batch ? { runId: options.runId ?? "<run-id>", nodes: state.nodes?.count ?? 1, maxDurationMs: state.budget?.maxDurationMs ?? undefined, graceMs: options.graceMs ?? 30_000, recover: state.recover !== undefined, agentPathOn } : undefined,
   )) ?? { resources: [], hourlyPriceUsd: 0 };
-  // The live price (spot market) when the provider can tell; the catalog's when the cloud cannot be asked.
-  const estimate = state.provider.estimate
-    ? await state.provider.estimate().catch((err: unknown) => ({ hourlyPriceUsd: providerPlan.hourlyPriceUsd, basis: `catalog (live price unavailable: ${(err as Error).message})` }))
-    : { hourlyPriceUsd: providerPlan.hourlyPriceUsd, basis: providerPlan.hourlyPriceUsd > 0 ? "provider" : "free (your own machine)" };
+  const price = await priceOf(state, providerPlan.hourlyPriceUsd);
   const storage = checkpointStorageOf(state);
   const sync = state.sync
     ? await planSync({ localDir: state.sync.dir, ignore: state.sync.options.ignore ?? [], hash: false, ...(state.sync.options.maxBytes ? { maxBytes: state.sync.options.maxBytes } : {}), ...(state.sync.options.maxFiles ? { maxFiles: state.sync.options.maxFiles } : {}) })
@@ -80,10 +84,17 @@ export async function summarizePlan(state: PlanState, script: string | undefined
     batch ? "the job ends with its agents (one still queued or running after the run is cancelled)" : `release the machine`,
   ].filter((s): s is string => s !== undefined);
   const maxDurationMs = state.budget?.maxDurationMs ?? null;
-  // A gang pays for every node.
-  const hourlyUsd = estimate.hourlyPriceUsd * (nodes?.count ?? 1);
-  const maxTotalUsd = maxDurationMs === null ? null : (hourlyUsd * maxDurationMs) / 3_600_000;
   const budgetUsd = state.budget?.maxUsd ?? null;
+  // A gang pays for every node.
+  const hourlyUsd = price.hourlyPriceUsd === undefined ? null : price.hourlyPriceUsd * (nodes?.count ?? 1);
+  const maxTotalUsd = maxDurationMs === null || hourlyUsd === null ? null : (hourlyUsd * maxDurationMs) / 3_600_000;
+  // What .train() would throw (engine/budget.ts): an unknown price only matters with a money budget.
+  const refusal =
+    budgetUsd === null
+      ? undefined
+      : price.hourlyPriceUsd === undefined
+        ? price.unknown
+        : budgetRefusal({ hourlyPriceUsd: price.hourlyPriceUsd, basis: price.basis, nodes: nodes?.count ?? 1, maxUsd: budgetUsd, maxDurationMs });
   return {
     provider: state.provider.name,
     steps,
@@ -91,13 +102,36 @@ export async function summarizePlan(state: PlanState, script: string | undefined
     ...(sync ? { sync: { root: sync.root, files: sync.files, bytes: sync.bytes, largest: sync.largest, warnings: sync.warnings, ...(sync.tooLarge ? { tooLarge: sync.tooLarge } : {}) } } : {}),
     ...(providerPlan.batchScript !== undefined ? { batchScript: providerPlan.batchScript } : {}),
     checkpoints: { storage: storage?.uri ?? null, keep: state.checkpoints?.keep ?? null },
-    estimate: {
-      hourlyUsd,
-      maxDurationMs,
-      maxTotalUsd,
-      basis: estimate.basis,
-      budgetUsd,
-      withinBudget: budgetUsd === null || maxTotalUsd === null || maxTotalUsd <= budgetUsd,
-    },
+    estimate: { hourlyUsd, maxDurationMs, maxTotalUsd, basis: price.basis, budgetUsd, withinBudget: refusal === undefined && (budgetUsd === null || hourlyUsd !== null) },
+    refusal: refusal ? { code: refusal.code, message: refusal.message } : null,
   };
+}
+
+/** A price, or why none is known (the error `.train()` would throw when a budget needs it). */
+interface PlannedPrice {
+  readonly hourlyPriceUsd: number | undefined;
+  readonly basis: string;
+  readonly unknown?: RunctlError | undefined;
+}
+
+/**
+ * The live price (spot market) when the provider can tell; its plan's (the catalog's) when the
+ * cloud cannot be asked; never 0 for a price nobody knows.
+ */
+async function priceOf(state: PlanState, planned: number | undefined): Promise<PlannedPrice> {
+  const provider = state.provider;
+  if (!provider.estimate) {
+    if (planned === undefined) {
+      const unknown = statedPriceUnknownError(provider.name);
+      return { hourlyPriceUsd: undefined, basis: `unknown: ${unknown.message}`, unknown };
+    }
+    return { hourlyPriceUsd: planned, basis: planned > 0 ? "provider" : "free (your own machine)" };
+  }
+  try {
+    return await provider.estimate();
+  } catch (err) {
+    if (isRunctlError(err) && err.code === "PRICE_UNKNOWN") return { hourlyPriceUsd: undefined, basis: `unknown: ${err.message}`, unknown: err };
+    const why = `live price unavailable: ${(err as Error).message}`;
+    return planned === undefined ? { hourlyPriceUsd: undefined, basis: `unknown (${why})` } : { hourlyPriceUsd: planned, basis: `catalog (${why})` };
+  }
 }

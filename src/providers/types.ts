@@ -127,8 +127,8 @@ export interface ProviderEstimate {
 export interface ProviderPlan {
   /** Resources that would be created. */
   readonly resources: readonly PlannedResource[];
-  /** Expected price per hour in USD. */
-  readonly hourlyPriceUsd: number;
+  /** Expected price per hour in USD; undefined when no price is known (never reported as 0). */
+  readonly hourlyPriceUsd: number | undefined;
   /** A batch provider's job script, as it would be submitted (Slurm: the sbatch script). */
   readonly batchScript?: string | undefined;
   /** A batch provider's steps, in words, replacing "provision" and "release" in the plan. */

@@ -47,7 +47,7 @@ export interface LargestEntry {
 }
 
 /**
- * Where the largest bytes and file counts are, from {@link largestEntries}.
+ * Where the largest bytes and file counts are, from `largestEntries()`.
  *
  * @defaultValue none (both lists are always set, possibly empty)
  * @example

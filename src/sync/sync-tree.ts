@@ -111,7 +111,7 @@ export interface SyncTreeOptions extends SyncSelection {
 }
 
 /**
- * The outcome of {@link syncTree}.
+ * The outcome of `syncTree()`.
  *
  * @defaultValue none (every field is always set)
  * @example
@@ -133,7 +133,7 @@ export interface SyncResult {
   readonly deletedFiles: number;
   /** Wall time of the whole call, retries included. */
   readonly durationMs: number;
-  /** {@link manifestDigest} of the tree now on the machine. */
+  /** `manifestDigest()` of the tree now on the machine. */
   readonly digest: string;
   /** Skipped symlinks and special files, for people. */
   readonly warnings: readonly string[];
@@ -185,7 +185,7 @@ export async function syncTree(options: SyncTreeOptions): Promise<SyncResult> {
 }
 
 /**
- * A dry run of a sync, from {@link planSync}.
+ * A dry run of a sync, from `planSync()`.
  *
  * @defaultValue `digest` and `tooLarge` are absent when not computed / not exceeded
  * @example
@@ -205,7 +205,7 @@ export interface SyncPlan {
   readonly entries: readonly { readonly path: string; readonly size: number; readonly mode: number; readonly sha256?: string | undefined }[];
   /** The largest files and top-level folders. */
   readonly largest: LargestEntries;
-  /** {@link manifestDigest} of the tree, when it was hashed. */
+  /** `manifestDigest()` of the tree, when it was hashed. */
   readonly digest?: string | undefined;
   /** Skipped symlinks and special files. */
   readonly warnings: readonly string[];

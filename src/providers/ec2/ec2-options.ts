@@ -100,7 +100,12 @@ export interface Ec2ProviderOptions {
   readonly owner?: string | undefined;
   /** Extra tags on everything created (runctl's own tags win on a clash). @defaultValue `{}` */
   readonly tags?: Readonly<Record<string, string>> | undefined;
-  /** Price per hour for cost reports and budgets. @defaultValue the spot market price (spot) or the catalog's on-demand price */
+  /**
+   * Price per hour for cost reports, budgets and `.plan()`: the escape for a type or region the
+   * static catalog does not know. Without it such a price is unknown: `.plan()` says so (never $0) and
+   * a run with `.budget({ maxUsd })` is refused with PRICE_UNKNOWN by both `.plan()` and `.train()`.
+   * @defaultValue the spot market price (spot) or the catalog's on-demand price
+   */
   readonly hourlyPriceUsd?: number | undefined;
   /** How long an instance may take to reach `running`. @defaultValue 600000 */
   readonly runningTimeoutMs?: number | undefined;

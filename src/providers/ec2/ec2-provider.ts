@@ -2,7 +2,6 @@ import { rmSync } from "node:fs";
 import { CreateTagsCommand, EC2Client, type Instance } from "@aws-sdk/client-ec2";
 import { SSMClient } from "@aws-sdk/client-ssm";
 import { RunctlError, isRunctlError, throwIfAborted } from "../../errors/runctl-error.js";
-import { onDemandPrice, PRICE_CATALOG } from "../../cost/price-catalog.js";
 import type { Storage } from "../../storage/types.js";
 import { sshTransport } from "../../transport/ssh/ssh-transport.js";
 import { ssmTransport } from "../../transport/ssm/index.js";
@@ -27,7 +26,7 @@ import { Ec2GangState } from "./gang-state.js";
 import { launchInstance, terminateInstance, waitForTerminated, type Placement } from "./launch-instance.js";
 import { describeInstanceType, resolveMachineImage } from "./machine-image.js";
 import { pollUntil } from "../../aws/aws-poll.js";
-import { currentSpotPrices } from "./spot-price.js";
+import { estimateEc2Price, meteredEc2Price, plannedEc2Price } from "./ec2-price.js";
 import { sweepEc2 } from "./sweep.js";
 import { TAG, defaultOwner, runctlTags } from "./tags.js";
 import { BOOT_POWER_OFF_CANCEL, buildUserData } from "./user-data.js";
@@ -113,8 +112,6 @@ export function ec2(options: Ec2ProviderOptions): Provider {
     if (access.kind === "ssh" && access.privateKeyPath !== undefined) checkPrivateKeyFile(access.privateKeyPath);
   };
 
-  const catalogPrice = (): number | undefined => (options.instanceType ? onDemandPrice(options.region, options.instanceType) : undefined);
-
   const transportOf = (instanceId: string, address: string, record: { username: string; privateKeyPath?: string | undefined; knownHostsPath?: string | undefined }, runId: string | undefined): Transport => {
     if (access.kind === "ssm") {
       return ssmTransport({ instanceId, region: options.region, client: aws().ssm, staging: access.staging, user: access.user === undefined ? "ubuntu" : access.user, ...(runId ? { runId } : {}) });
@@ -172,16 +169,9 @@ export function ec2(options: Ec2ProviderOptions): Provider {
     if (made.keysDir) rmSync(made.keysDir, { recursive: true, force: true });
   };
 
-  const hourlyFor = async (instance: Instance, market: "spot" | "on-demand" | "existing", signal: AbortSignal | undefined): Promise<number> => {
-    if (options.hourlyPriceUsd !== undefined) return options.hourlyPriceUsd;
-    const type = instance.InstanceType ?? options.instanceType ?? "";
-    if (market === "spot") {
-      const az = instance.Placement?.AvailabilityZone;
-      const prices = await currentSpotPrices(aws().ec2, type, { availabilityZone: az, signal }).catch(() => []);
-      if (prices[0]) return prices[0].hourlyUsd;
-    }
-    return onDemandPrice(options.region, type) ?? 0;
-  };
+  const priceOptions = { region: options.region, instanceType: options.instanceType, instanceId: options.instanceId, availabilityZones: options.availabilityZones, hourlyPriceUsd: options.hourlyPriceUsd, spot: spot !== null };
+  const hourlyFor = (instance: Instance, market: "spot" | "on-demand" | "existing", signal: AbortSignal | undefined): Promise<number> =>
+    meteredEc2Price(options, () => aws().ec2, instance.InstanceType ?? options.instanceType ?? "", market, instance.Placement?.AvailabilityZone, signal, warn);
 
   const machineOf = (instance: Instance, address: string, transport: Transport, home: string, runFacts: Ec2MachineFacts, keys: { username: string; privateKeyPath?: string | undefined; knownHostsPath?: string | undefined }, hourly: number, tags: Readonly<Record<string, string>>): Machine => {
     const instanceId = instance.InstanceId!;
@@ -448,18 +438,10 @@ export function ec2(options: Ec2ProviderOptions): Provider {
         if (access.kind === "ssh" && !access.keyPairName) resources.push({ kind: "key-pair", description: "runctl-<run-id> (ed25519, made locally, imported)", tags });
         if (!options.securityGroupIds) resources.push({ kind: "security-group", description: access.kind === "ssh" ? `runctl-<run-id>: TCP 22 from ${access.allowSshFrom ?? "your public address"} only` : "runctl-<run-id>: no inbound rules", tags });
       }
-      return { resources, hourlyPriceUsd: options.hourlyPriceUsd ?? catalogPrice() ?? 0 };
+      return { resources, hourlyPriceUsd: plannedEc2Price(priceOptions) };
     },
-    async estimate(opts): Promise<ProviderEstimate> {
-      if (options.hourlyPriceUsd !== undefined) return { hourlyPriceUsd: options.hourlyPriceUsd, basis: "given" };
-      const type = options.instanceType;
-      if (spot && type) {
-        const prices = await currentSpotPrices(aws().ec2, type, { ...(options.availabilityZones?.[0] ? { availabilityZone: options.availabilityZones[0] } : {}), signal: opts?.signal });
-        if (prices[0]) return { hourlyPriceUsd: prices[0].hourlyUsd, basis: `spot market ${prices[0].availabilityZone}` };
-      }
-      const price = catalogPrice();
-      if (price === undefined) throw new RunctlError("INVALID_ARGUMENT", `No price known for ${type ?? options.instanceId} in ${options.region}; pass ec2({ hourlyPriceUsd }).`);
-      return { hourlyPriceUsd: price, basis: `on-demand catalog ${PRICE_CATALOG.asOf}` };
+    estimate(opts): Promise<ProviderEstimate> {
+      return estimateEc2Price(priceOptions, () => aws().ec2, opts?.signal);
     },
     keepAliveEveryMs: Math.max(1000, Math.min(KEEP_ALIVE_EVERY_MS, Math.floor((options.ttlMs ?? DAY_MS) / 4))),
     async keepAlive(machine, opts) {

@@ -41,7 +41,7 @@ export interface SweepEc2Options {
   readonly region: string;
   /** The EC2 client to use. @defaultValue `new EC2Client({ region, maxAttempts: AWS_SDK_MAX_ATTEMPTS })` */
   readonly client?: EC2Client | undefined;
-  /** Only resources whose `runctl:owner` is this; `"all"` for every owner. @defaultValue {@link defaultOwner}() */
+  /** Only resources whose `runctl:owner` is this; `"all"` for every owner. @defaultValue `defaultOwner()` */
   readonly owner?: string | undefined;
   /** Report only: no mutating call at all. @defaultValue false */
   readonly dryRun?: boolean | undefined;
@@ -57,7 +57,7 @@ export interface SweepEc2Options {
   readonly graceMs?: number | undefined;
   /** Storages whose `runctl-staging/<scope>/` folders (the SSM transport's) are swept too. @defaultValue `[]` */
   readonly staging?: readonly Storage[] | undefined;
-  /** Whether a run is over; `undefined` when unknown. @defaultValue {@link runEndedFromJournal} (the local journal's exit event) */
+  /** Whether a run is over; `undefined` when unknown. @defaultValue `runEndedFromJournal` (the local journal's exit event) */
   readonly runEnded?: ((runId: string) => boolean | undefined) | undefined;
   /** Repeats of throttled EC2 calls. @defaultValue `{ retries: 5, minDelayMs: 250, maxDelayMs: 8000 }` */
   readonly retry?: AwsRetryOptions | undefined;

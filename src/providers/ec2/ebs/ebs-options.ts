@@ -16,7 +16,7 @@ export interface EbsVolumesOptions {
   readonly region: string;
   /** The EC2 client to use. @defaultValue `new EC2Client({ region, maxAttempts: AWS_SDK_MAX_ATTEMPTS })` (the standard credential chain) */
   readonly client?: EC2Client | undefined;
-  /** The `runctl:owner` tag of what this creates. @defaultValue {@link defaultOwner}() (`user@host`) */
+  /** The `runctl:owner` tag of what this creates. @defaultValue `defaultOwner()` (`user@host`) */
   readonly owner?: string | undefined;
   /** Called with things worth knowing that do not fail the call. @defaultValue ignore them */
   readonly onWarning?: ((message: string) => void) | undefined;

@@ -289,7 +289,7 @@ export function markedJson(stdout: string, marker: string): Record<string, unkno
 
 /**
  * Mounts an attached EBS volume on the machine, with ONE POSIX sh script over the runctl
- * {@link Transport} (see {@link mountVolumeScript}): finds the block device by volume id (NVMe
+ * {@link Transport} (see `mountVolumeScript()`): finds the block device by volume id (NVMe
  * serial on Nitro, the attach name on Xen), waits for it, makes a filesystem only when the volume
  * is blank, mounts it (idempotent: already mounted there is fine) and gives the mount point to the
  * user. Uses `sudo -n` only when the transport is not root.
