@@ -45,8 +45,8 @@ export class CliError extends Error {
   /** The process exit code. @defaultValue {@link EXIT_CODES}.failed */
   readonly exitCode: ExitCode;
 
-  constructor(code: string, message: string, exitCode: ExitCode = EXIT_CODES.failed) {
-    super(message);
+  constructor(code: string, message: string, exitCode: ExitCode = EXIT_CODES.failed, options?: { readonly cause?: unknown }) {
+    super(message, options);
     this.name = "CliError";
     this.code = code;
     this.exitCode = exitCode;

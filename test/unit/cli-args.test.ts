@@ -109,7 +109,7 @@ describe("exit codes and error reports", () => {
     const json = await run(["ls", "--bogus", "--json"]);
     expect(json.code).toBe(2);
     expect(json.err).toBe("");
-    expect(JSON.parse(json.out)).toEqual({ error: { code: "USAGE", message: expect.stringContaining("--bogus") } });
+    expect(JSON.parse(json.out)).toEqual({ schemaVersion: 1, error: { code: "USAGE", message: expect.stringContaining("--bogus") } });
 
     const help = await run(["--help"]);
     expect(help.code).toBe(0);
