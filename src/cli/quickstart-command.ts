@@ -1,9 +1,9 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Runctl, local, localDir } from "../index.js";
-import { CliError, EXIT_CODES, type ExitCode } from "./cli-errors.js";
+import { CliError, EXIT_CODES, UsageError, type ExitCode } from "./cli-errors.js";
 import type { CliIo } from "./cli-output.js";
 import { quickstartPrinter, type QuickstartPrinter } from "./quickstart-printer.js";
 
@@ -45,6 +45,7 @@ export async function quickstartCommand(options: QuickstartCommandOptions, io: C
   const project = trainingFolder();
   checkPython();
   const checkpointDir = resolve(io.cwd ?? process.cwd(), options.dir ?? join(".runctl", "checkpoints"));
+  if (existsSync(checkpointDir) && !statSync(checkpointDir).isDirectory()) throw new UsageError(`quickstart: --dir ${checkpointDir} is a file, not a folder`);
   const run = Runctl.instance(local())
     .sync(project)
     .checkpoints({ storage: localDir(checkpointDir), keep: 3 })

@@ -86,7 +86,7 @@ describe("runctl quickstart", () => {
   });
 
   it("bad flags are usage errors (exit 2)", async () => {
-    for (const argv of [["quickstart", "--steps", "0"], ["quickstart", "--steps", "1e3"], ["quickstart", "extra"], ["quickstart", "--dir", ""]]) {
+    for (const argv of [["quickstart", "--steps", "0"], ["quickstart", "--steps", "1e3"], ["quickstart", "extra"], ["quickstart", "--dir", ""], ["quickstart", "--dir", "package.json"]]) {
       const { code, err } = await cli(argv);
       expect(code).toBe(2);
       expect(err).toMatch(/\(USAGE\)\n/);
