@@ -1,4 +1,4 @@
-import { spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -56,6 +56,26 @@ describe("a fresh consumer project on the node on PATH", () => {
     expect(run.stdout).toMatch(/ {2}step 60 {2}loss \d/);
     expect(run.stdout).toMatch(/latest checkpoint: step-0*60 \(step 60, \d+ bytes, 1 files\) — sha256 verified\n$/);
     expect(existsSync(join(project, ".runctl", "checkpoints"))).toBe(true);
+  });
+
+  it("Ctrl-C on the quickstart cancels its run (the trainer saves a last checkpoint) and exits 130", async () => {
+    // The bin itself (one process, so the SIGINT reaches it as a terminal's Ctrl-C would).
+    const child = spawn(process.execPath, [join(project, "node_modules", "runctl", "dist", "cli.js"), "quickstart", "--steps", "1000000", "--dir", "ctrl-c"], {
+      cwd: project,
+      env: { ...process.env, RUNCTL_HOME: home },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stderr.resume();
+    const closed = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+    child.stdout.on("data", (chunk: Buffer) => {
+      const first = !out.includes("  step 10 ");
+      out += chunk.toString();
+      if (first && out.includes("  step 10 ")) child.kill("SIGINT");
+    });
+    expect(await closed).toBe(130);
+    expect(out).toMatch(/• exit: canceled/);
+    expect(out).toMatch(/latest checkpoint: step-\d+ \(step \d+, \d+ bytes, 1 files\) — sha256 verified\n$/);
   });
 
   it("npx runctl plan plan.ts: a TypeScript plan without tsx (type stripping), or exactly what to do", () => {
