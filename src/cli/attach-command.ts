@@ -21,7 +21,7 @@ export async function attachCommand(options: { readonly runId: string; readonly 
   const run = Runctl.attach(options.runId, attachOptionsFor(record, (m) => o.err(`runctl: ${m}`)));
   if (!options.json) o.out(`run ${options.runId} (${record.provider}, ${record.script})`);
   const end = await followEvents(run, io.signal, (event) => {
-    if (options.json) return o.json(event);
+    if (options.json) return o.json({ schemaVersion: 1, ...event });
     const text = renderEvent(event);
     if (text !== undefined) o.out(text);
   });

@@ -9,7 +9,7 @@ import { UsageError } from "./cli-errors.js";
  * for (const name of COMMAND_NAMES) console.log(helpText(name));
  * ```
  */
-export const COMMAND_NAMES = ["ls", "logs", "attach", "checkpoints", "cancel", "sweep", "plan"] as const;
+export const COMMAND_NAMES = ["quickstart", "ls", "logs", "attach", "checkpoints", "cancel", "sweep", "plan"] as const;
 
 /**
  * One of {@link COMMAND_NAMES}.
@@ -44,6 +44,7 @@ export type CliCancelStrategy = "interrupt" | "kill";
 export type ParsedCli =
   | { readonly kind: "help"; readonly command: CommandName | undefined }
   | { readonly kind: "version"; readonly json: boolean }
+  | { readonly kind: "quickstart"; readonly json: boolean; readonly dir: string | undefined; readonly steps: number | undefined }
   | { readonly kind: "ls"; readonly json: boolean }
   | { readonly kind: "logs"; readonly json: boolean; readonly runId: string; readonly follow: boolean }
   | { readonly kind: "attach"; readonly json: boolean; readonly runId: string }
@@ -57,6 +58,7 @@ type OptionSpec = Record<string, { type: "boolean" | "string"; short?: string | 
 // Flags every command takes; per-command flags are added below. No flag without an effect.
 const COMMON: OptionSpec = { json: { type: "boolean" }, help: { type: "boolean", short: "h" } };
 const COMMAND_OPTIONS: Record<CommandName, OptionSpec> = {
+  quickstart: { dir: { type: "string" }, steps: { type: "string" } },
   ls: {},
   logs: { follow: { type: "boolean", short: "f" } },
   attach: {},
@@ -66,7 +68,7 @@ const COMMAND_OPTIONS: Record<CommandName, OptionSpec> = {
   plan: {},
 };
 // The one positional each command takes, if any (named as in its usage line).
-const POSITIONAL: Record<CommandName, string | undefined> = { ls: undefined, logs: "RUN", attach: "RUN", checkpoints: "RUN", cancel: "RUN", sweep: undefined, plan: "FILE" };
+const POSITIONAL: Record<CommandName, string | undefined> = { quickstart: undefined, ls: undefined, logs: "RUN", attach: "RUN", checkpoints: "RUN", cancel: "RUN", sweep: undefined, plan: "FILE" };
 
 const STRATEGIES: readonly CliCancelStrategy[] = ["interrupt", "kill"];
 
@@ -156,6 +158,12 @@ function build(command: CommandName, { flags, positionals }: CommandValues): Par
     return value;
   };
   switch (command) {
+    case "quickstart": {
+      const steps = text("steps");
+      // Whole steps only: the trainer would reject "1e3" or "10.5" after the run had started.
+      if (steps !== undefined && !/^[1-9][0-9]{0,6}$/.test(steps)) throw new UsageError(`quickstart: --steps must be a whole number from 1 to 9999999, got ${JSON.stringify(steps)}`);
+      return { kind: "quickstart", json, dir: text("dir"), steps: steps === undefined ? undefined : Number(steps) };
+    }
     case "ls":
       return { kind: "ls", json };
     case "logs":

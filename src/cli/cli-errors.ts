@@ -45,8 +45,8 @@ export class CliError extends Error {
   /** The process exit code. @defaultValue {@link EXIT_CODES}.failed */
   readonly exitCode: ExitCode;
 
-  constructor(code: string, message: string, exitCode: ExitCode = EXIT_CODES.failed) {
-    super(message);
+  constructor(code: string, message: string, exitCode: ExitCode = EXIT_CODES.failed, options?: { readonly cause?: unknown }) {
+    super(message, options);
     this.name = "CliError";
     this.code = code;
     this.exitCode = exitCode;
@@ -77,7 +77,7 @@ export class UsageError extends CliError {
  * ```
  */
 export interface ReportedError {
-  /** Stable code: a RunctlError code, `USAGE`, or `INTERNAL` for unexpected errors. */
+  /** Stable code: a RunctlError code, a CLI code (`USAGE`, `IO_ERROR`, `PYTHON_NOT_FOUND`, `PLAN_LOAD_FAILED`), or `INTERNAL` for unexpected errors. */
   readonly code: string;
   /** What went wrong, for people. */
   readonly message: string;
@@ -87,7 +87,8 @@ export interface ReportedError {
 
 /**
  * Classifies a thrown value. RunctlErrors are recognised by shape (not `instanceof`), since a plan
- * file may load a second copy of the SDK.
+ * file may load a second copy of the SDK. A Node system error (ENOENT, EACCES, ...) is `IO_ERROR`
+ * with Node's message (which names the path); anything else without a code is `INTERNAL`.
  *
  * @param aborted - Whether the command's signal had fired: any error is then an interruption. @defaultValue false
  * @example
@@ -98,10 +99,15 @@ export interface ReportedError {
 export function reportError(err: unknown, aborted = false): ReportedError {
   if (err instanceof CliError) return { code: err.code, message: err.message, exitCode: err.exitCode };
   const message = err instanceof Error ? err.message : String(err);
-  const code = typeof err === "object" && err !== null && typeof (err as { code?: unknown }).code === "string" ? (err as { code: string }).code : "INTERNAL";
+  const code = isSystemError(err) ? "IO_ERROR" : typeof err === "object" && err !== null && typeof (err as { code?: unknown }).code === "string" ? (err as { code: string }).code : "INTERNAL";
   if (code === "ABORTED" || aborted) return { code: "ABORTED", message: aborted ? "Interrupted." : message, exitCode: EXIT_CODES.interrupted };
   if (code === "RUN_NOT_FOUND") return { code, message, exitCode: EXIT_CODES.notFound };
   return { code, message, exitCode: EXIT_CODES.failed };
+}
+
+/** A Node system error (ENOENT, EACCES, ...): its message names the call and the path; its code is Node's, not ours. */
+function isSystemError(err: unknown): boolean {
+  return typeof err === "object" && err !== null && typeof (err as { syscall?: unknown }).syscall === "string" && typeof (err as { errno?: unknown }).errno === "number";
 }
 
 /**

@@ -5,7 +5,8 @@ const EXIT_CODES_TEXT = `Exit codes:
   1    the run failed, was canceled or interrupted; or the operation failed
   2    usage error (unknown command or flag, missing or bad argument)
   3    not found (no such run in $RUNCTL_HOME/runs)
-  130  interrupted by Ctrl-C (a followed run goes on; reattach with runctl attach RUN)`;
+  130  interrupted by Ctrl-C (a followed run goes on; reattach with runctl attach RUN;
+       quickstart cancels its own run)`;
 
 const PROVIDERS_TEXT = `Runs on other machines: local runs need nothing. For ssh-hosts runs the CLI rebuilds the host from
 the run's journal (host, port, user, key path, known_hosts path: never secrets); for slurm runs, the
@@ -18,6 +19,7 @@ const GLOBAL = `runctl: run ML training jobs on this machine, your SSH hosts or 
 Usage: runctl <command> [flags]
 
 Commands:
+  quickstart               train the bundled template trainer on this machine, verify its checkpoint
   ls                       runs in $RUNCTL_HOME (status, duration, restarts, cost) and cloud resources
   logs RUN [-f]            the run's log lines; -f follows until the run ends
   attach RUN               replay every event of the run, then follow it to the end
@@ -26,9 +28,10 @@ Commands:
   sweep [--dry-run]        delete cloud resources runctl made that are no longer needed
   plan FILE                the dry run of a plan module (exports plan and script)
 
-Every command takes --json (stdout: one JSON document, or JSON lines for logs -f and attach) and
---help. Data goes to stdout; messages and errors go to stderr as "runctl: <message> (<code>)", or
-to stdout as {"error":{"code","message"}} with --json.
+Every command takes --json (stdout: one JSON document, or JSON lines for quickstart, logs -f and
+attach; every document and line has "schemaVersion":1) and --help. Data goes to stdout; messages
+and errors go to stderr as "runctl: <message> (<code>)", or to stdout as
+{"schemaVersion":1,"error":{"code","message"}} with --json.
 
 Global flags:
   -h, --help               this help; runctl <command> --help for a command
@@ -41,6 +44,21 @@ ${EXIT_CODES_TEXT}
 `;
 
 const COMMANDS: Record<CommandName, string> = {
+  quickstart: `Usage: runctl quickstart [--dir DIR] [--steps N] [--json]
+
+Trains runctl's template trainer (training/train.py in the package: pure Python 3.8+, no
+dependencies) on this machine, no account needed: syncs it to a run folder in $RUNCTL_HOME, trains
+it, commits a checkpoint every 20 steps to a local folder (the newest 3 kept), prints progress,
+then verifies the latest checkpoint byte for byte (sha256). Needs python3 on PATH (checked first).
+Exit 0 when the run succeeded and its checkpoint verifies, 1 otherwise. Ctrl-C cancels the run
+(the trainer saves a last checkpoint) and exits 130; a second Ctrl-C leaves at once.
+
+Flags:
+  --dir DIR      the checkpoint folder (default: .runctl/checkpoints in the working directory)
+  --steps N      training steps (default 60)
+  --json         one JSON line per event ({"schemaVersion":1,"type",...}), first {"type":"run"},
+                 last {"type":"result","runId","status","latest","verified"}
+`,
   ls: `Usage: runctl ls [--json]
 
 Lists the runs recorded in $RUNCTL_HOME/runs, newest first: run id, provider, script, created,
@@ -130,8 +148,11 @@ Shows the dry run of a plan: steps, resources that would be created (with tags),
 checkpoint storage and the cost estimate. Nothing is created.
 
 FILE is a module exporting plan (a RunPlan, e.g. Runctl.instance(local()).sync("./")) and script
-(the training script, a string). .js and .mjs files are imported as they are; .ts files need tsx
-(installed: it is registered automatically), else compile them or run runctl under tsx.
+(the training script, a string). .js, .mjs and .cjs files are imported as they are; .ts, .mts and
+.cts files through Node's type stripping (Node >= 22.18; older 22.x: NODE_OPTIONS=
+--experimental-strip-types), or tsx when the project has it (also for syntax stripping cannot
+handle: enum, namespace, parameter properties). Exit 2 when FILE is missing, not a module, or
+lacks the exports.
 
 Flags:
   --json    {"schemaVersion":1,"file","script","plan":{provider,steps,resources,sync,checkpoints,estimate}}

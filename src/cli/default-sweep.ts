@@ -1,4 +1,5 @@
-import { Runctl, listRecordedResources, RunctlError, slurm } from "../index.js";
+import { Runctl, listRecordedResources, slurm } from "../index.js";
+import { UsageError } from "./cli-errors.js";
 import type { SweepFn, SweepReport } from "./sweep-report.js";
 
 /**
@@ -18,7 +19,7 @@ export const defaultSweep: SweepFn = async ({ region, dryRun, force, owner, sign
   const regions = region ? [region] : [...new Set([...recorded.flatMap((r) => (r.provider === "ec2" && r.region ? [r.region] : [])), ...(fromEnv ? [fromEnv] : [])])];
   // Slurm jobs are swept through the login node they were submitted on (its facts are in the ledger).
   const logins = region ? [] : [...new Map(recorded.filter((r) => r.kind === "job" && r.provider === "slurm" && r.tags["slurm:login"]).map((r) => [r.tags["slurm:login"]!, r.tags])).values()];
-  if (regions.length === 0 && logins.length === 0) throw new RunctlError("INVALID_ARGUMENT", "runctl sweep: no region to sweep (none in the local ledger, no AWS_REGION) and no Slurm jobs in the ledger; pass --region.");
+  if (regions.length === 0 && logins.length === 0) throw new UsageError("sweep: no region to sweep (none in the local ledger, no AWS_REGION) and no Slurm jobs in the ledger; pass --region.");
   const reports: SweepReport[] = [];
   if (regions.length > 0) {
     // The AWS SDK loads only when there is a region to sweep, not with the CLI.

@@ -43,7 +43,7 @@ export async function logsCommand(options: LogsCommandOptions, io: CliIo): Promi
   const run = Runctl.attach(options.runId, attachOptionsFor(view.record, (m) => o.err(`runctl: ${m}`)));
   const end = await followEvents(run, io.signal, (event) => {
     if (event.type === "log") {
-      if (options.json) o.json(event);
+      if (options.json) o.json({ schemaVersion: 1, ...event });
       else o.out(event.line);
     } else if (event.type === "warning") {
       o.err(`runctl: warning${event.code ? ` [${event.code}]` : ""}: ${event.message}`);

@@ -11,7 +11,7 @@ export { EXIT_CODES } from "./cli-errors.js";
 /**
  * The whole CLI as a function: parses `argv` (without the node and script paths), runs the command
  * against `io` and resolves to the exit code. It never throws and never exits the process; errors
- * are printed as `runctl: <message> (<code>)` on stderr, or `{"error":{"code","message"}}` on stdout
+ * are printed as `runctl: <message> (<code>)` on stderr, or `{"schemaVersion":1,"error":{"code","message"}}` on stdout
  * with `--json`.
  *
  * @param io - Streams, stop signal and injectable services; see {@link CliIo}.
@@ -27,7 +27,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<ExitCo
     return await dispatch(parseCliArgs(argv), io);
   } catch (err) {
     const { code, message, exitCode } = reportError(err, io.signal?.aborted === true);
-    if (json) output(io).json({ error: { code, message } });
+    if (json) output(io).json({ schemaVersion: 1, error: { code, message } });
     else output(io).err(`runctl: ${message} (${code})`);
     if (code === "USAGE" && !json) output(io).err("Run `runctl --help` for usage.");
     return exitCode;
@@ -45,6 +45,8 @@ async function dispatch(cli: ParsedCli, io: CliIo): Promise<ExitCode> {
       if (cli.json) output(io).json({ version: cliVersion() });
       else output(io).out(cliVersion());
       return EXIT_CODES.ok;
+    case "quickstart":
+      return (await import("./quickstart-command.js")).quickstartCommand(cli, io);
     case "ls":
       return (await import("./ls-command.js")).lsCommand(cli, io);
     case "logs":

@@ -134,15 +134,16 @@ describe("runctl on finished runs (in-process)", () => {
 
     const follow = await cli(["logs", done.runId, "-f", "--json"]);
     expect(follow.code).toBe(0);
-    const events = follow.out.trimEnd().split("\n").map((l) => JSON.parse(l) as { type: string; line: string });
-    expect(events.every((e) => e.type === "log")).toBe(true);
+    const events = follow.out.trimEnd().split("\n").map((l) => JSON.parse(l) as { schemaVersion: number; type: string; line: string });
+    expect(events.every((e) => e.type === "log" && e.schemaVersion === 1)).toBe(true);
     expect(events.map((e) => e.line)).toEqual(done.lines);
   });
 
   it("attach RUN replays every event: JSON lines with gap-free seq and the exit last; a human rendering", async () => {
     const json = await cli(["attach", done.runId, "--json"]);
     expect(json.code).toBe(0);
-    const events = json.out.trimEnd().split("\n").map((l) => JSON.parse(l) as { type: string; seq: number; status?: string });
+    const events = json.out.trimEnd().split("\n").map((l) => JSON.parse(l) as { schemaVersion: number; type: string; seq: number; status?: string });
+    expect(events.every((e) => e.schemaVersion === 1)).toBe(true);
     expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
     expect(events.at(-1)).toMatchObject({ type: "exit", status: "succeeded" });
     expect(events.filter((e) => e.type === "checkpoint")).toHaveLength(3);
@@ -203,7 +204,7 @@ describe("errors and exit codes", () => {
       const json = await cli([command, UNKNOWN, "--json"]);
       expect(json.code).toBe(3);
       expect(json.err).toBe("");
-      expect(JSON.parse(json.out)).toEqual({ error: { code: "RUN_NOT_FOUND", message: expect.stringContaining(UNKNOWN) } });
+      expect(JSON.parse(json.out)).toEqual({ schemaVersion: 1, error: { code: "RUN_NOT_FOUND", message: expect.stringContaining(UNKNOWN) } });
     }
   });
 
@@ -239,8 +240,8 @@ describe("runctl plan and sweep", () => {
     const missing = await cli(["plan", "examples/nope.ts"]);
     expect(missing.code).toBe(2);
     const notAPlan = await cli(["plan", "examples/attach.ts", "--json"]);
-    expect(notAPlan.code).toBe(1);
-    expect(JSON.parse(notAPlan.out)).toEqual({ error: { code: "INVALID_ARGUMENT", message: expect.stringContaining("must export plan") } });
+    expect(notAPlan.code).toBe(2);
+    expect(JSON.parse(notAPlan.out)).toEqual({ schemaVersion: 1, error: { code: "INVALID_ARGUMENT", message: expect.stringContaining("must export plan") } });
   });
 
   it("sweep renders found/deleted/kept/errors from the SDK's report; --dry-run and --json reach it; no AWS involved", async () => {
@@ -288,8 +289,12 @@ describe("runctl plan and sweep", () => {
     process.env["RUNCTL_HOME"] = tempDir("cli-empty-home"); // an empty ledger: no region to sweep
     try {
       const noRegion = await cli(["sweep", "--dry-run", "--json"]);
-      expect(noRegion.code).toBe(1);
-      expect(JSON.parse(noRegion.out)).toEqual({ error: { code: "INVALID_ARGUMENT", message: expect.stringMatching(/--region/) } });
+      expect(noRegion.code).toBe(2);
+      expect(JSON.parse(noRegion.out)).toEqual({ schemaVersion: 1, error: { code: "USAGE", message: expect.stringMatching(/--region/) } });
+      const human = await cli(["sweep", "--dry-run"]);
+      expect(human.code).toBe(2);
+      expect(human.err).toMatch(/^runctl: sweep: no region to sweep .*--region\. \(USAGE\)$/m);
+      expect(human.err).not.toContain("runctl: runctl");
     } finally {
       if (saved.region !== undefined) process.env["AWS_REGION"] = saved.region;
       if (saved.defaultRegion !== undefined) process.env["AWS_DEFAULT_REGION"] = saved.defaultRegion;

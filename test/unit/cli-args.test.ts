@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { parseCliArgs, wantsJson } from "../../src/cli/cli-args.js";
 import { EXIT_CODES, UsageError, exitCodeForStatus, reportError } from "../../src/cli/cli-errors.js";
@@ -35,6 +36,8 @@ describe("parseCliArgs", () => {
     expect(parseCliArgs(["sweep", "--dry-run", "--region", "eu-west-1", "--owner", "all", "--json"])).toEqual({ kind: "sweep", json: true, dryRun: true, force: false, region: "eu-west-1", owner: "all" });
     expect(parseCliArgs(["sweep", "--force"])).toMatchObject({ kind: "sweep", force: true, dryRun: false });
     expect(parseCliArgs(["plan", "examples/quickstart.ts"])).toEqual({ kind: "plan", json: false, file: "examples/quickstart.ts" });
+    expect(parseCliArgs(["quickstart"])).toEqual({ kind: "quickstart", json: false, dir: undefined, steps: undefined });
+    expect(parseCliArgs(["quickstart", "--dir", "ck", "--steps", "20", "--json"])).toEqual({ kind: "quickstart", json: true, dir: "ck", steps: 20 });
   });
 
   it("help and version, globally and per command", () => {
@@ -87,6 +90,14 @@ describe("exit codes and error reports", () => {
     expect(reportError(new Error("boom"))).toEqual({ code: "INTERNAL", message: "boom", exitCode: 1 });
     expect(reportError(new Error("boom"), true)).toMatchObject({ code: "ABORTED", exitCode: 130 });
     expect(reportError(new UsageError("bad"))).toEqual({ code: "USAGE", message: "bad", exitCode: 2 });
+    // A raw Node system error is IO_ERROR with Node's message (naming the path), never INTERNAL or ENOENT.
+    let enoent: unknown;
+    try {
+      readFileSync("/nonexistent/runctl-file");
+    } catch (err) {
+      enoent = err;
+    }
+    expect(reportError(enoent)).toEqual({ code: "IO_ERROR", message: expect.stringContaining("/nonexistent/runctl-file"), exitCode: 1 });
     expect(exitCodeForStatus("succeeded")).toBe(0);
     expect(exitCodeForStatus("failed")).toBe(1);
     expect(exitCodeForStatus("canceled")).toBe(1);
@@ -109,7 +120,7 @@ describe("exit codes and error reports", () => {
     const json = await run(["ls", "--bogus", "--json"]);
     expect(json.code).toBe(2);
     expect(json.err).toBe("");
-    expect(JSON.parse(json.out)).toEqual({ error: { code: "USAGE", message: expect.stringContaining("--bogus") } });
+    expect(JSON.parse(json.out)).toEqual({ schemaVersion: 1, error: { code: "USAGE", message: expect.stringContaining("--bogus") } });
 
     const help = await run(["--help"]);
     expect(help.code).toBe(0);
