@@ -148,8 +148,14 @@ export async function openSshConnection(options: SshTransportOptions, open: Open
   try {
     for (let i = 0; i < hops.length; i++) {
       const hop = hops[i]!;
+      let sock: ClientChannel | undefined;
       try {
-        const sock = i === 0 ? undefined : await forwardThrough(clients[i - 1]!, hops[i - 1]!, hop, open.signal);
+        sock = i === 0 ? undefined : await forwardThrough(clients[i - 1]!, hops[i - 1]!, hop, open.signal);
+      } catch (err) {
+        // The previous jump host could not reach this hop: that jump host is the one named.
+        throw hopError(err, i - 1, route);
+      }
+      try {
         clients.push(await connectHop(hop, options, sock, open));
       } catch (err) {
         throw i < route.jumps.length ? hopError(err, i, route) : err;
