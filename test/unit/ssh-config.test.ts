@@ -3,7 +3,8 @@ import { homedir, userInfo } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { isRunctlError } from "../../src/errors/runctl-error.js";
-import { parseHost } from "../../src/providers/ssh-hosts/ssh-hosts-provider.js";
+import { hostFromRecord, machineOf, parseHost } from "../../src/providers/ssh-hosts/ssh-hosts-provider.js";
+import type { Transport } from "../../src/transport/types.js";
 import { readSshConfigHost } from "../../src/transport/ssh/ssh-config.js";
 import { expandSshTokens, hostPatternsMatch, parseSshConfigText } from "../../src/transport/ssh/ssh-config-parse.js";
 import { jumpList, resolveSshRoute } from "../../src/transport/ssh/ssh-route.js";
@@ -210,5 +211,20 @@ describe("SSH route: config plus options", () => {
     expect(() => parseHost({ host: "x", proxyJump: "me@:1" })).toThrow(/proxyJump/);
     expect(() => parseHost({ host: "x", proxyJump: [{ host: "" }] })).toThrow(/host/);
     expect(() => parseHost({ host: "x", sshConfig: "" })).toThrow(/sshConfig/);
+  });
+});
+
+describe("journal records of an aliased host", () => {
+  it("keep the config file and a string jump chain (no keys), so a reattach resolves the alias the same way", () => {
+    const transport = { host: "gpu" } as unknown as Transport;
+    const machine = machineOf({ host: "gpu", sshConfig: "/etc/runctl/ssh_config", proxyJump: "jump@bastion:2222", privateKey: "SECRET" }, transport, "/home/ml/.runctl");
+    expect(JSON.stringify(machine.record)).not.toContain("SECRET");
+    const back = hostFromRecord(JSON.parse(JSON.stringify(machine.record)));
+    expect(back).toMatchObject({ host: "gpu", sshConfig: "/etc/runctl/ssh_config", proxyJump: "jump@bastion:2222" });
+    // No port was given in code: the config's Port must still apply after a reattach.
+    expect(back.port).toBeUndefined();
+    expect(hostFromRecord(JSON.parse(JSON.stringify(machineOf({ host: "h", port: 2200 }, transport, "/r").record))).port).toBe(2200);
+    const off = machineOf({ host: "10.0.0.5", sshConfig: false }, transport, "/r");
+    expect(hostFromRecord(JSON.parse(JSON.stringify(off.record))).sshConfig).toBe(false);
   });
 });

@@ -152,7 +152,8 @@ export function machineOf(host: SshHost, transport: Transport, rootDir: string):
     provider: "ssh-hosts",
     id,
     host: host.host,
-    port: host.port ?? 22,
+    // Only a port given in code: an alias's port comes from the SSH config again on reattach.
+    port: host.port,
     username: host.username,
     privateKeyPath: host.privateKeyPath,
     knownHostsPath: host.knownHostsPath,
@@ -191,7 +192,7 @@ export function hostFromRecord(record: MachineRecord): SshHost {
   const proxyJump = str("proxyJump");
   return {
     host,
-    port: typeof record["port"] === "number" ? record["port"] : 22,
+    ...(typeof record["port"] === "number" ? { port: record["port"] } : {}),
     ...(username ? { username } : {}),
     ...(privateKeyPath ? { privateKeyPath } : {}),
     ...(knownHostsPath ? { knownHostsPath } : {}),
