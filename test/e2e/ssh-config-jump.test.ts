@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isRunctlError, sshTransport, type RunctlError, type SshTransport, type SshTransportOptions } from "runctl";
 import { main as sshHostExample } from "../../examples/ssh-host.js";
 import { leaseTestHosts, useTestbed, type HostLease, type TestHost } from "../testbed/inject.js";
+import { freshKeyPair } from "../support/ssh-hosts.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
 
 useTempRunctlHome("e2e-ssh-config-jump");
@@ -49,6 +50,7 @@ beforeAll(async () => {
   const bed = useTestbed();
   for (const address of [a.address, b.address, bed.unusedAddress]) await bed.assertSafe(address);
   configPath = join(tempDir("ssh-config-e2e"), "config");
+  const wrongKey = freshKeyPair("not-authorized").privateKeyPath;
   writeFileSync(
     configPath,
     [
@@ -60,6 +62,14 @@ beforeAll(async () => {
       `  HostName ${a.address}`,
       `  User ${a.user}`,
       `  IdentityFile "${a.privateKeyPath}"`,
+      "",
+      // Several IdentityFiles: a missing one is skipped, a key the host refuses is followed by the next.
+      `Host rc-a-keys`,
+      `  HostName ${a.address}`,
+      `  User ${a.user}`,
+      `  IdentityFile /nonexistent/id_ed25519`,
+      `  IdentityFile ${wrongKey}`,
+      `  IdentityFile ${a.privateKeyPath}`,
       "",
       `Host rc-b rc-b-direct`,
       `  HostName = ${b.address}`,
@@ -89,6 +99,11 @@ describe("SSH config aliases and ProxyJump (against the testbed)", () => {
     expect(await clientAddressSeenBy(t)).toBe(useTestbed().info.gateway);
   });
 
+  it("IdentityFile lines accumulate and are tried in order", async () => {
+    const t = transport({ host: "rc-a-keys", sshConfig: configPath, connectRetries: 0 });
+    expect((await t.exec(["hostname"])).stdout.trim()).toBe(a.hostname);
+  });
+
   it("ProxyJump from the config: B is reached through A (B sees A as its client)", async () => {
     const t = transport({ host: "rc-b", sshConfig: configPath, connectRetries: 0 });
     expect((await t.exec(["hostname"])).stdout.trim()).toBe(b.hostname);
@@ -114,6 +129,7 @@ describe("SSH config aliases and ProxyJump (against the testbed)", () => {
   it("a run trains on B through the jump host: sync, setup, training and checkpoints all go via A", async () => {
     const { result, lines } = await sshHostExample({ host: { host: "rc-b", sshConfig: configPath }, verbose: false });
     expect(result.status).toBe("succeeded");
+    expect(result.machine?.address).toBe("rc-b");
     expect(result.exitCode).toBe(0);
     expect(lines).toContain("TRAINING_DONE");
   });

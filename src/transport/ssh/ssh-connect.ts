@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import type ssh2Module from "ssh2";
-import type { Client, ClientChannel, ConnectConfig, ServerHostKeyAlgorithm } from "ssh2";
+import type { AgentAuthMethod, Client, ClientChannel, ConnectConfig, PublicKeyAuthMethod, ServerHostKeyAlgorithm } from "ssh2";
 import { RunctlError, abortError } from "../../errors/runctl-error.js";
 import { lazyRequire } from "../../util/lazy-require.js";
 import { checkHostKey, hostKeyAlgorithmsFor, keyFingerprint, keyTypeOfBlob, knownHostsName, parseKnownHosts, type KnownHostEntry } from "./known-hosts.js";
@@ -71,10 +71,18 @@ async function resolveAuth(hop: ResolvedHop, agentOption: string | undefined, wh
     }
   } else if (hop.identityFiles.length > 0) {
     // The config's IdentityFiles, in order, then the agent: files that do not exist are skipped, as ssh does.
-    const methods: NonNullable<ConnectConfig["authHandler"]> & unknown[] = [];
+    const methods: Array<PublicKeyAuthMethod | AgentAuthMethod> = [];
     for (const path of hop.identityFiles) {
       if (!existsSync(path)) continue;
-      const k = await readFile(path);
+      let k: Buffer;
+      try {
+        k = await readFile(path);
+      } catch (cause) {
+        throw new RunctlError("INVALID_ARGUMENT", `Cannot read the SSH private key file ${path} (IdentityFile) for ${where}: ${(cause as NodeJS.ErrnoException).code ?? "error"}.`, {
+          cause,
+          details: { host: where, privateKeyPath: path },
+        });
+      }
       parseOrFail(k, hop.passphrase, where, `${path} (IdentityFile) `);
       methods.push({ type: "publickey", username: hop.username, key: k, ...(hop.passphrase === undefined ? {} : { passphrase: hop.passphrase }) });
     }
