@@ -53,7 +53,7 @@ export { PRICE_CATALOG, onDemandPrice } from "./cost/price-catalog.js";
 
 export { localTransport } from "./transport/local/index.js";
 export { sshTransport } from "./transport/ssh/index.js";
-export type { SshTransport, SshTransportOptions } from "./transport/ssh/index.js";
+export type { SshJumpHost, SshTransport, SshTransportOptions } from "./transport/ssh/index.js";
 export { shellQuote, shellJoin } from "./transport/shell-quote.js";
 export type { Transport, Command, ExecOptions, ExecResult, ExecHandle, OutputChunk } from "./transport/types.js";
 

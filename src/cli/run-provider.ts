@@ -37,12 +37,17 @@ function sshHostOf(machine: MachineRecord): SshHost {
   const knownHostsPath = text("knownHostsPath");
   const python = text("python");
   const rootDir = text("rootDir");
+  // An alias is resolved through the same SSH config file again; a jump chain given as a string is kept.
+  const sshConfig = machine["sshConfig"] === false ? false : text("sshConfig");
+  const proxyJump = text("proxyJump");
   return {
     host,
-    port: typeof machine["port"] === "number" ? machine["port"] : 22,
+    ...(typeof machine["port"] === "number" ? { port: machine["port"] } : {}),
     ...(username ? { username } : {}),
     ...(privateKeyPath ? { privateKeyPath } : {}),
     ...(knownHostsPath ? { knownHostsPath } : {}),
+    ...(sshConfig !== undefined ? { sshConfig } : {}),
+    ...(proxyJump ? { proxyJump } : {}),
     ...(python ? { python } : {}),
     ...(rootDir ? { rootDir } : {}),
   };

@@ -54,13 +54,13 @@ describe("docs/guides and the README: links resolve", () => {
 
   it("would fail on a missing file and on an anchor no heading has", () => {
     const page = join(guidesDir, "example.md");
-    const md = ["# Title", "## Spot and `.recover()`", "[ok](#spot-and-recover) [bad](#nowhere) [ok](s3.md#credentials) [web](https://example.com/x.md)", "[gone](nope.md) [bad](s3.md#no-such-heading)", "`[in code](nope2.md)`", "[pending](later.md)"].join("\n");
-    expect(linkProblems(page, md, new Set(["docs/guides/later.md"]))).toEqual([
+    const md = ["# Title", "## Spot and `.recover()`", "[ok](#spot-and-recover) [bad](#nowhere) [ok](s3.md#credentials) [web](https://example.com/x.md)", "[gone](nope.md) [bad](s3.md#no-such-heading)", "`[in code](nope2.md)`", "[pending](not-yet-written.md)"].join("\n");
+    expect(linkProblems(page, md, new Set(["docs/guides/not-yet-written.md"]))).toEqual([
       "docs/guides/example.md:3 -> #nowhere: no heading #nowhere on this page",
       "docs/guides/example.md:4 -> nope.md: docs/guides/nope.md does not exist",
       "docs/guides/example.md:4 -> s3.md#no-such-heading: no heading #no-such-heading in docs/guides/s3.md",
     ]);
-    expect(linkProblems(page, md, new Set())).toContain("docs/guides/example.md:6 -> later.md: docs/guides/later.md does not exist");
+    expect(linkProblems(page, md, new Set())).toContain("docs/guides/example.md:6 -> not-yet-written.md: docs/guides/not-yet-written.md does not exist");
   });
 
   it("the pending allowance is still needed (remove a page from PENDING once it is merged)", () => {

@@ -1,5 +1,6 @@
 import { RunctlError, isRunctlError, throwIfAborted } from "../../errors/runctl-error.js";
 import { sshTransport, type SshTransport } from "../../transport/ssh/ssh-transport.js";
+import { jumpList } from "../../transport/ssh/ssh-route.js";
 import type { SshTransportOptions } from "../../transport/ssh/ssh-transport-options.js";
 import type { Transport } from "../../transport/types.js";
 import type { Machine, MachineRecord, MachineState, Provider } from "../types.js";
@@ -31,7 +32,9 @@ export interface SshHostsOptions {
 
 /**
  * Machines you already have, over SSH: one host, or a pool that hands each run a free host and takes
- * it back when the run ends (runs beyond the pool's size wait for a host). Host keys are verified
+ * it back when the run ends (runs beyond the pool's size wait for a host). A host may be an alias of
+ * `~/.ssh/config` (or of the `sshConfig` file), whose `HostName`, `User`, `Port`, `IdentityFile` and
+ * `ProxyJump` apply; `proxyJump` connects through jump hosts. Host keys (of every hop) are verified
  * against known_hosts. A host that cannot be reached is skipped in a pool; with one host it is a
  * typed error (HOST_UNREACHABLE, AUTH_FAILED, HOST_KEY_MISMATCH) before anything runs.
  *
@@ -149,10 +152,14 @@ export function machineOf(host: SshHost, transport: Transport, rootDir: string):
     provider: "ssh-hosts",
     id,
     host: host.host,
-    port: host.port ?? 22,
+    // Only a port given in code: an alias's port comes from the SSH config again on reattach.
+    port: host.port,
     username: host.username,
     privateKeyPath: host.privateKeyPath,
     knownHostsPath: host.knownHostsPath,
+    // The config file and jump chain are needed to reach an alias again (objects with keys are not kept).
+    sshConfig: host.sshConfig,
+    proxyJump: typeof host.proxyJump === "string" ? host.proxyJump : undefined,
     python: host.python,
     rootDir,
   };
@@ -181,12 +188,16 @@ export function hostFromRecord(record: MachineRecord): SshHost {
   const knownHostsPath = str("knownHostsPath");
   const python = str("python");
   const rootDir = str("rootDir");
+  const sshConfig = record["sshConfig"] === false ? false : str("sshConfig");
+  const proxyJump = str("proxyJump");
   return {
     host,
-    port: typeof record["port"] === "number" ? record["port"] : 22,
+    ...(typeof record["port"] === "number" ? { port: record["port"] } : {}),
     ...(username ? { username } : {}),
     ...(privateKeyPath ? { privateKeyPath } : {}),
     ...(knownHostsPath ? { knownHostsPath } : {}),
+    ...(sshConfig !== undefined ? { sshConfig } : {}),
+    ...(proxyJump ? { proxyJump } : {}),
     ...(python ? { python } : {}),
     ...(rootDir ? { rootDir } : {}),
   };
@@ -214,6 +225,16 @@ export function parseHost(value: SshHost | string, caller = "sshHosts()"): SshHo
   }
   if (value.port !== undefined && (!Number.isInteger(value.port) || value.port < 1 || value.port > 65535)) {
     throw new RunctlError("INVALID_ARGUMENT", `${caller}: port ${value.port} is not a TCP port.`);
+  }
+  if (value.sshConfig !== undefined && value.sshConfig !== false && (typeof value.sshConfig !== "string" || value.sshConfig === "")) {
+    throw new RunctlError("INVALID_ARGUMENT", `${caller}: sshConfig must be a file path or false.`);
+  }
+  if (value.proxyJump !== undefined) {
+    const jumps = jumpList(value.proxyJump);
+    for (const j of jumps) {
+      if (typeof j !== "object" || j === null || typeof j.host !== "string" || j.host === "") throw new RunctlError("INVALID_ARGUMENT", `${caller}: each proxyJump host needs a \`host\`.`);
+      if (j.port !== undefined && (!Number.isInteger(j.port) || j.port < 1 || j.port > 65535)) throw new RunctlError("INVALID_ARGUMENT", `${caller}: proxyJump port ${j.port} is not a TCP port.`);
+    }
   }
   return value;
 }

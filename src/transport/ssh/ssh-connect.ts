@@ -1,12 +1,13 @@
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { homedir, userInfo } from "node:os";
+import { homedir } from "node:os";
 import { join } from "node:path";
 import type ssh2Module from "ssh2";
-import type { Client, ConnectConfig, ServerHostKeyAlgorithm } from "ssh2";
+import type { AgentAuthMethod, Client, ClientChannel, ConnectConfig, PublicKeyAuthMethod, ServerHostKeyAlgorithm } from "ssh2";
 import { RunctlError, abortError } from "../../errors/runctl-error.js";
 import { lazyRequire } from "../../util/lazy-require.js";
 import { checkHostKey, hostKeyAlgorithmsFor, keyFingerprint, keyTypeOfBlob, knownHostsName, parseKnownHosts, type KnownHostEntry } from "./known-hosts.js";
+import { resolveSshRoute, type ResolvedHop, type SshRoute } from "./ssh-route.js";
 import { SSH_TRANSPORT_DEFAULTS, type SshTransportOptions } from "./ssh-transport-options.js";
 
 // Loaded on the first connection, not with `runctl` (it was about 40 ms of `import("runctl")`).
@@ -37,14 +38,29 @@ export function displayHost(options: Pick<SshTransportOptions, "host" | "port">)
   return port === 22 ? options.host : `${options.host}:${port}`;
 }
 
-type Auth = Pick<ConnectConfig, "privateKey" | "passphrase" | "agent">;
+type Auth = Pick<ConnectConfig, "privateKey" | "passphrase" | "agent" | "authHandler">;
 
-async function resolveAuth(options: SshTransportOptions, where: string): Promise<Auth> {
+function parseOrFail(key: Buffer, passphrase: string | undefined, where: string, source: string): void {
+  const parsed = loadSsh2().utils.parseKey(key, passphrase);
+  if (parsed instanceof Error) {
+    const encrypted = /encrypted|passphrase/i.test(parsed.message);
+    throw new RunctlError(
+      "AUTH_FAILED",
+      encrypted
+        ? `The SSH private key ${source}for ${where} is encrypted and the passphrase is missing or wrong.`
+        : `The SSH private key ${source}for ${where} could not be read (unsupported or corrupt key format).`,
+      { details: { host: where } },
+    );
+  }
+}
+
+async function resolveAuth(hop: ResolvedHop, agentOption: string | undefined, where: string): Promise<Auth> {
   let key: Buffer | undefined;
-  if (options.privateKey !== undefined) {
-    key = typeof options.privateKey === "string" ? Buffer.from(options.privateKey) : Buffer.from(options.privateKey);
-  } else if (options.privateKeyPath !== undefined) {
-    const path = expandHome(options.privateKeyPath);
+  const agent = agentOption ?? process.env["SSH_AUTH_SOCK"];
+  if (hop.privateKey !== undefined) {
+    key = typeof hop.privateKey === "string" ? Buffer.from(hop.privateKey) : Buffer.from(hop.privateKey);
+  } else if (hop.privateKeyPath !== undefined) {
+    const path = expandHome(hop.privateKeyPath);
     try {
       key = await readFile(path);
     } catch (cause) {
@@ -53,8 +69,27 @@ async function resolveAuth(options: SshTransportOptions, where: string): Promise
         details: { host: where, privateKeyPath: path },
       });
     }
-  } else {
-    const agent = options.agent ?? process.env["SSH_AUTH_SOCK"];
+  } else if (hop.identityFiles.length > 0) {
+    // The config's IdentityFiles, in order, then the agent: files that do not exist are skipped, as ssh does.
+    const methods: Array<PublicKeyAuthMethod | AgentAuthMethod> = [];
+    for (const path of hop.identityFiles) {
+      if (!existsSync(path)) continue;
+      let k: Buffer;
+      try {
+        k = await readFile(path);
+      } catch (cause) {
+        throw new RunctlError("INVALID_ARGUMENT", `Cannot read the SSH private key file ${path} (IdentityFile) for ${where}: ${(cause as NodeJS.ErrnoException).code ?? "error"}.`, {
+          cause,
+          details: { host: where, privateKeyPath: path },
+        });
+      }
+      parseOrFail(k, hop.passphrase, where, `${path} (IdentityFile) `);
+      methods.push({ type: "publickey", username: hop.username, key: k, ...(hop.passphrase === undefined ? {} : { passphrase: hop.passphrase }) });
+    }
+    if (agent !== undefined && agent !== "") methods.push({ type: "agent", username: hop.username, agent });
+    if (methods.length > 0) return { authHandler: methods };
+  }
+  if (key === undefined) {
     if (agent !== undefined && agent !== "") return { agent };
     for (const name of ["id_ed25519", "id_ecdsa", "id_rsa"]) {
       const path = join(homedir(), ".ssh", name);
@@ -71,18 +106,8 @@ async function resolveAuth(options: SshTransportOptions, where: string): Promise
       );
     }
   }
-  const parsed = loadSsh2().utils.parseKey(key, options.passphrase);
-  if (parsed instanceof Error) {
-    const encrypted = /encrypted|passphrase/i.test(parsed.message);
-    throw new RunctlError(
-      "AUTH_FAILED",
-      encrypted
-        ? `The SSH private key for ${where} is encrypted and the passphrase is missing or wrong.`
-        : `The SSH private key for ${where} could not be read (unsupported or corrupt key format).`,
-      { details: { host: where } },
-    );
-  }
-  return options.passphrase === undefined ? { privateKey: key } : { privateKey: key, passphrase: options.passphrase };
+  parseOrFail(key, hop.passphrase, where, "");
+  return hop.passphrase === undefined ? { privateKey: key } : { privateKey: key, passphrase: hop.passphrase };
 }
 
 async function readKnownHosts(path: string): Promise<KnownHostEntry[]> {
@@ -109,10 +134,13 @@ export interface OpenConnectionOptions {
 
 /**
  * Opens one authenticated SSH connection (no retries), verifying the host key against known_hosts.
- * The returned client always has an 'error' listener attached.
+ * The host is looked up in the SSH config file first (see {@link SshTransportOptions.sshConfig}); with
+ * jump hosts, each hop is connected through the previous one and verified the same way, and closing the
+ * returned client closes them all. The returned client always has an 'error' listener attached.
  *
  * Errors: HOST_KEY_MISMATCH (unknown, changed or revoked host key; not retryable), AUTH_FAILED,
- * HOST_UNREACHABLE (refused, no route, timeout; retryable), ABORTED, INVALID_ARGUMENT.
+ * HOST_UNREACHABLE (refused, no route, timeout; retryable), ABORTED, INVALID_ARGUMENT. An error at a
+ * jump host keeps its code and names the hop (`details.hop`, `details.jumpHost`).
  *
  * @example
  * ```ts
@@ -121,12 +149,78 @@ export interface OpenConnectionOptions {
  * ```
  */
 export async function openSshConnection(options: SshTransportOptions, open: OpenConnectionOptions = {}): Promise<Client> {
-  const where = displayHost(options);
-  const port = options.port ?? SSH_TRANSPORT_DEFAULTS.port;
   if (open.signal?.aborted) throw abortError(open.signal);
-  const auth = await resolveAuth(options, where);
+  const route = await resolveSshRoute(options);
+  const hops = [...route.jumps, route.target];
+  const clients: Client[] = [];
+  try {
+    for (let i = 0; i < hops.length; i++) {
+      const hop = hops[i]!;
+      let sock: ClientChannel | undefined;
+      try {
+        sock = i === 0 ? undefined : await forwardThrough(clients[i - 1]!, hops[i - 1]!, hop, open.signal);
+      } catch (err) {
+        // The previous jump host could not reach this hop: that jump host is the one named.
+        throw hopError(err, i - 1, route);
+      }
+      try {
+        clients.push(await connectHop(hop, options, sock, open));
+      } catch (err) {
+        throw i < route.jumps.length ? hopError(err, i, route) : err;
+      }
+    }
+  } catch (err) {
+    for (const c of clients.reverse()) c.end();
+    throw err;
+  }
+  const target = clients[clients.length - 1]!;
+  if (clients.length > 1) target.once("close", () => clients.slice(0, -1).forEach((c) => c.end()));
+  return target;
+}
+
+/** An error at jump host `i`: the same code and retryability, with the hop named. */
+function hopError(err: unknown, i: number, route: SshRoute): unknown {
+  if (!(err instanceof RunctlError) || err.code === "ABORTED") return err;
+  const jump = route.jumps[i]!;
+  return new RunctlError(err.code, `Jump host ${i + 1} of ${route.jumps.length} (${jump.label}) on the way to ${route.target.label} failed: ${err.message}`, {
+    cause: err,
+    retryable: err.retryable,
+    details: { ...err.details, hop: i + 1, jumpHost: jump.label, target: route.target.label },
+  });
+}
+
+/** A TCP stream to `next`, opened by the jump host `via` (a `direct-tcpip` channel, as `ssh -J` uses). */
+async function forwardThrough(via: Client, viaHop: ResolvedHop, next: ResolvedHop, signal: AbortSignal | undefined): Promise<ClientChannel> {
+  return await new Promise<ClientChannel>((resolve, reject) => {
+    const onAbort = (): void => reject(abortError(signal!));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    via.forwardOut("127.0.0.1", 0, next.host, next.port, (err, stream) => {
+      signal?.removeEventListener("abort", onAbort);
+      if (err) {
+        reject(
+          new RunctlError("HOST_UNREACHABLE", `The jump host ${viaHop.label} could not open a connection to ${next.label}: ${err.message}.`, {
+            cause: err,
+            retryable: true,
+            details: { host: next.label, via: viaHop.label },
+          }),
+        );
+      } else if (signal?.aborted) {
+        stream.destroy();
+      } else {
+        resolve(stream);
+      }
+    });
+  });
+}
+
+/** One hop: authenticates to `hop` over a fresh TCP connection or over `sock` (a jump host's channel). */
+async function connectHop(hop: ResolvedHop, options: SshTransportOptions, sock: ClientChannel | undefined, open: OpenConnectionOptions): Promise<Client> {
+  const where = hop.label;
+  const port = hop.port;
+  if (open.signal?.aborted) throw abortError(open.signal);
+  const auth = await resolveAuth(hop, options.agent, where);
   const insecure = options.insecureSkipHostKeyCheck === true;
-  const knownHostsPath = expandHome(options.knownHostsPath ?? SSH_TRANSPORT_DEFAULTS.knownHostsPath);
+  const knownHostsPath = hop.knownHostsPath;
   const known = insecure ? [] : await readKnownHosts(knownHostsPath);
   if (insecure) {
     const message = `runctl: host key checking is OFF for ${where} (insecureSkipHostKeyCheck). Anyone on the network path can impersonate this host and read everything sent to it.`;
@@ -137,18 +231,18 @@ export async function openSshConnection(options: SshTransportOptions, open: Open
   let hostKeyError: RunctlError | undefined;
   const hostVerifier = (key: Buffer): boolean => {
     if (insecure) return true;
-    const verdict = checkHostKey(known, options.host, port, key);
+    const verdict = checkHostKey(known, hop.host, port, key);
     if (verdict.status === "match") return true;
     const fp = keyFingerprint(key);
     const type = keyTypeOfBlob(key);
-    const name = knownHostsName(options.host, port);
+    const name = knownHostsName(hop.host, port);
     const details = { host: where, knownHostsPath, presentedKeyType: type, presentedFingerprint: fp };
     if (verdict.status === "unknown") {
       hostKeyError = new RunctlError(
         "HOST_KEY_MISMATCH",
         `The host key of ${where} is not in ${knownHostsPath}, so its identity cannot be verified. It presented ${type} ${fp}. ` +
           `If that fingerprint is right (compare with \`ssh-keygen -lf /etc/ssh/ssh_host_${type.replace(/^ssh-/, "").replace(/-sha2-nistp\d+$/, "")}_key.pub\` on the host), add it with ` +
-          `\`ssh-keyscan -p ${port} -t ${type} ${options.host} >> ${knownHostsPath}\` (or connect once with ssh), or pass knownHostsPath; ` +
+          `\`ssh-keyscan -p ${port} -t ${type} ${hop.host} >> ${knownHostsPath}\` (or connect once with ssh), or pass knownHostsPath; ` +
           `insecureSkipHostKeyCheck: true turns the check off (insecure).`,
         { details: { ...details, reason: "unknown" } },
       );
@@ -167,12 +261,13 @@ export async function openSshConnection(options: SshTransportOptions, open: Open
     return false;
   };
 
-  const algorithms = insecure ? undefined : hostKeyAlgorithmsFor(known, options.host, port);
+  const algorithms = insecure ? undefined : hostKeyAlgorithmsFor(known, hop.host, port);
   const config: ConnectConfig = {
-    host: options.host,
+    host: hop.host,
     port,
-    username: options.username ?? userInfo().username,
+    username: hop.username,
     ...auth,
+    ...(sock ? { sock } : {}),
     hostVerifier,
     keepaliveInterval: options.keepaliveIntervalMs ?? SSH_TRANSPORT_DEFAULTS.keepaliveIntervalMs,
     keepaliveCountMax: options.keepaliveCountMax ?? SSH_TRANSPORT_DEFAULTS.keepaliveCountMax,

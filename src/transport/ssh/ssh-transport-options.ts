@@ -12,7 +12,10 @@
  * ```
  */
 export interface SshTransportOptions {
-  /** Host name or address. */
+  /**
+   * Host name, address, or a `Host` alias of the SSH config file (see `sshConfig`): its `HostName`,
+   * `User`, `Port`, `IdentityFile`, `ProxyJump` and `UserKnownHostsFile` apply unless set here.
+   */
   readonly host: string;
   /** TCP port. @defaultValue 22 */
   readonly port?: number | undefined;
@@ -38,6 +41,19 @@ export interface SshTransportOptions {
    * @defaultValue false
    */
   readonly insecureSkipHostKeyCheck?: boolean | undefined;
+  /**
+   * The OpenSSH client config file that `host` is looked up in (`~/` is expanded; a missing file is
+   * an empty config), or `false` to read none. Options set here win over the file.
+   * @defaultValue `"~/.ssh/config"`
+   */
+  readonly sshConfig?: string | false | undefined;
+  /**
+   * Jump hosts to connect through, first to last (like `ssh -J`): `"user@bastion:port,inner"` (each
+   * name is looked up in `sshConfig` too), a list of {@link SshJumpHost}, or `"none"` to ignore a
+   * `ProxyJump` of the config file. Every hop's host key is verified like the target's.
+   * @defaultValue the config file's `ProxyJump`, else none
+   */
+  readonly proxyJump?: string | readonly (SshJumpHost | string)[] | undefined;
   /** Receives warnings (an insecure host key setting). @defaultValue `process.emitWarning` */
   readonly onWarning?: ((message: string) => void) | undefined;
   /** Interval of SSH keepalive probes; a dead or partitioned link is noticed after about interval × countMax. @defaultValue 1000 */
@@ -57,6 +73,33 @@ export interface SshTransportOptions {
 }
 
 /**
+ * One jump host of {@link SshTransportOptions.proxyJump}. Settings not given come from the SSH config
+ * file's entry for `host`, then from defaults; the target's `knownHostsPath`, `agent`,
+ * `insecureSkipHostKeyCheck` and timeouts apply to every hop. A jump host's own `ProxyJump` is ignored.
+ *
+ * @example
+ * ```ts
+ * const bastion: SshJumpHost = { host: "bastion.example.com", username: "jump", privateKeyPath: "~/.ssh/bastion" };
+ * ```
+ */
+export interface SshJumpHost {
+  /** Host name, address or SSH config alias of the jump host. */
+  readonly host: string;
+  /** TCP port. @defaultValue the config file's `Port`, else 22 */
+  readonly port?: number | undefined;
+  /** Login user. @defaultValue the config file's `User`, else the local user name */
+  readonly username?: string | undefined;
+  /** Private key contents. @defaultValue none: `privateKeyPath`, then the config's `IdentityFile`s, then the agent and default keys */
+  readonly privateKey?: string | Uint8Array | undefined;
+  /** Path of the private key file (`~/` is expanded). @defaultValue none */
+  readonly privateKeyPath?: string | undefined;
+  /** Passphrase of an encrypted private key. @defaultValue none */
+  readonly passphrase?: string | undefined;
+  /** known_hosts file for this hop. @defaultValue the target's `knownHostsPath`, else the config's `UserKnownHostsFile`, else `~/.ssh/known_hosts` */
+  readonly knownHostsPath?: string | undefined;
+}
+
+/**
  * Defaults of {@link SshTransportOptions}.
  *
  * @example
@@ -67,6 +110,7 @@ export interface SshTransportOptions {
 export const SSH_TRANSPORT_DEFAULTS = {
   port: 22,
   knownHostsPath: "~/.ssh/known_hosts",
+  sshConfig: "~/.ssh/config",
   keepaliveIntervalMs: 1000,
   keepaliveCountMax: 3,
   readyTimeoutMs: 20_000,
