@@ -121,6 +121,8 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       username: record.username,
       ...(record.privateKeyPath ? { privateKeyPath: record.privateKeyPath } : {}),
       ...(record.knownHostsPath ? { knownHostsPath: record.knownHostsPath } : {}),
+      // runctl made this instance, its key and its address: a user's `Host *` lines are not for it.
+      sshConfig: false,
       onWarning: warn,
     });
   };
