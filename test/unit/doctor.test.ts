@@ -1,4 +1,4 @@
-import { CreateSecurityGroupCommand, DescribeInstancesCommand, ImportKeyPairCommand, RunInstancesCommand } from "@aws-sdk/client-ec2";
+import { CreateSecurityGroupCommand, DescribeInstancesCommand, EC2Client, ImportKeyPairCommand, RunInstancesCommand } from "@aws-sdk/client-ec2";
 import { describe, expect, it } from "vitest";
 import { RunctlError, doctor, local, type DoctorCheck, type Provider } from "runctl";
 import { ec2 } from "runctl/aws";
@@ -127,6 +127,14 @@ describe("doctor() on the mocked EC2 control plane", () => {
       expect.stringMatching(/^ {7}fix: Allow ec2:RunInstances \(statement Ec2LaunchTaggedResources\) for this user or role: docs\/iam-policy\.json/),
     ]);
     expect(fake.instances.size).toBe(0);
+  });
+
+  it("credentials that do not resolve fail first, and no EC2 call is made", async () => {
+    const fake = fakeEc2();
+    const noCredentials = new EC2Client({ region: "us-east-1", maxAttempts: 1, credentials: () => Promise.reject(new Error("Could not load credentials from any providers")) });
+    const report = await doctor(ec2({ region: "us-east-1", instanceType: "t3.micro", clients: { ec2: noCredentials, ssm: fake.ssm } }));
+    expect(report.ok).toBe(false);
+    expect(report.checks).toEqual([expect.objectContaining({ id: "aws-credentials", status: "fail", detail: "Could not load credentials from any providers", fix: expect.stringMatching(/aws configure/) })]);
   });
 });
 
