@@ -85,7 +85,8 @@ export async function ec2DoctorChecks(clients: { readonly ec2: EC2Client; readon
       id: "aws-credentials",
       title: `AWS credentials (${options.region})`,
       status: "fail",
-      code: "CREDENTIALS",
+      // The SDK's own error name (CredentialsProviderError): there is no AWS code before a call.
+      ...(err instanceof Error && err.name !== "Error" ? { code: err.name } : {}),
       detail: err instanceof Error ? err.message : String(err),
       fix: "Configure AWS credentials: `aws configure` (or AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, an instance role).",
     });
