@@ -30,6 +30,9 @@ export type { LogsOptions } from "./run/training-run.js";
 export type { RunResult, CommittedCheckpoint, RunInterruption } from "./run/run-result.js";
 export type * from "./run/events.js";
 export type { AttachOptions } from "./engine/attach-run.js";
+export { doctor } from "./engine/doctor/doctor.js";
+export type { DoctorTarget, DoctorOptions, DoctorReport } from "./engine/doctor/doctor.js";
+export type { DoctorCheck, DoctorStatus } from "./util/doctor-check.js";
 export type { PlanSummary } from "./plan/plan-summary.js";
 export type { ProvisionedMachine } from "./plan/provisioned-machine.js";
 export type { SyncResult, SyncPlan } from "./sync/sync-tree.js";
@@ -37,7 +40,7 @@ export type { LargestEntries, LargestEntry } from "./sync/size-guard.js";
 
 export { local } from "./providers/local/index.js";
 export type { LocalProviderOptions } from "./providers/local/index.js";
-export type { Provider, Machine, MachineRecord, MachineState, ProvisionRequest, PlannedResource, ProviderPlan, ProviderPlanRequest } from "./providers/types.js";
+export type { Provider, Machine, MachineRecord, MachineState, ProvisionRequest, PlannedResource, ProviderPlan, ProviderPlanRequest, ProviderDoctorReport } from "./providers/types.js";
 
 export { sshHosts } from "./providers/ssh-hosts/index.js";
 export type { SshHost, SshHostsOptions } from "./providers/ssh-hosts/index.js";

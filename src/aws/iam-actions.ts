@@ -77,7 +77,7 @@ export const AWS_FEATURES: readonly AwsFeature[] = [
   {
     sid: "Ec2Launch",
     title: "EC2 launch: resolve the image, launch tagged instances, price them, renew their expiry, terminate them",
-    usedBy: ["providers/ec2/ec2-provider.ts", "providers/ec2/launch-instance.ts", "providers/ec2/machine-image.ts", "providers/ec2/instance-state.ts", "providers/ec2/spot-price.ts"],
+    usedBy: ["providers/ec2/ec2-provider.ts", "providers/ec2/launch-instance.ts", "providers/ec2/machine-image.ts", "providers/ec2/instance-state.ts", "providers/ec2/spot-price.ts", "providers/ec2/ec2-doctor.ts"],
     calls: [
       "client-ec2:RunInstances",
       "client-ec2:TerminateInstances",
@@ -109,7 +109,7 @@ export const AWS_FEATURES: readonly AwsFeature[] = [
   {
     sid: "Ec2SshAccess",
     title: "SSH access (the default): a per-run key pair and a security group open on port 22 to one address",
-    usedBy: ["providers/ec2/access-resources.ts"],
+    usedBy: ["providers/ec2/access-resources.ts", "providers/ec2/ec2-doctor.ts"],
     calls: [
       "client-ec2:DescribeSubnets",
       "client-ec2:DescribeVpcs",

@@ -9,7 +9,7 @@ import { UsageError } from "./cli-errors.js";
  * for (const name of COMMAND_NAMES) console.log(helpText(name));
  * ```
  */
-export const COMMAND_NAMES = ["quickstart", "ls", "logs", "attach", "checkpoints", "cancel", "sweep", "plan"] as const;
+export const COMMAND_NAMES = ["quickstart", "ls", "logs", "attach", "checkpoints", "cancel", "sweep", "plan", "doctor"] as const;
 
 /**
  * One of {@link COMMAND_NAMES}.
@@ -51,7 +51,8 @@ export type ParsedCli =
   | { readonly kind: "checkpoints"; readonly json: boolean; readonly runId: string; readonly verify: boolean }
   | { readonly kind: "cancel"; readonly json: boolean; readonly runId: string; readonly strategy: CliCancelStrategy }
   | { readonly kind: "sweep"; readonly json: boolean; readonly dryRun: boolean; readonly force: boolean; readonly region: string | undefined; readonly owner: string | undefined }
-  | { readonly kind: "plan"; readonly json: boolean; readonly file: string };
+  | { readonly kind: "plan"; readonly json: boolean; readonly file: string }
+  | { readonly kind: "doctor"; readonly json: boolean; readonly file: string | undefined; readonly host: string | undefined; readonly identity: string | undefined };
 
 type OptionSpec = Record<string, { type: "boolean" | "string"; short?: string | undefined }>;
 
@@ -66,9 +67,12 @@ const COMMAND_OPTIONS: Record<CommandName, OptionSpec> = {
   cancel: { strategy: { type: "string" } },
   sweep: { "dry-run": { type: "boolean" }, force: { type: "boolean" }, region: { type: "string" }, owner: { type: "string" } },
   plan: {},
+  doctor: { host: { type: "string" }, identity: { type: "string" } },
 };
 // The one positional each command takes, if any (named as in its usage line).
-const POSITIONAL: Record<CommandName, string | undefined> = { quickstart: undefined, ls: undefined, logs: "RUN", attach: "RUN", checkpoints: "RUN", cancel: "RUN", sweep: undefined, plan: "FILE" };
+const POSITIONAL: Record<CommandName, string | undefined> = { quickstart: undefined, ls: undefined, logs: "RUN", attach: "RUN", checkpoints: "RUN", cancel: "RUN", sweep: undefined, plan: "FILE", doctor: "FILE" };
+// Commands whose positional may be left out (doctor: this machine).
+const OPTIONAL_POSITIONAL: ReadonlySet<CommandName> = new Set(["doctor"]);
 
 const STRATEGIES: readonly CliCancelStrategy[] = ["interrupt", "kill"];
 
@@ -146,11 +150,11 @@ function build(command: CommandName, { flags, positionals }: CommandValues): Par
   const json = flags["json"] === true;
   const name = POSITIONAL[command];
   if (name === undefined && positionals.length > 0) throw new UsageError(`${command} takes no arguments, got ${JSON.stringify(positionals[0])}`);
-  if (name !== undefined && positionals.length === 0) throw new UsageError(`${command} needs ${name}`);
+  if (name !== undefined && positionals.length === 0 && !OPTIONAL_POSITIONAL.has(command)) throw new UsageError(`${command} needs ${name}`);
   if (positionals.length > 1) throw new UsageError(`${command} takes one ${name}, got ${positionals.length} arguments`);
   const arg = positionals[0] ?? "";
   if (name === "RUN" && !RUN_ID.test(arg)) throw new UsageError(`${JSON.stringify(arg)} is not a run id (letters, digits, - and _)`);
-  if (name === "FILE" && arg === "") throw new UsageError(`${command} needs a non-empty FILE`);
+  if (name === "FILE" && arg === "" && positionals.length > 0) throw new UsageError(`${command} needs a non-empty FILE`);
   const text = (flag: string): string | undefined => {
     const value = flags[flag];
     if (typeof value !== "string") return undefined;
@@ -185,5 +189,12 @@ function build(command: CommandName, { flags, positionals }: CommandValues): Par
       return { kind: "sweep", json, dryRun: flags["dry-run"] === true, force: flags["force"] === true, region: text("region"), owner: text("owner") };
     case "plan":
       return { kind: "plan", json, file: arg };
+    case "doctor": {
+      const host = text("host");
+      const identity = text("identity");
+      if (host !== undefined && positionals.length > 0) throw new UsageError("doctor: give FILE or --host, not both");
+      if (identity !== undefined && host === undefined) throw new UsageError("doctor: --identity goes with --host");
+      return { kind: "doctor", json, file: positionals.length > 0 ? arg : undefined, host, identity };
+    }
   }
 }

@@ -27,6 +27,7 @@ Commands:
   cancel RUN               stop a running run from another process (--strategy interrupt|kill)
   sweep [--dry-run]        delete cloud resources runctl made that are no longer needed
   plan FILE                the dry run of a plan module (exports plan and script)
+  doctor [FILE|--host H]   check a target before the first run (SSH, Python, disk, GPU, S3, AWS IAM)
 
 Every command takes --json (stdout: one JSON document, or JSON lines for quickstart, logs -f and
 attach; every document and line has "schemaVersion":1) and --help. Data goes to stdout; messages
@@ -156,6 +157,24 @@ lacks the exports.
 
 Flags:
   --json    {"schemaVersion":1,"file","script","plan":{provider,steps,resources,sync,checkpoints,estimate}}
+`,
+  doctor: `Usage: runctl doctor [FILE | --host user@host[:port] [--identity KEY]] [--json]
+
+Checks a target before its first run and prints what to fix, one line per check
+(ok, ! warning, x failure). Nothing is created, leased or trusted.
+
+  (no argument)   this machine: Python >= 3.8, torch, free disk in $RUNCTL_HOME, GPUs (nvidia-smi)
+  --host H        an SSH host: connects (host key verified against ~/.ssh/known_hosts; an unknown
+                  key is reported with the ssh-keyscan line to run, never trusted), then the same
+  FILE            a plan module (like runctl plan FILE): its provider (EC2: credentials and the IAM
+                  actions a run needs, by DryRun) and its storages (a small list; boto3 or aws CLI)
+
+Flags:
+  --host H        user@host[:port] of an SSH host
+  --identity KEY  the private key for --host (default: ssh-agent, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa)
+  --json          {"schemaVersion":1,"ok","checks":[{id,title,status,detail,fix?,code?}]}
+
+Exit 1 when a check failed (warnings do not count).
 `,
 };
 

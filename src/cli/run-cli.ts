@@ -61,5 +61,7 @@ async function dispatch(cli: ParsedCli, io: CliIo): Promise<ExitCode> {
       return (await import("./sweep-command.js")).sweepCommand(cli, io);
     case "plan":
       return (await import("./plan-command.js")).planCommand(cli, io);
+    case "doctor":
+      return (await import("./doctor-command.js")).doctorCommand(cli, io);
   }
 }

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { RunctlError } from "../errors/runctl-error.js";
 import type { Provider } from "../providers/types.js";
 import { startRun } from "../engine/start-run.js";
+import { doctor, type DoctorOptions, type DoctorReport } from "../engine/doctor/doctor.js";
 import type { TrainingRun } from "../run/training-run.js";
 import { buildRunSpec } from "./build-run-spec.js";
 import { parseContainer, type ContainerOptions } from "./container-options.js";
@@ -282,6 +283,23 @@ export class RunPlan {
       this.checkCommand(".plan()", script, hyperparams, parsed.args ?? []);
     }
     return summarizePlan(this.state, script, options);
+  }
+
+  /**
+   * Checks this plan's target before a first run (`runctl doctor FILE`): its provider's machines
+   * (reachable, Python, torch, disk, GPU; EC2: credentials and IAM actions by DryRun) and the
+   * storages of `.checkpoints()`, `.data()` and `.outputs()`. Creates nothing; see {@link doctor}.
+   *
+   * @example
+   * ```ts
+   * const report = await Runctl.instance(local()).doctor();
+   * console.log(report.ok ? "ready" : report.checks.filter((c) => c.status === "fail"));
+   * ```
+   */
+  doctor(options: DoctorOptions = {}): Promise<DoctorReport> {
+    const storages = [this.state.checkpoints?.storage, ...this.state.data.map((d) => (d.kind === "storage" ? d.storage : undefined)), this.state.outputs];
+    const unique = [...new Map(storages.filter((s): s is Storage => s !== undefined).map((s) => [s.uri, s])).values()];
+    return doctor({ provider: this.state.provider, storages: unique }, options);
   }
 
   /**

@@ -1,6 +1,7 @@
 import type { BatchEngine } from "./batch-types.js";
 import type { SweepReport } from "./sweep-types.js";
 import type { Transport } from "../transport/types.js";
+import type { DoctorCheck } from "../util/doctor-check.js";
 
 /** JSON facts about a machine, kept in the run journal so `Runctl.attach` can reach it again. */
 export interface MachineRecord {
@@ -68,6 +69,20 @@ export interface Machine {
    * command (which signals by pid), and never reaps by pid on it. Absent: the agent runs here.
    */
   readonly signalRun?: ((runDir: string, how: "interrupt" | "kill") => Promise<void>) | undefined;
+}
+
+/**
+ * What {@link Provider.doctor} found: its own checks, and machines that exist already (this machine,
+ * an SSH host) for the engine's checks of Python, disk and GPU. The engine closes their transports.
+ *
+ * @example
+ * ```ts
+ * const report: ProviderDoctorReport = { checks: [{ id: "transport", title: "this machine", status: "ok", detail: "local" }], machines: [] };
+ * ```
+ */
+export interface ProviderDoctorReport {
+  readonly checks: readonly DoctorCheck[];
+  readonly machines: readonly Machine[];
 }
 
 /** What the engine asks a provider for. */
@@ -192,6 +207,13 @@ export interface Provider {
   estimate?(options?: { readonly signal?: AbortSignal | undefined }): Promise<ProviderEstimate>;
   /** Finds and deletes leftovers of runs that are over or expired (only what runctl tagged). */
   sweep?(options: SweepOptions): Promise<SweepReport>;
+  /**
+   * Checks for `runctl doctor`, before a first run: can its machines be reached (SSH: connected, host
+   * key verified), may the account do what a run needs (EC2: credentials, IAM actions by DryRun).
+   * Creates nothing. Returns its own checks and the machines it could reach without creating
+   * anything, on which the engine then checks Python, disk and GPU (and closes their transports).
+   */
+  doctor?(options?: { readonly signal?: AbortSignal | undefined }): Promise<ProviderDoctorReport>;
   /**
    * Renews what marks a machine as still in use (EC2: `runctl:expires-at` on the instance and the
    * resources made for it), so that a sweep never takes a machine whose run is being followed.

@@ -19,6 +19,7 @@ import {
   type AccessContext,
 } from "./access-resources.js";
 import { validateEc2Options, type Ec2ProviderOptions } from "./ec2-options.js";
+import { ec2DoctorChecks } from "./ec2-doctor.js";
 import { AWS_SDK_MAX_ATTEMPTS, awsCall } from "../../aws/aws-call.js";
 import { describeInstance, machineStateOf } from "./instance-state.js";
 import { checkPrivateKeyFile } from "./local-key.js";
@@ -384,6 +385,8 @@ export function ec2(options: Ec2ProviderOptions): Provider {
   return {
     name: "ec2",
     sharesLocalFilesystem: false,
+    // The instance does not exist before a run: the account is checked, no machine (decision 0025).
+    doctor: async (opts) => ({ checks: await ec2DoctorChecks(aws(), options, opts?.signal), machines: [] }),
     // SSM stages stdin in S3: no client credentials may travel there (the instance profile is used).
     stdinLeavesCopy: access.kind === "ssm",
     async provision(request, opts) {

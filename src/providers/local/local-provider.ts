@@ -64,5 +64,11 @@ export function local(options: LocalProviderOptions = {}): Provider {
     plan() {
       return { resources: [], hourlyPriceUsd: 0 };
     },
+    async doctor(opts) {
+      throwIfAborted(opts?.signal);
+      // No mkdir: the doctor changes nothing (the disk check looks at the nearest existing folder).
+      const rootDir = resolve(options.rootDir ?? join(runctlHome(), "local"));
+      return { checks: [{ id: "transport", title: `this machine (${hostname()})`, status: "ok", detail: "runs locally, no connection needed" }], machines: [machineFor(rootDir)] };
+    },
   };
 }

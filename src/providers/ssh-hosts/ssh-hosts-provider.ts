@@ -4,6 +4,8 @@ import { jumpList } from "../../transport/ssh/ssh-route.js";
 import type { SshTransportOptions } from "../../transport/ssh/ssh-transport-options.js";
 import type { Transport } from "../../transport/types.js";
 import type { Machine, MachineRecord, MachineState, Provider } from "../types.js";
+import type { DoctorCheck } from "../../util/doctor-check.js";
+import { sshFailureCheck } from "./ssh-doctor.js";
 
 /** One SSH machine you already have. Everything but `host` is optional. */
 export interface SshHost extends SshTransportOptions {
@@ -135,6 +137,24 @@ export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[]
       const machine = await connect(host, opts?.signal);
       busy.add(machine.id);
       return machine;
+    },
+    async doctor(opts) {
+      // Every host of the pool, busy or not: nothing is leased, each gets its own connection.
+      const results = await Promise.all(
+        list.map(async (host) => {
+          try {
+            const machine = await connect(host, opts?.signal);
+            const check: DoctorCheck = host.insecureSkipHostKeyCheck
+              ? { id: "transport", title: `SSH to ${hostId(host)}`, status: "warn", detail: "connected, but the host key was NOT verified (insecureSkipHostKeyCheck)", fix: "Add the host key to known_hosts (ssh-keyscan, after comparing its fingerprint) and drop insecureSkipHostKeyCheck." }
+              : { id: "transport", title: `SSH to ${hostId(host)}`, status: "ok", detail: `connected; host key verified against ${host.knownHostsPath ?? "~/.ssh/known_hosts"}` };
+            return { check, machine };
+          } catch (err) {
+            if (isRunctlError(err) && err.code === "ABORTED") throw err;
+            return { check: sshFailureCheck(host, err), machine: undefined };
+          }
+        }),
+      );
+      return { checks: results.map((r) => r.check), machines: results.flatMap((r) => (r.machine ? [r.machine] : [])) };
     },
     plan() {
       return {
