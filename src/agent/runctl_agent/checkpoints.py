@@ -295,11 +295,13 @@ class CheckpointWatcher:
         prefix = ckpt_gen_prefix(self.run_id, name, seq)
         files = []
         total = 0
+        progress = self.sup.progress("checkpoint", sum(s[1] for s in sig), name)
         try:
+            progress.add(0)
             for rel in rels:
                 src = os.path.join(path, rel) if is_dir else path
                 fpath = rel if is_dir else name
-                size, digest = self.storage.put_file(prefix + "files/" + fpath, src)
+                size, digest = self.storage.put_file(prefix + "files/" + fpath, src, on_bytes=progress.add)
                 files.append({"path": fpath, "size": size, "sha256": digest})
                 total += size
             if entry_signature(path) != sig:
