@@ -29,6 +29,8 @@ export { TrainingRun } from "./run/training-run.js";
 export type { LogsOptions } from "./run/training-run.js";
 export type { RunResult, CommittedCheckpoint, RunInterruption } from "./run/run-result.js";
 export type * from "./run/events.js";
+export { createEventPrinter } from "./run/event-printer.js";
+export type { EventPrinter, EventPrinterOptions, EventPrinterStream } from "./run/event-printer.js";
 export type { AttachOptions } from "./engine/attach-run.js";
 export type { PlanSummary } from "./plan/plan-summary.js";
 export type { ProvisionedMachine } from "./plan/provisioned-machine.js";

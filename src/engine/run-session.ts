@@ -141,7 +141,7 @@ export class RunSession {
       runDir: run.runDir,
       start: this.journal.cursor,
       emit: (event, cursor) => {
-        this.emit(options.node !== undefined && (event.type === "log" || event.type === "metric" || event.type === "warning") ? { ...event, node: options.node } : event, cursor);
+        this.emit(options.node !== undefined && (event.type === "log" || event.type === "metric" || event.type === "warning" || event.type === "progress") ? { ...event, node: options.node } : event, cursor);
         options.onEvent?.(event);
       },
       metricPattern: options.metricPattern,
