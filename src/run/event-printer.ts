@@ -105,7 +105,7 @@ export function createEventPrinter(stream: EventPrinterStream, options: EventPri
     const key = progressLabel(event);
     let throttle = throttles.get(key);
     if (!throttle) {
-      throttle = createProgressThrottle((bytesDone, bytesTotal) => print(renderProgress({ ...event, bytesDone, bytesTotal })), lineIntervalMs);
+      throttle = createProgressThrottle((bytesDone, bytesTotal) => print(`  ${renderProgress({ ...event, bytesDone, bytesTotal })}`), lineIntervalMs);
       throttles.set(key, throttle);
     }
     throttle(event.bytesDone, event.bytesTotal);
