@@ -37,6 +37,7 @@ export type { ProvisionedMachine } from "./plan/provisioned-machine.js";
 export type { SyncResult, SyncPlan } from "./sync/sync-tree.js";
 export type { LargestEntries, LargestEntry } from "./sync/size-guard.js";
 
+export type { LogEntry, LogLevel, LogSource, LoggerMethods, RunctlLogger } from "./util/logger.js";
 export { local } from "./providers/local/index.js";
 export type { LocalProviderOptions } from "./providers/local/index.js";
 export type { Provider, Machine, MachineRecord, MachineState, ProvisionRequest, PlannedResource, ProviderPlan, ProviderPlanRequest } from "./providers/types.js";
