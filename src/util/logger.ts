@@ -48,7 +48,7 @@ export interface LoggerMethods {
 }
 
 /**
- * The `logger` option of the providers (`local`, `sshHosts`, `slurm`) and of `sshTransport`:
+ * The `logger` option of the providers (`local`, `sshHosts`, `slurm`, `ec2`) and of `sshTransport`:
  * methods per level ({@link LoggerMethods}, `console` works), or one function that gets every
  * {@link LogEntry} (kysely's `log` style). Without one, runctl logs nothing.
  *
