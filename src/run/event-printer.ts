@@ -1,5 +1,4 @@
 import { formatBytes } from "../util/format-bytes.js";
-import { createProgressThrottle } from "../util/progress-throttle.js";
 import type { ProgressEvent, RunEvent } from "./events.js";
 import { progressLabel, progressPercent, renderEvent, renderProgress } from "./render-event.js";
 
@@ -39,7 +38,11 @@ export interface EventPrinterOptions {
   readonly tty?: boolean | undefined;
   /** Show `progress` events at all. @defaultValue true */
   readonly progress?: boolean | undefined;
-  /** Off a terminal, at most one progress line per transfer this often (the first and the last always print). @defaultValue 1000 */
+  /**
+   * Off a terminal, at most one progress line per transfer this often, by the events' `time`; a
+   * transfer that takes less prints no line, one that takes longer ends with its 100% line.
+   * @defaultValue 1000
+   */
   readonly lineIntervalMs?: number | undefined;
 }
 
@@ -68,8 +71,8 @@ const BAR_WIDTH = 24;
  * A printer of run events for people: each event as a line (`• training`, `  checkpoint step-20
  * committed (...)`), and `progress` events (sync, data download, checkpoint commit, output upload)
  * as one bar per transfer updated in place on a terminal (`stream.isTTY`), or as plain lines
- * (`sync 12.0 MiB / 50.0 MiB (24%)`, at most one a second per transfer) elsewhere, so logs and CI
- * output stay readable.
+ * (`sync 12.0 MiB / 50.0 MiB (24%)`, at most one a second per transfer, none for a transfer done
+ * within a second) elsewhere, so logs and CI output stay readable.
  *
  * @defaultValue options: render = the `runctl attach` line, tty = `stream.isTTY`, progress = true
  * @example
@@ -86,8 +89,8 @@ export function createEventPrinter(stream: EventPrinterStream, options: EventPri
   const lineIntervalMs = options.lineIntervalMs ?? 1000;
   // The bar on the terminal's last line, redrawn below any line printed while it is open.
   let bar: string | undefined;
-  // Off a terminal: one throttle per transfer, dropped at its end (a checkpoint name comes back).
-  const throttles = new Map<string, (done: number, total: number) => void>();
+  // Off a terminal: per transfer, when it last printed; dropped at its end (a checkpoint name comes back).
+  const transfers = new Map<string, { lastAt: number; printed: boolean }>();
 
   const print = (text: string): void => {
     if (bar === undefined) stream.write(`${text}\n`);
@@ -102,14 +105,22 @@ export function createEventPrinter(stream: EventPrinterStream, options: EventPri
       bar = final ? undefined : text;
       return;
     }
+    // Timed by the events' own clock, so a replay (`runctl attach` of a finished run) prints what a
+    // live follower printed. A transfer done within lineIntervalMs prints nothing: the event that
+    // follows it (`sync`, `checkpoint`, `outputs`) says it is done.
     const key = progressLabel(event);
-    let throttle = throttles.get(key);
-    if (!throttle) {
-      throttle = createProgressThrottle((bytesDone, bytesTotal) => print(`  ${renderProgress({ ...event, bytesDone, bytesTotal })}`), lineIntervalMs);
-      throttles.set(key, throttle);
+    const at = Date.parse(event.time);
+    const t = Number.isNaN(at) ? Date.now() : at;
+    const state = transfers.get(key) ?? { lastAt: t, printed: false };
+    transfers.set(key, state);
+    if (final) {
+      if (state.printed) print(`  ${renderProgress(event)}`);
+      transfers.delete(key);
+    } else if (t - state.lastAt >= lineIntervalMs) {
+      print(`  ${renderProgress(event)}`);
+      state.lastAt = t;
+      state.printed = true;
     }
-    throttle(event.bytesDone, event.bytesTotal);
-    if (final) throttles.delete(key);
   };
 
   return {

@@ -3,8 +3,11 @@ import { createEventPrinter, type ProgressEvent, type RunEvent } from "runctl";
 import { createProgressThrottle } from "../../src/util/progress-throttle.js";
 
 const base = { seq: 1, time: "2026-12-06T00:00:00.000Z", runId: "r1" } as const;
-const progress = (phase: ProgressEvent["phase"], bytesDone: number, bytesTotal: number, name?: string): RunEvent =>
-  name === undefined ? { ...base, type: "progress", phase, bytesDone, bytesTotal } : { ...base, type: "progress", phase, bytesDone, bytesTotal, name };
+/** A progress event recorded `ms` after the run's start. */
+const progress = (phase: ProgressEvent["phase"], bytesDone: number, bytesTotal: number, name?: string, ms = 0): RunEvent => {
+  const time = new Date(Date.parse(base.time) + ms).toISOString();
+  return name === undefined ? { ...base, time, type: "progress", phase, bytesDone, bytesTotal } : { ...base, time, type: "progress", phase, bytesDone, bytesTotal, name };
+};
 
 function capture(isTTY: boolean): { stream: { write(chunk: string): void; isTTY: boolean }; text: () => string } {
   let text = "";
@@ -39,39 +42,38 @@ describe("createProgressThrottle", () => {
 });
 
 describe("createEventPrinter", () => {
-  it("off a terminal prints progress as plain throttled lines and events as attach does", () => {
+  it("off a terminal prints a long transfer as a line a second (by event time), a quick one not at all", () => {
     const out = capture(false);
-    const printer = createEventPrinter(out.stream, { lineIntervalMs: 60_000 });
+    const printer = createEventPrinter(out.stream);
+    const MiB = 2 ** 20;
     printer.event({ ...base, type: "phase", phase: "syncing" });
-    printer.event(progress("sync", 12 * 2 ** 20, 50 * 2 ** 20));
-    printer.event(progress("sync", 30 * 2 ** 20, 50 * 2 ** 20)); // within the interval: no line
-    printer.event(progress("sync", 50 * 2 ** 20, 50 * 2 ** 20));
-    printer.event(progress("checkpoint", 0, 2048, "step-20"));
-    printer.event(progress("checkpoint", 2048, 2048, "step-20"));
+    printer.event(progress("sync", 0, 50 * MiB, undefined, 0));
+    printer.event(progress("sync", 6 * MiB, 50 * MiB, undefined, 250)); // within a second of the start: no line
+    printer.event(progress("sync", 12 * MiB, 50 * MiB, undefined, 1000));
+    printer.event(progress("sync", 30 * MiB, 50 * MiB, undefined, 1500)); // within a second of the last line
+    printer.event(progress("sync", 50 * MiB, 50 * MiB, undefined, 1750)); // the end of a transfer that printed
+    printer.event(progress("checkpoint", 0, 2048, "step-20", 2000));
+    printer.event(progress("checkpoint", 2048, 2048, "step-20", 2250)); // quick: its commit event says it all
     printer.line("a line of my own");
     printer.close();
-    expect(out.text()).toBe(
-      [
-        "• syncing",
-        "  sync 12.0 MiB / 50.0 MiB (24%)",
-        "  sync 50.0 MiB / 50.0 MiB (100%)",
-        "  checkpoint step-20 0 B / 2.0 KiB (0%)",
-        "  checkpoint step-20 2.0 KiB / 2.0 KiB (100%)",
-        "a line of my own",
-        "",
-      ].join("\n"),
-    );
+    expect(out.text()).toBe(["• syncing", "  sync 12.0 MiB / 50.0 MiB (24%)", "  sync 50.0 MiB / 50.0 MiB (100%)", "a line of my own", ""].join("\n"));
     expect(out.text()).not.toContain("\r");
   });
 
-  it("a checkpoint committed again under the same name gets its lines again", () => {
+  it("a checkpoint committed again under the same name is a new transfer", () => {
     const out = capture(false);
-    const printer = createEventPrinter(out.stream);
-    for (let i = 0; i < 2; i++) {
-      printer.event(progress("checkpoint", 0, 10, "last.pt"));
-      printer.event(progress("checkpoint", 10, 10, "last.pt"));
+    const printer = createEventPrinter(out.stream, { lineIntervalMs: 100 });
+    for (const start of [0, 10_000]) {
+      printer.event(progress("checkpoint", 0, 10, "last.pt", start));
+      printer.event(progress("checkpoint", 5, 10, "last.pt", start + 100));
+      printer.event(progress("checkpoint", 10, 10, "last.pt", start + 150));
     }
-    expect(out.text().split("\n").filter((l) => l.includes("last.pt"))).toHaveLength(4);
+    expect(out.text().split("\n").filter((l) => l.includes("last.pt"))).toEqual([
+      "  checkpoint last.pt 5 B / 10 B (50%)",
+      "  checkpoint last.pt 10 B / 10 B (100%)",
+      "  checkpoint last.pt 5 B / 10 B (50%)",
+      "  checkpoint last.pt 10 B / 10 B (100%)",
+    ]);
   });
 
   it("on a terminal draws one bar updated in place, with lines printed above it", () => {
