@@ -131,8 +131,9 @@ export type ProgressPhase = "sync" | "data" | "checkpoint" | "output";
 /**
  * Bytes moved so far by a transfer: the code sync (client side), the data download, a checkpoint
  * commit or the output upload (on the machine). Throttled: the first report, then at most one every
- * ~250 ms per transfer, and always the final one, where `bytesDone === bytesTotal`. `bytesDone` never
- * decreases within one transfer (a retried sync starts a new one, with a new `bytesTotal`).
+ * ~250 ms per transfer, and always the final one, where `bytesDone === bytesTotal` (a transfer on
+ * the machine that failed part-way ends with `bytesTotal` lowered to the bytes moved). `bytesDone`
+ * never decreases within one transfer (a retried sync starts a new one, with a new `bytesTotal`).
  * `createEventPrinter` renders them as progress bars.
  */
 export interface ProgressEvent extends RunEventBase {

@@ -307,12 +307,16 @@ class CheckpointWatcher:
             if entry_signature(path) != sig:
                 raise CheckpointChanged()
         except CheckpointChanged:
+            progress.abandon()
             # No manifest was written, so nothing reads these. (After a storage error they stay: the
             # next try reuses this generation, and the next commit of the name removes leftovers.)
             try:
                 self.storage.delete_prefix(prefix)
             except Exception:
                 pass
+            raise
+        except BaseException:
+            progress.abandon()
             raise
         manifest = {
             "version": 1,

@@ -1,6 +1,7 @@
 """Byte progress of a transfer (data download, checkpoint commit, output upload) as `progress`
 events, throttled: the first report, then at most one every PROGRESS_INTERVAL_S, and always the
-final one (bytesDone == bytesTotal). Thread-safe: upload workers report from several threads."""
+final one (bytesDone == bytesTotal; a failed transfer ends with its total lowered to the bytes
+moved). Thread-safe: upload workers report from several threads."""
 
 import threading
 import time
@@ -32,6 +33,13 @@ class Progress:
         """The transfer ended: reports 100% unless that was already reported."""
         with self.lock:
             self.done = self.total
+            self._maybe(True)
+
+    def abandon(self):
+        """The transfer failed part-way: reports its end with the total lowered to the bytes moved,
+        so every transfer ends with bytesDone == bytesTotal (a progress bar can close)."""
+        with self.lock:
+            self.total = self.done
             self._maybe(True)
 
     def _maybe(self, final):

@@ -75,7 +75,9 @@ class CommitsMixin:
                 self._wait_futures(list(futures), lambda f: done(f, futures[f]))
             finally:
                 workers.shutdown(wait=True)
-        if files and not failed:
+        if files and failed:
+            progress.abandon()
+        elif files:
             progress.finish()
         if failed:
             rel, err = failed[0]

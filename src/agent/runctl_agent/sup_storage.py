@@ -322,10 +322,12 @@ class StorageMixin:
                     workers.shutdown(wait=True)
         except (StorageError, OSError) as e:
             save_state(force=True)
+            bytes_progress.abandon()
             self.check_abort()
             raise PhaseFailed("DATA_FAILED", "downloading %s to %s failed: %s" % (where, to, e), "data")
         except BaseException:
             save_state(force=True)
+            bytes_progress.abandon()
             raise
         save_state(force=True)
         self.check_abort()

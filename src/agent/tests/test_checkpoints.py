@@ -223,6 +223,18 @@ class WatcherTest(unittest.TestCase):
         self.assertEqual(done[-1], (3 << 20) + 5)
         self.assertGreater(len(done), 3)  # chunks of the copy, not only per file
 
+    def test_a_failed_commit_ends_its_progress_at_the_bytes_moved(self):
+        blocker = os.path.join(self.root, "not-a-folder")
+        with open(blocker, "w") as f:
+            f.write("x")
+        self.store = DirStorage(os.path.join(blocker, "store"))
+        w = self.watcher()
+        self.write("ckpt-2", "weights", done=True)
+        w.scan(final=False)
+        ends = [e for e in self.sup.progress_events if e["bytesDone"] == e["bytesTotal"]]
+        self.assertEqual(len(ends), 3)  # one per try, each closed
+        self.assertEqual({e["bytesDone"] for e in ends}, {0})
+
     def test_restore_verifies_every_byte(self):
         self.write("model", "weights", done=True)
         self.watcher().scan(final=False)

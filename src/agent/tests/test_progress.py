@@ -53,6 +53,15 @@ class ProgressTest(unittest.TestCase):
         p.finish()
         self.assertEqual(self.seen, [{"phase": "checkpoint", "bytesDone": 0, "bytesTotal": 0}])
 
+    def test_a_failed_transfer_ends_at_what_it_moved(self):
+        p = self.make(100)
+        p.add(0)
+        self.clock.now = 1.0
+        p.add(40)
+        p.abandon()
+        p.add(10)  # nothing after the end
+        self.assertEqual([(e["bytesDone"], e["bytesTotal"]) for e in self.seen], [(0, 100), (40, 100), (40, 40)])
+
     def test_a_failing_emit_never_fails_the_transfer(self):
         def boom(**_f):
             raise OSError("disk full")
