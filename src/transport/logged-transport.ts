@@ -20,11 +20,30 @@ export function loggedTransport<T extends Transport>(transport: T, log: SourceLo
     const env = options.env ? Object.keys(options.env) : [];
     log.debug(`${where()}: exec ${what}${options.cwd ? ` (cwd ${options.cwd})` : ""}${env.length ? ` (env ${env.join(", ")})` : ""}`, { host: where(), command: what, envNames: env });
     const handle = transport.exec(command, options);
-    handle.then(
-      (r) => log.debug(`${where()}: exit ${r.exitCode ?? r.signal ?? "?"} in ${r.durationMs} ms: ${what}`, { host: where(), command: what, exitCode: r.exitCode, signal: r.signal, durationMs: r.durationMs }),
-      (err: unknown) => log.debug(`${where()}: failed: ${what}: ${(err as Error).message}`, { host: where(), command: what }),
-    );
-    return handle;
+    // Logged when awaited, never by awaiting it here: an SSH handle awaited before it is iterated
+    // stops queueing output for an iterator that starts later.
+    let logged = false;
+    const once = (write: () => void): void => {
+      if (!logged) write();
+      logged = true;
+    };
+    return {
+      then(onFulfilled, onRejected) {
+        return handle
+          .then(
+            (r) => {
+              once(() => log.debug(`${where()}: exit ${r.exitCode ?? r.signal ?? "?"} in ${r.durationMs} ms: ${what}`, { host: where(), command: what, exitCode: r.exitCode, signal: r.signal, durationMs: r.durationMs }));
+              return r;
+            },
+            (err: unknown) => {
+              once(() => log.debug(`${where()}: failed: ${what}: ${(err as Error).message}`, { host: where(), command: what }));
+              throw err;
+            },
+          )
+          .then(onFulfilled, onRejected);
+      },
+      [Symbol.asyncIterator]: () => handle[Symbol.asyncIterator](),
+    };
   };
   const transfer = async <R>(verb: string, from: string, to: string, go: () => Promise<R>): Promise<R> => {
     const started = performance.now();
