@@ -2,14 +2,14 @@
  * Quickstart: train on this machine, no cloud account.
  *
  * Syncs the sample project in training/, trains train.py (the template to copy) with
- * hyperparameters, shows progress from the event stream, and prints the latest checkpoint after
- * verifying it byte for byte.
+ * hyperparameters, shows progress from the event stream (`createEventPrinter`: transfers as progress
+ * bars on a terminal), and prints the latest checkpoint after verifying it byte for byte.
  *
  *   npx tsx examples/quickstart.ts
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { Runctl, local, localDir, type RunPlan, type HyperparamValue, type RunResult, type Checkpoint, type CheckpointVerification, type RunEvent } from "runctl";
+import { Runctl, createEventPrinter, local, localDir, type RunPlan, type HyperparamValue, type RunResult, type Checkpoint, type CheckpointVerification, type RunEvent } from "runctl";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -50,7 +50,9 @@ function quickstartPlan(checkpointDir: string, project = join(here, "..", "train
 export const plan: RunPlan = quickstartPlan(".runctl/checkpoints");
 
 export async function main(options: QuickstartOptions = {}): Promise<QuickstartOutcome> {
-  const say = options.verbose === false ? () => {} : (line: string) => console.log(line);
+  // Progress of the sync and of each checkpoint commit: bars on a terminal, plain lines otherwise.
+  const printer = createEventPrinter(process.stdout, { render, progress: options.verbose !== false });
+  const say = options.verbose === false ? () => {} : (line: string) => printer.line(line);
   const run = quickstartPlan(options.checkpointDir ?? ".runctl/checkpoints", options.project)
     .train(options.script ?? script, {
       hyperparams: { lr: 0.5, steps: 60, "batch-size": 32, "checkpoint-every": 20, ...options.hyperparams },
@@ -59,27 +61,9 @@ export async function main(options: QuickstartOptions = {}): Promise<QuickstartO
   say(`run ${run.runId}`);
   for await (const event of run) {
     options.onEvent?.(event);
-    switch (event.type) {
-      case "phase":
-        say(`• ${event.phase}`);
-        break;
-      case "sync":
-        say(`  synced ${event.files} files (${event.uploadedFiles} sent) in ${event.durationMs} ms`);
-        break;
-      case "metric":
-        if (event.step !== undefined && event.step % 10 === 0) say(`  step ${event.step}  loss ${fmt(event.values["loss"])}  acc ${fmt(event.values["accuracy"])}`);
-        break;
-      case "checkpoint":
-        say(`  checkpoint ${event.name} committed (${event.files} files, ${event.bytes} bytes)`);
-        break;
-      case "warning":
-        say(`  warning: ${event.message}`);
-        break;
-      case "exit":
-        say(`• exit: ${event.status}${event.exitCode !== null ? ` (code ${event.exitCode})` : ""}${event.error ? ` — ${event.error.message}` : ""}`);
-        break;
-    }
+    if (options.verbose !== false) printer.event(event);
   }
+  printer.close();
 
   const result = await run;
   const latest = await run.checkpoints().latest();
@@ -90,6 +74,26 @@ export async function main(options: QuickstartOptions = {}): Promise<QuickstartO
     say("no checkpoint was committed");
   }
   return { result, latest, verification };
+}
+
+/** The quickstart's line for an event, or undefined to skip it (progress is drawn by the printer). */
+function render(event: RunEvent): string | undefined {
+  switch (event.type) {
+    case "phase":
+      return `• ${event.phase}`;
+    case "sync":
+      return `  synced ${event.files} files (${event.uploadedFiles} sent) in ${event.durationMs} ms`;
+    case "metric":
+      return event.step !== undefined && event.step % 10 === 0 ? `  step ${event.step}  loss ${fmt(event.values["loss"])}  acc ${fmt(event.values["accuracy"])}` : undefined;
+    case "checkpoint":
+      return `  checkpoint ${event.name} committed (${event.files} files, ${event.bytes} bytes)`;
+    case "warning":
+      return `  warning: ${event.message}`;
+    case "exit":
+      return `• exit: ${event.status}${event.exitCode !== null ? ` (code ${event.exitCode})` : ""}${event.error ? ` — ${event.error.message}` : ""}`;
+    default:
+      return undefined;
+  }
 }
 
 function fmt(value: unknown): string {

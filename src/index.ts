@@ -29,6 +29,8 @@ export { TrainingRun } from "./run/training-run.js";
 export type { LogsOptions } from "./run/training-run.js";
 export type { RunResult, CommittedCheckpoint, RunInterruption } from "./run/run-result.js";
 export type * from "./run/events.js";
+export { createEventPrinter } from "./run/event-printer.js";
+export type { EventPrinter, EventPrinterOptions, EventPrinterStream } from "./run/event-printer.js";
 export type { AttachOptions } from "./engine/attach-run.js";
 export { doctor } from "./engine/doctor/doctor.js";
 export type { DoctorTarget, DoctorOptions, DoctorReport } from "./engine/doctor/doctor.js";
@@ -38,6 +40,7 @@ export type { ProvisionedMachine } from "./plan/provisioned-machine.js";
 export type { SyncResult, SyncPlan } from "./sync/sync-tree.js";
 export type { LargestEntries, LargestEntry } from "./sync/size-guard.js";
 
+export type { LogEntry, LogLevel, LogSource, LoggerMethods, RunctlLogger } from "./util/logger.js";
 export { local } from "./providers/local/index.js";
 export type { LocalProviderOptions } from "./providers/local/index.js";
 export type { Provider, Machine, MachineRecord, MachineState, ProvisionRequest, PlannedResource, ProviderPlan, ProviderPlanRequest, ProviderDoctorReport } from "./providers/types.js";

@@ -1,7 +1,6 @@
-import { Runctl } from "../index.js";
+import { Runctl, createEventPrinter } from "../index.js";
 import { output, type CliIo } from "./cli-output.js";
 import { EXIT_CODES, exitCodeForStatus, type ExitCode } from "./cli-errors.js";
-import { renderEvent } from "./event-render.js";
 import { followEvents } from "./follow-events.js";
 import { readRunJournal } from "./run-journals.js";
 import { attachOptionsFor } from "./run-provider.js";
@@ -20,11 +19,10 @@ export async function attachCommand(options: { readonly runId: string; readonly 
   const { record } = readRunJournal(options.runId);
   const run = Runctl.attach(options.runId, attachOptionsFor(record, (m) => o.err(`runctl: ${m}`)));
   if (!options.json) o.out(`run ${options.runId} (${record.provider}, ${record.script})`);
-  const end = await followEvents(run, io.signal, (event) => {
-    if (options.json) return o.json({ schemaVersion: 1, ...event });
-    const text = renderEvent(event);
-    if (text !== undefined) o.out(text);
-  });
+  // Progress: bars on a terminal, a line a second per transfer otherwise.
+  const printer = createEventPrinter(io.stdout);
+  const end = await followEvents(run, io.signal, (event) => (options.json ? o.json({ schemaVersion: 1, ...event }) : printer.event(event)));
+  printer.close();
   if (end.kind === "interrupted") {
     o.err(`runctl: stopped following run ${options.runId}; it goes on (runctl attach ${options.runId} to follow again)`);
     return EXIT_CODES.interrupted;

@@ -1,5 +1,8 @@
 import type { SweepFn } from "./sweep-report.js";
 import { formatBytes } from "../util/format-bytes.js";
+// The formatters the CLI shares with `createEventPrinter` live in util/.
+export { formatDuration } from "../util/format-duration.js";
+export { formatUsd } from "../util/format-usd.js";
 
 export { formatBytes };
 
@@ -15,6 +18,8 @@ export { formatBytes };
 export interface CliStream {
   /** Writes text as is (the CLI adds its own newlines). */
   write(chunk: string): unknown;
+  /** A terminal: `attach` and `logs -f` draw progress bars on it. @defaultValue false */
+  readonly isTTY?: boolean | undefined;
 }
 
 /**
@@ -71,39 +76,6 @@ export function table(rows: readonly (readonly string[])[]): string[] {
   const widths: number[] = [];
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
   return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  ").trimEnd());
-}
-
-/**
- * A duration for people: `850 ms`, `12.3 s`, `4m 05s`, `2h 03m`, `3d 04h`.
- *
- * @example
- * ```ts
- * formatDuration(125_000); // "2m 05s"
- * ```
- */
-export function formatDuration(ms: number): string {
-  if (!Number.isFinite(ms) || ms < 0) return "-";
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
-  const s = Math.floor(ms / 1000);
-  const pad = (n: number): string => String(n).padStart(2, "0");
-  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
-  if (s < 86_400) return `${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
-  return `${Math.floor(s / 86_400)}d ${pad(Math.floor((s % 86_400) / 3600))}h`;
-}
-
-
-/**
- * US dollars for people; `-` when unknown.
- *
- * @example
- * ```ts
- * formatUsd(0.1234); // "$0.1234"
- * ```
- */
-export function formatUsd(usd: number | null | undefined): string {
-  if (usd === null || usd === undefined || !Number.isFinite(usd)) return "-";
-  return usd >= 100 ? `$${usd.toFixed(2)}` : `$${usd.toFixed(4)}`;
 }
 
 /**

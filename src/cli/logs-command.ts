@@ -1,4 +1,4 @@
-import { Runctl } from "../index.js";
+import { Runctl, createEventPrinter } from "../index.js";
 import { output, type CliIo } from "./cli-output.js";
 import { EXIT_CODES, exitCodeForStatus, type ExitCode } from "./cli-errors.js";
 import { followEvents } from "./follow-events.js";
@@ -41,14 +41,23 @@ export async function logsCommand(options: LogsCommandOptions, io: CliIo): Promi
     return EXIT_CODES.ok;
   }
   const run = Runctl.attach(options.runId, attachOptionsFor(view.record, (m) => o.err(`runctl: ${m}`)));
+  // On a terminal, transfers show as progress bars among the lines (and warnings join them there, so
+  // no stderr line lands inside a bar); piped, stdout stays the run's output lines only.
+  const tty = !options.json && io.stdout.isTTY === true;
+  const printer = createEventPrinter(io.stdout, { render: (event) => (event.type === "log" ? event.line : undefined), progress: tty });
   const end = await followEvents(run, io.signal, (event) => {
     if (event.type === "log") {
       if (options.json) o.json({ schemaVersion: 1, ...event });
-      else o.out(event.line);
+      else printer.event(event);
+    } else if (event.type === "progress") {
+      printer.event(event);
     } else if (event.type === "warning") {
-      o.err(`runctl: warning${event.code ? ` [${event.code}]` : ""}: ${event.message}`);
+      const text = `runctl: warning${event.code ? ` [${event.code}]` : ""}: ${event.message}`;
+      if (tty) printer.line(text);
+      else o.err(text);
     }
   });
+  printer.close();
   if (end.kind === "interrupted") {
     o.err(`runctl: stopped following run ${options.runId}; it goes on (runctl logs ${options.runId} -f to follow again)`);
     return EXIT_CODES.interrupted;

@@ -1,4 +1,4 @@
-import type { Checkpoint, CheckpointVerification, RunEvent } from "../index.js";
+import { createEventPrinter, type Checkpoint, type CheckpointVerification, type RunEvent } from "../index.js";
 import { output, type CliIo } from "./cli-output.js";
 
 /**
@@ -67,16 +67,16 @@ export function quickstartPrinter(io: CliIo, json: boolean): QuickstartPrinter {
         }),
     };
   }
+  // Transfers (sync, checkpoint commits) as progress bars on a terminal, plain lines otherwise.
+  const printer = createEventPrinter(io.stdout, { render: quickstartLine });
   return {
     printRun: (runId, checkpointDir) => {
-      o.out(`run ${runId}`);
-      o.out(`  checkpoints in ${checkpointDir}`);
+      printer.line(`run ${runId}`);
+      printer.line(`  checkpoints in ${checkpointDir}`);
     },
-    printEvent: (event) => {
-      const line = quickstartLine(event);
-      if (line !== undefined) o.out(line);
-    },
+    printEvent: (event) => printer.event(event),
     printResult: ({ latest, verification }) => {
+      printer.close();
       if (latest && verification) {
         o.out(`latest checkpoint: ${latest.name} (step ${latest.step}, ${latest.totalBytes} bytes, ${latest.manifest.files.length} files) — ${verification.ok ? "sha256 verified" : `CORRUPT: ${JSON.stringify(verification.problems)}`}`);
       } else {

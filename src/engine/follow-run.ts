@@ -186,6 +186,12 @@ function translateAgentEvent(e: Record<string, unknown>): RunEventInput | undefi
       };
     case "outputs":
       return { type: "outputs", files: Number(e["files"] ?? 0), bytes: Number(e["bytes"] ?? 0), location: String(e["location"] ?? "") };
+    case "progress": {
+      const phase = e["phase"];
+      if (phase !== "data" && phase !== "checkpoint" && phase !== "output") return undefined;
+      const progress = { type: "progress", phase, bytesDone: Number(e["bytesDone"] ?? 0), bytesTotal: Number(e["bytesTotal"] ?? 0) } as const;
+      return typeof e["name"] === "string" ? { ...progress, name: e["name"] } : progress;
+    }
     case "interruption":
       return { type: "interruption", reason: `spot ${String(e["action"] ?? "interruption")} notice for ${String(e["noticeTime"] ?? "now")}` };
     case "interruption-handled":

@@ -1,6 +1,7 @@
 import type { Machine, Provider } from "../providers/types.js";
 import type { RunEventInput } from "../run/events.js";
 import type { RunResult } from "../run/run-result.js";
+import { relayAgentLog } from "./agent-log.js";
 import type { AgentSpec } from "./agent-spec.js";
 import { followRun, type FollowOutcome } from "./follow-run.js";
 import { prepareMachine, startAgent } from "./launch.js";
@@ -207,6 +208,7 @@ export async function concludeAttempt(ctx: RunContext, runs: readonly LaunchedRu
         const outcome = ended.all[rank];
         if (outcome?.kind === "detached") return;
         if (outcome?.kind === "lost") await session.reapOrphans(run);
+        await relayAgentLog(run.machine, run.runDir, provider.logger);
         if (options.cleanup && outcome?.kind === "end") await session.removeRunDir(run);
         await session.release(run, provider);
       }),

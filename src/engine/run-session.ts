@@ -5,6 +5,7 @@ import type { FollowCursor, RunJournal } from "../run/journal.js";
 import type { CommittedCheckpoint, RunInterruption, RunResult } from "../run/run-result.js";
 import { CostMeter } from "../cost/cost-meter.js";
 import { AsyncQueue } from "../util/async-queue.js";
+import { relayAgentLog } from "./agent-log.js";
 import { followRun, type FollowOutcome } from "./follow-run.js";
 import { keepMachineAlive } from "./keep-alive.js";
 
@@ -141,7 +142,7 @@ export class RunSession {
       runDir: run.runDir,
       start: this.journal.cursor,
       emit: (event, cursor) => {
-        this.emit(options.node !== undefined && (event.type === "log" || event.type === "metric" || event.type === "warning") ? { ...event, node: options.node } : event, cursor);
+        this.emit(options.node !== undefined && (event.type === "log" || event.type === "metric" || event.type === "warning" || event.type === "progress") ? { ...event, node: options.node } : event, cursor);
         options.onEvent?.(event);
       },
       metricPattern: options.metricPattern,
@@ -155,6 +156,7 @@ export class RunSession {
   /** Cleans up, releases the machine and settles the result of a followed run. */
   async conclude(run: LaunchedRun, provider: Provider, outcome: FollowOutcome, options: FollowOptions, statusOverride?: RunStatus, label?: string): Promise<RunResult> {
     if (outcome.kind === "detached") return this.detach(run.machine);
+    await relayAgentLog(run.machine, run.runDir, provider.logger);
     if (options.cleanup && outcome.kind === "end") await this.removeRunDir(run);
     // Before the machine goes back (an SSH pool would hand it and its GPU to the next run): a dead
     // agent's trainer must not run on unsupervised.

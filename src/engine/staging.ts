@@ -4,6 +4,7 @@ import type { Machine } from "../providers/types.js";
 import type { RunEventInput } from "../run/events.js";
 import { syncTree } from "../sync/sync-tree.js";
 import { KeyedMutex } from "../util/keyed-mutex.js";
+import { createProgressThrottle } from "../util/progress-throttle.js";
 import { syncHashCachePath } from "../util/runctl-home.js";
 import type { RunContext } from "./run-context.js";
 
@@ -37,6 +38,10 @@ export async function stageCode(
   if (first) emit({ type: "phase", phase: "syncing" });
   const mirror = posix.join(machine.rootDir, "work", mirrorKey(sync.dir));
   const checkpointDir = spec.checkpoints.dir;
+  // Only the bytes that change are counted: a machine already up to date reports no progress.
+  const progress = createProgressThrottle((bytesDone, bytesTotal) =>
+    emit({ type: "progress", phase: "sync", bytesDone, bytesTotal, ...(node !== undefined ? { node } : {}) }),
+  );
   const synced = await mirrorLocks.run(`${machine.provider}:${machine.id}:${mirror}`, () =>
     syncTree({
       transport: machine.transport,
@@ -51,6 +56,9 @@ export async function stageCode(
       signal,
       maxBytes: sync.maxBytes ?? undefined,
       maxFiles: sync.maxFiles ?? undefined,
+      onProgress: (p) => {
+        if ((p.phase === "uploading" || p.phase === "done") && p.totalBytes > 0) progress(p.bytes, p.totalBytes);
+      },
     }),
   );
   for (const warning of synced.warnings) emit({ type: "warning", code: "SYNC", message: warning, node });

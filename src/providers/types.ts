@@ -2,6 +2,7 @@ import type { BatchEngine } from "./batch-types.js";
 import type { SweepReport } from "./sweep-types.js";
 import type { Transport } from "../transport/types.js";
 import type { DoctorCheck } from "../util/doctor-check.js";
+import type { RunctlLogger } from "../util/logger.js";
 
 /** JSON facts about a machine, kept in the run journal so `Runctl.attach` can reach it again. */
 export interface MachineRecord {
@@ -188,6 +189,8 @@ export interface Provider {
    * @defaultValue false
    */
   readonly stdinLeavesCopy?: boolean | undefined;
+  /** The `logger` the provider was made with; runs on its machines relay the agent's debug lines to it. @defaultValue undefined (silent) */
+  readonly logger?: RunctlLogger | undefined;
   /** Hands out a ready machine (reachable, Python 3 present, root folder known). */
   provision(request: ProvisionRequest, options?: { readonly signal?: AbortSignal | undefined }): Promise<Machine>;
   /** Gives a machine back (a pool host is freed; a cloud instance is terminated). Idempotent. */

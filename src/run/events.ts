@@ -125,6 +125,32 @@ export interface OutputsEvent extends RunEventBase {
   readonly location: string;
 }
 
+/** What a {@link ProgressEvent} counts the bytes of. */
+export type ProgressPhase = "sync" | "data" | "checkpoint" | "output";
+
+/**
+ * Bytes moved so far by a transfer: the code sync (client side), the data download, a checkpoint
+ * commit or the output upload (on the machine). Throttled: the first report, then at most one every
+ * ~250 ms per transfer, and always the final one, where `bytesDone === bytesTotal` (a transfer on
+ * the machine that failed part-way ends with `bytesTotal` lowered to the bytes moved). `bytesDone`
+ * never decreases within one transfer (a retried sync starts a new one, with a new `bytesTotal`).
+ * `createEventPrinter` renders them as progress bars.
+ */
+export interface ProgressEvent extends RunEventBase {
+  /** Discriminator: always `"progress"`. */
+  readonly type: "progress";
+  /** What is being moved. */
+  readonly phase: ProgressPhase;
+  /** Bytes moved so far. */
+  readonly bytesDone: number;
+  /** Bytes this transfer moves in all (only what changed, for the sync). */
+  readonly bytesTotal: number;
+  /** The checkpoint's name (`checkpoint`) or the data source's location (`data`); absent otherwise. */
+  readonly name?: string | undefined;
+  /** The node (rank) it concerns, in a multi-node run. */
+  readonly node?: number | undefined;
+}
+
 /** The machine received an interruption notice (spot) or was lost. */
 export interface InterruptionEvent extends RunEventBase {
   /** Discriminator: always `"interruption"`. */
@@ -215,6 +241,7 @@ export type RunEvent =
   | ResumedEvent
   | CheckpointEvent
   | OutputsEvent
+  | ProgressEvent
   | InterruptionEvent
   | RecoveredEvent
   | CostEvent

@@ -295,22 +295,28 @@ class CheckpointWatcher:
         prefix = ckpt_gen_prefix(self.run_id, name, seq)
         files = []
         total = 0
+        progress = self.sup.progress("checkpoint", sum(s[1] for s in sig), name)
         try:
+            progress.add(0)
             for rel in rels:
                 src = os.path.join(path, rel) if is_dir else path
                 fpath = rel if is_dir else name
-                size, digest = self.storage.put_file(prefix + "files/" + fpath, src)
+                size, digest = self.storage.put_file(prefix + "files/" + fpath, src, on_bytes=progress.add)
                 files.append({"path": fpath, "size": size, "sha256": digest})
                 total += size
             if entry_signature(path) != sig:
                 raise CheckpointChanged()
         except CheckpointChanged:
+            progress.abandon()
             # No manifest was written, so nothing reads these. (After a storage error they stay: the
             # next try reuses this generation, and the next commit of the name removes leftovers.)
             try:
                 self.storage.delete_prefix(prefix)
             except Exception:
                 pass
+            raise
+        except BaseException:
+            progress.abandon()
             raise
         manifest = {
             "version": 1,

@@ -31,8 +31,9 @@ class DirStorage:
     def location(self, key):
         return self._path(key)
 
-    def put_file(self, key, src):
-        """Copy src to key atomically; returns (size, sha256) of exactly the bytes stored."""
+    def put_file(self, key, src, on_bytes=None):
+        """Copy src to key atomically; returns (size, sha256) of exactly the bytes stored. on_bytes(n)
+        is told of each chunk copied (progress)."""
         dest = self._path(key)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         tmp = tmp_name(dest)
@@ -47,6 +48,8 @@ class DirStorage:
                     h.update(b)
                     size += len(b)
                     fout.write(b)
+                    if on_bytes is not None:
+                        on_bytes(len(b))
                 fout.flush()
                 os.fsync(fout.fileno())
             os.replace(tmp, dest)

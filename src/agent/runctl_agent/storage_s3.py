@@ -109,12 +109,15 @@ class S3Storage:
         except S3OpError as e:
             raise StorageError(str(e))
 
-    def put_file(self, key, src):
+    def put_file(self, key, src, on_bytes=None):
         """Upload src to key; returns (size, sha256) of the bytes hashed just before the upload (the
-        commit then checks the file did not change; the upload carries their MD5 for the server)."""
+        commit then checks the file did not change; the upload carries their MD5 for the server).
+        on_bytes(size) is told once the object is stored (the backends report no finer steps)."""
         full = self._key(key)
         size, digests = hash_file(src, ("sha256", "md5"))
         self._op(lambda: self.backend.put_file(full, src, size, digests["md5"], digests["sha256"]))
+        if on_bytes is not None:
+            on_bytes(size)
         return size, digests["sha256"]
 
     def put_bytes(self, key, data):

@@ -36,11 +36,20 @@ class CommitsMixin:
                 files.append((os.path.relpath(full, out_dir).replace(os.sep, "/"), full))
         result = {"files": 0, "bytes": 0}
         failed = []
+        total = 0
+        for _rel, full in files:
+            try:
+                total += os.path.getsize(full)
+            except OSError:
+                pass
+        progress = self.progress("output", total)
+        if files:
+            progress.add(0)
 
         def put(item):
             if self.stop_commits:
                 raise StorageError("stopped")
-            return st.put_file(base + "/" + item[0], item[1])
+            return st.put_file(base + "/" + item[0], item[1], on_bytes=progress.add)
 
         def done(f, item):
             try:
@@ -66,6 +75,10 @@ class CommitsMixin:
                 self._wait_futures(list(futures), lambda f: done(f, futures[f]))
             finally:
                 workers.shutdown(wait=True)
+        if files and failed:
+            progress.abandon()
+        elif files:
+            progress.finish()
         if failed:
             rel, err = failed[0]
             self.events.emit("warning", message="outputs: %d of %d files were not uploaded to %s (first: %s: %s)"

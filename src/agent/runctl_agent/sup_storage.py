@@ -248,6 +248,10 @@ class StorageMixin:
         except (UnsafePath, OSError) as e:
             raise PhaseFailed("DATA_FAILED", "cannot download %s to %s: %s" % (where, to, e), "data")
         progress = {"files": 0, "bytes": 0, "saved": time.monotonic(), "noted": time.monotonic()}
+        # Counted per finished file: a download is verified before it counts.
+        bytes_progress = self.progress("data", sum(t[2] for t in todo), where)
+        if todo:
+            bytes_progress.add(0)
 
         def save_state(force=False):
             now = time.monotonic()
@@ -298,6 +302,7 @@ class StorageMixin:
             state[rel] = {"size": size, "etag": etag, "mtimeNs": mtime}
             progress["files"] += 1
             progress["bytes"] += size
+            bytes_progress.add(size)
             now = time.monotonic()
             if now - progress["noted"] >= 5.0:
                 progress["noted"] = now
@@ -317,10 +322,12 @@ class StorageMixin:
                     workers.shutdown(wait=True)
         except (StorageError, OSError) as e:
             save_state(force=True)
+            bytes_progress.abandon()
             self.check_abort()
             raise PhaseFailed("DATA_FAILED", "downloading %s to %s failed: %s" % (where, to, e), "data")
         except BaseException:
             save_state(force=True)
+            bytes_progress.abandon()
             raise
         save_state(force=True)
         self.check_abort()

@@ -16,6 +16,7 @@ from .constants import Aborted, EXIT_NOT_RUNNING, EXIT_OK, PhaseFailed, UsageErr
 from .events import EventLog
 from .fsutil import atomic_write, canonical_json, now_iso, now_ms, read_json_file, signal_name
 from .imds import InterruptionPoller
+from .progress import Progress
 from .spec import normalize_spec
 from .storage_dir import StorageError
 from .storage_s3 import check_descriptor
@@ -111,6 +112,10 @@ class Supervisor(InterruptionMixin, ChildrenMixin, ContainerMixin, SetupMixin, S
 
     def path(self, name):
         return os.path.join(self.run_dir, name)
+
+    def progress(self, phase, total, name=None):
+        """A throttled byte counter that reports `progress` events (progress.py)."""
+        return Progress(lambda **fields: self.events.emit("progress", **fields), phase, total, name)
 
     def log_note(self, text):
         """A line of the agent's own in train.log, so setup steps are readable next to their output."""

@@ -11,6 +11,7 @@ from unittest import mock
 from runctl_agent import checkpoints
 from runctl_agent.checkpoints import CheckpointWatcher, list_manifests
 from runctl_agent.ckpt_restore import restore_checkpoint
+from runctl_agent.progress import Progress
 from runctl_agent.checkpoints import CheckpointCorrupt
 from runctl_agent.storage_dir import DirStorage
 
@@ -37,7 +38,11 @@ class FakeEvents:
 class FakeSupervisor:
     def __init__(self):
         self.events = FakeEvents()
+        self.progress_events = []
         self.trainer_running = True
+
+    def progress(self, phase, total, name=None):
+        return Progress(lambda **f: self.progress_events.append(f), phase, total, name, interval_s=0)
 
     def debug(self, _text):
         pass
@@ -199,6 +204,36 @@ class WatcherTest(unittest.TestCase):
         self.assertIn("checkpoint ckpt-1 was not committed after 3 tries", warning)
         w.scan(final=False)  # not retried until the entry changes
         self.assertEqual(len(self.sup.events.events), 1)
+
+    def test_a_commit_reports_byte_progress_up_to_its_size(self):
+        folder = os.path.join(self.ck, "step-7")
+        os.makedirs(folder)
+        for fn, size in (("a.bin", 3 << 20), ("b.bin", 5)):
+            with open(os.path.join(folder, fn), "wb") as f:
+                f.write(b"x" * size)
+        with open(folder + ".done", "w") as f:
+            f.write("{}")
+        self.watcher().scan(final=True)
+        self.assertEqual(self.commits(), [("step-7", 1)])
+        seen = self.sup.progress_events
+        self.assertEqual({(e["phase"], e["name"], e["bytesTotal"]) for e in seen}, {("checkpoint", "step-7", (3 << 20) + 5)})
+        done = [e["bytesDone"] for e in seen]
+        self.assertEqual(done[0], 0)
+        self.assertEqual(done, sorted(done))
+        self.assertEqual(done[-1], (3 << 20) + 5)
+        self.assertGreater(len(done), 3)  # chunks of the copy, not only per file
+
+    def test_a_failed_commit_ends_its_progress_at_the_bytes_moved(self):
+        blocker = os.path.join(self.root, "not-a-folder")
+        with open(blocker, "w") as f:
+            f.write("x")
+        self.store = DirStorage(os.path.join(blocker, "store"))
+        w = self.watcher()
+        self.write("ckpt-2", "weights", done=True)
+        w.scan(final=False)
+        ends = [e for e in self.sup.progress_events if e["bytesDone"] == e["bytesTotal"]]
+        self.assertEqual(len(ends), 3)  # one per try, each closed
+        self.assertEqual({e["bytesDone"] for e in ends}, {0})
 
     def test_restore_verifies_every_byte(self):
         self.write("model", "weights", done=True)

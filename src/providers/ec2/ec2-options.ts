@@ -2,6 +2,7 @@ import type { EC2Client } from "@aws-sdk/client-ec2";
 import type { SSMClient } from "@aws-sdk/client-ssm";
 import { RunctlError } from "../../errors/runctl-error.js";
 import { lazySchema } from "../../util/lazy-schema.js";
+import type { RunctlLogger } from "../../util/logger.js";
 import type { Storage } from "../../storage/types.js";
 
 /** Spot settings of {@link Ec2ProviderOptions.spot}. */
@@ -135,6 +136,8 @@ export interface Ec2ProviderOptions {
   readonly python?: string | undefined;
   /** Receives warnings (spot fell back to on-demand, a leftover that release could not delete). @defaultValue `process.emitWarning` */
   readonly onWarning?: ((message: string) => void) | undefined;
+  /** Debug output of the instance's transport (SSH connects, commands, transfers; SSM commands) and of the agent. @defaultValue undefined (silent) */
+  readonly logger?: RunctlLogger | undefined;
 }
 
 const cidr = lazySchema((z) => z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/(\d|[12]\d|3[0-2])$/, "a CIDR like 203.0.113.7/32"));
@@ -171,6 +174,7 @@ const schema = lazySchema((z) => z.strictObject({
   imdsEndpoint: z.string().url().optional(),
   python: z.string().min(1).optional(),
   onWarning: z.custom<(m: string) => void>((v) => typeof v === "function").optional(),
+  logger: z.custom<RunctlLogger>((v) => typeof v === "function" || (typeof v === "object" && v !== null), "a function or an object of level methods").optional(),
 }));
 
 /** Checks `ec2()` options; a RunctlError INVALID_ARGUMENT names every problem, before anything is created. */

@@ -5,6 +5,8 @@ import { RunctlError, isRunctlError, throwIfAborted } from "../../errors/runctl-
 import type { Storage } from "../../storage/types.js";
 import { sshTransport } from "../../transport/ssh/ssh-transport.js";
 import { ssmTransport } from "../../transport/ssm/index.js";
+import { loggedTransport } from "../../transport/logged-transport.js";
+import { sourceLogger } from "../../util/logger.js";
 import type { Transport } from "../../transport/types.js";
 import type { Machine, MachineRecord, MachineState, PlannedResource, Provider, ProviderEstimate, ProvisionRequest } from "../types.js";
 import {
@@ -115,7 +117,8 @@ export function ec2(options: Ec2ProviderOptions): Provider {
 
   const transportOf = (instanceId: string, address: string, record: { username: string; privateKeyPath?: string | undefined; knownHostsPath?: string | undefined }, runId: string | undefined): Transport => {
     if (access.kind === "ssm") {
-      return ssmTransport({ instanceId, region: options.region, client: aws().ssm, staging: access.staging, user: access.user === undefined ? "ubuntu" : access.user, ...(runId ? { runId } : {}) });
+      const ssm = ssmTransport({ instanceId, region: options.region, client: aws().ssm, staging: access.staging, user: access.user === undefined ? "ubuntu" : access.user, ...(runId ? { runId } : {}) });
+      return loggedTransport(ssm, sourceLogger(options.logger, "transport"));
     }
     return sshTransport({
       host: address,
@@ -125,6 +128,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       // runctl made this instance, its key and its address: a user's `Host *` lines are not for it.
       sshConfig: false,
       onWarning: warn,
+      logger: options.logger,
     });
   };
 
@@ -384,6 +388,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
 
   return {
     name: "ec2",
+    ...(options.logger !== undefined ? { logger: options.logger } : {}),
     sharesLocalFilesystem: false,
     // The instance does not exist before a run: the account is checked, no machine (decision 0025).
     doctor: async (opts) => ({ checks: await ec2DoctorChecks(aws(), options, opts?.signal), machines: [] }),

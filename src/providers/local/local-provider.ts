@@ -2,7 +2,9 @@ import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { mkdir } from "node:fs/promises";
 import { RunctlError, throwIfAborted } from "../../errors/runctl-error.js";
+import { loggedTransport } from "../../transport/logged-transport.js";
 import { localTransport } from "../../transport/local/local-transport.js";
+import { sourceLogger, type RunctlLogger } from "../../util/logger.js";
 import { runctlHome } from "../../util/runctl-home.js";
 import type { Machine, MachineRecord, Provider } from "../types.js";
 
@@ -12,6 +14,8 @@ export interface LocalProviderOptions {
   readonly rootDir?: string | undefined;
   /** Python 3 interpreter that runs the agent. @defaultValue `"python3"` */
   readonly python?: string | undefined;
+  /** Debug output of the commands and file copies runctl runs here, and of the agent. @defaultValue undefined (silent) */
+  readonly logger?: RunctlLogger | undefined;
 }
 
 /**
@@ -23,13 +27,15 @@ export interface LocalProviderOptions {
  * ```
  */
 export function local(options: LocalProviderOptions = {}): Provider {
+  const log = sourceLogger(options.logger, "provider");
+  const transportLog = sourceLogger(options.logger, "transport");
   const machineFor = (rootDir: string): Machine => {
     const record: MachineRecord = { provider: "local", id: "localhost", rootDir };
     return {
       id: "localhost",
       provider: "local",
       address: hostname(),
-      transport: localTransport(),
+      transport: loggedTransport(localTransport(), transportLog),
       rootDir,
       python: options.python ?? "python3",
       sharesLocalFilesystem: true,
@@ -40,12 +46,14 @@ export function local(options: LocalProviderOptions = {}): Provider {
   };
   return {
     name: "local",
+    ...(options.logger !== undefined ? { logger: options.logger } : {}),
     maxNodes: 1,
     sharesLocalFilesystem: true,
     async provision(_request, opts) {
       throwIfAborted(opts?.signal);
       const rootDir = resolve(options.rootDir ?? join(runctlHome(), "local"));
       await mkdir(rootDir, { recursive: true });
+      log.info(`this machine, root ${rootDir}`, { rootDir });
       return machineFor(rootDir);
     },
     async release() {},
@@ -53,7 +61,7 @@ export function local(options: LocalProviderOptions = {}): Provider {
       return "running";
     },
     transportFor() {
-      return localTransport();
+      return loggedTransport(localTransport(), transportLog);
     },
     async reattach(record) {
       if (record.provider !== "local" || typeof record["rootDir"] !== "string") {

@@ -1,5 +1,6 @@
 import { RunctlError } from "../../errors/runctl-error.js";
 import { parseHost, type SshHost } from "../ssh-hosts/ssh-hosts-provider.js";
+import type { RunctlLogger } from "../../util/logger.js";
 
 /** Options of {@link slurm}. Everything but `login` is optional. */
 export interface SlurmOptions {
@@ -37,6 +38,8 @@ export interface SlurmOptions {
   readonly pollMs?: number | undefined;
   /** Receives warnings (an insecure host key opt-out). @defaultValue `process.emitWarning` */
   readonly onWarning?: ((message: string) => void) | undefined;
+  /** Debug output of the login node's SSH transport (unless `login` sets its own `logger`) and of the agent. @defaultValue undefined (silent) */
+  readonly logger?: RunctlLogger | undefined;
 }
 
 /** {@link SlurmOptions} checked, with the login parsed; each field as in {@link SlurmOptions}. */
@@ -61,7 +64,7 @@ export interface ResolvedSlurmOptions {
   readonly pollMs: number;
 }
 
-const KNOWN = new Set(["login", "partition", "account", "qos", "gresPerNode", "timeLimit", "sbatchArgs", "workdir", "pollMs", "onWarning"]);
+const KNOWN = new Set(["login", "partition", "account", "qos", "gresPerNode", "timeLimit", "sbatchArgs", "workdir", "pollMs", "onWarning", "logger"]);
 // One token on an #SBATCH line: no blanks, quotes, backslashes or shell characters.
 const NAME = /^[A-Za-z0-9_.+-]+$/;
 const PARTITIONS = /^[A-Za-z0-9_.+-]+(,[A-Za-z0-9_.+-]+)*$/;

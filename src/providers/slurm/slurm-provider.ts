@@ -38,7 +38,7 @@ export function slurm(options: SlurmOptions): Provider {
   const nodeMachines = new WeakSet<Machine>();
 
   const connect = async (host: SshHost, signal: AbortSignal | undefined): Promise<Machine> => {
-    const transport = sshTransport({ ...host, onWarning: host.onWarning ?? warn });
+    const transport = sshTransport({ ...host, logger: host.logger ?? options.logger, onWarning: host.onWarning ?? warn });
     try {
       await transport.connect(signal ? { signal } : {});
       const home = await homeDir(transport);
@@ -117,6 +117,7 @@ export function slurm(options: SlurmOptions): Provider {
 
   return {
     name: "slurm",
+    ...(options.logger !== undefined ? { logger: options.logger } : {}),
     sharesLocalFilesystem: false,
     // The agents run in a job Slurm starts: no stdin of the client reaches them, so credentials are
     // never forwarded (storage must be reachable from the nodes on its own).
@@ -142,7 +143,7 @@ export function slurm(options: SlurmOptions): Provider {
     },
     transportFor(record) {
       const host = record.id === loginId ? o.login : hostFromRecord(record);
-      return sshTransport({ ...host, onWarning: host.onWarning ?? warn });
+      return sshTransport({ ...host, logger: host.logger ?? options.logger, onWarning: host.onWarning ?? warn });
     },
     reattach: (record, opts) => connect(record.id === loginId ? o.login : hostFromRecord(record), opts?.signal),
     plan(request?: ProviderPlanRequest) {

@@ -3,6 +3,7 @@ import { sshTransport, type SshTransport } from "../../transport/ssh/ssh-transpo
 import { jumpList } from "../../transport/ssh/ssh-route.js";
 import type { SshTransportOptions } from "../../transport/ssh/ssh-transport-options.js";
 import type { Transport } from "../../transport/types.js";
+import { sourceLogger, type RunctlLogger } from "../../util/logger.js";
 import type { Machine, MachineRecord, MachineState, Provider } from "../types.js";
 import type { DoctorCheck } from "../../util/doctor-check.js";
 import { sshFailureCheck } from "./ssh-doctor.js";
@@ -30,6 +31,11 @@ export interface SshHostsOptions {
   readonly acquireTimeoutMs?: number | undefined;
   /** Receives warnings (an unreachable host skipped in a pool, an insecure host key opt-out). @defaultValue `process.emitWarning` */
   readonly onWarning?: ((message: string) => void) | undefined;
+  /**
+   * Debug output of the provider (hosts leased, skipped, released), of every host's SSH transport
+   * (unless the host sets its own `logger`) and of the agent. @defaultValue undefined (silent)
+   */
+  readonly logger?: RunctlLogger | undefined;
 }
 
 /**
@@ -56,6 +62,8 @@ export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[]
   const ids = list.map(hostId);
   if (new Set(ids).size !== ids.length) throw new RunctlError("INVALID_ARGUMENT", `sshHosts(): a host is listed twice (${ids.join(", ")}).`);
   const warn = options.onWarning ?? ((message: string) => process.emitWarning(message, "RunctlWarning"));
+  const log = sourceLogger(options.logger, "provider");
+  const transportOf = (host: SshHost): SshTransport => sshTransport({ ...host, logger: host.logger ?? options.logger, onWarning: host.onWarning ?? warn });
   const busy = new Set<string>();
   let waiters: Array<() => void> = [];
   const wake = (): void => {
@@ -65,7 +73,7 @@ export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[]
   };
 
   const connect = async (host: SshHost, signal: AbortSignal | undefined): Promise<Machine> => {
-    const transport = sshTransport({ ...host, onWarning: host.onWarning ?? warn });
+    const transport = transportOf(host);
     try {
       await transport.connect(signal ? { signal } : {});
       const rootDir = host.rootDir ?? (await homeDir(transport)) + "/.runctl";
@@ -86,9 +94,12 @@ export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[]
       for (const host of free) {
         busy.add(hostId(host));
         try {
-          return await connect(host, signal);
+          const machine = await connect(host, signal);
+          log.info(`leased ${hostId(host)} (root ${machine.rootDir})`, { host: hostId(host) });
+          return machine;
         } catch (err) {
           busy.delete(hostId(host));
+          log.debug(`could not lease ${hostId(host)}: ${(err as Error).message}`, { host: hostId(host) });
           if (list.length === 1 || !isRunctlError(err) || err.code === "ABORTED") throw err;
           lastError = err;
           warn(`runctl: skipping ${hostId(host)}: ${err.message}`);
@@ -99,6 +110,7 @@ export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[]
         throw new RunctlError("NO_FREE_HOST", `All ${list.length} hosts of the pool are busy${lastError ? " or unreachable" : ""}; waited ${options.acquireTimeoutMs} ms.`, { retryable: true });
       }
       // Wait for a release (or a second, to retry hosts that were unreachable).
+      log.debug(`all ${list.length} hosts are busy${lastError ? " or unreachable" : ""}; waiting for one`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.min(1000, Math.max(0, deadline - Date.now())));
         waiters.push(() => {
@@ -112,12 +124,14 @@ export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[]
 
   return {
     name: "ssh-hosts",
+    ...(options.logger !== undefined ? { logger: options.logger } : {}),
     sharesLocalFilesystem: false,
     maxNodes: list.length,
     provision: (request, opts) => acquire(opts?.signal, request.avoid ?? []),
     async release(machine) {
       await machine.transport.close().catch(() => {});
       if (busy.delete(machine.id)) wake();
+      log.info(`released ${machine.id}`, { host: machine.id });
     },
     async describe(machine, opts): Promise<MachineState> {
       try {
@@ -129,7 +143,7 @@ export function sshHosts(hosts: SshHost | string | readonly (SshHost | string)[]
     },
     transportFor(record) {
       const host = list.find((h) => hostId(h) === record.id) ?? hostFromRecord(record);
-      return sshTransport({ ...host, onWarning: host.onWarning ?? warn });
+      return transportOf(host);
     },
     async reattach(record, opts) {
       const known = list.find((h) => hostId(h) === record.id);

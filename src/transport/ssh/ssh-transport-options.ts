@@ -1,3 +1,5 @@
+import type { RunctlLogger } from "../../util/logger.js";
+
 /**
  * Options of {@link sshTransport}. Credentials are read when connecting and never appear in errors,
  * events or logs.
@@ -54,6 +56,11 @@ export interface SshTransportOptions {
    * @defaultValue the config file's `ProxyJump`, else none
    */
   readonly proxyJump?: string | readonly (SshJumpHost | string)[] | undefined;
+  /**
+   * Debug output: connects, commands (argv, exit code, duration) and file transfers. Never
+   * credentials, environment values or stdin. @defaultValue undefined (silent)
+   */
+  readonly logger?: RunctlLogger | undefined;
   /** Receives warnings (an insecure host key setting). @defaultValue `process.emitWarning` */
   readonly onWarning?: ((message: string) => void) | undefined;
   /** Interval of SSH keepalive probes; a dead or partitioned link is noticed after about interval × countMax. @defaultValue 1000 */

@@ -9,6 +9,8 @@ import { SessionSlots } from "./session-slots.js";
 import { sftpGetFile, sftpPutFile } from "./sftp-transfer.js";
 import { displayHost, openSshConnection } from "./ssh-connect.js";
 import { SSH_TRANSPORT_DEFAULTS, type SshTransportOptions } from "./ssh-transport-options.js";
+import { sourceLogger, type SourceLogger } from "../../util/logger.js";
+import { loggedTransport } from "../logged-transport.js";
 
 /**
  * A {@link Transport} over SSH, plus an explicit `connect()` to fail fast on bad settings.
@@ -52,7 +54,8 @@ const STDIN_SLICE = 1024 * 1024;
  * ```
  */
 export function sshTransport(options: SshTransportOptions): SshTransport {
-  return new SshTransportImpl(options);
+  const log = sourceLogger(options.logger, "transport");
+  return loggedTransport(new SshTransportImpl(options, log), log);
 }
 
 class SshTransportImpl implements SshTransport {
@@ -62,12 +65,14 @@ class SshTransportImpl implements SshTransport {
   private client: Client | undefined;
   private connecting: Promise<Client> | undefined;
   private closed = false;
+  private readonly log: SourceLogger;
 
-  constructor(options: SshTransportOptions) {
+  constructor(options: SshTransportOptions, log: SourceLogger) {
     if (typeof options.host !== "string" || options.host === "") throw new RunctlError("INVALID_ARGUMENT", "sshTransport needs a host.");
     const port = options.port ?? SSH_TRANSPORT_DEFAULTS.port;
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RunctlError("INVALID_ARGUMENT", `Invalid SSH port ${String(options.port)}.`);
     this.options = options;
+    this.log = log;
     this.host = displayHost(options);
     this.slots = new SessionSlots(options.maxSessions ?? SSH_TRANSPORT_DEFAULTS.maxSessions);
   }
@@ -83,6 +88,10 @@ class SshTransportImpl implements SshTransport {
     if (this.client) return this.client;
     if (!this.connecting) {
       const retries = this.options.connectRetries ?? SSH_TRANSPORT_DEFAULTS.connectRetries;
+      // Where and as whom only: keys, passphrases and agent sockets are never logged.
+      const target = `${this.options.username ?? "(local user)"}@${this.host}:${this.options.port ?? SSH_TRANSPORT_DEFAULTS.port}`;
+      const started = performance.now();
+      this.log.debug(`ssh ${target}: connecting`, { host: this.host });
       const attempt = pRetry(() => openSshConnection(this.options), {
         retries,
         minTimeout: 250,
@@ -90,6 +99,7 @@ class SshTransportImpl implements SshTransport {
         factor: 2,
         randomize: true,
         shouldRetry: ({ error }) => !this.closed && error instanceof RunctlError && error.retryable,
+        onFailedAttempt: ({ error, attemptNumber }) => this.log.debug(`ssh ${target}: connect attempt ${attemptNumber} failed: ${error.message}`, { host: this.host }),
       });
       this.connecting = attempt.then(
         (client) => {
@@ -99,6 +109,7 @@ class SshTransportImpl implements SshTransport {
             throw this.closedError();
           }
           this.client = client;
+          this.log.debug(`ssh ${target}: connected in ${Math.round(performance.now() - started)} ms`, { host: this.host, durationMs: Math.round(performance.now() - started) });
           client.once("close", () => {
             if (this.client === client) this.client = undefined;
           });
