@@ -117,8 +117,11 @@ function testSecrets(): { aws: { accessKeyId: string; secretAccessKey: string; s
   return { aws: { accessKeyId: TEST_AWS_CREDENTIALS.accessKeyId, secretAccessKey: `secret-${tag}-value`, sessionToken: `token-${tag}-value` } };
 }
 
-/** Waits for the exit event (the agent writes it last). */
-async function waitExit(run: Run, timeoutMs = 60_000): Promise<{ events: AgentEvent[]; exit: AgentEvent; log: string }> {
+/**
+ * Waits for the exit event (the agent writes it last). 100 s: the aws CLI v1 case starts Python for
+ * every object, which takes a minute and more on 2 loaded cores.
+ */
+async function waitExit(run: Run, timeoutMs = 100_000): Promise<{ events: AgentEvent[]; exit: AgentEvent; log: string }> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const events = readEvents(run.runDir);
