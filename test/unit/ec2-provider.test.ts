@@ -83,7 +83,8 @@ describe("ec2(): input is checked before anything is created", () => {
 describe("ec2(): launching", () => {
   it("tags every resource at launch, terminates on shutdown, and hands out a machine that answers over SSM", async () => {
     const a = account();
-    const provider = ec2(ssmOptions(a, { owner: "tester@ci", ttlMs: 3600_000, tags: { team: "ml" } }));
+    const logged: string[] = [];
+    const provider = ec2(ssmOptions(a, { owner: "tester@ci", ttlMs: 3600_000, tags: { team: "ml" }, logger: (entry: { source: string; message: string }) => logged.push(`${entry.source}: ${entry.message}`) }));
     const machine = await provider.provision({ runId: "r-launch" });
     try {
       const input = a.fake.inputsOf<Record<string, any>>("RunInstances")[0]!;
@@ -120,6 +121,13 @@ describe("ec2(): launching", () => {
     expect(a.fake.securityGroups.size).toBe(0);
     expect(a.fake.calls().filter((c) => c === "DeleteSecurityGroup").length).toBeGreaterThanOrEqual(2);
     expect(listRecordedResources().filter((r) => r.runId === "r-launch")).toEqual([]);
+    // The logger saw the provider's steps and the SSM transport's command.
+    const steps = logged.filter((l) => l.startsWith("provider: "));
+    expect(steps).toHaveLength(3);
+    expect(steps[0]).toBe("provider: ec2 us-east-1: launching t3.micro for run r-launch");
+    expect(steps[1]).toMatch(new RegExp(`^provider: ec2 us-east-1: ${INSTANCE} running at \\d+\\.\\d+\\.\\d+\\.\\d+$`));
+    expect(steps[2]).toBe(`provider: ec2 us-east-1: ${INSTANCE} terminated`);
+    expect(logged.some((l) => l.startsWith("transport: ") && l.includes("echo hello-from-$0"))).toBe(true);
   });
 
   it("GPU types get the Deep Learning AMI and a spot request tagged at launch", async () => {

@@ -107,6 +107,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
   };
   const spot = options.spot === undefined || options.spot === false ? null : options.spot === true ? { fallbackToOnDemand: false } : { fallbackToOnDemand: options.spot.fallbackToOnDemand ?? false, maxPriceUsd: options.spot.maxPriceUsd };
   const shutdownAfterRunMs = options.shutdownAfterRunMs ?? 30 * 60_000;
+  const log = sourceLogger(options.logger, "provider");
   const unstartedPowerOffMs = options.unstartedPowerOffMs ?? (options.readyTimeoutMs ?? 600_000) + BOOT_POWER_OFF_MARGIN_MS;
   /** How long what a run creates lives past its last renewal: `ttlMs`, else the run's time budget plus a margin, else a day. */
   const expiryTtlMs = (request: Pick<ProvisionRequest, "maxDurationMs">): number => options.ttlMs ?? (request.maxDurationMs !== undefined ? request.maxDurationMs + EXPIRY_MARGIN_MS : DAY_MS);
@@ -292,6 +293,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       const gang = request.gang && request.gang.size > 1 ? request.gang : undefined;
       if (gang && gang.rank > 0) placements = [await gangs.placement(runId)];
       const gpu = typeFacts.gpus > 0;
+      log.info(`ec2 ${options.region}: launching ${instanceType}${spot ? " spot" : ""} for run ${runId}`, { image, placements: placements.length });
       const launched = await launchInstance({
         ec2: client.ec2,
         region: options.region,
@@ -330,6 +332,7 @@ export function ec2(options: Ec2ProviderOptions): Provider {
         warn(`runctl: no spot capacity for ${instanceType} (${launched.attempts.map((a) => `${a.placement}: ${a.code}`).join("; ")}); launched ${instanceId} on-demand as allowed by spot.fallbackToOnDemand.`);
       }
       const address = addressOf(instance);
+      log.info(`ec2 ${options.region}: ${instanceId} running at ${address}`, { attempts: launched.attempts.length, onDemandFallback: launched.fellBackToOnDemand });
       const username = access.kind === "ssh" ? (access.username ?? "ubuntu") : (access.user === undefined ? "ubuntu" : (access.user ?? "root"));
       const knownHostsPath = access.kind === "ssh" ? writeKnownHosts(keys.dir, address, keys.host.publicKey) : undefined;
       const keyInfo = { username, privateKeyPath, knownHostsPath };
@@ -409,9 +412,10 @@ export function ec2(options: Ec2ProviderOptions): Provider {
       await machine.transport.close().catch(() => {});
       const f = factsOf(machine);
       facts.delete(machine.id);
-      if (!f.terminateOnRelease) return;
+      if (!f.terminateOnRelease) return log.info(`ec2 ${options.region}: ${machine.id} released, kept running (terminateOnRelease: false)`);
       const { ec2: client } = aws();
       await terminateInstance(client, machine.id, { timeoutMs: 180_000, pollMs, signal: opts?.signal });
+      log.info(`ec2 ${options.region}: ${machine.id} terminated`);
       // The security group cannot go while the instance's network interface exists.
       if (f.createdSecurityGroup && f.securityGroupId) {
         gangs.forgetGroup(f.securityGroupId);

@@ -2,6 +2,7 @@ import { posix } from "node:path";
 import { RunctlError, throwIfAborted } from "../../errors/runctl-error.js";
 import { recordResourceCreated } from "../../ledger/resource-ledger.js";
 import { sshTransport } from "../../transport/ssh/ssh-transport.js";
+import { sourceLogger } from "../../util/logger.js";
 import type { ExecResult, Transport } from "../../transport/types.js";
 import type { BatchCallOptions, BatchEngine, BatchJobRequest, BatchJobStatus } from "../batch-types.js";
 import { homeDir, hostFromRecord, hostId, machineOf, type SshHost } from "../ssh-hosts/ssh-hosts-provider.js";
@@ -35,6 +36,7 @@ export function slurm(options: SlurmOptions): Provider {
   const o = resolveSlurmOptions(options);
   const warn = options.onWarning ?? ((message: string) => process.emitWarning(message, "RunctlWarning"));
   const loginId = hostId(o.login);
+  const log = sourceLogger(options.logger, "provider");
   const nodeMachines = new WeakSet<Machine>();
 
   const connect = async (host: SshHost, signal: AbortSignal | undefined): Promise<Machine> => {
@@ -96,6 +98,7 @@ export function slurm(options: SlurmOptions): Provider {
         createdAt: new Date().toISOString(),
         tags: { "runctl:run-id": request.runId, "slurm:job-id": id, "slurm:login": loginId, "slurm:job-dir": request.jobDir, ...loginTags(o.login, login.rootDir) },
       });
+      log.info(`slurm ${loginId}: job ${id} submitted for run ${request.runId}`, { jobDir: request.jobDir });
       return id;
     },
     status: (login, jobId, opts) => jobStatus(login.transport, jobId, opts),
