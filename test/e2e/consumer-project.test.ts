@@ -119,4 +119,20 @@ describe("a fresh consumer project on the node on PATH", () => {
       expect(bad.stderr).not.toMatch(/\n\s+at /);
     }
   });
+
+  it("npx runctl doctor checks this machine before a first run: Python, disk, GPU; exit 0 when nothing failed", () => {
+    const human = sh("npx", ["runctl", "doctor"]);
+    expect(human.stderr).toBe("");
+    expect(human.status).toBe(0);
+    expect(human.stdout).toMatch(/\[ok\] +.*[Pp]ython.*3\.\d+/);
+    expect(human.stdout).toMatch(/^doctor: \d+ ok, \d+ warning\(s\), 0 failed/m);
+    const json = sh("npx", ["runctl", "doctor", "--json"]);
+    expect(json.status).toBe(0);
+    const doc = JSON.parse(json.stdout) as { schemaVersion: number; ok: boolean; checks: { id: string; status: string }[] };
+    expect(doc.schemaVersion).toBe(1);
+    expect(doc.ok).toBe(true);
+    expect(doc.checks.length).toBeGreaterThanOrEqual(3);
+    expect(doc.checks.filter((c) => c.status === "fail")).toEqual([]);
+    expect(doc.checks.find((c) => c.id === "python")?.status).toBe("ok");
+  });
 });
