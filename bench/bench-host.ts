@@ -9,7 +9,7 @@ import { spawn } from "node:child_process";
 import { createReadStream, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
-import type { SshHost } from "runctl";
+import type { RunPlan, SshHost, TrainOptions } from "runctl";
 import { defaultStateDir } from "../test/testbed/global-setup.js";
 import { startTestbed, type Testbed, type TestHost } from "../test/testbed/testbed.js";
 
@@ -24,6 +24,41 @@ export interface BenchHost {
   upload(localPath: string): Promise<string>;
   /** Stops the testbed and removes the temporary runctl home. */
   stop(): Promise<void>;
+}
+
+/**
+ * The options of plain `ssh` to a test host, the peer side of every comparison: the host's key and
+ * known_hosts, strict host-key checking, no user config, no prompts.
+ */
+export function plainSshOptions(h: TestHost): string[] {
+  return ["-F", "/dev/null", "-i", h.privateKeyPath, "-o", "IdentitiesOnly=yes", "-o", `UserKnownHostsFile=${h.knownHostsPath}`, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", String(h.port)];
+}
+
+/** An untimed run that must succeed: agent install, code sync, interpreter and page cache. */
+export async function warmUp(plan: RunPlan, script: string, options: TrainOptions = {}): Promise<void> {
+  const run = plan.train(script, { cleanup: true, ...options });
+  const result = await run;
+  if (result.status !== "succeeded") throw new Error(`warm-up run ${run.runId} ended ${result.status}`);
+}
+
+/**
+ * `reps` repetitions of runctl and its peer, who goes first alternating so that neither always meets
+ * a warmer machine; `after` sees each repetition's pair.
+ */
+export async function alternate<A, B>(reps: number, runctl: () => Promise<A>, peer: () => Promise<B>, after: (rep: number, a: A, b: B) => void): Promise<{ runctl: A[]; peer: B[] }> {
+  const a: A[] = [];
+  const b: B[] = [];
+  for (let rep = 0; rep < reps; rep++) {
+    if (rep % 2 === 0) {
+      a.push(await runctl());
+      b.push(await peer());
+    } else {
+      b.push(await peer());
+      a.push(await runctl());
+    }
+    after(rep, a[rep]!, b[rep]!);
+  }
+  return { runctl: a, peer: b };
 }
 
 /** Wall-clock time in ms with sub-millisecond precision (Date.now() is whole ms). */
@@ -49,24 +84,7 @@ export async function startBenchHost(): Promise<BenchHost> {
     bed = await startTestbed({ hosts: 1, stateDir: defaultStateDir() });
     const h = bed.hosts[0]!;
     await bed.assertSafe(h.address);
-    const sshArgs = (remoteCommand: string): string[] => [
-      "-F",
-      "/dev/null",
-      "-i",
-      h.privateKeyPath,
-      "-o",
-      "IdentitiesOnly=yes",
-      "-o",
-      `UserKnownHostsFile=${h.knownHostsPath}`,
-      "-o",
-      "StrictHostKeyChecking=yes",
-      "-o",
-      "BatchMode=yes",
-      "-p",
-      String(h.port),
-      `${h.user}@${h.address}`,
-      remoteCommand,
-    ];
+    const sshArgs = (remoteCommand: string): string[] => [...plainSshOptions(h), `${h.user}@${h.address}`, remoteCommand];
     const upload = async (localPath: string): Promise<string> => {
       const remote = `bench-peer/${basename(localPath)}`;
       await new Promise<void>((resolve, reject) => {

@@ -75,3 +75,20 @@ export function quantile(values: readonly number[], q: number): number {
   const rank = Math.min(s.length, Math.max(1, Math.ceil(q * s.length)));
   return s[rank - 1]!;
 }
+
+/** A positive whole number from the environment (`BENCH_REPS=5`), else `fallback`. */
+export function intEnv(name: string, fallback: number): number {
+  const v = Math.floor(Number(process.env[name] ?? String(fallback)));
+  return Number.isFinite(v) && v > 0 ? v : fallback;
+}
+
+/** Runs a bench's `main` and exits: 0 when it resolved, 1 (the error printed) when it threw. */
+export function runBench(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}

@@ -24,13 +24,9 @@ import { createInterface } from "node:readline";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Runctl, sshHosts, type RunEvent, type RunPlan } from "runctl";
-import { median, printBenchRow } from "./bench-row.js";
-import { nowMs, startBenchHost, type BenchHost } from "./bench-host.js";
+import { intEnv, median, printBenchRow, runBench } from "./bench-row.js";
+import { alternate, nowMs, startBenchHost, warmUp, type BenchHost } from "./bench-host.js";
 
-const intEnv = (name: string, fallback: number): number => {
-  const v = Math.floor(Number(process.env[name] ?? String(fallback)));
-  return Number.isFinite(v) && v > 0 ? v : fallback;
-};
 const REPS = intEnv("BENCH_REPS", 5);
 const GOAL_MS = 1000;
 const TRAINERS = join(dirname(fileURLToPath(import.meta.url)), "trainers");
@@ -115,29 +111,15 @@ async function main(): Promise<void> {
     console.log(`${cpus().length} CPUs, Node ${process.version}, ${REPS} repetitions per tool, medians\n`);
     const plan = Runctl.instance(sshHosts(bh.host)).sync(TRAINERS);
     // Warm-up, not timed: agent install, code sync, page cache; the peer's copy of the script and one ssh.
-    {
-      const run = plan.train(SCRIPT, { cleanup: true });
-      const result = await run;
-      if (result.status !== "succeeded") throw new Error(`warm-up run ${run.runId} ended ${result.status}`);
-    }
+    await warmUp(plan, SCRIPT);
     const remoteScript = await bh.upload(join(TRAINERS, SCRIPT));
     await sshLaunch(bh, remoteScript);
 
-    const runctl: RunctlSample[] = [];
-    const ssh: number[] = [];
-    for (let rep = 0; rep < REPS; rep++) {
-      if (rep % 2 === 0) {
-        runctl.push(await runctlLaunch(plan));
-        ssh.push(await sshLaunch(bh, remoteScript));
-      } else {
-        ssh.push(await sshLaunch(bh, remoteScript));
-        runctl.push(await runctlLaunch(plan));
-      }
-      const r = runctl[runctl.length - 1]!;
+    const { runctl, peer: ssh } = await alternate(REPS, () => runctlLaunch(plan), () => sshLaunch(bh, remoteScript), (rep, r, s) =>
       console.log(
-        `  repetition ${rep + 1}/${REPS}: runctl ${fmtMs(r.total)} ms (provision ${fmtMs(r.provision)}, sync ${fmtMs(r.sync)}, start ${fmtMs(r.start)}; line back ${fmtMs(r.lineBack)}), ssh ${fmtMs(ssh[ssh.length - 1]!)} ms`,
-      );
-    }
+        `  repetition ${rep + 1}/${REPS}: runctl ${fmtMs(r.total)} ms (provision ${fmtMs(r.provision)}, sync ${fmtMs(r.sync)}, start ${fmtMs(r.start)}; line back ${fmtMs(r.lineBack)}), ssh ${fmtMs(s)} ms`,
+      ),
+    );
 
     const total = median(runctl.map((r) => r.total));
     const peer = median(ssh);
@@ -168,10 +150,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runBench(main);

@@ -22,13 +22,9 @@ import { createInterface } from "node:readline";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Runctl, sshHosts, type RunPlan } from "runctl";
-import { median, printBenchRow, quantile } from "./bench-row.js";
-import { nowMs, startBenchHost, type BenchHost } from "./bench-host.js";
+import { intEnv, median, printBenchRow, quantile, runBench } from "./bench-row.js";
+import { alternate, nowMs, startBenchHost, warmUp, type BenchHost } from "./bench-host.js";
 
-const intEnv = (name: string, fallback: number): number => {
-  const v = Math.floor(Number(process.env[name] ?? String(fallback)));
-  return Number.isFinite(v) && v > 0 ? v : fallback;
-};
 const REPS = intEnv("BENCH_REPS", 3);
 const LINES = intEnv("BENCH_LOG_LINES", 300);
 const INTERVAL_MS = intEnv("BENCH_LOG_INTERVAL_MS", 20);
@@ -95,25 +91,10 @@ async function main(): Promise<void> {
     console.log(`${cpus().length} CPUs, Node ${process.version}, ${REPS} repetitions per tool, latencies pooled\n`);
     const plan = Runctl.instance(sshHosts(bh.host)).sync(TRAINERS);
     // Warm-up, not timed: agent install, code sync, interpreter and page cache; the peer's script copy.
-    {
-      const run = plan.train(SCRIPT, { hyperparams: { lines: 5, "interval-ms": 10, "delay-s": 0 }, cleanup: true });
-      const result = await run;
-      if (result.status !== "succeeded") throw new Error(`warm-up run ${run.runId} ended ${result.status}`);
-    }
+    await warmUp(plan, SCRIPT, { hyperparams: { lines: 5, "interval-ms": 10, "delay-s": 0 } });
     const remoteScript = await bh.upload(join(TRAINERS, SCRIPT));
 
-    const runctl: Sample[] = [];
-    const peer: Sample[] = [];
-    for (let rep = 0; rep < REPS; rep++) {
-      if (rep % 2 === 0) {
-        runctl.push(await runctlRun(plan));
-        peer.push(await peerRun(bh, remoteScript));
-      } else {
-        peer.push(await peerRun(bh, remoteScript));
-        runctl.push(await runctlRun(plan));
-      }
-      const r = runctl[runctl.length - 1]!;
-      const p = peer[peer.length - 1]!;
+    const { runctl, peer } = await alternate(REPS, () => runctlRun(plan), () => peerRun(bh, remoteScript), (rep, r, p) => {
       console.log(
         `  repetition ${rep + 1}/${REPS}: runctl p50 ${ms(median(r.latencies))} p99 ${ms(quantile(r.latencies, 0.99))} ms (${r.seen.size}/${LINES} lines), ` +
           `ssh+tail -F p50 ${ms(median(p.latencies))} p99 ${ms(quantile(p.latencies, 0.99))} ms (${p.seen.size}/${LINES} lines)`,
@@ -121,7 +102,7 @@ async function main(): Promise<void> {
       for (const [name, s] of [["runctl", r], ["ssh+tail -F", p]] as const) {
         if (s.seen.size !== LINES || s.duplicates > 0) console.log(`    note: ${name} saw ${s.seen.size} of ${LINES} lines, ${s.duplicates} twice`);
       }
-    }
+    });
 
     const all = (xs: readonly Sample[]): number[] => xs.flatMap((s) => s.latencies);
     const a = all(runctl);
@@ -167,10 +148,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runBench(main);

@@ -28,12 +28,8 @@ import { main as multiNode } from "../examples/multi-node.js";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../test/support/s3-server.js";
 import { defaultStateDir } from "../test/testbed/global-setup.js";
 import { startTestbed, type Testbed } from "../test/testbed/testbed.js";
-import { printBenchRow } from "./bench-row.js";
+import { intEnv, printBenchRow, runBench } from "./bench-row.js";
 
-const intEnv = (name: string, fallback: number): number => {
-  const v = Math.floor(Number(process.env[name] ?? String(fallback)));
-  return Number.isFinite(v) && v > 0 ? v : fallback;
-};
 const REPS = intEnv("BENCH_REPS", 3);
 const LOST_AFTER_MS = intEnv("BENCH_LOST_AFTER_MS", 5000);
 const GRACE_MS = intEnv("BENCH_GRACE_MS", 5000);
@@ -114,10 +110,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runBench(main);

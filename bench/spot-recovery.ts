@@ -39,12 +39,8 @@ import { startImds, type TestImds } from "../test/support/imds-server.js";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../test/support/s3-server.js";
 import { defaultStateDir } from "../test/testbed/global-setup.js";
 import { startTestbed, type Testbed, type TestHost } from "../test/testbed/testbed.js";
-import { printBenchRow } from "./bench-row.js";
+import { intEnv, printBenchRow, runBench } from "./bench-row.js";
 
-const intEnv = (name: string, fallback: number): number => {
-  const v = Math.floor(Number(process.env[name] ?? String(fallback)));
-  return Number.isFinite(v) && v > 0 ? v : fallback;
-};
 const REPS = intEnv("BENCH_REPS", 3);
 /** How often the agent polls the metadata service; unset: runctl's own default (the bench measures the default). */
 const IMDS_POLL_MS: number | undefined = process.env["BENCH_IMDS_POLL_MS"] ? intEnv("BENCH_IMDS_POLL_MS", 5000) : undefined;
@@ -345,10 +341,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runBench(main);

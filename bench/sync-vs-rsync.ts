@@ -29,7 +29,8 @@ import { cpus, tmpdir } from "node:os";
 import { join, posix } from "node:path";
 import { Runctl, sshHosts, type ProvisionedMachine, type SshHost } from "runctl";
 import { defaultStateDir } from "../test/testbed/global-setup.js";
-import { printBenchRow, type BenchRow } from "./bench-row.js";
+import { plainSshOptions } from "./bench-host.js";
+import { printBenchRow, runBench, type BenchRow } from "./bench-row.js";
 import { startTestbed, type Testbed, type TestHost } from "../test/testbed/testbed.js";
 
 const REPS = Math.max(1, Math.floor(Number(process.env["BENCH_REPS"] ?? "5")) || 5);
@@ -93,23 +94,9 @@ function run(cmd: string, args: readonly string[]): Promise<void> {
   });
 }
 
-/** The ssh command rsync uses: the host's key, its known_hosts, strict checking, no user config. */
+/** The ssh command rsync uses (paths of the testbed's own files, no spaces). */
 function sshCommand(h: TestHost): string {
-  return [
-    "ssh",
-    "-F",
-    "/dev/null",
-    "-i",
-    h.privateKeyPath,
-    "-o",
-    "IdentitiesOnly=yes",
-    "-o",
-    `UserKnownHostsFile=${h.knownHostsPath}`,
-    "-o",
-    "StrictHostKeyChecking=yes",
-    "-o",
-    "BatchMode=yes",
-  ].join(" ");
+  return ["ssh", ...plainSshOptions(h)].join(" ");
 }
 
 function rsyncTo(h: TestHost, tree: Tree, remoteDir: string): Promise<void> {
@@ -257,10 +244,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runBench(main);
