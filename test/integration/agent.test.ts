@@ -259,7 +259,9 @@ describe.concurrent("agent runs", () => {
   });
 
   test("the run survives its launcher's whole process group being killed; a second launch is refused", async () => {
-    const run = makeRun("import time\ntime.sleep(5)\nprint('still here')\n");
+    // 10 s of silence: heartbeat frames come after 2 s of it, even when the follower starts late on
+    // a loaded machine (5 s was once too short in CI).
+    const run = makeRun("import time\ntime.sleep(10)\nprint('still here')\n");
     trackLaunched(run.runDir);
     const specFile = join(run.root, "spec-in.json");
     writeFileSync(specFile, JSON.stringify(run.spec));
