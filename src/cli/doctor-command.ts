@@ -28,7 +28,7 @@ export async function doctorCommand(
   const signal = io.signal;
   let report: DoctorReport;
   if (options.file !== undefined) {
-    const loaded = await loadPlanModule(resolve(io.cwd ?? process.cwd(), options.file));
+    const loaded = await loadPlanModule(resolve(io.cwd ?? process.cwd(), options.file), "doctor");
     const plan = loaded.plan as { doctor?: unknown };
     if (typeof plan.doctor !== "function") throw new CliError("UNSUPPORTED", `${options.file}: its plan has no doctor() (built with an older runctl); update runctl in that project.`);
     report = await (plan.doctor as (o: { signal?: AbortSignal | undefined }) => Promise<DoctorReport>)({ signal });

@@ -5,7 +5,7 @@ import type { PlanSummary } from "../index.js";
 import { CliError, EXIT_CODES, UsageError } from "./cli-errors.js";
 
 /**
- * What a plan module must export for `runctl plan FILE`.
+ * What a plan module must export for `runctl plan FILE` and `runctl doctor FILE`.
  *
  * @example
  * ```ts
@@ -25,7 +25,8 @@ const JS = [".js", ".mjs", ".cjs"];
 const TS = [".ts", ".mts", ".cts"];
 
 /**
- * Loads the plan module at `path` (absolute, or relative to the working directory). JavaScript is
+ * Loads the plan module at `path` (absolute, or relative to the working directory) for `command`
+ * (the CLI command whose FILE it is, which usage errors start with). JavaScript is
  * imported as is; TypeScript through Node's own type stripping (Node >= 22.18, or older 22.x with
  * `--experimental-strip-types`), else through tsx when the project has it. Every way this can fail
  * is a typed {@link CliError} naming the file and what to do, never a raw Node error: a missing
@@ -39,13 +40,13 @@ const TS = [".ts", ".mts", ".cts"];
  * console.log((await plan.plan(script)).steps);
  * ```
  */
-export async function loadPlanModule(path: string): Promise<PlanModule> {
-  if (!existsSync(path)) throw new UsageError(`plan: no file ${path}`);
-  if (statSync(path).isDirectory()) throw new UsageError(`plan: ${path} is a folder; give the plan module file (e.g. plan.ts)`);
+export async function loadPlanModule(path: string, command: "plan" | "doctor" = "plan"): Promise<PlanModule> {
+  if (!existsSync(path)) throw new UsageError(`${command}: no file ${path}`);
+  if (statSync(path).isDirectory()) throw new UsageError(`${command}: ${path} is a folder; give the plan module file (e.g. plan.ts)`);
   const ext = extname(path).toLowerCase();
   const typescript = TS.includes(ext);
   if (!typescript && !JS.includes(ext)) {
-    throw new UsageError(`plan: ${basename(path)} is not a plan module; FILE must be JavaScript or TypeScript (${[...JS, ...TS].join(", ")}) exporting plan and script`);
+    throw new UsageError(`${command}: ${basename(path)} is not a plan module; FILE must be JavaScript or TypeScript (${[...JS, ...TS].join(", ")}) exporting plan and script`);
   }
   const url = pathToFileURL(path).href;
   let loaded: Record<string, unknown>;

@@ -64,6 +64,13 @@ describe("runctl doctor", () => {
     const r = await cli(["doctor", bad]);
     expect(r.code).not.toBe(0);
     expect(r.err).toMatch(/must export plan/);
+    // FILE errors name the command the user typed, not `plan`.
+    const missing = await cli(["doctor", join(tempDir("doctor-missing"), "nope.ts")]);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toMatch(/^runctl: doctor: no file .*nope\.ts \(USAGE\)\n/);
+    const readme = await cli(["doctor", "README.md"]);
+    expect(readme.code).toBe(2);
+    expect(readme.err).toMatch(/^runctl: doctor: README\.md is not a plan module/);
   });
 
   it("S3 checkpoint storage: a bucket that exists is ok, a missing one fails with NoSuchBucket and the fix; the machine needs boto3 or aws", async () => {
