@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { Runctl } from "../index.js";
 import type { CliCancelStrategy } from "./cli-args.js";
-import { output, formatDuration, type CliIo } from "./cli-output.js";
+import { output, type CliIo } from "./cli-output.js";
+import { formatDuration } from "../util/format-duration.js";
 import { CliError, EXIT_CODES, type ExitCode } from "./cli-errors.js";
 import { followEvents } from "./follow-events.js";
 import { readRunJournal, type RunJournalView } from "./run-journals.js";

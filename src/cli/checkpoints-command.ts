@@ -1,6 +1,7 @@
 import { Runctl, type CheckpointStore, type CheckpointVerification } from "../index.js";
 import { storageFromRecord } from "../storage/resolve-storage.js";
-import { output, table, formatBytes, formatTime, type CliIo } from "./cli-output.js";
+import { output, table, formatTime, type CliIo } from "./cli-output.js";
+import { formatBytes } from "../util/format-bytes.js";
 import { CliError, EXIT_CODES, type ExitCode } from "./cli-errors.js";
 import { readRunJournal, type StoredRunRecord } from "./run-journals.js";
 import { attachOptionsFor } from "./run-provider.js";

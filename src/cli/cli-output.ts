@@ -1,10 +1,4 @@
 import type { SweepFn } from "./sweep-report.js";
-import { formatBytes } from "../util/format-bytes.js";
-// The formatters the CLI shares with `createEventPrinter` live in util/.
-export { formatDuration } from "../util/format-duration.js";
-export { formatUsd } from "../util/format-usd.js";
-
-export { formatBytes };
 
 /**
  * Where the CLI writes: anything with `write(string)` (process streams, or a test's capture).

@@ -1,6 +1,8 @@
 // Not from the root entry: `runctl ls` loads the ledger and the journals only, not the SDK (bench/startup.ts).
 import { listRecordedResources } from "../ledger/index.js";
-import { output, table, formatDuration, formatTime, formatUsd, type CliIo } from "./cli-output.js";
+import { output, table, formatTime, type CliIo } from "./cli-output.js";
+import { formatDuration } from "../util/format-duration.js";
+import { formatUsd } from "../util/format-usd.js";
 import { EXIT_CODES, CliError, type ExitCode } from "./cli-errors.js";
 import { listRunJournals, runctlHomeDir } from "./run-journals.js";
 

@@ -1,5 +1,8 @@
 import { resolve } from "node:path";
-import { output, formatBytes, formatDuration, formatUsd, type CliIo } from "./cli-output.js";
+import { output, type CliIo } from "./cli-output.js";
+import { formatBytes } from "../util/format-bytes.js";
+import { formatDuration } from "../util/format-duration.js";
+import { formatUsd } from "../util/format-usd.js";
 import { CliError, EXIT_CODES, type ExitCode } from "./cli-errors.js";
 import { loadPlanModule } from "./plan-module.js";
 
