@@ -49,6 +49,17 @@ describe("doctor on SSH hosts of the testbed", () => {
     expect(out).toMatch(/^doctor: 0 ok, 0 warning\(s\), 1 failed$/m);
   });
 
+  it("an ssh-config alias with an unknown key: the fix scans the alias's HostName and Port, not the alias", async () => {
+    const dir = tempDir("doctor-alias");
+    const knownHosts = join(dir, "known_hosts");
+    writeFileSync(knownHosts, "");
+    const config = join(dir, "config");
+    writeFileSync(config, ["Host rc-doctor-alias", `  HostName ${testHost.address}`, `  Port ${testHost.port}`, `  User ${testHost.user}`, `  IdentityFile ${testHost.privateKeyPath}`, ""].join("\n"));
+    const report = await doctor(sshHosts({ host: "rc-doctor-alias", sshConfig: config, knownHostsPath: knownHosts }));
+    expect(report.checks[0]).toMatchObject({ id: "transport", status: "fail", code: "HOST_KEY_MISMATCH" });
+    expect(report.checks[0]?.fix).toMatch(new RegExp(`then run: ssh-keyscan -p ${testHost.port} -t ssh-\\S+ ${testHost.address.replace(/\./g, "\\.")} >> ${knownHosts}$`));
+  });
+
   it("a changed host key fails too, with the ssh-keygen -R line", async () => {
     const knownHosts = join(tempDir("doctor-known-hosts"), "known_hosts");
     writeFileSync(knownHosts, `${testHost.address} ${freshKeyPair("doctor-other-host").publicKey}\n`);

@@ -70,6 +70,12 @@ describe("doctor: SSH, storage and EC2 failures say what to fix", () => {
     expect(c.fix).toContain("SHA256:abc");
     const changed = sshFailureCheck({ host: "h", port: 2222 }, new RunctlError("HOST_KEY_MISMATCH", "HOST KEY MISMATCH", { details: { reason: "changed", knownHostsPath: "/k" } }));
     expect(changed.fix).toContain("ssh-keygen -R '[h]:2222' -f /k");
+    // An ssh-config alias: the key is recorded under its HostName and Port, which the error carries.
+    const alias = new RunctlError("HOST_KEY_MISMATCH", "not in known_hosts", {
+      details: { host: "gpu", hostName: "10.0.0.7", port: 2200, knownHostsPath: "/k", presentedKeyType: "ssh-ed25519", presentedFingerprint: "SHA256:x", reason: "unknown" },
+    });
+    expect(sshFailureCheck({ host: "gpu" }, alias).fix).toContain("ssh-keyscan -p 2200 -t ssh-ed25519 10.0.0.7 >> /k");
+    expect(sshFailureCheck({ host: "gpu" }, new RunctlError("HOST_KEY_MISMATCH", "changed", { details: { hostName: "10.0.0.7", port: 2200, knownHostsPath: "/k", reason: "changed" } })).fix).toContain("ssh-keygen -R '[10.0.0.7]:2200' -f /k");
     expect(sshFailureCheck({ host: "h" }, new RunctlError("AUTH_FAILED", "refused")).fix).toMatch(/--identity/);
     expect(sshFailureCheck({ host: "h" }, new RunctlError("HOST_UNREACHABLE", "ECONNREFUSED", { retryable: true }))).toMatchObject({ code: "HOST_UNREACHABLE", fix: expect.stringMatching(/port/) });
   });

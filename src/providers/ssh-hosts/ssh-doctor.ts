@@ -23,17 +23,20 @@ export function sshFailureCheck(target: { readonly host: string; readonly port?:
   switch (err.code) {
     case "HOST_KEY_MISMATCH": {
       const knownHosts = str("knownHostsPath") ?? "~/.ssh/known_hosts";
+      // The address the key is recorded under: an ssh-config alias's HostName and Port, not the alias.
+      const keyHost = str("hostName") ?? host;
+      const keyPort = typeof d["port"] === "number" ? d["port"] : port;
       const type = str("presentedKeyType");
       const fp = str("presentedFingerprint");
       if (d["reason"] === "unknown" && type) {
         return {
           ...base,
           detail: `host key not in ${knownHosts}: ${type} ${fp ?? ""}`.trim(),
-          fix: `Compare ${fp ?? "the fingerprint"} with \`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub\` on the host, then run: ${shellJoin(["ssh-keyscan", "-p", String(port), "-t", type, host])} >> ${knownHosts}`,
+          fix: `Compare ${fp ?? "the fingerprint"} with \`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub\` on the host, then run: ${shellJoin(["ssh-keyscan", "-p", String(keyPort), "-t", type, keyHost])} >> ${knownHosts}`,
         };
       }
       if (d["reason"] === "changed") {
-        return { ...base, fix: `Only if the host was really reinstalled: ${shellJoin(["ssh-keygen", "-R", port === 22 ? host : `[${host}]:${port}`, "-f", knownHosts])}, then add the new key with ssh-keyscan (compare its fingerprint first).` };
+        return { ...base, fix: `Only if the host was really reinstalled: ${shellJoin(["ssh-keygen", "-R", keyPort === 22 ? keyHost : `[${keyHost}]:${keyPort}`, "-f", knownHosts])}, then add the new key with ssh-keyscan (compare its fingerprint first).` };
       }
       return { ...base, fix: `The key is revoked in ${knownHosts}: find out why before connecting.` };
     }

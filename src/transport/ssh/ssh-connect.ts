@@ -236,7 +236,8 @@ async function connectHop(hop: ResolvedHop, options: SshTransportOptions, sock: 
     const fp = keyFingerprint(key);
     const type = keyTypeOfBlob(key);
     const name = knownHostsName(hop.host, port);
-    const details = { host: where, knownHostsPath, presentedKeyType: type, presentedFingerprint: fp };
+    // hostName/port are what the key is recorded under (an ssh-config alias resolved), for fixes.
+    const details = { host: where, hostName: hop.host, port, knownHostsPath, presentedKeyType: type, presentedFingerprint: fp };
     if (verdict.status === "unknown") {
       hostKeyError = new RunctlError(
         "HOST_KEY_MISMATCH",
