@@ -6,11 +6,12 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isRunctlError, sshTransport, type RunctlError, type SshTransport, type SshTransportOptions } from "runctl";
+import { sshTransport, type SshTransport, type SshTransportOptions } from "runctl";
 import { main as sshHostExample } from "../../examples/ssh-host.js";
 import { leaseTestHosts, useTestbed, type HostLease, type TestHost } from "../testbed/inject.js";
 import { freshKeyPair } from "../support/ssh-hosts.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
+import { rejection } from "../support/caught.js";
 
 useTempRunctlHome("e2e-ssh-config-jump");
 let lease: HostLease;
@@ -23,18 +24,6 @@ function transport(options: SshTransportOptions): SshTransport {
   const t = sshTransport(options);
   opened.push(t);
   return t;
-}
-
-/** Expects `promise` to reject with a RunctlError of `code`; returns it. */
-async function rejection(promise: PromiseLike<unknown>, code: string): Promise<RunctlError> {
-  try {
-    await promise;
-  } catch (e) {
-    expect(isRunctlError(e), String(e)).toBe(true);
-    expect((e as RunctlError).code, (e as Error).message).toBe(code);
-    return e as RunctlError;
-  }
-  throw new Error(`expected a ${code} rejection, but it resolved`);
 }
 
 /** The client address B's sshd saw for this connection (`$SSH_CONNECTION`'s first field). */

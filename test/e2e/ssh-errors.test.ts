@@ -1,12 +1,13 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RunctlError, type SshHost, type SshTransport } from "runctl";
+import type { SshHost, SshTransport } from "runctl";
 import { main as sshHostExample } from "../../examples/ssh-host.js";
 import { main as sshRequirements } from "../../examples/ssh-requirements.js";
 import { useTestbed, type TestHost } from "../testbed/inject.js";
 import { freshKeyPair, leaseOneHost, settledProcesses, sshHostOf } from "../support/ssh-hosts.js";
 import { tempDir, useTempRunctlHome } from "../support/temp-home.js";
+import { rejection } from "../support/caught.js";
 
 useTempRunctlHome("e2e-ssh-errors");
 let testHost: TestHost;
@@ -26,17 +27,6 @@ async function runDirs(): Promise<string[]> {
 /** Logins the host's sshd has accepted so far (its log, written into the testbed's state folder). */
 function acceptedLogins(): number {
   return readFileSync(testHost.sshdLogPath, "utf8").split("\n").filter((l) => l.includes("Accepted publickey")).length;
-}
-
-/** Expects `promise` to reject with a RunctlError of `code`; returns it. */
-async function rejection(promise: Promise<unknown>, code: string): Promise<RunctlError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err, `expected ${code}, but the run started`).toBeInstanceOf(RunctlError);
-  expect((err as RunctlError).code, (err as Error).message).toBe(code);
-  return err as RunctlError;
 }
 
 describe("errors on SSH hosts: typed, with the cause, and nothing left running", () => {

@@ -3,24 +3,12 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isRunctlError, RunctlError } from "../../src/errors/runctl-error.js";
 import { sshTransport, type SshTransport, type SshTransportOptions } from "../../src/transport/ssh/index.js";
 import type { OutputChunk } from "../../src/transport/types.js";
 import { leaseTestHosts, useTestbed, type HostLease, type TestHost } from "../testbed/inject.js";
+import { rejection } from "../support/caught.js";
 
 const sha256 = (data: Uint8Array | string): string => createHash("sha256").update(data).digest("hex");
-
-/** Expects `promise` to reject with a RunctlError of `code`; returns it. */
-async function rejection(promise: PromiseLike<unknown>, code: string): Promise<RunctlError> {
-  try {
-    await promise;
-  } catch (e) {
-    expect(isRunctlError(e), String(e)).toBe(true);
-    expect((e as RunctlError).code, (e as Error).message).toBe(code);
-    return e as RunctlError;
-  }
-  throw new Error(`expected a ${code} rejection, but it resolved`);
-}
 
 describe("SSH transport (against the testbed)", () => {
   let lease: HostLease;
