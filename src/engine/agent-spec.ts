@@ -7,7 +7,7 @@ import type { HyperparamValue, RunSpec, RunSpecContainer } from "./run-spec.js";
  * otherwise: the service is local to the machine, and every second of detection is a second less to
  * save in.
  */
-export const IMDS_POLL_MS = 1000;
+export const IMDS_POLL_MS = 500;
 
 /** The `spec.json` the agent runs (docs/agent-protocol.md). */
 export interface AgentSpec {

@@ -205,10 +205,11 @@ describe("S3: data in, checkpoints and outputs out, written by the machine", () 
       provider: sshHosts(hosts[0]!),
       storage,
       verbose: false,
-      hyperparams: { steps: 30, "checkpoint-every": 10, "ballast-mb": 64, "sleep-per-step": 0.1 },
+      hyperparams: { steps: 30, "checkpoint-every": 10, "ballast-mb": 80, "sleep-per-step": 0.1 },
       onEvent: async (event) => {
         runId = event.runId;
-        // The trainer just wrote checkpoint 20 (64 MiB): kill the server while the agent uploads it.
+        // The trainer just wrote checkpoint 20 (80 MiB, over the 64 MiB multipart threshold: with boto3
+        // the streamed single-read upload): kill the server while the agent uploads it.
         if (event.type === "log" && event.line.startsWith("CHECKPOINT_SAVED 20 ") && killedAt === undefined) {
           await new Promise((r) => setTimeout(r, 150));
           await server.kill();

@@ -47,7 +47,7 @@ describe("the agent's spot-notice poll", () => {
   it("asks the metadata service every second unless the machine says otherwise", () => {
     const { spec } = buildRunSpec(Runctl.instance(local()).state, "train.py", { hyperparams: {}, signal: new AbortController().signal });
     const base = { spec, runId: "r1", rootDir: "/m", workdir: "/m/w", mirrorDir: null, python: "python3", storage: null, resume: null } as const;
-    expect(buildAgentSpec({ ...base, imds: { endpoint: "http://169.254.169.254" } }).interruption).toEqual({ imdsEndpoint: "http://169.254.169.254", pollMs: 1000 });
+    expect(buildAgentSpec({ ...base, imds: { endpoint: "http://169.254.169.254" } }).interruption).toEqual({ imdsEndpoint: "http://169.254.169.254", pollMs: 500 });
     expect(buildAgentSpec({ ...base, imds: { endpoint: "http://169.254.169.254", pollMs: 200 } }).interruption).toEqual({ imdsEndpoint: "http://169.254.169.254", pollMs: 200 });
     expect(buildAgentSpec({ ...base, imds: undefined }).interruption).toBeNull();
   });

@@ -11,6 +11,7 @@ import traceback
 from .constants import COMMIT_TRIES
 from .fsutil import now_iso, read_json_file, sha256_file
 from .s3util import StorageRetriesExhausted
+from .storage_dir import SourceChanged
 
 
 CKPT_SKIP_SUFFIXES = (".tmp", ".partial", "~", ".done")
@@ -301,7 +302,10 @@ class CheckpointWatcher:
             for rel in rels:
                 src = os.path.join(path, rel) if is_dir else path
                 fpath = rel if is_dir else name
-                size, digest = self.storage.put_file(prefix + "files/" + fpath, src, on_bytes=progress.add)
+                try:
+                    size, digest = self.storage.put_file(prefix + "files/" + fpath, src, on_bytes=progress.add)
+                except SourceChanged:
+                    raise CheckpointChanged()
                 files.append({"path": fpath, "size": size, "sha256": digest})
                 total += size
             if entry_signature(path) != sig:

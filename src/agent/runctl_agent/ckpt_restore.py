@@ -32,7 +32,7 @@ def restore_checkpoint(storage, from_run, manifest, ckpt_dir):
             gen = ckpt_gen_prefix(from_run, name, manifest.get("seq"))
             key = gen + "files/" + rel
             size = f.get("size") if isinstance(f.get("size"), int) else None
-            got = storage.get_file(key, dest, size) if storage.kind == "s3" else storage.get_file(key, dest)
+            got = storage.get_file(key, dest, size, md5=False) if storage.kind == "s3" else storage.get_file(key, dest)
             if got is None:
                 raise CheckpointMissing("checkpoint %s is corrupt: %s is missing" % (name, rel), gen + "manifest.json")
             if got[0] != f.get("size") or got[1] != f.get("sha256"):

@@ -1,7 +1,18 @@
 """The boto3 backend of S3Storage (used when the interpreter has boto3)."""
 
+import base64
+import hashlib
+import os
+import struct
+import zlib
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
 from .constants import CHUNK
-from .s3util import S3OpError, S3_MULTIPART, S3_NOT_FOUND_CODES, S3_TRANSIENT_CODES, _BACKEND_LOCK, _BOTO3_STATE, _S3_LOCAL_ERRNOS, _classify_text, _clean_etag, _etag_is_md5, _md5_b64, _short, hash_bytes_md5
+from .s3util import S3OpError, S3_MULTIPART, S3_NOT_FOUND_CODES, S3_TRANSIENT_CODES, _BACKEND_LOCK, _BOTO3_STATE, _S3_LOCAL_ERRNOS, _classify_text, _clean_etag, _etag_is_md5, _md5_b64, _new_hash, _short, hash_bytes_md5
+from .storage_dir import SourceChanged
+
+STREAM_PART = 16 << 20  # part size of the single-read multipart upload
+STREAM_THREADS = 4  # parts uploaded at once (with the one being read, at most 5 parts are held in memory)
 
 
 def _import_boto3():
@@ -16,6 +27,14 @@ def _import_boto3():
             except Exception as e:  # an ImportError, or a broken install
                 _BOTO3_STATE["error"] = "%s: %s" % (type(e).__name__, e)
         return _BOTO3_STATE.get("module"), _BOTO3_STATE.get("error")
+
+
+def _knows_crc32(client):
+    try:
+        members = client.meta.service_model.operation_model("UploadPart").input_shape.members
+        return "ChecksumCRC32" in members
+    except Exception:
+        return False
 
 
 class _Boto3Backend:
@@ -43,6 +62,10 @@ class _Boto3Backend:
             conf["request_checksum_calculation"] = "when_required"
             conf["response_checksum_validation"] = "when_required"
         self.client = session.client("s3", endpoint_url=cfg["endpoint"], config=botocore.config.Config(**conf))
+        # Part checksums of the streamed upload: CRC32 (cheap to compute) when the descriptor asks for
+        # checksums "when supported" and this botocore knows S3's flexible checksums; else Content-MD5,
+        # which every S3-compatible server takes (what `when_required` is for).
+        self.part_crc32 = cfg["checksums"] == "when_supported" and _knows_crc32(self.client)
         self.version = "boto3 %s (botocore %s)" % (getattr(boto3, "__version__", "?"), getattr(botocore, "__version__", "?"))
 
     def _error(self, what, e):
@@ -75,7 +98,7 @@ class _Boto3Backend:
     def _call(self, what, fn):
         try:
             return fn()
-        except S3OpError:
+        except (S3OpError, SourceChanged):
             raise
         except Exception as e:
             if isinstance(e.__context__, S3OpError) and str(e.__context__) == "stopped":
@@ -96,6 +119,78 @@ class _Boto3Backend:
                 self.client.upload_file(src, self.bucket, key, ExtraArgs={"Metadata": {"sha256": sha_hex}}, Config=tc,
                                         Callback=self._check_stop)
         self._call(what, go)
+
+    def _put_part(self, key, upload_id, number, data):
+        kwargs = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number, "Body": data}
+        if self.part_crc32:
+            kwargs["ChecksumCRC32"] = base64.b64encode(struct.pack(">I", zlib.crc32(data) & 0xFFFFFFFF)).decode("ascii")
+        else:
+            h = _new_hash("md5")
+            h.update(data)
+            kwargs["ContentMD5"] = base64.b64encode(h.digest()).decode("ascii")
+        r = self.client.upload_part(**kwargs)
+        part = {"PartNumber": number, "ETag": r["ETag"]}
+        if self.part_crc32:
+            part["ChecksumCRC32"] = r.get("ChecksumCRC32") or kwargs["ChecksumCRC32"]
+        return part
+
+    def put_file_streamed(self, key, src):
+        """Upload src as one multipart upload, reading it once: parts of STREAM_PART bytes go out
+        STREAM_THREADS at a time, each with its checksum, while the sha256 of the whole file is computed
+        from the same bytes. Returns (size, sha256). A file whose size changes while it is read raises
+        SourceChanged; on any failure the multipart upload is aborted."""
+        what = "upload to s3://%s/%s" % (self.bucket, key)
+
+        def go():
+            with open(src, "rb") as f:
+                size0 = os.fstat(f.fileno()).st_size
+                create = {"Bucket": self.bucket, "Key": key}
+                if self.part_crc32:
+                    create["ChecksumAlgorithm"] = "CRC32"
+                upload_id = self.client.create_multipart_upload(**create)["UploadId"]
+                pool = ThreadPoolExecutor(max_workers=STREAM_THREADS)
+                futures = []
+                try:
+                    sha = hashlib.sha256()
+                    size = 0
+                    number = 0
+                    while True:
+                        self._check_stop()
+                        data = f.read(STREAM_PART)
+                        if not data:
+                            break
+                        sha.update(data)
+                        size += len(data)
+                        number += 1
+                        futures.append(pool.submit(self._put_part, key, upload_id, number, data))
+                        data = None
+                        for fut in futures:  # a failed part fails the upload now, not after the whole read
+                            if fut.done() and fut.exception() is not None:
+                                raise fut.exception()
+                        pending = [fut for fut in futures if not fut.done()]
+                        if len(pending) >= STREAM_THREADS:
+                            wait(pending, return_when=FIRST_COMPLETED)
+                    if size != size0 or os.fstat(f.fileno()).st_size != size0:
+                        raise SourceChanged("%s changed size while it was uploaded (%d bytes, then %d)" % (src, size0, size))
+                    parts = [fut.result() for fut in futures]
+                    if not parts:  # an empty file (not one this path is used for): one empty part
+                        parts = [self._put_part(key, upload_id, 1, b"")]
+                    self._check_stop()
+                    self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                          MultipartUpload={"Parts": parts})
+                    return size, sha.hexdigest()
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    pool.shutdown(wait=True)
+                    try:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                    except Exception:
+                        pass
+                    raise
+                finally:
+                    pool.shutdown(wait=True)
+        return self._call(what, go)
 
     def put_bytes(self, key, data):
         md5 = hash_bytes_md5(data)

@@ -172,7 +172,7 @@ def normalize_interruption(v):
     if not isinstance(endpoint, str) or not re.match(r"^https?://[^/\s]+/*$", endpoint):
         raise UsageError("spec.interruption.imdsEndpoint must be an http:// URL without a path")
     out["imdsEndpoint"] = endpoint.rstrip("/")
-    out["pollMs"] = _num(v.get("pollMs"), 1000, "interruption.pollMs")  # a local endpoint: cheap to ask often
+    out["pollMs"] = _num(v.get("pollMs"), 500, "interruption.pollMs")  # a local endpoint: cheap to ask often
     out["noticeWindowMs"] = _num(v.get("noticeWindowMs"), 120000, "interruption.noticeWindowMs")
     out["reserveMs"] = _num(v.get("reserveMs"), 20000, "interruption.reserveMs")
     sig = v.get("signal") or "SIGTERM"

@@ -12,6 +12,10 @@ class StorageError(Exception):
     pass
 
 
+class SourceChanged(StorageError):
+    """The file changed size while it was read for an upload: what was read is not one version of it."""
+
+
 class DirStorage:
     """A storage root that is a folder the machine can see. Keys are `a/b/c` relative paths."""
 

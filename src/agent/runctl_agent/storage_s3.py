@@ -7,7 +7,7 @@ import time
 from .fsutil import _unlink_quiet, safe_rel
 from .s3_boto import _Boto3Backend, _import_boto3
 from .s3_cli import _CliBackend, _find_aws_cli, s3_backend_missing_message
-from .s3util import S3OpError, S3_BACKOFF_MAX_S, S3_DELETE_BATCH, S3_RETRY_BUDGET_S, StorageRetriesExhausted, StorageUnavailable, check_s3_descriptor, hash_file
+from .s3util import S3OpError, S3_BACKOFF_MAX_S, S3_DELETE_BATCH, S3_MULTIPART, S3_RETRY_BUDGET_S, StorageRetriesExhausted, StorageUnavailable, check_s3_descriptor, hash_file
 from .storage_dir import DirStorage, StorageError
 
 
@@ -114,11 +114,18 @@ class S3Storage:
         commit then checks the file did not change; the upload carries their MD5 for the server).
         on_bytes(size) is told once the object is stored (the backends report no finer steps)."""
         full = self._key(key)
-        size, digests = hash_file(src, ("sha256", "md5"))
-        self._op(lambda: self.backend.put_file(full, src, size, digests["md5"], digests["sha256"]))
+        streamed = getattr(self.backend, "put_file_streamed", None)
+        if streamed is not None and os.path.getsize(src) > S3_MULTIPART:
+            # One read of the file: the parts are hashed and uploaded as they are read (s3_boto.py);
+            # a file that changes size meanwhile raises SourceChanged (not retried).
+            size, sha = self._op(lambda: streamed(full, src))
+        else:
+            size, digests = hash_file(src, ("sha256", "md5"))
+            self._op(lambda: self.backend.put_file(full, src, size, digests["md5"], digests["sha256"]))
+            sha = digests["sha256"]
         if on_bytes is not None:
             on_bytes(size)
-        return size, digests["sha256"]
+        return size, sha
 
     def put_bytes(self, key, data):
         full = self._key(key)
@@ -136,9 +143,10 @@ class S3Storage:
                 raise
         return self._op(go)
 
-    def get_file(self, key, dest, size_hint=None):
+    def get_file(self, key, dest, size_hint=None, md5=True):
         """Download key to dest; returns (size, sha256, md5, etag_is_md5) of what arrived (etag_is_md5:
-        the object is not SSE-KMS/SSE-C encrypted), or None if there is no such object."""
+        the object is not SSE-KMS/SSE-C encrypted), or None if there is no such object. With md5=False
+        only the sha256 is computed (md5 is then None): a checkpoint restore verifies nothing else."""
         full = self._key(key)
 
         def go():
@@ -152,8 +160,8 @@ class S3Storage:
         if etag_is_md5 is None:
             _unlink_quiet(dest)
             return None
-        size, d = hash_file(dest, ("sha256", "md5"))
-        return size, d["sha256"], d["md5"], etag_is_md5
+        size, d = hash_file(dest, ("sha256", "md5") if md5 else ("sha256",))
+        return size, d["sha256"], d.get("md5"), etag_is_md5
 
     def upload_tree(self, local_dir, prefix):
         """Upload a whole folder below prefix with one call where the backend can (the aws CLI);

@@ -85,7 +85,7 @@ class NormalizeSpecRejections(unittest.TestCase):
 class Interruption(unittest.TestCase):
     def test_defaults(self):
         self.assertIsNone(normalize_interruption(None))
-        self.assertEqual(normalize_interruption({}), {"imdsEndpoint": "http://169.254.169.254", "pollMs": 1000,
+        self.assertEqual(normalize_interruption({}), {"imdsEndpoint": "http://169.254.169.254", "pollMs": 500,
                                                       "noticeWindowMs": 120000, "reserveMs": 20000, "signal": "SIGTERM"})
 
     def test_signal_names_and_endpoint(self):

@@ -21,7 +21,7 @@ export interface SshHost extends SshTransportOptions {
    * that really is a spot instance: `http://169.254.169.254`). @defaultValue none: no polling
    */
   readonly imdsEndpoint?: string | undefined;
-  /** How often that endpoint is polled (it is local to the machine, so often is cheap). @defaultValue 1000 */
+  /** How often that endpoint is polled (it is local to the machine, so often is cheap). @defaultValue 500 */
   readonly imdsPollMs?: number | undefined;
 }
 
