@@ -176,7 +176,7 @@ def _apply(root, tr, applier):
         mode = m.mode & 0o777  # permission bits only: setuid/setgid from a tar are never applied
         if m.size <= SYNC_SMALL_FILE:
             # Read whole before the file is created: a stream cut inside it leaves nothing behind.
-            applier.write(target, rel, (tr.read_all(),), mode)
+            applier.write(target, rel, (tr.read_view(),), mode)
         else:
             applier.write(target, rel, tr.chunks(CHUNK), mode)
     if trailer:
