@@ -171,6 +171,12 @@ export interface HashScanFilesOptions extends Pick<BuildManifestOptions, "concur
    * hashed while it is sent, so reading it now would read it twice). @defaultValue never
    */
   readonly defer?: ((file: ScannedFile) => boolean) | undefined;
+  /**
+   * Settles when `defer` can decide (the machine's listing is in): no uncached file is read before,
+   * so a file the machine lacks is never read here and then again while it is sent. Files whose hash
+   * is cached are taken meanwhile. @defaultValue undefined (read at once)
+   */
+  readonly readyToRead?: Promise<unknown> | undefined;
 }
 
 /**
@@ -193,8 +199,13 @@ export async function hashScanFiles(scan: TreeScan, cache: HashCache, options: H
   let done = 0;
   const total = scan.files.length;
 
+  let ready = options.readyToRead === undefined;
+  const readyToRead = options.readyToRead?.then(
+    () => void (ready = true),
+    () => void (ready = true),
+  );
   /** True when the file needs no read now: its hash came from the cache, or it is deferred. */
-  const settled = (index: number): boolean => {
+  const settled = async (index: number): Promise<boolean> => {
     const file = scan.files[index]!;
     const cached = cache.get(file.path, file);
     if (cached !== undefined) {
@@ -202,6 +213,7 @@ export async function hashScanFiles(scan: TreeScan, cache: HashCache, options: H
       cachedFiles++;
       return true;
     }
+    if (!ready) await readyToRead;
     if (options.defer?.(file) === true) {
       deferred.push(file);
       return true;
@@ -235,7 +247,7 @@ export async function hashScanFiles(scan: TreeScan, cache: HashCache, options: H
     let sliceStart = performance.now();
     for (const index of small) {
       throwIfAborted(options.signal);
-      if (!settled(index)) {
+      if (!(await settled(index))) {
         const startedAt = Date.now();
         try {
           hashed(index, hashFileSync(join(scan.root, scan.files[index]!.path)), startedAt);
@@ -255,7 +267,7 @@ export async function hashScanFiles(scan: TreeScan, cache: HashCache, options: H
     ...large.map((index) =>
       limit(async () => {
         throwIfAborted(options.signal);
-        if (!settled(index)) {
+        if (!(await settled(index))) {
           const startedAt = Date.now();
           try {
             hashed(index, await hashFile(join(scan.root, scan.files[index]!.path)), startedAt);

@@ -4,7 +4,6 @@ import type { ExecHandle, ExecResult } from "../transport/types.js";
 import { commandError, parseApplyReply, parseManifestJson, type AgentCall } from "./agent-sync-replies.js";
 import type { RemoteFiles } from "./diff.js";
 import { diffManifests } from "./diff.js";
-import { coalesceChunks } from "./coalesce-chunks.js";
 import { HashCache } from "./hash-cache.js";
 import { hashScanFiles, type LocalManifestEntry, type Manifest } from "./manifest.js";
 import type { ScannedFile } from "./scan-tree.js";
@@ -47,7 +46,8 @@ export async function syncInOneCall(attempt: SyncAttempt): Promise<SyncResult> {
   try {
     const cache = await HashCache.load(options.hashCachePath, scan.root);
     // Once the machine's manifest is in, a file it lacks (or has with another size) is sent whatever
-    // its hash: it is hashed while it is packed, so it is read once (a first sync reads nothing twice).
+    // its hash: it is hashed while it is packed, so it is read once (a first sync reads nothing twice:
+    // no uncached file is read before the manifest is in).
     let remote: RemoteFiles | undefined;
     const defer = (file: ScannedFile): boolean => {
       if (remote === undefined) return false;
@@ -59,7 +59,9 @@ export async function syncInOneCall(attempt: SyncAttempt): Promise<SyncResult> {
       return remote;
     });
     const [hashed, listed] = await Promise.allSettled([
-      hashScanFiles(scan, cache, { signal, defer, onFileHashed: (done, total) => progress("hashing", done, total) }),
+      // Uncached files wait for the listing: on a first sync the machine lacks them all, and reading
+      // them before it is known would read them twice (here and while they are sent).
+      hashScanFiles(scan, cache, { signal, defer, readyToRead: listing, onFileHashed: (done, total) => progress("hashing", done, total) }),
       listing,
     ]);
     if (hashed.status === "rejected" || listed.status === "rejected") await stop();
@@ -98,7 +100,8 @@ export async function syncInOneCall(attempt: SyncAttempt): Promise<SyncResult> {
       () => progress("applying"),
       () => controller.abort(),
     );
-    tar.stream.pipe(coalesceChunks()).pipe(input);
+    // The tar comes in 256 KiB buffers: each is one write into the channel.
+    tar.stream.pipe(input);
     const ran = Promise.resolve(handle).finally(() => {
       // The agent is gone: unblock a pack that waits for a reader (no-op once everything was read).
       tar.stream.destroy();

@@ -1,17 +1,12 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import { createHash } from "node:crypto";
-import { open } from "node:fs/promises";
+import { open, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
-import type tar from "tar-stream";
 import { RunctlError, abortError } from "../errors/runctl-error.js";
-import { lazyRequire } from "../util/lazy-require.js";
 import type { RemoteFileInfo } from "./diff.js";
-import { READ_CHUNK_BYTES, SMALL_FILE_BYTES, SYNC_SLICE_MS, type LocalManifestEntry } from "./manifest.js";
-
-// Loaded by the first sync, not with `runctl`.
-const loadTarStream = lazyRequire<typeof tar>("tar-stream");
+import { SMALL_FILE_BYTES, SYNC_SLICE_MS, type LocalManifestEntry } from "./manifest.js";
 
 /**
  * Name of the tar member that always comes first and tells the agent what to delete and expect.
@@ -117,26 +112,29 @@ export interface SyncTarStream {
   readonly done: Promise<{ readonly files: number; readonly bytes: number; readonly entries: readonly LocalManifestEntry[] }>;
 }
 
-/** The part of a tar-stream entry (a streamx Writable, typed loosely upstream) that packing uses. */
-interface EntrySink {
-  write(chunk: Uint8Array): boolean;
-  end(): unknown;
-  on(event: "drain" | "close" | "error", listener: () => void): unknown;
-  off(event: "drain" | "close", listener: () => void): unknown;
-}
-
 // Same as hashing: never follow a symlink swapped in after the scan.
 const OPEN_FLAGS = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
 
 /**
+ * Size of the buffers the tar is produced in: headers and file contents are read straight into
+ * them, and each full one is one chunk of the stream (one write into the SSH channel).
+ */
+const BATCH_BYTES = 256 * 1024;
+const BLOCK = 512;
+/** The largest size and mtime an 11-digit octal ustar field holds. */
+const MAX_OCTAL_11 = 0o77777777777;
+
+/**
  * Streams a sync tar: first {@link CONTROL_MEMBER_NAME} (`{delete, expect}`), then each file in
- * `upload` read from disk in 256 KiB chunks with its mode and mtime. Memory stays bounded whatever the
- * tree size: a chunk is read only when the consumer has taken the previous ones.
+ * `upload` with its mode and mtime. The tar is written directly (ustar headers, a pax header for a
+ * path longer than ustar holds) into 256 KiB buffers that file contents are read straight into, so
+ * a file costs a header and a read, not a stream of small chunks. Memory stays bounded whatever the
+ * tree size: the next buffer is filled only when the consumer has taken the previous ones.
  *
  * Each file is re-hashed while it is sent. If it no longer has the manifest's size or sha256, packing
- * fails with SYNC_VERIFY_FAILED before the member's last chunk is written, so the agent sees a truncated
- * member (a tar error) rather than a complete file with the wrong content; a small file (up to
- * {@link SMALL_FILE_BYTES}) is read whole and checked before its header is written. {@link syncTree}
+ * fails with SYNC_VERIFY_FAILED before the member's last bytes are handed to the stream, so the agent
+ * sees a truncated member (a tar error) rather than a complete file with the wrong content; a small
+ * file (up to {@link SMALL_FILE_BYTES}) is read whole and checked before its header is written. {@link syncTree}
  * then rebuilds the manifest and tries again. An entry without a sha256 (a file the machine does not
  * have: comparing needs no hash) is hashed from the bytes sent, read once instead of twice; it must
  * keep its size and mtime while it is read, and `expect` then comes last ({@link EXPECT_MEMBER_NAME}).
@@ -150,9 +148,7 @@ const OPEN_FLAGS = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0);
  * ```
  */
 export function packSyncTar(options: PackSyncTarOptions): SyncTarStream {
-  const pack = loadTarStream().pack();
-  // The error reaches callers through `done` (and the Readable below); streamx would otherwise throw it.
-  pack.on("error", () => {});
+  const out = new TarOut();
   const byPath = new Map<string, PackEntry>(options.entries.map((e) => [e.path, e]));
   const upload = options.upload ?? options.entries.map((e) => e.path);
 
@@ -164,7 +160,7 @@ export function packSyncTar(options: PackSyncTarOptions): SyncTarStream {
       delete: [...(options.delete ?? [])],
       ...(trailer ? { expectTrailer: true as const } : { expect: expectOf(options.entries as readonly LocalManifestEntry[]) }),
     };
-    await addBufferEntry(pack, CONTROL_MEMBER_NAME, Buffer.from(JSON.stringify(control), "utf8"));
+    await out.member(CONTROL_MEMBER_NAME, Buffer.from(JSON.stringify(control), "utf8"));
     let files = 0;
     let bytes = 0;
     let sliceStart = performance.now();
@@ -173,7 +169,7 @@ export function packSyncTar(options: PackSyncTarOptions): SyncTarStream {
       const entry = byPath.get(path);
       if (entry === undefined) throw new RunctlError("INVALID_ARGUMENT", `packSyncTar: ${path} is in upload but not in the manifest.`);
       const startedAt = Date.now();
-      const read = entry.size <= SMALL_FILE_BYTES ? await packSmallFile(pack, options.root, entry) : await packFile(pack, options.root, entry, options.signal);
+      const read = entry.size <= SMALL_FILE_BYTES ? await packSmallFile(out, options.root, entry) : await packFile(out, options.root, entry, options.signal);
       if (entry.sha256 === undefined) {
         const complete = { ...entry, ...read };
         byPath.set(path, complete);
@@ -191,31 +187,187 @@ export function packSyncTar(options: PackSyncTarOptions): SyncTarStream {
     const missing = entries.find((e) => e.sha256 === undefined);
     if (missing) throw new RunctlError("INVALID_ARGUMENT", `packSyncTar: ${missing.path} has no sha256 and is not in upload.`);
     const complete = entries as LocalManifestEntry[];
-    if (trailer) await addBufferEntry(pack, EXPECT_MEMBER_NAME, Buffer.from(JSON.stringify({ expect: expectOf(complete) }), "utf8"));
-    pack.finalize();
+    if (trailer) await out.member(EXPECT_MEMBER_NAME, Buffer.from(JSON.stringify({ expect: expectOf(complete) }), "utf8"));
+    await out.finish();
     return { files, bytes, entries: complete };
   })();
-  done.catch((error: unknown) => pack.destroy(error instanceof Error ? error : new Error(String(error))));
+  done.catch((error: unknown) => out.fail(error instanceof Error ? error : new Error(String(error))));
+  return { stream: out.stream, done };
+}
 
-  // A Node Readable (not streamx) so any transport can pipe or iterate it.
-  const stream = Readable.from(pack, { objectMode: false });
-  // Failures are reported through `done`; this keeps a consumer without an error listener from crashing.
-  stream.on("error", () => {});
-  stream.on("close", () => {
-    if (!pack.destroyed) pack.destroy();
-  });
-  return { stream, done };
+/**
+ * The tar being written: a buffer being filled, handed to `stream` when full. `reserve(n)` makes room
+ * for n contiguous bytes (pushing the full buffer first, and waiting while the consumer is behind).
+ */
+class TarOut {
+  readonly stream: Readable;
+  private buffer = Buffer.allocUnsafe(BATCH_BYTES);
+  private offset = 0;
+  private waiting: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  private closed = false;
+
+  constructor() {
+    this.stream = new Readable({
+      highWaterMark: BATCH_BYTES,
+      read: () => {
+        const w = this.waiting;
+        this.waiting = undefined;
+        w?.resolve();
+      },
+    });
+    // Failures are reported through `done`; this keeps a consumer without an error listener from crashing.
+    this.stream.on("error", () => {});
+    this.stream.on("close", () => {
+      this.closed = true;
+      const w = this.waiting;
+      this.waiting = undefined;
+      w?.reject(streamClosed());
+    });
+  }
+
+  /** The current buffer and the offset where the next n bytes go; n must be at most a batch unless the buffer is empty. */
+  async reserve(n: number): Promise<{ buffer: Buffer; at: number }> {
+    if (this.offset + n > this.buffer.length) {
+      await this.flush();
+      if (n > this.buffer.length) this.buffer = Buffer.allocUnsafe(n);
+    }
+    return { buffer: this.buffer, at: this.offset };
+  }
+
+  /** Room left in the current buffer (0: full). */
+  get room(): number {
+    return this.buffer.length - this.offset;
+  }
+
+  advance(n: number): void {
+    this.offset += n;
+  }
+
+  /** A whole in-memory member: header, content, padding. */
+  async member(name: string, data: Buffer): Promise<void> {
+    const header = tarHeader(name, data.length, 0o644, Date.now());
+    const total = header.length + padded(data.length);
+    const { buffer, at } = await this.reserve(total);
+    header.copy(buffer, at);
+    data.copy(buffer, at + header.length);
+    this.advance(header.length + data.length);
+    this.pad(data.length);
+  }
+
+  /** Zero bytes up to the next 512-byte block after a member's `size` bytes of content. */
+  pad(size: number): void {
+    const n = padded(size) - size;
+    if (n === 0) return;
+    this.buffer.fill(0, this.offset, this.offset + n);
+    this.offset += n;
+  }
+
+  /** Hands the filled part of the buffer to the stream and starts a new one. */
+  async flush(): Promise<void> {
+    if (this.closed || this.stream.destroyed) throw streamClosed();
+    if (this.offset === 0) return;
+    const chunk = this.offset === this.buffer.length ? this.buffer : this.buffer.subarray(0, this.offset);
+    this.buffer = Buffer.allocUnsafe(BATCH_BYTES);
+    this.offset = 0;
+    if (this.stream.push(chunk)) return;
+    await new Promise<void>((resolve, reject) => {
+      this.waiting = { resolve, reject };
+    });
+  }
+
+  /** The end-of-archive blocks, then the end of the stream. */
+  async finish(): Promise<void> {
+    const { buffer, at } = await this.reserve(2 * BLOCK);
+    buffer.fill(0, at, at + 2 * BLOCK);
+    this.advance(2 * BLOCK);
+    await this.flush();
+    this.stream.push(null);
+  }
+
+  fail(error: Error): void {
+    this.closed = true;
+    this.stream.destroy(error);
+  }
+}
+
+function padded(size: number): number {
+  return size + ((BLOCK - (size % BLOCK)) % BLOCK);
+}
+
+/**
+ * The header block(s) of a regular file: one ustar block when the path fits its name (100 bytes) or
+ * prefix/name (155/100) fields, otherwise a pax extended header with the path first. A size beyond
+ * the 11-digit octal field also goes in the pax header.
+ */
+function tarHeader(path: string, size: number, mode: number, mtimeMs: number): Buffer {
+  const name = Buffer.from(path, "utf8");
+  const mtime = Math.min(Math.max(0, Math.floor(mtimeMs / 1000)), MAX_OCTAL_11);
+  let split = ustarSplit(name);
+  const records: string[] = [];
+  if (split === undefined) records.push(paxRecord("path", path));
+  if (size > MAX_OCTAL_11) records.push(paxRecord("size", String(size)));
+  if (records.length === 0) return ustarBlock(split!.prefix, split!.name, size, mode, mtime, "0");
+  const pax = Buffer.from(records.join(""), "utf8");
+  // The pax header's own name: ASCII, short; readers that do not know pax would create it as a file.
+  const paxName = Buffer.from("PaxHeader/" + (path.replace(/[^\x20-\x7e]/g, "_").split("/").pop() ?? "").slice(0, 80), "utf8");
+  split ??= { prefix: Buffer.alloc(0), name: name.subarray(0, 100) };
+  const out = Buffer.alloc(BLOCK + padded(pax.length) + BLOCK);
+  ustarBlock(Buffer.alloc(0), paxName, pax.length, 0o644, mtime, "x").copy(out, 0);
+  pax.copy(out, BLOCK);
+  ustarBlock(split.prefix, split.name, Math.min(size, MAX_OCTAL_11), mode, mtime, "0").copy(out, BLOCK + padded(pax.length));
+  return out;
+}
+
+/** `path` as ustar's prefix and name fields, or undefined when it does not fit them. */
+function ustarSplit(name: Buffer): { prefix: Buffer; name: Buffer } | undefined {
+  if (name.length <= 100) return { prefix: Buffer.alloc(0), name };
+  // Split at a slash: the prefix (before it) at most 155 bytes, the name (after it) at most 100.
+  for (let i = Math.min(155, name.length - 2); i > 0; i--) {
+    if (name[i] !== 0x2f) continue;
+    if (name.length - i - 1 > 100) return undefined;
+    return { prefix: name.subarray(0, i), name: name.subarray(i + 1) };
+  }
+  return undefined;
+}
+
+/** One pax record, "LEN key=value\n", where LEN counts the whole record including itself. */
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
+  const bodyLength = Buffer.byteLength(body, "utf8");
+  const digits = String(bodyLength).length;
+  let length = bodyLength + digits;
+  if (String(length).length > digits) length = bodyLength + String(length).length;
+  return `${length}${body}`;
+}
+
+function ustarBlock(prefix: Buffer, name: Buffer, size: number, mode: number, mtime: number, type: string): Buffer {
+  const b = Buffer.alloc(BLOCK);
+  name.copy(b, 0, 0, Math.min(name.length, 100));
+  b.write(octal(mode & 0o7777, 7), 100, "ascii");
+  b.write(octal(0, 7), 108, "ascii"); // uid
+  b.write(octal(0, 7), 116, "ascii"); // gid
+  b.write(octal(size, 11), 124, "ascii");
+  b.write(octal(mtime, 11), 136, "ascii");
+  b.write(type, 156, "ascii");
+  b.write("ustar\u000000", 257, "ascii");
+  b.write(octal(0, 7), 329, "ascii"); // devmajor
+  b.write(octal(0, 7), 337, "ascii"); // devminor
+  prefix.copy(b, 345, 0, Math.min(prefix.length, 155));
+  // The checksum: the sum of all bytes with the checksum field itself counted as eight spaces.
+  b.fill(0x20, 148, 156);
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += b[i]!;
+  b.write(sum.toString(8).padStart(6, "0") + "\u0000 ", 148, "ascii");
+  return b;
+}
+
+/** `value` as `digits` octal digits, zero-padded, NUL-terminated. */
+function octal(value: number, digits: number): string {
+  return value.toString(8).padStart(digits, "0") + "\u0000";
 }
 
 function checkAbort(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw abortError(signal);
-}
-
-function addBufferEntry(pack: tar.Pack, name: string, buffer: Buffer): Promise<void> {
-  if (isClosed(pack)) return Promise.reject(streamClosed());
-  return new Promise((resolve, reject) => {
-    pack.entry({ name, size: buffer.length, mode: 0o644, type: "file", mtime: new Date() }, buffer, (err) => (err ? reject(err) : resolve()));
-  });
 }
 
 function changed(path: string, why: string): RunctlError {
@@ -232,39 +384,31 @@ interface PackedRead {
   readonly ino: number;
 }
 
-async function packFile(pack: tar.Pack, root: string, entry: PackEntry, signal: AbortSignal | undefined): Promise<PackedRead> {
-  const handle = await open(join(root, entry.path), OPEN_FLAGS).catch((cause: NodeJS.ErrnoException) => {
+async function packFile(out: TarOut, root: string, entry: PackEntry, signal: AbortSignal | undefined): Promise<PackedRead> {
+  const handle: FileHandle = await open(join(root, entry.path), OPEN_FLAGS).catch((cause: NodeJS.ErrnoException) => {
     throw cause.code === "ENOENT" || cause.code === "ELOOP" ? changed(entry.path, cause.code === "ENOENT" ? "it was deleted" : "it became a symlink") : cause;
   });
   try {
     const st = await handle.stat();
     if (st.size !== entry.size) throw changed(entry.path, `size ${entry.size} became ${st.size}`);
-    if (isClosed(pack)) throw streamClosed();
-    let settle: (err: Error | null | undefined) => void = () => {};
-    const finished = new Promise<void>((resolve, reject) => {
-      settle = (err) => (err ? reject(err) : resolve());
-    });
-    const sink = pack.entry({ name: entry.path, size: entry.size, mode: entry.mode, type: "file", mtime: new Date(entry.mtimeMs) }, (err) =>
-      settle(err),
-    ) as unknown as EntrySink;
-    // Destroying the pack destroys the open entry with the same error; `finished` carries it.
-    sink.on("error", () => {});
-    finished.catch(() => {});
+    const header = tarHeader(entry.path, entry.size, entry.mode, entry.mtimeMs);
+    const slot = await out.reserve(header.length);
+    header.copy(slot.buffer, slot.at);
+    out.advance(header.length);
     const hash = createHash("sha256");
     let remaining = entry.size;
-    // The last chunk is held back until the sha256 matched, so a changed file never arrives whole.
-    let pending: Buffer | undefined;
+    // Read straight into the tar's buffer. A full buffer is handed on only when more of the file
+    // follows, so the file's last bytes stay here until its sha256 matched: a changed file never
+    // arrives whole.
     while (remaining > 0) {
       checkAbort(signal);
-      // A fresh buffer per chunk: the tar stream keeps a reference until the consumer reads it.
-      const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, remaining));
-      const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+      const { buffer, at } = await out.reserve(1);
+      const want = Math.min(out.room, remaining);
+      const { bytesRead } = await handle.read(buffer, at, want, null);
       if (bytesRead === 0) throw changed(entry.path, "it got shorter");
-      const chunk = buffer.subarray(0, bytesRead);
-      hash.update(chunk);
+      hash.update(buffer.subarray(at, at + bytesRead));
+      out.advance(bytesRead);
       remaining -= bytesRead;
-      if (pending) await writeChunk(pack, sink, pending);
-      pending = chunk;
     }
     const sha256 = hash.digest("hex");
     if (entry.sha256 === undefined) {
@@ -272,35 +416,30 @@ async function packFile(pack: tar.Pack, root: string, entry: PackEntry, signal: 
       const after = await handle.stat();
       if (after.size !== st.size || after.mtimeMs !== st.mtimeMs) throw changed(entry.path, "it was modified while it was read");
     } else if (sha256 !== entry.sha256) throw changed(entry.path, "its content no longer matches its hash");
-    const read: PackedRead = { sha256, mtimeMs: st.mtimeMs, ino: st.ino };
-    if (pending) await writeChunk(pack, sink, pending);
-    sink.end();
-    await finished.catch((cause: unknown) => {
-      throw isClosed(pack) ? streamClosed(cause) : cause;
-    });
-    return read;
+    out.pad(entry.size);
+    return { sha256, mtimeMs: st.mtimeMs, ino: st.ino };
   } finally {
     await handle.close();
   }
 }
 
 /**
- * Packs a small file as one buffer: read with synchronous calls (no thread-pool round trips, which
- * dominate for small files), checked against the manifest's size and sha256 before anything of it is
+ * Packs a small file in one piece: read with synchronous calls (no thread-pool round trips, which
+ * dominate for small files) straight into the tar's buffer, after room for its header, and checked
+ * against the manifest's size and sha256 before the header is written and the bytes count as
  * written, so a changed file never reaches the stream at all.
  */
-async function packSmallFile(pack: tar.Pack, root: string, entry: PackEntry): Promise<PackedRead> {
-  const { data, read } = readSmallFile(root, entry);
-  if (isClosed(pack)) throw streamClosed();
-  await new Promise<void>((resolve, reject) => {
-    pack.entry({ name: entry.path, size: entry.size, mode: entry.mode, type: "file", mtime: new Date(entry.mtimeMs) }, data, (err) => (err ? reject(err) : resolve()));
-  }).catch((cause: unknown) => {
-    throw isClosed(pack) ? streamClosed(cause) : cause;
-  });
+async function packSmallFile(out: TarOut, root: string, entry: PackEntry): Promise<PackedRead> {
+  const header = tarHeader(entry.path, entry.size, entry.mode, entry.mtimeMs);
+  const { buffer, at } = await out.reserve(header.length + padded(entry.size));
+  const read = readSmallFile(root, entry, buffer, at + header.length);
+  header.copy(buffer, at);
+  out.advance(header.length + entry.size);
+  out.pad(entry.size);
   return read;
 }
 
-function readSmallFile(root: string, entry: PackEntry): { data: Buffer; read: PackedRead } {
+function readSmallFile(root: string, entry: PackEntry, data: Buffer, offset: number): PackedRead {
   let fd: number;
   try {
     fd = openSync(join(root, entry.path), OPEN_FLAGS);
@@ -311,47 +450,21 @@ function readSmallFile(root: string, entry: PackEntry): { data: Buffer; read: Pa
   try {
     const st = fstatSync(fd);
     if (st.size !== entry.size) throw changed(entry.path, `size ${entry.size} became ${st.size}`);
-    const data = Buffer.allocUnsafe(entry.size);
     let read = 0;
     while (read < entry.size) {
-      const bytesRead = readSync(fd, data, read, entry.size - read, null);
+      const bytesRead = readSync(fd, data, offset + read, entry.size - read, null);
       if (bytesRead === 0) throw changed(entry.path, "it got shorter");
       read += bytesRead;
     }
-    const sha256 = createHash("sha256").update(data).digest("hex");
+    const sha256 = createHash("sha256").update(data.subarray(offset, offset + entry.size)).digest("hex");
     if (entry.sha256 === undefined) {
       const after = fstatSync(fd);
       if (after.size !== st.size || after.mtimeMs !== st.mtimeMs) throw changed(entry.path, "it was modified while it was read");
     } else if (sha256 !== entry.sha256) throw changed(entry.path, "its content no longer matches its hash");
-    return { data, read: { sha256, mtimeMs: st.mtimeMs, ino: st.ino } };
+    return { sha256, mtimeMs: st.mtimeMs, ino: st.ino };
   } finally {
     closeSync(fd);
   }
-}
-
-function writeChunk(pack: tar.Pack, sink: EntrySink, chunk: Buffer): Promise<void> {
-  if (isClosed(pack)) return Promise.reject(streamClosed());
-  if (sink.write(chunk)) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const cleanup = (): void => {
-      sink.off("drain", onDrain);
-      sink.off("close", onClose);
-      pack.off("close", onClose);
-    };
-    const onDrain = (): void => {
-      cleanup();
-      resolve();
-    };
-    // The consumer went away: stop reading the file instead of waiting for a drain that never comes.
-    const onClose = (): void => {
-      cleanup();
-      reject(streamClosed());
-    };
-    sink.on("drain", onDrain);
-    sink.on("close", onClose);
-    pack.on("close", onClose);
-    if (isClosed(pack)) onClose();
-  });
 }
 
 /**
@@ -366,11 +479,6 @@ function writeChunk(pack: tar.Pack, sink: EntrySink, chunk: Buffer): Promise<voi
  */
 export function isStreamClosed(error: unknown): boolean {
   return error instanceof RunctlError && error.details["reason"] === "stream-closed";
-}
-
-function isClosed(pack: tar.Pack): boolean {
-  // streamx sets `destroying` as soon as destroy() is called, before `destroyed`.
-  return pack.destroyed || (pack as unknown as { destroying?: boolean }).destroying === true;
 }
 
 function streamClosed(cause?: unknown): RunctlError {

@@ -4,8 +4,8 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { RunctlError } from "../../src/errors/runctl-error.js";
-import { HASH_CACHE_VERSION } from "../../src/sync/hash-cache.js";
-import { buildManifest, manifestDigest, type ManifestEntry } from "../../src/sync/manifest.js";
+import { HASH_CACHE_VERSION, HashCache } from "../../src/sync/hash-cache.js";
+import { buildManifest, hashScanFiles, manifestDigest, type ManifestEntry } from "../../src/sync/manifest.js";
 import { scanTree } from "../../src/sync/scan-tree.js";
 import { checkSizeLimits, formatBytes, largestEntries } from "../../src/sync/size-guard.js";
 
@@ -231,5 +231,33 @@ describe("size guard", () => {
     expect(formatBytes(512)).toBe("512 B");
     expect(formatBytes(1536)).toBe("1.5 KiB");
     expect(formatBytes(1024 ** 3)).toBe("1.0 GiB");
+  });
+});
+
+describe("hashScanFiles readyToRead", () => {
+  it("reads no uncached file before readyToRead settles, then asks defer", async () => {
+    const root = await tree({ "a.py": "a", "big.bin": Buffer.alloc(300 * 1024, 1), "keep.py": "k" });
+    const scan = await scanTree(root);
+    const cache = await HashCache.load(undefined, root);
+    let release: () => void = () => {};
+    const ready = new Promise<void>((resolve) => (release = resolve));
+    const asked: string[] = [];
+    let settled = false;
+    const hashing = hashScanFiles(scan, cache, {
+      readyToRead: ready,
+      defer: (file) => {
+        asked.push(file.path);
+        return file.path !== "keep.py"; // the machine lacks all but keep.py
+      },
+    }).finally(() => (settled = true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(asked).toEqual([]);
+    expect(settled).toBe(false);
+    release();
+    const { manifest, deferred } = await hashing;
+    expect(asked.sort()).toEqual(["a.py", "big.bin", "keep.py"]);
+    expect(deferred.map((f) => f.path)).toEqual(["a.py", "big.bin"]);
+    expect(manifest.entries).toEqual([expect.objectContaining({ path: "keep.py", sha256: sha("k") })]);
+    expect(manifest.stats).toMatchObject({ hashedFiles: 1, cachedFiles: 0 });
   });
 });

@@ -1,9 +1,11 @@
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 import tar from "tar-stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { buildManifest } from "../../src/sync/manifest.js";
@@ -85,6 +87,40 @@ describe("packSyncTar", () => {
     expect(byName.get(longName)?.data.toString()).toBe("long");
     expect(byName.get("ünï cødé.py")?.data.toString()).toBe("u");
     expect(byName.has("unchanged.txt")).toBe(false);
+  });
+
+  it("writes paths ustar cannot hold in a pax header, which tar-stream and the agent's reader both read", async () => {
+    const paxPath = `${"d".repeat(150)}/${"é".repeat(60)}/f.py`; // no prefix/name split fits
+    const split = `${"p/".repeat(60)}q.py`; // 124 bytes: ustar prefix + name
+    const root = await tree({ [paxPath]: "pax", [split]: "split", "a.py": Buffer.alloc(1000, 7) });
+    const manifest = await buildManifest(root);
+    const { stream, done } = packSyncTar({ root, entries: manifest.entries });
+    const bytes = await collect(stream);
+    await done;
+    expect(bytes.length % 512).toBe(0);
+    const parsed = await members(bytes);
+    expect(parsed.error).toBeUndefined();
+    const byName = new Map(parsed.members.map((m) => [m.name, m.data.toString()]));
+    expect(byName.get(paxPath)).toBe("pax");
+    expect(byName.get(split)).toBe("split");
+    expect(byName.get("a.py")).toBe(Buffer.alloc(1000, 7).toString());
+    const script = [
+      "import sys, json",
+      "from runctl_agent.tar_reader import TarReader",
+      "tr = TarReader(sys.stdin.buffer)",
+      "out = []",
+      "while True:",
+      "    m = tr.next()",
+      "    if m is None: break",
+      "    out.append([m.name, m.kind, m.mode, len(tr.read_all())])",
+      "print(json.dumps(out))",
+    ].join("\n");
+    const agentDir = join(dirname(fileURLToPath(import.meta.url)), "../../src/agent");
+    const py = spawnSync("python3", ["-c", script], { input: bytes, env: { ...process.env, PYTHONPATH: agentDir } });
+    expect(py.stderr.toString()).toBe("");
+    const read = JSON.parse(py.stdout.toString()) as [string, string, number, number][];
+    expect(read.map((m) => m[0])).toEqual([CONTROL_MEMBER_NAME, ...manifest.entries.map((e) => e.path)]);
+    expect(read.slice(1).map((m) => [m[1], m[2], m[3]])).toEqual(manifest.entries.map((e) => ["file", e.mode, e.size]));
   });
 
   it("sends every entry when upload is not given", async () => {

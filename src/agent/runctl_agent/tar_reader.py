@@ -176,6 +176,16 @@ class TarReader(object):
         self._left = self._pad = 0
         return data
 
+    def read_view(self):
+        """Like `read_all`, as a memoryview of the block-padded bytes read, without copying the
+        content out of them (a sync's small files go straight to os.write and the hash)."""
+        if not (self._left or self._pad):
+            return memoryview(b"")
+        size = self._left
+        data = self._exact(size + self._pad)
+        self._left = self._pad = 0
+        return memoryview(data)[:size]
+
     def chunks(self, size):
         """The content of the current member in chunks of at most `size` bytes."""
         while self._left:

@@ -64,6 +64,19 @@ class ReadsWhatTarfileWrites(unittest.TestCase):
                 want.append((name, "2", mode, 0, None))
         self.assertEqual(got, want)
 
+    def test_read_view_gives_the_content_without_its_padding(self):
+        tr = TarReader(io.BytesIO(archive(MEMBERS, tarfile.PAX_FORMAT)))
+        got = []
+        while True:
+            m = tr.next()
+            if m is None:
+                break
+            if m.kind == REGULAR:
+                view = tr.read_view()
+                self.assertIsInstance(view, memoryview)
+                got.append((m.name, bytes(view)))
+        self.assertEqual(got, [(name, payload) for name, kind, payload, _ in MEMBERS if kind == "file"])
+
     def test_gnu(self):
         self.check(tarfile.GNU_FORMAT)  # long names as ././@LongLink records
 
