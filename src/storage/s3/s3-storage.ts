@@ -1,19 +1,16 @@
 import { Readable } from "node:stream";
 import {
   DeleteObjectsCommand,
-  GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
-  type GetObjectCommandOutput,
   type S3ClientConfig,
 } from "@aws-sdk/client-s3";
 import { RunctlError, throwIfAborted } from "../../errors/runctl-error.js";
 import { validateStorageKey } from "../storage-key.js";
 import type { MachineSecrets, S3StorageDescriptor, Storage, StorageCallOptions, StorageObjectInfo } from "../types.js";
 import { classifyS3Error, redact, toStorageError, type S3ErrorContext } from "./s3-errors.js";
-import { ResumingObjectStream } from "./s3-object-stream.js";
 import { resolveRetryOptions, withS3Retry, type S3RetryOptions } from "./s3-retry.js";
 import { parseS3Uri } from "./s3-uri.js";
 import {
@@ -30,6 +27,7 @@ import {
   type S3Storage,
   type S3StorageOptions,
 } from "./s3-options.js";
+import { downloadStream } from "./s3-download.js";
 import { uploadStream } from "./s3-upload.js";
 import { resolveClientCredentials } from "./s3-credentials.js";
 
@@ -123,18 +121,6 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
   const call = <T>(operation: string, key: string | undefined, signal: AbortSignal | undefined, attempt: () => Promise<T>): Promise<T> =>
     withS3Retry(attempt, retry, context(operation, key), signal);
 
-  const getObject = async (key: string, signal: AbortSignal | undefined, range?: { offset: number; etag: string | undefined }): Promise<GetObjectCommandOutput> =>
-    call("get", key, signal, () =>
-      client.send(
-        new GetObjectCommand({
-          Bucket: bucket,
-          Key: key,
-          ...(range ? { Range: `bytes=${range.offset}-`, ...(range.etag ? { IfMatch: range.etag } : {}) } : {}),
-        }),
-        signal ? { abortSignal: signal } : {},
-      ),
-    );
-
   const putStream = (key: string, body: Readable | Uint8Array, signal: AbortSignal | undefined): Promise<void> =>
     uploadStream({ client, bucket, partSize, queueSize, retry, context }, key, body, signal);
 
@@ -189,31 +175,8 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
       const signal = callOptions?.signal;
       const k = fullKey(key);
       throwIfAborted(signal);
-      const first = await getObject(k, signal);
-      const body = first.Body;
-      if (!(body instanceof Readable)) {
-        throw new RunctlError("STORAGE_ERROR", `S3 get of s3://${bucket}/${k} returned no readable body.`);
-      }
-      const etag = first.ETag;
-      return new ResumingObjectStream({
-        first: body,
-        totalBytes: first.ContentLength,
-        maxResumes: retry.retries,
-        signal,
-        onAbort: () => new RunctlError("ABORTED", `Aborted: S3 get of s3://${bucket}/${k}.`, { cause: signal?.reason }),
-        toError: (err) => toStorageError(err, context("get", k), signal),
-        reopen: async (offset) => {
-          const next = await getObject(k, signal, { offset, etag });
-          const range = next.ContentRange;
-          if (!(next.Body instanceof Readable) || (range !== undefined && !range.startsWith(`bytes ${offset}-`)) || (range === undefined && offset > 0)) {
-            (next.Body as Readable | undefined)?.destroy?.();
-            throw new RunctlError("STORAGE_ERROR", `S3 get of s3://${bucket}/${k}: the server did not resume the body at byte ${offset} (Content-Range ${range ?? "missing"}).`, {
-              details: { operation: "get", bucket, key: k },
-            });
-          }
-          return next.Body;
-        },
-      });
+      // Ranges as large as upload parts, as many in flight as parts: the same memory bound.
+      return downloadStream({ client, bucket, rangeSize: partSize, concurrency: queueSize, retry, context }, k, signal);
     },
 
     async stat(key: string, callOptions?: StorageCallOptions): Promise<StorageObjectInfo | undefined> {
