@@ -36,12 +36,16 @@ export type { S3Storage, S3StorageOptions } from "./s3-options.js";
 /**
  * Storage in an S3 bucket (or any S3-protocol server), under an optional key prefix.
  *
- * - `put` streams: a `Readable` goes up as a multipart upload (lib-storage) holding about
- *   `partSizeBytes × (queueSize + 1)` bytes in memory whatever its size; strings and byte arrays up
- *   to `partSizeBytes` go in one PutObject. S3 makes every write atomic: readers see the old or the
- *   whole new object.
- * - `get` returns the body as a Node `Readable` without buffering it; a connection dropped mid-body
- *   is resumed with a ranged GET pinned to the object's ETag.
+ * - `put` streams: a `Readable` is copied into a fixed pool of `queueSize + 1` part buffers and goes
+ *   up as a multipart upload with `queueSize` parts in flight (runctl's own uploader, see
+ *   docs/decisions/0026), holding about `partSizeBytes × (queueSize + 1)` bytes whatever its size;
+ *   bodies up to `partSizeBytes` go in one PutObject. S3 makes every write atomic: readers see the
+ *   old or the whole new object.
+ * - `get` returns the body as a Node `Readable` without buffering it. An object larger than
+ *   `partSizeBytes` is fetched as parallel ranged GETs (`queueSize` ranges of `partSizeBytes` in
+ *   flight, emitted in order), each pinned to the object's ETag: an object replaced mid-download
+ *   fails with STORAGE_ERROR instead of mixing versions. A connection dropped mid-body is resumed
+ *   with a ranged GET from the byte where it stopped.
  * - `list` pages through ListObjectsV2 lazily and yields keys relative to the prefix.
  * - `delete` uses DeleteObjects, 1,000 keys a request.
  * - Every call takes an AbortSignal, retries throttling, 5xx and dropped connections within a
