@@ -1,5 +1,5 @@
 /**
- * Benchmark: runctl's S3 storage (`s3()`: lib-storage multipart upload, streaming get) vs
+ * Benchmark: runctl's S3 storage (`s3()`: its own pooled-buffer multipart upload, parallel ranged get) vs
  * `aws s3 cp`, uploading and downloading the same 1 GiB file to and from the same S3-protocol
  * server (s3rver on 127.0.0.1, started here), in the same run.
  *

@@ -30,7 +30,7 @@ export interface AwsFeature {
   readonly title: string;
   /** Where the calls are made (folders or files under src/). */
   readonly usedBy: readonly string[];
-  /** SDK calls as `package:Command` (`client-ec2:RunInstances`, `lib-storage:Upload`). */
+  /** SDK calls as `package:Command` (`client-ec2:RunInstances`, `client-s3:UploadPart`). */
   readonly calls: readonly string[];
   /** IAM actions that no SDK call names but AWS checks: `iam:PassRole` for an instance profile, `ec2:CreateTags` for tags given at creation. */
   readonly implied: readonly { readonly action: string; readonly why: string }[];
@@ -42,14 +42,16 @@ const ACTION_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   "client-s3:ListObjectsV2": ["s3:ListBucket"],
   "client-s3:HeadObject": ["s3:GetObject"],
   "client-s3:DeleteObjects": ["s3:DeleteObject"],
-  // Upload sends PutObject, or CreateMultipartUpload + UploadPart + CompleteMultipartUpload (all
-  // s3:PutObject), and AbortMultipartUpload when a part fails; it tags nothing (no PutObjectTagging).
-  "lib-storage:Upload": ["s3:PutObject", "s3:AbortMultipartUpload"],
+  // The multipart upload's requests are all allowed by s3:PutObject (storage/s3/s3-upload.ts);
+  // aborting a failed one is s3:AbortMultipartUpload (client-s3:AbortMultipartUpload maps as is).
+  "client-s3:CreateMultipartUpload": ["s3:PutObject"],
+  "client-s3:UploadPart": ["s3:PutObject"],
+  "client-s3:CompleteMultipartUpload": ["s3:PutObject"],
 };
 
 /**
- * The IAM actions an SDK call needs: `client-ec2:RunInstances` is `ec2:RunInstances`; S3 and
- * lib-storage calls map as IAM names them (ListObjectsV2 is `s3:ListBucket`). Undefined for a
+ * The IAM actions an SDK call needs: `client-ec2:RunInstances` is `ec2:RunInstances`; S3
+ * calls map as IAM names them (ListObjectsV2 is `s3:ListBucket`, UploadPart is `s3:PutObject`). Undefined for a
  * package runctl does not know how to map (the test then fails and asks for a mapping).
  *
  * @example
@@ -145,7 +147,7 @@ export const AWS_FEATURES: readonly AwsFeature[] = [
     sid: "S3",
     title: "S3: checkpoints, data, outputs, SSM staging (and its sweep) in your bucket",
     usedBy: ["storage/s3/"],
-    calls: ["client-s3:ListObjectsV2", "client-s3:GetObject", "client-s3:HeadObject", "client-s3:PutObject", "client-s3:DeleteObjects", "client-s3:AbortMultipartUpload", "lib-storage:Upload"],
+    calls: ["client-s3:ListObjectsV2", "client-s3:GetObject", "client-s3:HeadObject", "client-s3:PutObject", "client-s3:DeleteObjects", "client-s3:AbortMultipartUpload", "client-s3:CreateMultipartUpload", "client-s3:UploadPart", "client-s3:CompleteMultipartUpload"],
     implied: [],
     statements: [
       statement("S3ListBucket", ["s3:ListBucket"], [`arn:aws:s3:::${BUCKET_PLACEHOLDER}`]),

@@ -86,14 +86,16 @@ export interface S3StorageOptions {
    */
   readonly forwardCredentials?: boolean | undefined;
   /**
-   * Part size of multipart uploads, in bytes (5 MiB to 5 GiB). Bodies up to this size are sent
-   * with one PutObject. The largest object a streamed `put` can write is `partSizeBytes × 10,000`.
+   * Part size of multipart uploads, in bytes (5 MiB to 5 GiB), and range size of downloads. Bodies
+   * up to this size are sent with one PutObject and read with one GET. The largest object a
+   * streamed `put` can write is `partSizeBytes × 10,000`.
    * @defaultValue 8 MiB (objects up to 78 GiB)
    */
   readonly partSizeBytes?: number | undefined;
   /**
-   * Parts uploaded at once. A streamed `put` holds about `partSizeBytes × (queueSize + 1)` bytes of
-   * parts in memory (40 MiB with the defaults), whatever the object's size.
+   * Parts uploaded at once, and ranges downloaded at once. A streamed `put` holds about
+   * `partSizeBytes × (queueSize + 1)` bytes of parts in memory (40 MiB with the defaults), a `get`
+   * of a large object about `partSizeBytes × queueSize` (32 MiB), whatever the object's size.
    * @defaultValue 4
    */
   readonly queueSize?: number | undefined;

@@ -1,19 +1,16 @@
 import { Readable } from "node:stream";
 import {
   DeleteObjectsCommand,
-  GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
-  type GetObjectCommandOutput,
   type S3ClientConfig,
 } from "@aws-sdk/client-s3";
 import { RunctlError, throwIfAborted } from "../../errors/runctl-error.js";
 import { validateStorageKey } from "../storage-key.js";
 import type { MachineSecrets, S3StorageDescriptor, Storage, StorageCallOptions, StorageObjectInfo } from "../types.js";
 import { classifyS3Error, redact, toStorageError, type S3ErrorContext } from "./s3-errors.js";
-import { ResumingObjectStream } from "./s3-object-stream.js";
 import { resolveRetryOptions, withS3Retry, type S3RetryOptions } from "./s3-retry.js";
 import { parseS3Uri } from "./s3-uri.js";
 import {
@@ -30,6 +27,7 @@ import {
   type S3Storage,
   type S3StorageOptions,
 } from "./s3-options.js";
+import { downloadStream } from "./s3-download.js";
 import { uploadStream } from "./s3-upload.js";
 import { resolveClientCredentials } from "./s3-credentials.js";
 
@@ -38,12 +36,16 @@ export type { S3Storage, S3StorageOptions } from "./s3-options.js";
 /**
  * Storage in an S3 bucket (or any S3-protocol server), under an optional key prefix.
  *
- * - `put` streams: a `Readable` goes up as a multipart upload (lib-storage) holding about
- *   `partSizeBytes × (queueSize + 1)` bytes in memory whatever its size; strings and byte arrays up
- *   to `partSizeBytes` go in one PutObject. S3 makes every write atomic: readers see the old or the
- *   whole new object.
- * - `get` returns the body as a Node `Readable` without buffering it; a connection dropped mid-body
- *   is resumed with a ranged GET pinned to the object's ETag.
+ * - `put` streams: a `Readable` is copied into a fixed pool of `queueSize + 1` part buffers and goes
+ *   up as a multipart upload with `queueSize` parts in flight (runctl's own uploader, see
+ *   docs/decisions/0026), holding about `partSizeBytes × (queueSize + 1)` bytes whatever its size;
+ *   bodies up to `partSizeBytes` go in one PutObject. S3 makes every write atomic: readers see the
+ *   old or the whole new object.
+ * - `get` returns the body as a Node `Readable` without buffering it. An object larger than
+ *   `partSizeBytes` is fetched as parallel ranged GETs (`queueSize` ranges of `partSizeBytes` in
+ *   flight, emitted in order), each pinned to the object's ETag: an object replaced mid-download
+ *   fails with STORAGE_ERROR instead of mixing versions. A connection dropped mid-body is resumed
+ *   with a ranged GET from the byte where it stopped.
  * - `list` pages through ListObjectsV2 lazily and yields keys relative to the prefix.
  * - `delete` uses DeleteObjects, 1,000 keys a request.
  * - Every call takes an AbortSignal, retries throttling, 5xx and dropped connections within a
@@ -123,18 +125,6 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
   const call = <T>(operation: string, key: string | undefined, signal: AbortSignal | undefined, attempt: () => Promise<T>): Promise<T> =>
     withS3Retry(attempt, retry, context(operation, key), signal);
 
-  const getObject = async (key: string, signal: AbortSignal | undefined, range?: { offset: number; etag: string | undefined }): Promise<GetObjectCommandOutput> =>
-    call("get", key, signal, () =>
-      client.send(
-        new GetObjectCommand({
-          Bucket: bucket,
-          Key: key,
-          ...(range ? { Range: `bytes=${range.offset}-`, ...(range.etag ? { IfMatch: range.etag } : {}) } : {}),
-        }),
-        signal ? { abortSignal: signal } : {},
-      ),
-    );
-
   const putStream = (key: string, body: Readable | Uint8Array, signal: AbortSignal | undefined): Promise<void> =>
     uploadStream({ client, bucket, partSize, queueSize, retry, context }, key, body, signal);
 
@@ -189,31 +179,8 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
       const signal = callOptions?.signal;
       const k = fullKey(key);
       throwIfAborted(signal);
-      const first = await getObject(k, signal);
-      const body = first.Body;
-      if (!(body instanceof Readable)) {
-        throw new RunctlError("STORAGE_ERROR", `S3 get of s3://${bucket}/${k} returned no readable body.`);
-      }
-      const etag = first.ETag;
-      return new ResumingObjectStream({
-        first: body,
-        totalBytes: first.ContentLength,
-        maxResumes: retry.retries,
-        signal,
-        onAbort: () => new RunctlError("ABORTED", `Aborted: S3 get of s3://${bucket}/${k}.`, { cause: signal?.reason }),
-        toError: (err) => toStorageError(err, context("get", k), signal),
-        reopen: async (offset) => {
-          const next = await getObject(k, signal, { offset, etag });
-          const range = next.ContentRange;
-          if (!(next.Body instanceof Readable) || (range !== undefined && !range.startsWith(`bytes ${offset}-`)) || (range === undefined && offset > 0)) {
-            (next.Body as Readable | undefined)?.destroy?.();
-            throw new RunctlError("STORAGE_ERROR", `S3 get of s3://${bucket}/${k}: the server did not resume the body at byte ${offset} (Content-Range ${range ?? "missing"}).`, {
-              details: { operation: "get", bucket, key: k },
-            });
-          }
-          return next.Body;
-        },
-      });
+      // Ranges as large as upload parts, as many in flight as parts: the same memory bound.
+      return downloadStream({ client, bucket, rangeSize: partSize, concurrency: queueSize, retry, context }, k, signal);
     },
 
     async stat(key: string, callOptions?: StorageCallOptions): Promise<StorageObjectInfo | undefined> {
