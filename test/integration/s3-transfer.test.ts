@@ -113,8 +113,8 @@ describe("s3() uploads and downloads, byte for byte", () => {
     // s3rver implements neither ListMultipartUploads nor AbortMultipartUpload: check what was sent.
     const created = sent.find((c) => c.name === "CreateMultipartUploadCommand");
     expect(created).toBeDefined();
-    // The abort is sent in the background after put rejects; on a loaded machine it can take a while.
-    await expect.poll(() => sent.filter((c) => c.name === "AbortMultipartUploadCommand").length, { timeout: 20_000 }).toBeGreaterThanOrEqual(1);
+    // Sent before put rejected, also when the abort came while CreateMultipartUpload was in flight.
+    expect(sent.filter((c) => c.name === "AbortMultipartUploadCommand").length).toBeGreaterThanOrEqual(1);
     expect(sent.some((c) => c.name === "CompleteMultipartUploadCommand")).toBe(false);
   });
 });

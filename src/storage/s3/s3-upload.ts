@@ -72,8 +72,13 @@ export async function uploadStream(ctx: S3UploadContext, key: string, body: Read
   const startMultipart = async (): Promise<string> => {
     // With request checksums on (the default), each part carries a CRC32 that Complete repeats.
     const mode = await client.config.requestChecksumCalculation?.();
-    const out = await call(() =>
-      client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...(mode === "WHEN_SUPPORTED" ? { ChecksumAlgorithm: "CRC32" as const } : {}) }), opts),
+    // Not cut short by an abort: once it is sent, its UploadId is what AbortMultipartUpload needs,
+    // and an upload whose creation was abandoned mid-request would be left pending.
+    const out = await withS3Retry(
+      () => client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...(mode === "WHEN_SUPPORTED" ? { ChecksumAlgorithm: "CRC32" as const } : {}) })),
+      retry,
+      context("put", key),
+      undefined,
     );
     if (!out.UploadId) throw new RunctlError("STORAGE_ERROR", `S3 put of s3://${bucket}/${key}: CreateMultipartUpload returned no UploadId.`);
     return out.UploadId;
@@ -128,7 +133,8 @@ export async function uploadStream(ctx: S3UploadContext, key: string, body: Read
     fail(err);
     stopBody();
     await Promise.allSettled(inflight);
-    if (uploadId) void abortMultipart(ctx, key, uploadId);
+    // Cleanup before the caller hears of the failure: no multipart upload is left pending after put rejects.
+    if (uploadId) await abortMultipart(ctx, key, uploadId);
     throw failure !== undefined ? toStorageError(failure, context("put", key)) : toStorageError(err, context("put", key), controller.signal);
   } finally {
     signal?.removeEventListener("abort", onAbort);
