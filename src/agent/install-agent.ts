@@ -5,7 +5,7 @@ import { shellQuote } from "../transport/shell-quote.js";
 
 /** The agent on one machine: its path and the absolute interpreter that runs it. */
 export interface InstalledAgent {
-  /** Absolute path of the agent file. */
+  /** Absolute path of the agent's entry script (`<folder>/__main__.py`): `python3 <path> <command>` runs it. */
   readonly path: string;
   /**
    * The resolved interpreter (`sys.executable`), so each agent call skips wrappers such as pyenv
@@ -16,10 +16,38 @@ export interface InstalledAgent {
 
 const installed = new WeakMap<Machine, Promise<InstalledAgent>>();
 
-/** Where the agent lives on a machine: versioned by content, so upgrades never clash. */
+/**
+ * Where the agent lives on a machine: the zipapp unpacked into a folder named by its content (so
+ * upgrades never clash), with its bytecode compiled at install (decision 0029); this is its entry script.
+ */
 export function agentPathOn(rootDir: string): string {
-  return `${rootDir}/agent/runctl-agent-${AGENT_SHA256.slice(0, 12)}.pyz`;
+  return `${agentDirOn(rootDir)}/__main__.py`;
 }
+
+function agentDirOn(rootDir: string): string {
+  return `${rootDir}/agent/runctl-agent-${AGENT_SHA256.slice(0, 12)}`;
+}
+
+/**
+ * Run on the machine as `python3 -c UNPACK_PY TMP DIR`, TMP holding agent.pyz: unpacks it, compiles
+ * every module (a zipapp is compiled again at every start: zipimport writes no bytecode; a module
+ * that does not compile here is compiled at run time, as Python always does), then renames TMP to DIR
+ * whole, so no run ever sees half an agent. When a concurrent install renamed first, DIR is not
+ * empty, the rename fails and this copy is removed.
+ */
+const UNPACK_PY = [
+  "import compileall, os, shutil, sys, zipfile",
+  "t, d = sys.argv[1], sys.argv[2]",
+  "z = zipfile.ZipFile(os.path.join(t, 'agent.pyz'))",
+  "z.extractall(t)",
+  "z.close()",
+  "os.unlink(os.path.join(t, 'agent.pyz'))",
+  "compileall.compile_dir(t, quiet=2)",
+  "try:",
+  "    os.rename(t, d)",
+  "except OSError:",
+  "    shutil.rmtree(t)",
+].join("\n");
 
 /** The agent's bytes: the zipapp built from src/agent/runctl_agent/ (scripts/embed-agent.mjs). */
 let agentBytes: Uint8Array | undefined;
@@ -51,13 +79,18 @@ export function ensureAgent(machine: Machine, options: { readonly signal?: Abort
 
 async function install(machine: Machine, signal: AbortSignal | undefined): Promise<InstalledAgent> {
   const path = agentPathOn(machine.rootDir);
-  const p = shellQuote(path);
-  // Write to a temporary name then rename, so a concurrent run never executes half a file.
+  const dir = shellQuote(agentDirOn(machine.rootDir));
+  const main = shellQuote(path);
+  // The interpreter is checked first (exit 91: too old, 127: none), then the agent is unpacked
+  // with the interpreter that will run it, so its bytecode fits.
   const script = [
-    `if ! test -f ${p}; then`,
-    `  mkdir -p "$(dirname ${p})" && cat > ${p}.tmp.$$ && mv -f ${p}.tmp.$$ ${p} || exit 90`,
+    `py=$(${shellQuote(machine.python)} -c 'import sys; print(sys.executable); sys.exit(0 if sys.version_info >= (3, 8) else 91)') || exit $?`,
+    `if ! test -f ${main}; then`,
+    `  t=${dir}.tmp.$$`,
+    `  rm -rf "$t" && mkdir -p "$t" && cat > "$t/agent.pyz" && "$py" -c ${shellQuote(UNPACK_PY)} "$t" ${dir} || { rm -rf "$t"; exit 90; }`,
+    `  test -f ${main} || exit 90`,
     `fi`,
-    `exec ${shellQuote(machine.python)} -c 'import sys; print(sys.executable); sys.exit(0 if sys.version_info >= (3, 8) else 91)'`,
+    `printf '%s\\n' "$py"`,
   ].join("\n");
   const result = await machine.transport.exec({ script }, { stdin: agentPyz(), signal });
   const python = result.stdout.trim().split("\n").pop() ?? "";

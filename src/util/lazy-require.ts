@@ -4,8 +4,8 @@ import { createRequire } from "node:module";
 const requireHere = createRequire(import.meta.url);
 
 /**
- * A CommonJS dependency loaded on the first call instead of when runctl is imported: ssh2,
- * tar-stream and ignore are needed only once a machine is reached or a folder synced, and loading
+ * A CommonJS dependency loaded on the first call instead of when runctl is imported: ssh2, ignore
+ * and zod are needed only once a machine is reached, a folder synced or input checked, and loading
  * them eagerly made `import("runctl")` and every CLI command pay for them (bench/startup.ts).
  * Synchronous, so sync call sites keep their signatures; later calls return the cached module.
  *
@@ -13,9 +13,9 @@ const requireHere = createRequire(import.meta.url);
  * @returns A function that loads the module on its first call and returns it.
  * @example
  * ```ts
- * import type tar from "tar-stream";
- * const loadTarStream = lazyRequire<typeof tar>("tar-stream");
- * const pack = loadTarStream().pack();
+ * import type ignoreModule from "ignore";
+ * const loadIgnore = lazyRequire<typeof ignoreModule>("ignore");
+ * const matcher = loadIgnore()({ ignorecase: false }).add("data/");
  * ```
  */
 export function lazyRequire<T>(id: string): () => T {

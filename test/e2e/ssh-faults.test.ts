@@ -98,7 +98,7 @@ describe("SSH faults (scenario 7)", () => {
       );
       // The sync is in flight once the agent's sync call (`sync`, or `sync-apply` without a two-way
       // stream) runs on the host; let a few MB land, then crash the machine.
-      const agentSyncing = async (): Promise<boolean> => (await hostProcesses()).some((c) => /runctl-agent\S*\.pyz sync/.test(c));
+      const agentSyncing = async (): Promise<boolean> => (await hostProcesses()).some((c) => /runctl-agent-\S*\/__main__\.py sync/.test(c));
       await waitFor("the agent's sync on the host", agentSyncing, 15_000);
       await sleep(1_500);
       expect(await agentSyncing(), "the sync finished before the kill: the tree is too small").toBe(true);

@@ -8,26 +8,19 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { checkpointStore } from "../../src/checkpoints/index.js";
 import { s3, type S3Storage, type S3StorageOptions } from "../../src/storage/s3/index.js";
 import type { ResumingObjectStream } from "../../src/storage/s3/s3-object-stream.js";
 import type { RangedObjectStream } from "../../src/storage/s3/s3-ranged-stream.js";
-import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../support/s3-server.js";
+import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, useS3Server } from "../support/s3-server.js";
 import { tempDir } from "../support/temp-home.js";
 import { caught } from "../support/caught.js";
 
 const MiB = 1024 * 1024;
 const BUCKET = "runctl-s3-e2e";
-let server: TestS3Server;
+const server = useS3Server({ buckets: [BUCKET] });
 let counter = 0;
-
-beforeAll(async () => {
-  server = await startS3Server({ buckets: [BUCKET] });
-});
-afterAll(async () => {
-  await server?.stop();
-});
 
 /** A storage under a prefix of its own, so that tests never see each other's objects. */
 function store(options: S3StorageOptions = {}, prefix = `t${++counter}`): S3Storage {

@@ -9,23 +9,16 @@ import { createServer, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { s3, type S3Storage, type S3StorageOptions } from "../../src/storage/s3/index.js";
-import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../support/s3-server.js";
+import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, useS3Server } from "../support/s3-server.js";
 import { caught } from "../support/caught.js";
 
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
 const BUCKET = "runctl-s3-transfer";
-let server: TestS3Server;
+const server = useS3Server({ buckets: [BUCKET] });
 let counter = 0;
-
-beforeAll(async () => {
-  server = await startS3Server({ buckets: [BUCKET] });
-});
-afterAll(async () => {
-  await server?.stop();
-});
 
 function store(options: S3StorageOptions = {}, endpoint = server.endpoint): S3Storage {
   return s3(`s3://${BUCKET}/x${++counter}`, { endpoint, ...S3RVER_CLIENT_SETTINGS, credentials: TEST_AWS_CREDENTIALS, partSizeBytes: PART, queueSize: 2, ...options });

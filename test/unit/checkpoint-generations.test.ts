@@ -6,26 +6,19 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { checkpointStore } from "../../src/checkpoints/index.js";
 import { checkpointKeys } from "../../src/checkpoints/manifest.js";
 import { localDir } from "../../src/storage/local-dir/index.js";
 import { s3 } from "../../src/storage/s3/index.js";
 import type { Storage } from "../../src/storage/types.js";
-import { S3RVER_CLIENT_SETTINGS, startS3Server, TEST_AWS_CREDENTIALS, type TestS3Server } from "../support/s3-server.js";
+import { S3RVER_CLIENT_SETTINGS, useS3Server, TEST_AWS_CREDENTIALS } from "../support/s3-server.js";
 import { tempDir } from "../support/temp-home.js";
 import { caught } from "../support/caught.js";
 
 const BUCKET = "runctl-ckpt-generations";
-let server: TestS3Server;
+const server = useS3Server({ buckets: [BUCKET] });
 let counter = 0;
-
-beforeAll(async () => {
-  server = await startS3Server({ buckets: [BUCKET] });
-});
-afterAll(async () => {
-  await server?.stop();
-});
 
 const backends: Array<[string, () => Storage]> = [
   ["localDir", () => localDir(tempDir("ckpt-gen"))],

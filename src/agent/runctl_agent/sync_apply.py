@@ -1,10 +1,8 @@
 """`sync`, `sync-apply` and `sync-apply --staged`: applying a sync bundle safely."""
 
-import hashlib
 import io
 import json
 import os
-import secrets
 import stat
 import sys
 
@@ -76,6 +74,9 @@ class _Applier(object):
     """Writes the members of one sync stream below root and remembers what it wrote."""
 
     def __init__(self, root):
+        import hashlib  # only a sync that writes needs it (~10 ms a start)
+
+        self.sha256 = hashlib.sha256
         self.root = root
         self.prepared = {}
         self.umask = _current_umask()
@@ -84,7 +85,7 @@ class _Applier(object):
         self.written = {}
         # Temporary names: this process's id and a random token once, then a counter (O_EXCL
         # refuses any clash), instead of two system calls per file for fsutil.tmp_name.
-        self.tmp_tag = "%d-%s" % (os.getpid(), secrets.token_hex(4))
+        self.tmp_tag = "%d-%s" % (os.getpid(), os.urandom(4).hex())
         self.tmp_count = 0
 
     def parent_of(self, parts, rel):
@@ -102,7 +103,7 @@ class _Applier(object):
         d, b = os.path.split(target)
         self.tmp_count += 1
         tmp = os.path.join(d, ".%s.tmp-%s-%d" % (b[:80], self.tmp_tag, self.tmp_count))
-        h = hashlib.sha256()
+        h = self.sha256()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             for b in chunks:
@@ -308,8 +309,6 @@ def cmd_sync(root):
 def cmd_sync_apply_staged(root):
     """sync-apply with the tar staged in storage (machines reached without a byte stream, such as
     SSM): stdin is JSON {"storage": descriptor, "key": key, "secrets": {...} or null}."""
-    import secrets
-
     from .spec import check_launch_secrets
     from .storage_dir import StorageError
     from .storage_s3 import open_storage
@@ -325,7 +324,7 @@ def cmd_sync_apply_staged(root):
         return EXIT_USAGE
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
-    staged = os.path.join(parent, ".runctl-sync-staged-%s.tar" % secrets.token_hex(6))
+    staged = os.path.join(parent, ".runctl-sync-staged-%s.tar" % os.urandom(6).hex())
     try:
         storage = open_storage(desc, (creds or {}).get("aws"), work_dir=parent)
         if storage.get_file(key, staged) is None and not os.path.exists(staged):

@@ -78,6 +78,29 @@ export function isRetryableS3Error(err: unknown): boolean {
   return classifyS3Error(err).kind === "retryable";
 }
 
+/** How a download stream may resume a body that failed (the fields both S3 download streams share). */
+export interface BodyResumePolicy {
+  /** How many times a dropped body may be resumed. */
+  readonly maxResumes: number;
+  /** Turns a body error into the error readers see. */
+  readonly toError: (err: unknown) => RunctlError;
+  /** The caller's abort: no resume once it fired. */
+  readonly signal?: AbortSignal | undefined;
+  /** The error for an abort. */
+  readonly onAbort?: (() => RunctlError) | undefined;
+}
+
+/**
+ * After a body failed with `err` and `resumes` resumes so far: `"resume"`, or how the stream ends
+ * (`{ error }`: the abort's error once the caller aborted, else the failure when it is not transient
+ * or the resumes are spent).
+ */
+export function resumeOrEnd(err: unknown, resumes: number, policy: BodyResumePolicy): "resume" | { readonly error: RunctlError | undefined } {
+  if (policy.signal?.aborted) return { error: policy.onAbort?.() };
+  if (!isRetryableS3Error(err) || resumes >= policy.maxResumes) return { error: policy.toError(err) };
+  return "resume";
+}
+
 /** Where a failed call was aimed, for messages and details. */
 export interface S3ErrorContext {
   /** The storage operation, in words (`put`, `get`, `list`, `delete`, `stat`, `resolve credentials`). */

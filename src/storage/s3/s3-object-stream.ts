@@ -1,23 +1,14 @@
 import { Readable, finished } from "node:stream";
-import type { RunctlError } from "../../errors/runctl-error.js";
-import { isRetryableS3Error } from "./s3-errors.js";
+import { resumeOrEnd, type BodyResumePolicy } from "./s3-errors.js";
 
 /** Settings of {@link ResumingObjectStream}. */
-export interface ResumingObjectStreamOptions {
+export interface ResumingObjectStreamOptions extends BodyResumePolicy {
   /** The first response's body. */
   readonly first: Readable;
   /** Content-Length of the whole object, when known: a body that ends short of it is resumed. */
   readonly totalBytes: number | undefined;
   /** Opens the object again from byte `offset` (a ranged GET pinned to the same ETag). */
   readonly reopen: (offset: number) => Promise<Readable>;
-  /** How many times a dropped body may be resumed. */
-  readonly maxResumes: number;
-  /** Turns a body error into the error readers see. */
-  readonly toError: (err: unknown) => RunctlError;
-  /** Fires: the stream is destroyed with the error `onAbort` returns. */
-  readonly signal?: AbortSignal | undefined;
-  /** The error for an abort. */
-  readonly onAbort?: (() => RunctlError) | undefined;
 }
 
 /**
@@ -82,12 +73,9 @@ export class ResumingObjectStream extends Readable {
 
   private fail(err: unknown): void {
     if (this.destroyed) return;
-    if (this.options.signal?.aborted) {
-      this.destroy(this.options.onAbort?.());
-      return;
-    }
-    if (!isRetryableS3Error(err) || this.resumes >= this.options.maxResumes) {
-      this.destroy(this.options.toError(err));
+    const outcome = resumeOrEnd(err, this.resumes, this.options);
+    if (outcome !== "resume") {
+      this.destroy(outcome.error);
       return;
     }
     this.resumes++;

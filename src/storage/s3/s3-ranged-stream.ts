@@ -1,9 +1,8 @@
 import { Readable, finished } from "node:stream";
-import type { RunctlError } from "../../errors/runctl-error.js";
-import { isRetryableS3Error } from "./s3-errors.js";
+import { resumeOrEnd, type BodyResumePolicy } from "./s3-errors.js";
 
 /** Settings of {@link RangedObjectStream}. */
-export interface RangedObjectStreamOptions {
+export interface RangedObjectStreamOptions extends BodyResumePolicy {
   /** The first response's body: bytes `0` to `firstLength - 1` of the object. */
   readonly first: Readable;
   /** How many bytes `first` carries. */
@@ -18,12 +17,6 @@ export interface RangedObjectStreamOptions {
   readonly fetch: (start: number, end: number) => Promise<Readable>;
   /** How many times dropped ranges may be resumed, in all. */
   readonly maxResumes: number;
-  /** Turns a body or request error into the error readers see. */
-  readonly toError: (err: unknown) => RunctlError;
-  /** Fires: the stream is destroyed with the error `onAbort` returns. */
-  readonly signal?: AbortSignal | undefined;
-  /** The error for an abort. */
-  readonly onAbort?: (() => RunctlError) | undefined;
 }
 
 /** One range of the object: its bytes as received, until they are pushed in order. */
@@ -146,12 +139,9 @@ export class RangedObjectStream extends Readable {
   /** Re-requests the rest of a range whose body failed, when the failure is transient. */
   private retryRange(range: Range, err: unknown): void {
     if (this.destroyed) return;
-    if (this.options.signal?.aborted) {
-      this.destroy(this.options.onAbort?.());
-      return;
-    }
-    if (!isRetryableS3Error(err) || this.resumes >= this.options.maxResumes) {
-      this.destroy(this.options.toError(err));
+    const outcome = resumeOrEnd(err, this.resumes, this.options);
+    if (outcome !== "resume") {
+      this.destroy(outcome.error);
       return;
     }
     this.resumes++;
