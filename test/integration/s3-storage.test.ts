@@ -13,7 +13,8 @@ import { checkpointStore } from "../../src/checkpoints/index.js";
 import { s3, type S3Storage, type S3StorageOptions } from "../../src/storage/s3/index.js";
 import type { ResumingObjectStream } from "../../src/storage/s3/s3-object-stream.js";
 import type { RangedObjectStream } from "../../src/storage/s3/s3-ranged-stream.js";
-import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, useS3Server } from "../support/s3-server.js";
+import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS } from "../support/s3-server.js";
+import { useS3Server } from "../support/use-s3-server.js";
 import { tempDir } from "../support/temp-home.js";
 import { caught } from "../support/caught.js";
 

@@ -11,7 +11,8 @@ import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { s3, type S3Storage, type S3StorageOptions } from "../../src/storage/s3/index.js";
-import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, useS3Server } from "../support/s3-server.js";
+import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS } from "../support/s3-server.js";
+import { useS3Server } from "../support/use-s3-server.js";
 import { caught } from "../support/caught.js";
 
 const MiB = 1024 * 1024;

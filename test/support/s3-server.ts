@@ -5,7 +5,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll } from "vitest";
 
 const S3RVER = fileURLToPath(new URL("../../node_modules/s3rver/bin/s3rver.js", import.meta.url));
 
@@ -94,43 +93,5 @@ export async function startS3Server(options: { readonly address?: string; readon
       await kill();
       rmSync(dir, { recursive: true, force: true });
     },
-  };
-}
-
-/**
- * One s3rver for the calling test file: started in `beforeAll`, stopped in `afterAll`. The returned
- * object reads through to it, so use it inside tests and hooks only.
- */
-export function useS3Server(options: Parameters<typeof startS3Server>[0] = {}): TestS3Server {
-  let started: TestS3Server | undefined;
-  const get = (): TestS3Server => {
-    if (!started) throw new Error("the test S3 server starts in beforeAll: use it inside tests and hooks");
-    return started;
-  };
-  beforeAll(async () => {
-    started = await startS3Server(options);
-  });
-  afterAll(async () => {
-    await started?.stop();
-  });
-  return {
-    get endpoint() {
-      return get().endpoint;
-    },
-    get address() {
-      return get().address;
-    },
-    get port() {
-      return get().port;
-    },
-    get dir() {
-      return get().dir;
-    },
-    get buckets() {
-      return get().buckets;
-    },
-    kill: () => get().kill(),
-    restart: () => get().restart(),
-    stop: () => get().stop(),
   };
 }

@@ -12,7 +12,8 @@ import { checkpointKeys } from "../../src/checkpoints/manifest.js";
 import { localDir } from "../../src/storage/local-dir/index.js";
 import { s3 } from "../../src/storage/s3/index.js";
 import type { Storage } from "../../src/storage/types.js";
-import { S3RVER_CLIENT_SETTINGS, useS3Server, TEST_AWS_CREDENTIALS } from "../support/s3-server.js";
+import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS } from "../support/s3-server.js";
+import { useS3Server } from "../support/use-s3-server.js";
 import { tempDir } from "../support/temp-home.js";
 import { caught } from "../support/caught.js";
 
