@@ -612,9 +612,12 @@ describe.concurrent("agent S3 storage outages", () => {
 });
 
 describe("agent S3 checkpoint rewrites (issue 10, item 2)", () => {
-  test("boto3: the agent is SIGKILLed while a rewrite of best/ uploads: the committed version stays latest() and verifies, LATEST names it", async () => {
-    const s3 = shared;
-    const prefix = `rw-${randomBytes(3).toString("hex")}`;
+  /**
+   * A trainer that saves best/ as files of `first` sizes (step 1), waits for `<checkpoints>/.go`, then
+   * saves best/ again (step 2: marker off, rewrite, marker on) as files of `second` sizes, and sleeps.
+   * Launched with boto3 storage under `prefix`; resolves once the first version is committed.
+   */
+  async function launchRewrite(prefix: string, first: number[], second: number[]): Promise<{ run: Run; base: string; agentPid: number }> {
     const script = [
       "import json, os, time",
       "ck = os.environ['RUNCTL_CHECKPOINT_DIR']",
@@ -625,96 +628,78 @@ describe("agent S3 checkpoint rewrites (issue 10, item 2)", () => {
       "    for i, n in enumerate(sizes):",
       "        open(os.path.join(d, 'part-%d.bin' % i), 'wb').write(os.urandom(n))",
       "    open(d + '.done', 'w').write(json.dumps({'step': step}))",
-      "save(1, [1000, 2000])",
+      `save(1, ${JSON.stringify(first)})`,
       "while not os.path.exists(os.path.join(ck, '.go')): time.sleep(0.02)",
-      // The next save of the same name: marker off, rewrite, marker on.
       "os.unlink(d + '.done')",
-      "save(2, [7 << 20, 7 << 20, 7 << 20])",
-      "print('rewritten', flush=True)",
+      `save(2, ${JSON.stringify(second)})`,
       "time.sleep(60)",
     ].join("\n");
     const run = makeRun(script, {}, tmp(), S3_CHECKPOINTS);
-    run.spec["checkpoints"] = { dir: run.ckptDir, storage: descriptor(s3, prefix, "boto3"), keep: null, settleMs: 30_000, pollMs: 20 };
+    run.spec["checkpoints"] = { dir: run.ckptDir, storage: descriptor(shared, prefix, "boto3"), keep: null, settleMs: 30_000, pollMs: 20 };
     const base = `${prefix}/${run.runId}`;
     const agentPid = await launch(run, { python: SYSTEM_PY, secrets: testSecrets() });
     const deadline = Date.now() + 30_000;
-    while (readObject(s3, `${base}/LATEST`)?.toString("utf8") !== "best") {
+    while (readObject(shared, `${base}/LATEST`)?.toString("utf8") !== "best") {
       if (Date.now() > deadline) throw new Error(`no first commit: ${readText(join(run.runDir, "events.jsonl"))}`);
       await sleep(20);
     }
+    return { run, base, agentPid };
+  }
+
+  function killAgentAndTrainer(run: Run, agentPid: number): void {
+    process.kill(agentPid, "SIGKILL");
+    process.kill(Number(readText(join(run.code, "trainer.pid"))), "SIGKILL");
+  }
+
+  /** What every reader sees after the kill: the first version only, LATEST naming it, verified byte for byte. */
+  async function expectOnlyTheFirstVersion(prefix: string, run: Run, base: string, totalBytes: number): Promise<void> {
+    expect(readObject(shared, `${base}/LATEST`)?.toString("utf8")).toBe("best");
+    const store = checkpointStore(s3Storage(`s3://${BUCKET}/${prefix}`, { endpoint: shared.endpoint, ...S3RVER_CLIENT_SETTINGS, credentials: TEST_AWS_CREDENTIALS }), run.runId);
+    const latest = await store.latest();
+    expect(latest).toMatchObject({ name: "best", step: 1, seq: 1, totalBytes });
+    expect(await latest!.verify()).toEqual({ ok: true, problems: [] });
+    expect((await store.list()).map((c) => [c.name, c.seq])).toEqual([["best", 1]]);
+  }
+
+  test("boto3: the agent is SIGKILLed while a rewrite of best/ uploads: the committed version stays latest() and verifies, LATEST names it", async () => {
+    const prefix = `rw-${randomBytes(3).toString("hex")}`;
+    const { run, base, agentPid } = await launchRewrite(prefix, [1000, 2000], [7 << 20, 7 << 20, 7 << 20]);
     const firstCommitAt = Date.now();
     writeFileSync(join(run.ckptDir, ".go"), "");
     // The rewrite's upload has started once an object under best/ is newer than the first commit.
-    const root = join(s3.dir, BUCKET, ...base.split("/"), "checkpoints", "best");
+    const root = join(shared.dir, BUCKET, ...base.split("/"), "checkpoints", "best");
     const newer = (dir: string): boolean =>
       existsSync(dir) && readdirSync(dir).some((n) => (lstatSync(join(dir, n)).isDirectory() ? newer(join(dir, n)) : n.endsWith("._S3rver_object") && statSync(join(dir, n)).mtimeMs > firstCommitAt + 5));
+    const deadline = Date.now() + 30_000;
     while (!newer(root)) {
       if (Date.now() > deadline) throw new Error(`the rewrite never started uploading: ${readText(join(run.runDir, "events.jsonl"))}`);
       await sleep(2);
     }
-    process.kill(agentPid, "SIGKILL");
-    process.kill(Number(readText(join(run.code, "trainer.pid"))), "SIGKILL");
-
-    expect(readObject(s3, `${base}/LATEST`)?.toString("utf8")).toBe("best");
-    const store = checkpointStore(s3Storage(`s3://${BUCKET}/${prefix}`, { endpoint: s3.endpoint, ...S3RVER_CLIENT_SETTINGS, credentials: TEST_AWS_CREDENTIALS }), run.runId);
-    const latest = await store.latest();
-    expect(latest).toMatchObject({ name: "best", step: 1, seq: 1, totalBytes: 3000 });
-    expect(await latest!.verify()).toEqual({ ok: true, problems: [] });
-    expect((await store.list()).map((c) => [c.name, c.seq])).toEqual([["best", 1]]);
+    killAgentAndTrainer(run, agentPid);
+    await expectOnlyTheFirstVersion(prefix, run, base, 3000);
   });
 
   test("boto3: the agent is SIGKILLed between the parts of a > 64 MiB file's streamed multipart upload: nothing new is visible, the committed version verifies", async () => {
-    const s3 = shared;
     const prefix = `rw-big-${randomBytes(3).toString("hex")}`;
     // 160 MiB: above the agent's multipart threshold, so boto3 uploads it in 10 parts of 16 MiB, 4 at
     // a time, while it reads it; the kill comes right after the first part is stored.
-    const script = [
-      "import json, os, time",
-      "ck = os.environ['RUNCTL_CHECKPOINT_DIR']",
-      "open('trainer.pid', 'w').write(str(os.getpid()))",
-      "d = os.path.join(ck, 'best')",
-      "def save(step, sizes):",
-      "    os.makedirs(d, exist_ok=True)",
-      "    for i, n in enumerate(sizes):",
-      "        open(os.path.join(d, 'part-%d.bin' % i), 'wb').write(os.urandom(n))",
-      "    open(d + '.done', 'w').write(json.dumps({'step': step}))",
-      "save(1, [1000])",
-      "while not os.path.exists(os.path.join(ck, '.go')): time.sleep(0.02)",
-      "os.unlink(d + '.done')",
-      "save(2, [160 << 20])",
-      "time.sleep(60)",
-    ].join("\n");
-    const run = makeRun(script, {}, tmp(), S3_CHECKPOINTS);
-    run.spec["checkpoints"] = { dir: run.ckptDir, storage: descriptor(s3, prefix, "boto3"), keep: null, settleMs: 30_000, pollMs: 20 };
-    const base = `${prefix}/${run.runId}`;
-    const agentPid = await launch(run, { python: SYSTEM_PY, secrets: testSecrets() });
-    const deadline = Date.now() + 60_000;
-    while (readObject(s3, `${base}/LATEST`)?.toString("utf8") !== "best") {
-      if (Date.now() > deadline) throw new Error(`no first commit: ${readText(join(run.runDir, "events.jsonl"))}`);
-      await sleep(20);
-    }
+    const { run, base, agentPid } = await launchRewrite(prefix, [1000], [160 << 20]);
     // s3rver keeps a pending multipart upload's parts in <bucket>/._S3rver_uploads/<id>/<n>, with
     // <n>.md5 once part n is stored; uploads of other tests running beside this one have other keys.
-    const uploads = join(s3.dir, BUCKET, "._S3rver_uploads");
+    const uploads = join(shared.dir, BUCKET, "._S3rver_uploads");
     const ours = (): string[] => (existsSync(uploads) ? readdirSync(uploads).filter((id) => readText(join(uploads, id, "key")).startsWith(`${base}/`)) : []);
     const before = new Set(ours());
     writeFileSync(join(run.ckptDir, ".go"), "");
+    const deadline = Date.now() + 60_000;
     let upload: string | undefined;
     while (upload === undefined) {
       if (Date.now() > deadline) throw new Error(`the rewrite's multipart upload never stored a part: ${readText(join(run.runDir, "events.jsonl"))}`);
       upload = ours().find((id) => !before.has(id) && readdirSync(join(uploads, id)).some((n) => n.endsWith(".md5")));
       if (upload === undefined) await sleep(2);
     }
-    process.kill(agentPid, "SIGKILL");
-    process.kill(Number(readText(join(run.code, "trainer.pid"))), "SIGKILL");
+    killAgentAndTrainer(run, agentPid);
     // Killed between parts: the upload was never completed (its last part, 10, was not stored).
     expect(readdirSync(join(uploads, upload)), "the upload finished before the kill").not.toContain("10.md5");
-
-    expect(readObject(s3, `${base}/LATEST`)?.toString("utf8")).toBe("best");
-    const store = checkpointStore(s3Storage(`s3://${BUCKET}/${prefix}`, { endpoint: s3.endpoint, ...S3RVER_CLIENT_SETTINGS, credentials: TEST_AWS_CREDENTIALS }), run.runId);
-    const latest = await store.latest();
-    expect(latest).toMatchObject({ name: "best", step: 1, seq: 1, totalBytes: 1000 });
-    expect(await latest!.verify()).toEqual({ ok: true, problems: [] });
-    expect((await store.list()).map((c) => [c.name, c.seq])).toEqual([["best", 1]]);
+    await expectOnlyTheFirstVersion(prefix, run, base, 1000);
   });
 });

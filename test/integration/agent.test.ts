@@ -645,10 +645,13 @@ describe.concurrent("agent sync", () => {
     const cachePath = join(root, ".tree.hashcache.json");
     expect(existsSync(cachePath)).toBe(true);
     // Tamper with the cached hash: an unchanged file (same size and mtime) is not re-read.
-    const cache = JSON.parse(readFileSync(cachePath, "utf8")) as { entries: Record<string, { sha256: string }> };
+    // Version 2 entries: [size, "mtime_ns", "ctime_ns", sha256].
+    const cache = JSON.parse(readFileSync(cachePath, "utf8")) as { version: number; entries: Record<string, [number, string, string, string]> };
+    expect(cache.version).toBe(2);
     const entry = cache.entries["a.txt"];
     if (!entry) throw new Error("a.txt not cached");
-    entry.sha256 = "0".repeat(64);
+    expect([entry[0], entry[3]]).toEqual([5, sha256("alpha")]);
+    entry[3] = "0".repeat(64);
     writeFileSync(cachePath, JSON.stringify(cache));
     expect(((await cli(["manifest", dir])).json["files"] as Record<string, Json>)["a.txt"]?.["sha256"]).toBe("0".repeat(64));
     // A new mtime invalidates the entry.

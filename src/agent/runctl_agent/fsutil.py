@@ -1,11 +1,10 @@
 """File helpers: clocks, JSON output, atomic writes, private folders, sha256, safe paths."""
 
-import json
 import os
-import signal
 import sys
 import time
 
+from . import jsonlite
 from .constants import CHUNK
 
 
@@ -20,14 +19,14 @@ def now_ms():
 
 
 def now_iso():
-    import datetime  # here, as hashlib below: ~4-10 ms a start that commands such as `sync` do not need
+    import datetime  # here, as hashlib and signal below: a start of `sync` does not need them
 
     t = datetime.datetime.now(datetime.timezone.utc)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
 
 
 def print_json(obj):
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.write(jsonlite.dumps(obj) + "\n")
     sys.stdout.flush()
 
 
@@ -80,7 +79,7 @@ def _unlink_quiet(path):
 def read_json_file(path):
     try:
         with open(path, "rb") as f:
-            return json.loads(f.read().decode("utf-8"))
+            return jsonlite.loads(f.read().decode("utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -99,10 +98,14 @@ def sha256_file(path):
 
 
 def canonical_json(obj):
+    import json  # sorted keys and raw UTF-8: the json package (only the supervisor needs this)
+
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def signal_name(signum):
+    import signal  # its Signals enum imports enum, ~5 ms of a start that most commands do not need
+
     try:
         return signal.Signals(signum).name
     except ValueError:

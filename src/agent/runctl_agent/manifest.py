@@ -1,9 +1,9 @@
 """`manifest`: the sync manifest of a folder, with its hash cache."""
 
-import json
 import os
 import stat
 
+from . import jsonlite
 from .constants import EXIT_OK
 from .fsutil import atomic_write, print_json, read_json_file, sha256_file
 
@@ -13,9 +13,15 @@ def cache_path_for(root):
     return os.path.join(os.path.dirname(root), "." + os.path.basename(root) + ".hashcache.json")
 
 
+# Version 2: each entry is [size, "mtime_ns", "ctime_ns", sha256], the times as strings (nanoseconds
+# since 1970 exceed a JS number's exact range); version 1 had an object per entry, which loaded and
+# compared slower. Another version is an empty cache, so an upgrade re-hashes once.
+HASH_CACHE_VERSION = 2
+
+
 def load_hash_cache(root):
     c = read_json_file(cache_path_for(root))
-    if isinstance(c, dict) and c.get("version") == 1 and isinstance(c.get("entries"), dict):
+    if isinstance(c, dict) and c.get("version") == HASH_CACHE_VERSION and isinstance(c.get("entries"), dict):
         return c["entries"]
     return {}
 
@@ -25,7 +31,7 @@ def save_hash_cache(root, entries, loaded=None):
     if loaded is not None and entries == loaded:
         return
     try:
-        atomic_write(cache_path_for(root), json.dumps({"version": 1, "entries": entries}, separators=(",", ":")).encode("utf-8"))
+        atomic_write(cache_path_for(root), jsonlite.dumps({"version": HASH_CACHE_VERSION, "entries": entries}).encode("utf-8"))
     except OSError:
         pass  # a read-only parent only costs re-hashing next time
 
@@ -66,22 +72,21 @@ def scan_manifest(root, cache, written=None):
         return files, new_cache
     for rel, st in _regular_files(root):
         size = st.st_size
-        # mtimeNs is stored as a string: nanoseconds since 1970 exceed a JS number's exact range.
         mtime = str(st.st_mtime_ns)
         ctime = str(st.st_ctime_ns)
         c = cache.get(rel)
         w = written.get(rel) if written else None
         if w is not None and w[0] == st.st_ino and w[1] == size and w[2] == st.st_mtime_ns:
             digest = w[3]
-        elif isinstance(c, dict) and c.get("size") == size and c.get("mtimeNs") == mtime and c.get("ctimeNs") == ctime and c.get("sha256"):
-            digest = c["sha256"]
+        elif type(c) is list and len(c) == 4 and c[0] == size and c[1] == mtime and c[2] == ctime and type(c[3]) is str and c[3]:
+            digest = c[3]
         else:
             try:
                 digest = sha256_file(os.path.join(root, rel))
             except FileNotFoundError:
                 continue  # vanished meanwhile
         files[rel] = {"size": size, "mode": stat.S_IMODE(st.st_mode), "sha256": digest}
-        new_cache[rel] = {"size": size, "mtimeNs": mtime, "ctimeNs": ctime, "sha256": digest}
+        new_cache[rel] = [size, mtime, ctime, digest]
     return files, new_cache
 
 

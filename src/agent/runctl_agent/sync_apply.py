@@ -1,11 +1,11 @@
 """`sync`, `sync-apply` and `sync-apply --staged`: applying a sync bundle safely."""
 
 import io
-import json
 import os
 import stat
 import sys
 
+from . import jsonlite
 from .constants import CHUNK, EXIT_ERROR, EXIT_OK, EXIT_UNSAFE, EXIT_USAGE, EXIT_VERIFY, SYNC_SMALL_FILE, UsageError
 from .fsutil import _unlink_quiet, print_json, safe_rel
 from .manifest import load_hash_cache, save_hash_cache, scan_manifest
@@ -132,7 +132,7 @@ class _Applier(object):
 
 def _read_json_member(tr, what):
     try:
-        value = json.loads(tr.read_all().decode("utf-8"))
+        value = jsonlite.loads(tr.read_all().decode("utf-8"))
         if not isinstance(value, dict):
             raise ValueError("not an object")
         return value
@@ -314,7 +314,7 @@ def cmd_sync_apply_staged(root):
     from .storage_s3 import open_storage
 
     try:
-        req = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+        req = jsonlite.loads(sys.stdin.buffer.read().decode("utf-8"))
         desc, key = req["storage"], req["key"]
         creds = check_launch_secrets(req.get("secrets")) if req.get("secrets") is not None else None
         if not isinstance(key, str) or safe_rel(key) is None:
