@@ -1,9 +1,9 @@
 // The agent's install on a machine (src/agent/install-agent.ts), through the real local provider and
 // a real interpreter: the unpacked folder with its bytecode, a concurrent install, a missing Python.
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { agentPathOn, ensureAgent } from "../../src/agent/install-agent.js";
 import { local } from "../../src/providers/local/local-provider.js";
@@ -51,6 +51,18 @@ describe("ensureAgent", () => {
     expect(a.path).toBe(b.path);
     expect(await readdir(join(rootDir, "agent"))).toEqual([dirname(a.path).split("/").pop()]);
     expect(execFileSync(a.python, ["-S", a.path, "manifest", dirname(a.path)], { encoding: "utf8" })).toContain('"__main__.py"');
+  });
+
+  it("an install killed mid-way leaves only its temporary folder: the next install gets a whole agent", async () => {
+    const { machine, rootDir } = await machineAt();
+    const dir = dirname(agentPathOn(rootDir));
+    // What a SIGKILL leaves at each step before the rename: half a zip, or half an unpacked folder.
+    await mkdir(`${dir}.tmp.4242/runctl_agent`, { recursive: true });
+    await writeFile(`${dir}.tmp.4242/agent.pyz`, "PK\x03\x04 cut short");
+    await writeFile(`${dir}.tmp.4242/runctl_agent/cli.py`, "def entry(:");
+    const agent = await ensureAgent(machine);
+    expect((await readdir(join(rootDir, "agent"))).sort()).toEqual([basename(dir), `${basename(dir)}.tmp.4242`]);
+    expect(execFileSync(agent.python, ["-S", agent.path, "manifest", dir], { encoding: "utf8" })).toContain('"__main__.py"');
   });
 
   it("a machine without the interpreter fails with AGENT_FAILED naming Python 3.8, and installs nothing", async () => {

@@ -34,8 +34,8 @@ function isZombie(pid: number): boolean {
 }
 
 function kindOf(cmdline: string): RunProcessKind {
-  // The supervising daemon is `runctl-agent-<sha>.py supervise <runDir>`; other subcommands (follow,
-  // status, signal) are short commands the client runs over SSH.
+  // The supervising daemon is `<root>/agent/runctl-agent-<sha>/__main__.py supervise <runDir>`;
+  // other subcommands (follow, status, signal) are short commands the client runs over SSH.
   if (/runctl[-_]agent/.test(cmdline)) return /\ssupervise\s/.test(cmdline) ? "agent" : "agent-command";
   if (cmdline.includes("--as-daemon-helper")) return "daemon-child";
   if (cmdline.includes("torture_trainer.py")) return "trainer";

@@ -5,6 +5,7 @@ docs/agent-protocol.md: every command prints JSON on stdout; the run itself is d
 daemon (`supervise`) that writes everything to files in the run directory, so no client connection
 ever has to stay up.
 
-This package is built into one file, a zipapp (scripts/embed-agent.mjs), which machines run as
-`python3 runctl-agent-<sha>.pyz <command> ...`; cli.entry is its entry point.
+This package is built into one file, a zipapp (scripts/embed-agent.mjs), which runctl unpacks on
+each machine into `runctl-agent-<sha>/` with its bytecode (decision 0029) and runs as
+`python3 runctl-agent-<sha>/__main__.py <command> ...`; cli.entry is its entry point.
 """

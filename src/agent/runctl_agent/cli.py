@@ -111,7 +111,7 @@ def main(argv):
 
 
 def entry():
-    """The process entry point (`python3 runctl-agent.pyz <command> ...`): runs main and exits with
+    """The process entry point (`python3 <agent>/__main__.py <command> ...`): runs main and exits with
     its code; a usage error prints the usage, any other exception its traceback on stderr."""
     try:
         code = main(sys.argv[1:])

@@ -9,8 +9,9 @@ from .constants import CHUNK
 
 
 def agent_program():
-    """The path this agent was started from (the built .pyz, or the package folder when run from a
-    source checkout): `python3 <it> <command>` runs the agent again (the daemon, the watcher)."""
+    """The path this agent was started from (the installed `<folder>/__main__.py`, the built .pyz, or
+    the package folder in a source checkout): `python3 <it> <command>` runs the agent again (the
+    daemon, the watcher)."""
     return os.path.abspath(sys.argv[0])
 
 

@@ -17,7 +17,6 @@ class _ScanContext(object):
     parse_float = float
     parse_int = int
     parse_constant = staticmethod(_CONSTANTS.__getitem__)
-    memo = None
 
 
 def _unserializable(o):
