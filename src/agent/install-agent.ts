@@ -82,10 +82,13 @@ async function install(machine: Machine, signal: AbortSignal | undefined): Promi
   const dir = shellQuote(agentDirOn(machine.rootDir));
   const main = shellQuote(path);
   // The interpreter is checked first (exit 91: too old, 127: none), then the agent is unpacked
-  // with the interpreter that will run it, so its bytecode fits.
+  // with the interpreter that will run it, so its bytecode fits. Temporary folders over an hour old
+  // are what killed installs left (an install takes seconds; a root shared between machines may
+  // hold another one's install in progress, so the age is the test, not a PID).
   const script = [
     `py=$(${shellQuote(machine.python)} -c 'import sys; print(sys.executable); sys.exit(0 if sys.version_info >= (3, 8) else 91)') || exit $?`,
     `if ! test -f ${main}; then`,
+    `  find ${shellQuote(`${machine.rootDir}/agent`)} -maxdepth 1 -name 'runctl-agent-*.tmp.*' -mmin +60 -exec rm -rf {} + 2>/dev/null`,
     `  t=${dir}.tmp.$$`,
     `  rm -rf "$t" && mkdir -p "$t" && cat > "$t/agent.pyz" && "$py" -c ${shellQuote(UNPACK_PY)} "$t" ${dir} || { rm -rf "$t"; exit 90; }`,
     `  test -f ${main} || exit 90`,

@@ -1,7 +1,7 @@
 // The agent's install on a machine (src/agent/install-agent.ts), through the real local provider and
 // a real interpreter: the unpacked folder with its bytecode, a concurrent install, a missing Python.
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -53,13 +53,20 @@ describe("ensureAgent", () => {
     expect(execFileSync(a.python, ["-S", a.path, "manifest", dirname(a.path)], { encoding: "utf8" })).toContain('"__main__.py"');
   });
 
-  it("an install killed mid-way leaves only its temporary folder: the next install gets a whole agent", async () => {
+  it("an install killed mid-way leaves only its temporary folder, which a later install removes once it is over an hour old; the next install gets a whole agent", async () => {
     const { machine, rootDir } = await machineAt();
     const dir = dirname(agentPathOn(rootDir));
     // What a SIGKILL leaves at each step before the rename: half a zip, or half an unpacked folder.
     await mkdir(`${dir}.tmp.4242/runctl_agent`, { recursive: true });
     await writeFile(`${dir}.tmp.4242/agent.pyz`, "PK\x03\x04 cut short");
     await writeFile(`${dir}.tmp.4242/runctl_agent/cli.py`, "def entry(:");
+    // Left by an older version's install killed two hours ago: stale, removed. The one above may be an
+    // install in progress on another machine sharing the root: it stays.
+    const stale = join(rootDir, "agent", "runctl-agent-0123456789ab.tmp.77");
+    await mkdir(stale);
+    await writeFile(join(stale, "agent.pyz"), "PK");
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
+    await utimes(stale, twoHoursAgo, twoHoursAgo);
     const agent = await ensureAgent(machine);
     expect((await readdir(join(rootDir, "agent"))).sort()).toEqual([basename(dir), `${basename(dir)}.tmp.4242`]);
     expect(execFileSync(agent.python, ["-S", agent.path, "manifest", dir], { encoding: "utf8" })).toContain('"__main__.py"');
