@@ -17,7 +17,7 @@ interface SshOut {
 }
 
 /** Runs a command on a test host with the OpenSSH client (independent of runctl's transport). */
-function ssh(host: TestHost, command: string, opts: { connectTimeout?: number; port?: number; address?: string; knownHosts?: string; input?: Buffer } = {}): Promise<SshOut> {
+function ssh(host: TestHost, command: string, opts: { connectTimeout?: number; port?: number; address?: string; knownHosts?: string; input?: Buffer; logLevel?: string } = {}): Promise<SshOut> {
   const args = [
     "-F", "/dev/null",
     "-i", host.privateKeyPath,
@@ -26,7 +26,7 @@ function ssh(host: TestHost, command: string, opts: { connectTimeout?: number; p
     "-o", "GlobalKnownHostsFile=/dev/null",
     "-o", "StrictHostKeyChecking=yes",
     "-o", "BatchMode=yes",
-    "-o", "LogLevel=ERROR",
+    "-o", `LogLevel=${opts.logLevel ?? "ERROR"}`,
     "-o", `ConnectTimeout=${opts.connectTimeout ?? 5}`,
     "-p", String(opts.port ?? host.port),
     `${host.user}@${opts.address ?? host.address}`,
@@ -256,7 +256,15 @@ describe("SSH testbed", () => {
       const t0 = Date.now();
       expect(await banner("127.0.0.1", 2_000, proxy.port)).toBe(true);
       expect(Date.now() - t0).toBeGreaterThanOrEqual(95);
-      const via = await ssh(b, "hostname", { address: "127.0.0.1", port: proxy.port, knownHosts });
+      // LogLevel=INFO: a connection closed before login is an INFO line ("Connection closed by …"):
+      // at ERROR it is exit 255 and an empty stderr, which happened once in a full CI run (Node 24,
+      // 2026-12-07). One retry, and the first attempt's reason is printed.
+      const viaProxy = () => ssh(b, "hostname", { address: "127.0.0.1", port: proxy.port, knownHosts, logLevel: "INFO" });
+      let via = await viaProxy();
+      if (via.code === 255 && !/Permission denied|Host key verification failed/.test(via.stderr)) {
+        console.log(`[testbed] ssh through the delay proxy failed once (${via.ms} ms): ${JSON.stringify(via.stderr)}; retrying`);
+        via = await viaProxy();
+      }
       expect(via.code, via.stderr).toBe(0);
       expect(via.stdout.trim()).toBe(b.hostname);
       // An SSH login takes several round trips of 200 ms each.
