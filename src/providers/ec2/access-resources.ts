@@ -11,7 +11,6 @@ import {
   ImportKeyPairCommand,
   type EC2Client,
 } from "@aws-sdk/client-ec2";
-import ssh2 from "ssh2";
 import { RunctlError } from "../../errors/runctl-error.js";
 import { awsErrorCode } from "../../aws/aws-errors.js";
 import { recordResourceCreated, recordResourceDeleted } from "../../ledger/resource-ledger.js";
@@ -19,6 +18,7 @@ import { runctlHome } from "../../util/runctl-home.js";
 import { awsCall } from "../../aws/aws-call.js";
 import { pollUntil } from "../../aws/aws-poll.js";
 import { toAwsTags, TAG } from "./tags.js";
+import { generateEd25519KeyPair } from "./ed25519-key.js";
 
 /** An ed25519 key pair made on this machine: the private half never leaves it. */
 export interface LocalKeyPair {
@@ -41,9 +41,8 @@ export function runKeysDir(runId: string): string {
 export function makeRunKeys(runId: string): { readonly login: LocalKeyPair; readonly host: { readonly privateKey: string; readonly publicKey: string }; readonly dir: string } {
   const dir = runKeysDir(runId);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  // ssh2 is CommonJS: its `utils` is reachable through the default export only, under native ESM.
-  const login = ssh2.utils.generateKeyPairSync("ed25519", { comment: `runctl-${runId}` });
-  const host = ssh2.utils.generateKeyPairSync("ed25519", { comment: `runctl-host-${runId}` });
+  const login = generateEd25519KeyPair(`runctl-${runId}`);
+  const host = generateEd25519KeyPair(`runctl-host-${runId}`);
   const privateKeyPath = join(dir, "id_ed25519");
   writeFileSync(privateKeyPath, login.private, { mode: 0o600 });
   chmodSync(privateKeyPath, 0o600);
