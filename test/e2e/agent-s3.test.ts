@@ -24,6 +24,7 @@ import {
   SYSTEM_PY,
   tmp,
 } from "../support/agent-harness.js";
+import { startHttpGateProxy } from "../support/http-gate-proxy.js";
 import { S3RVER_CLIENT_SETTINGS, startS3Server, TEST_AWS_CREDENTIALS, type TestS3Server } from "../support/s3-server.js";
 import { checkpointStore } from "../../src/checkpoints/index.js";
 import { s3 as s3Storage } from "../../src/storage/s3/index.js";
@@ -95,13 +96,13 @@ async function getObject(s3: TestS3Server, key: string): Promise<Buffer | undefi
   return Buffer.from(await r.arrayBuffer());
 }
 
-function descriptor(s3: TestS3Server, prefix: string, backend: Backend): Json {
+function descriptor(s3: TestS3Server, prefix: string, backend: Backend, endpoint = s3.endpoint): Json {
   return {
     kind: "s3",
     bucket: BUCKET,
     prefix,
     region: S3RVER_CLIENT_SETTINGS.region,
-    endpoint: s3.endpoint,
+    endpoint,
     forcePathStyle: S3RVER_CLIENT_SETTINGS.forcePathStyle,
     checksums: S3RVER_CLIENT_SETTINGS.checksums,
     backend,
@@ -615,9 +616,10 @@ describe("agent S3 checkpoint rewrites (issue 10, item 2)", () => {
   /**
    * A trainer that saves best/ as files of `first` sizes (step 1), waits for `<checkpoints>/.go`, then
    * saves best/ again (step 2: marker off, rewrite, marker on) as files of `second` sizes, and sleeps.
-   * Launched with boto3 storage under `prefix`; resolves once the first version is committed.
+   * Launched with boto3 storage under `prefix` (reached through `endpoint`); resolves once the first
+   * version is committed.
    */
-  async function launchRewrite(prefix: string, first: number[], second: number[]): Promise<{ run: Run; base: string; agentPid: number }> {
+  async function launchRewrite(prefix: string, first: number[], second: number[], endpoint = shared.endpoint): Promise<{ run: Run; base: string; agentPid: number }> {
     const script = [
       "import json, os, time",
       "ck = os.environ['RUNCTL_CHECKPOINT_DIR']",
@@ -635,7 +637,7 @@ describe("agent S3 checkpoint rewrites (issue 10, item 2)", () => {
       "time.sleep(60)",
     ].join("\n");
     const run = makeRun(script, {}, tmp(), S3_CHECKPOINTS);
-    run.spec["checkpoints"] = { dir: run.ckptDir, storage: descriptor(shared, prefix, "boto3"), keep: null, settleMs: 30_000, pollMs: 20 };
+    run.spec["checkpoints"] = { dir: run.ckptDir, storage: descriptor(shared, prefix, "boto3", endpoint), keep: null, settleMs: 30_000, pollMs: 20 };
     const base = `${prefix}/${run.runId}`;
     const agentPid = await launch(run, { python: SYSTEM_PY, secrets: testSecrets() });
     const deadline = Date.now() + 30_000;
@@ -701,5 +703,36 @@ describe("agent S3 checkpoint rewrites (issue 10, item 2)", () => {
     // Killed between parts: the upload was never completed (its last part, 10, was not stored).
     expect(readdirSync(join(uploads, upload)), "the upload finished before the kill").not.toContain("10.md5");
     await expectOnlyTheFirstVersion(prefix, run, base, 1000);
+  });
+
+  test("boto3: the agent is SIGKILLed after the last multipart upload of a rewrite completed, right before its manifest: nothing new is visible, the committed version verifies", async () => {
+    const prefix = `rw-gate-${randomBytes(3).toString("hex")}`;
+    // Every request goes through a proxy that kills the agent and trainer when the rewrite's manifest
+    // PUT arrives, before forwarding it: every file of generation 2 is stored, its manifest never is.
+    let launched: { run: Run; agentPid: number } | undefined;
+    const proxy = await startHttpGateProxy(
+      shared.endpoint,
+      (req) => req.method === "PUT" && /\/checkpoints\/best\/g00000002\/manifest\.json(\?|$)/.test(req.url ?? ""),
+      () => killAgentAndTrainer(launched!.run, launched!.agentPid),
+    );
+    try {
+      // 80 MiB: above the agent's multipart threshold (5 parts of 16 MiB), then a small file.
+      const { run, base, agentPid } = await launchRewrite(prefix, [1000], [80 << 20, 5000], proxy.endpoint);
+      launched = { run, agentPid };
+      writeFileSync(join(run.ckptDir, ".go"), "");
+      const deadline = Date.now() + 60_000;
+      while (proxy.gated.length === 0) {
+        if (Date.now() > deadline) throw new Error(`the rewrite never wrote its manifest: ${readText(join(run.runDir, "events.jsonl"))}`);
+        await sleep(10);
+      }
+      expect(proxy.gated).toHaveLength(1);
+      // The kill point: both files of generation 2 whole in the bucket (the multipart upload completed), no manifest.
+      const gen2 = `${base}/checkpoints/best/g00000002`;
+      expect(listKeys(shared, gen2)).toEqual([`${gen2}/files/part-0.bin`, `${gen2}/files/part-1.bin`]);
+      expect(readObject(shared, `${gen2}/files/part-0.bin`)?.length).toBe(80 << 20);
+      await expectOnlyTheFirstVersion(prefix, run, base, 1000);
+    } finally {
+      await proxy.stop();
+    }
   });
 });
