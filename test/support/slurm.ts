@@ -19,8 +19,10 @@
  * about a second. `scontrol requeue` TERMs the batch shell and steps, then the job is PENDING with
  * `Reason=BeginTime` and `Restarts` + 1; Slurm holds it back for `cred_expire` (10 s here, 120 s by
  * default) and it runs again about 12 s after the requeue, or about 2 s after it when its owner runs
- * `scontrol update JobId=<id> StartTime=now`. A killed host's node is `*` (not responding) after about
- * 12 s and DOWN after SlurmdTimeout (20 s), when its batch jobs are requeued (then pending on
+ * `scontrol update JobId=<id> StartTime=now` in a later second than the requeue (slurmd refuses a
+ * launch credential made in the second the requeue revoked the old one, and the job fails). A killed
+ * host's node is `*` (not responding) after about 12 s and DOWN after SlurmdTimeout (20 s), when its
+ * batch jobs are requeued (then pending on
  * `Reason=Nodes_required_for_job_are_DOWN…` until the node's slurmd is started again).
  */
 import { randomBytes } from "node:crypto";
