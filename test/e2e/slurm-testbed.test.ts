@@ -194,8 +194,8 @@ describe("Slurm test cluster (slurmctld + slurmd in test hosts, jobs as the host
     // fast; wait for the next second.
     await sleep(1_050 - (Date.now() % 1_000));
     expect((await run(`scontrol update JobId=${id} StartTime=now`)).exitCode).toBe(0); // the job's owner may
-    // Usually about 2 s. Under a full CI run on 2 CPUs it once took over 30 s: allow 60 s, and say
-    // where the job stood if even that is not enough.
+    // Usually about 2 s. A CI run once waited over 30 s here, most likely for the refused launch
+    // above (the job's state was not printed then): 60 s of margin, and say where the job stood.
     await waitRestart("start restart=1", 60_000);
 
     const t = Date.now();
