@@ -188,10 +188,9 @@ describe("Slurm test cluster (slurmctld + slurmd in test hosts, jobs as the host
     await waitState(id, ["PENDING"]);
     const pending = await showJob(id);
     expect(pending).toMatchObject({ JobState: "PENDING", Reason: "BeginTime", Restarts: "1" });
-    // slurmd refuses a launch credential made in the same second as the requeue revoked the old one
-    // (whole-second times: ctime <= revoked), and the job then fails at once with exit 1 (a refused CI
-    // run: requeue, PENDING and the update all in 09:51:37). A user typing the update is never that
-    // fast; wait for the next second.
+    // slurmd refuses a launch credential made in the second the requeue revoked the old one (whole
+    // seconds, ctime <= revoked) and the job fails with exit 1: update in the next second, as any
+    // user typing it would.
     await sleep(1_050 - (Date.now() % 1_000));
     expect((await run(`scontrol update JobId=${id} StartTime=now`)).exitCode).toBe(0); // the job's owner may
     // Usually about 2 s. A CI run once waited over 30 s here, most likely for the refused launch

@@ -22,8 +22,8 @@
  * `scontrol update JobId=<id> StartTime=now` in a later second than the requeue (slurmd refuses a
  * launch credential made in the second the requeue revoked the old one, and the job fails). A killed
  * host's node is `*` (not responding) after about 12 s and DOWN after SlurmdTimeout (20 s), when its
- * batch jobs are requeued (then pending on
- * `Reason=Nodes_required_for_job_are_DOWN…` until the node's slurmd is started again).
+ * batch jobs are requeued (then pending on `Reason=Nodes_required_for_job_are_DOWN…` until the
+ * node's slurmd is started again).
  */
 import { randomBytes } from "node:crypto";
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
