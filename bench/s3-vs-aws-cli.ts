@@ -1,7 +1,8 @@
 /**
- * Benchmark: runctl's S3 storage (`s3()`: its own pooled-buffer multipart upload, parallel ranged get) vs
- * `aws s3 cp`, uploading and downloading the same 1 GiB file to and from the same S3-protocol
- * server (s3rver on 127.0.0.1, started here), in the same run.
+ * Benchmark: runctl's S3 storage (`s3()`: its own pooled-buffer multipart upload; `download()` to a
+ * file, parallel ranged GETs written at their offsets) vs `aws s3 cp`, uploading and downloading
+ * the same 1 GiB file to and from the same S3-protocol server (s3rver on 127.0.0.1, started here),
+ * in the same run. `get()` piped to a file (ranges emitted in order) is timed too, for reference.
  *
  *   npm run bench:s3                        # = npx tsx bench/s3-vs-aws-cli.ts
  *   BENCH_REPS=5 BENCH_SIZE_MB=2048 npm run bench:s3
@@ -58,6 +59,7 @@ async function child(args: readonly string[]): Promise<void> {
   });
   const started = performance.now();
   if (direction === "upload") await store.put(key, createReadStream(file, { highWaterMark: MiB }));
+  else if (direction === "download") await store.download(key, file);
   else await pipeline(await store.get(key), createWriteStream(file, { highWaterMark: MiB }));
   const ms = performance.now() - started;
   const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"));
@@ -82,7 +84,7 @@ function run(command: string, args: readonly string[], env: NodeJS.ProcessEnv): 
   });
 }
 
-async function runctlTransfer(direction: "upload" | "download", server: TestS3Server, key: string, file: string): Promise<ChildResult> {
+async function runctlTransfer(direction: "upload" | "download" | "get", server: TestS3Server, key: string, file: string): Promise<ChildResult> {
   const partSize = process.env["BENCH_PART_SIZE"] ?? "default";
   const queueSize = process.env["BENCH_QUEUE_SIZE"] ?? "default";
   const { stdout, ms } = await run(process.execPath, [...process.execArgv, SELF, "--child", direction, server.endpoint, key, file, partSize, queueSize], {
@@ -164,19 +166,21 @@ async function main(): Promise<void> {
     const samples = {
       runctlUp: [] as number[], runctlDown: [] as number[], runctlUpInProcess: [] as number[], runctlDownInProcess: [] as number[],
       awsUp: [] as number[], awsDown: [] as number[], rssUp: [] as number[], rssDown: [] as number[],
+      runctlGet: [] as number[], rssGet: [] as number[],
     };
     // Untimed warm-up of both tools (page cache, server folders, module caches), checked for integrity.
     {
       await runctlTransfer("upload", server, "warm/runctl.bin", source);
       await runctlTransfer("download", server, "warm/runctl.bin", join(work, "warm-runctl.bin"));
+      await runctlTransfer("get", server, "warm/runctl.bin", join(work, "warm-runctl-get.bin"));
       await aws(["s3", "cp", source, `s3://${BUCKET}/warm/aws.bin`]);
       await aws(["s3", "cp", `s3://${BUCKET}/warm/aws.bin`, join(work, "warm-aws.bin")]);
-      for (const f of ["warm-runctl.bin", "warm-aws.bin"]) {
+      for (const f of ["warm-runctl.bin", "warm-runctl-get.bin", "warm-aws.bin"]) {
         const sha = await sha256File(join(work, f));
         if (sha !== sourceSha) throw new Error(`${f}: sha256 ${sha} differs from the source's ${sourceSha}`);
         rmSync(join(work, f));
       }
-      console.log("  warm-up done; both downloads match the source's sha256");
+      console.log("  warm-up done; every download matches the source's sha256");
     }
     for (let rep = 0; rep < reps; rep++) {
       const order = rep % 2 === 0 ? (["runctl", "aws"] as const) : (["aws", "runctl"] as const);
@@ -192,6 +196,10 @@ async function main(): Promise<void> {
           samples.runctlDownInProcess.push(down.ms);
           samples.rssUp.push(up.peakRssBytes);
           samples.rssDown.push(down.peakRssBytes);
+          rmSync(dest, { force: true });
+          const get = await runctlTransfer("get", server, key, dest);
+          samples.runctlGet.push(get.wallMs!);
+          samples.rssGet.push(get.peakRssBytes);
         } else {
           samples.awsUp.push((await aws(["s3", "cp", source, `s3://${BUCKET}/${key}`])).ms);
           samples.awsDown.push((await aws(["s3", "cp", `s3://${BUCKET}/${key}`, dest])).ms);
@@ -227,10 +235,13 @@ async function main(): Promise<void> {
     console.log(fmt(header));
     console.log(widths.map((w) => "-".repeat(w)).join("  "));
     for (const l of lines) console.log(fmt(l));
+    const getMbps = mbps(median(samples.runctlGet));
+    console.log(`\nreference: runctl get() piped to a file (ranges emitted in order): ${getMbps.toFixed(0)} MB/s, ${(getMbps / rows[1][2]).toFixed(2)}x aws, peak RSS ${(Math.max(...samples.rssGet) / MB).toFixed(0)} MB`);
     const ms = (v: readonly number[]): string => JSON.stringify(v.map((x) => Math.round(x)));
     console.log("\nsamples (ms, whole process):");
     console.log(`  upload    runctl ${ms(samples.runctlUp)}  aws ${ms(samples.awsUp)}  (runctl in-process ${ms(samples.runctlUpInProcess)})`);
     console.log(`  download  runctl ${ms(samples.runctlDown)}  aws ${ms(samples.awsDown)}  (runctl in-process ${ms(samples.runctlDownInProcess)})`);
+    console.log(`  get       runctl ${ms(samples.runctlGet)}`);
     console.log(`  runctl peak RSS (MB): upload ${JSON.stringify(samples.rssUp.map((b) => Math.round(b / MB)))}  download ${JSON.stringify(samples.rssDown.map((b) => Math.round(b / MB)))}`);
     console.log(`  aws CLI start-up (\`aws --version\`): ${Math.round(median(awsStartup))} ms`);
     console.log("");
@@ -239,6 +250,7 @@ async function main(): Promise<void> {
       printBenchRow({ bench: "s3", row: `${size} ${name}`, value: r, unit: "MB/s", peer: a, ratio: r / a, goal: `>= ${GOAL_RATIO[name]}x`, met: r / a >= GOAL_RATIO[name] });
       printBenchRow({ bench: "s3", row: `${size} ${name} peak RSS`, value: rss / MB, unit: "MB", peer: null, ratio: null, goal: `< ${RSS_GOAL_MB} MB`, met: rss < RSS_GOAL_MB * MB });
     }
+    printBenchRow({ bench: "s3", row: `${size} get() to a file`, value: getMbps, unit: "MB/s", peer: rows[1][2], ratio: getMbps / rows[1][2], goal: "", met: null });
   } finally {
     await cleanup();
   }

@@ -64,6 +64,7 @@ export { shellQuote, shellJoin } from "./transport/shell-quote.js";
 export type { Transport, Command, ExecOptions, ExecResult, ExecHandle, OutputChunk } from "./transport/types.js";
 
 export { localDir } from "./storage/local-dir/index.js";
+export { downloadToFile } from "./storage/download-to-file.js";
 export { validateStorageKey } from "./storage/storage-key.js";
 export type { Storage, StorageObjectInfo, StorageCallOptions, StorageDescriptor, DirStorageDescriptor, S3StorageDescriptor, MachineSecrets } from "./storage/types.js";
 

@@ -91,6 +91,14 @@ export interface Storage {
   put(key: string, body: string | Uint8Array | Readable, options?: StorageCallOptions): Promise<void>;
   /** Reads an object as a stream; NOT_FOUND when it does not exist. */
   get(key: string, options?: StorageCallOptions): Promise<Readable>;
+  /**
+   * Downloads an object into the local file `path`: readers of `path` see the old file (or none)
+   * until the whole object is there (a temporary file beside it, then a rename); on any failure
+   * nothing is left. NOT_FOUND when the object does not exist. Optional capability, for backends
+   * that do better than streaming `get` to a file (S3: parallel ranges written at their offsets);
+   * `downloadToFile()` uses it when present and streams `get` otherwise.
+   */
+  download?(key: string, path: string, options?: StorageCallOptions): Promise<StorageObjectInfo>;
   /** Facts about an object, or undefined when it does not exist. */
   stat(key: string, options?: StorageCallOptions): Promise<StorageObjectInfo | undefined>;
   /** Every object whose key starts with `prefix`, in no particular order. */

@@ -1,15 +1,18 @@
 /**
  * The S3 storage against a real S3-protocol server (s3rver 3.7.1 in its own process on 127.0.0.1):
  * objects, pagination past 1,000 keys, batch deletes, multipart uploads, bounded memory for a
- * 200 MB object, abort, a server killed and restarted mid-operation, and the checkpoint store on top.
+ * 200 MB object, downloads to a file, abort, a server killed and restarted mid-operation, and the
+ * checkpoint store on top.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { checkpointStore } from "../../src/checkpoints/index.js";
+import { downloadToFile } from "../../src/storage/download-to-file.js";
+import { localDir } from "../../src/storage/local-dir/index.js";
 import { s3, type S3Storage, type S3StorageOptions } from "../../src/storage/s3/index.js";
 import type { ResumingObjectStream } from "../../src/storage/s3/s3-object-stream.js";
 import type { RangedObjectStream } from "../../src/storage/s3/s3-ranged-stream.js";
@@ -188,6 +191,76 @@ describe("s3() against a real S3-protocol server", () => {
     }
   });
 
+  it("downloads to a file: parallel ranges at their offsets, renamed into place once complete", async () => {
+    const s = store({ partSizeBytes: 5 * MiB, queueSize: 3 });
+    const dir = tempDir("s3-download");
+    const big = randomBytes(23 * MiB + 4321);
+    await s.put("dl/model.bin", big);
+    await s.put("dl/small.json", '{"w":1}');
+    await s.put("dl/empty", "");
+    // Parent folders are created; the result names the key and its size.
+    await expect(s.download("dl/model.bin", join(dir, "sub", "model.bin"))).resolves.toMatchObject({ key: "dl/model.bin", size: big.length });
+    expect(readFileSync(join(dir, "sub", "model.bin")).equals(big)).toBe(true);
+    await s.download("dl/small.json", join(dir, "small.json"));
+    expect(readFileSync(join(dir, "small.json"), "utf8")).toBe('{"w":1}');
+    await expect(s.download("dl/empty", join(dir, "empty"))).resolves.toMatchObject({ size: 0 });
+    expect(readFileSync(join(dir, "empty")).length).toBe(0);
+    // Over an existing file: replaced whole.
+    await s.download("dl/small.json", join(dir, "sub", "model.bin"));
+    expect(readFileSync(join(dir, "sub", "model.bin"), "utf8")).toBe('{"w":1}');
+    expect(readdirSync(dir).sort()).toEqual(["empty", "small.json", "sub"]);
+    expect(readdirSync(join(dir, "sub"))).toEqual(["model.bin"]);
+  });
+
+  it("a download that fails or is aborted leaves the old file as it was and nothing beside it", async () => {
+    const s = store({ partSizeBytes: 5 * MiB, queueSize: 2 });
+    const dir = tempDir("s3-download");
+    const path = join(dir, "model.bin");
+    writeFileSync(path, "old");
+    await s.put("dl/big.bin", randomBytes(60 * MiB));
+
+    expect(await caught(s.download("dl/missing.bin", path))).toMatchObject({ code: "NOT_FOUND" });
+    expect(await caught(s.download("../escape", path))).toMatchObject({ code: "INVALID_STORAGE_KEY" });
+    for (const bad of ["", `${dir}/`, `${path}\0x`]) expect(await caught(s.download("dl/big.bin", bad))).toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect(readdirSync(dir)).toEqual(["model.bin"]);
+
+    const controller = new AbortController();
+    // Abort once the temporary file beside the target holds some of the object.
+    const watcher = setInterval(() => {
+      const tmp = readdirSync(dir).find((n) => n.startsWith(".model.bin.runctl-"));
+      if (tmp && statSync(join(dir, tmp), { throwIfNoEntry: false })?.size) controller.abort();
+    }, 1);
+    try {
+      const err = await caught(s.download("dl/big.bin", path, { signal: controller.signal }));
+      expect(controller.signal.aborted).toBe(true);
+      expect(err.code).toBe("ABORTED");
+    } finally {
+      clearInterval(watcher);
+    }
+    expect(readFileSync(path, "utf8")).toBe("old");
+    expect(readdirSync(dir)).toEqual(["model.bin"]);
+  });
+
+  it("downloadToFile streams a storage without its own download, just as atomically", async () => {
+    const root = tempDir("local-store");
+    const local = localDir(root);
+    const dir = tempDir("local-download");
+    const bytes = randomBytes(3 * MiB + 5);
+    await local.put("a/b.bin", bytes);
+    await expect(downloadToFile(local, "a/b.bin", join(dir, "b.bin"))).resolves.toEqual({ key: "a/b.bin", size: bytes.length });
+    expect(readFileSync(join(dir, "b.bin")).equals(bytes)).toBe(true);
+    expect(await caught(downloadToFile(local, "a/none.bin", join(dir, "b.bin")))).toMatchObject({ code: "NOT_FOUND" });
+    expect(await caught(downloadToFile(local, "../a/b.bin", join(dir, "c.bin")))).toMatchObject({ code: "INVALID_STORAGE_KEY" });
+    expect(await caught(downloadToFile(local, "a/b.bin", ""))).toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect(readFileSync(join(dir, "b.bin")).equals(bytes)).toBe(true);
+    expect(readdirSync(dir)).toEqual(["b.bin"]);
+    // An S3 storage goes through its own download.
+    const s = store({ partSizeBytes: 5 * MiB });
+    await s.put("x.bin", bytes);
+    await downloadToFile(s, "x.bin", join(dir, "x.bin"));
+    expect(readFileSync(join(dir, "x.bin")).equals(bytes)).toBe(true);
+  });
+
   it("validates keys before sending anything", async () => {
     const s = store();
     for (const key of ["../escape", "/abs", "a//b", "a/../b", ""]) {
@@ -279,6 +352,30 @@ describe("s3() when the server is killed and restarted", () => {
     expect(bytes).toBe(data.length);
     expect(hash.digest("hex")).toBe(createHash("sha256").update(data).digest("hex"));
     expect((stream as ResumingObjectStream | RangedObjectStream).resumeCount).toBeGreaterThanOrEqual(1);
+  });
+
+  it("a download to a file resumes its ranges where the dropped connections left them", async () => {
+    const s = store({ partSizeBytes: 5 * MiB, queueSize: 2 });
+    const dir = tempDir("s3-download");
+    const data = randomBytes(60 * MiB);
+    await s.put("restart/dl.bin", data);
+    let outageDone: Promise<void> | undefined;
+    // The server goes away once the temporary file holds 8 MiB of the object.
+    const watcher = setInterval(() => {
+      const tmp = readdirSync(dir).find((n) => n.startsWith(".dl.bin.runctl-"));
+      if (!outageDone && tmp && (statSync(join(dir, tmp), { throwIfNoEntry: false })?.size ?? 0) > 8 * MiB) {
+        outageDone = outage(700).then((o) => o.back);
+      }
+    }, 1);
+    try {
+      await s.download("restart/dl.bin", join(dir, "dl.bin"));
+    } finally {
+      clearInterval(watcher);
+    }
+    expect(outageDone).toBeDefined();
+    await outageDone;
+    expect(createHash("sha256").update(readFileSync(join(dir, "dl.bin"))).digest("hex")).toBe(createHash("sha256").update(data).digest("hex"));
+    expect(readdirSync(dir)).toEqual(["dl.bin"]);
   });
 
   it("stat, list, small puts and deletes wait for a server that comes back", async () => {

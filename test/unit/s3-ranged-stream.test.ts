@@ -2,66 +2,15 @@ import { createHash, randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
-import { RunctlError } from "../../src/errors/runctl-error.js";
 import { RangedObjectStream } from "../../src/storage/s3/s3-ranged-stream.js";
+import { fakeRanges, oversizedRanges, rng } from "../support/fake-bodies.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-/** A deterministic pseudo-random sequence, so a failure repeats. */
-function rng(seed: number): () => number {
-  let s = seed;
-  return () => {
-    s = (s * 1103515245 + 12345) % 2 ** 31;
-    return s / 2 ** 31;
-  };
-}
-
-/**
- * A response body of `bytes`, sent in chunks of 1 byte to 96 KiB with random pauses, so ranges
- * finish out of order; with `dropAfter` it fails like a reset connection after that many bytes.
- */
-function body(bytes: Buffer, random: () => number, dropAfter?: number): Readable {
-  async function* chunks(): AsyncGenerator<Buffer> {
-    let at = 0;
-    while (at < bytes.length) {
-      const n = Math.min(bytes.length - at, random() < 0.1 ? 1 + Math.floor(random() * 100) : Math.floor(random() * 96 * KiB) + 1);
-      if (dropAfter !== undefined && at + n > dropAfter) {
-        yield bytes.subarray(at, dropAfter);
-        throw Object.assign(new Error("socket hang up"), { code: "ECONNRESET" });
-      }
-      yield bytes.subarray(at, at + n);
-      at += n;
-      if (random() < 0.05) await sleep(Math.floor(random() * 4));
-    }
-  }
-  return Readable.from(chunks(), { objectMode: false });
-}
-
 function stream(object: Buffer, options: { rangeSize: number; concurrency: number; seed: number; drops?: Map<number, number> }): { stream: RangedObjectStream; fetched: string[] } {
-  const random = rng(options.seed);
-  const fetched: string[] = [];
-  const toError = (err: unknown): RunctlError => new RunctlError("STORAGE_ERROR", `get failed: ${(err as Error).message}`, { cause: err });
-  const first = Math.min(options.rangeSize, object.length);
-  return {
-    fetched,
-    stream: new RangedObjectStream({
-      first: body(object.subarray(0, first), random),
-      firstLength: first,
-      totalBytes: object.length,
-      rangeSize: options.rangeSize,
-      concurrency: options.concurrency,
-      maxResumes: 5,
-      toError,
-      fetch: async (start, end) => {
-        fetched.push(`${start}-${end}`);
-        await sleep(Math.floor(random() * 3));
-        const drop = options.drops?.get(start);
-        options.drops?.delete(start);
-        return body(object.subarray(start, end + 1), random, drop);
-      },
-    }),
-  };
+  const { source, fetched } = fakeRanges(object, options);
+  return { fetched, stream: new RangedObjectStream(source) };
 }
 
 /** Reads the stream, pausing now and then like a slow disk, so ranges pile up behind the one being emitted. */
@@ -100,16 +49,7 @@ describe("RangedObjectStream", () => {
 
   it("fails with the caller's error, not a short object, when a range sends more than it should", async () => {
     const object = randomBytes(3 * MiB);
-    const s = new RangedObjectStream({
-      first: Readable.from([object.subarray(0, MiB)]),
-      firstLength: MiB,
-      totalBytes: object.length,
-      rangeSize: MiB,
-      concurrency: 3,
-      maxResumes: 5,
-      toError: (err) => new RunctlError("STORAGE_ERROR", (err as Error).message),
-      fetch: async (start, end) => Readable.from([object.subarray(start, end + 2)]),
-    });
+    const s = new RangedObjectStream(oversizedRanges(object));
     await expect(readSlowly(s, 1)).rejects.toMatchObject({ code: "STORAGE_ERROR", message: expect.stringMatching(/sent more than the 1048576 bytes/) });
   });
 });

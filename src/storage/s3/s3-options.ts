@@ -121,6 +121,8 @@ export interface S3Storage extends Storage {
   readonly prefix: string;
   /** The S3 client every call goes through (the injected one, or the one `s3()` created). */
   readonly client: S3Client;
+  /** Parallel ranged GETs written at their offsets into a temporary file, renamed into place when complete. */
+  download(key: string, path: string, options?: StorageCallOptions): Promise<StorageObjectInfo>;
   /** How agents on machines reach this bucket (the same for every machine). */
   machineDescriptor(context?: { readonly sharesLocalFilesystem: boolean }): S3StorageDescriptor;
   /**

@@ -1,8 +1,8 @@
 import { Readable, finished } from "node:stream";
 import { resumeOrEnd, type BodyResumePolicy } from "./s3-errors.js";
 
-/** Settings of {@link RangedObjectStream}. */
-export interface RangedObjectStreamOptions extends BodyResumePolicy {
+/** An object read as ranged GETs: the first response, and how to fetch the rest. */
+export interface RangedSource {
   /** The first response's body: bytes `0` to `firstLength - 1` of the object. */
   readonly first: Readable;
   /** How many bytes `first` carries. */
@@ -15,9 +15,10 @@ export interface RangedObjectStreamOptions extends BodyResumePolicy {
   readonly concurrency: number;
   /** Fetches bytes `start` to `end` (inclusive), pinned to the first response's ETag; rejects when the object changed. */
   readonly fetch: (start: number, end: number) => Promise<Readable>;
-  /** How many times dropped ranges may be resumed, in all. */
-  readonly maxResumes: number;
 }
+
+/** Settings of {@link RangedObjectStream}. */
+export interface RangedObjectStreamOptions extends BodyResumePolicy, RangedSource {}
 
 /** One range of the object: its bytes as received, until they are pushed in order. */
 interface Range {

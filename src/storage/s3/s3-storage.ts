@@ -27,7 +27,8 @@ import {
   type S3Storage,
   type S3StorageOptions,
 } from "./s3-options.js";
-import { downloadStream } from "./s3-download.js";
+import { checkFilePath, writeFileAtomically } from "../download-to-file.js";
+import { downloadStream, downloadToHandle } from "./s3-download.js";
 import { uploadStream } from "./s3-upload.js";
 import { resolveClientCredentials } from "./s3-credentials.js";
 
@@ -46,6 +47,9 @@ export type { S3Storage, S3StorageOptions } from "./s3-options.js";
  *   flight, emitted in order), each pinned to the object's ETag: an object replaced mid-download
  *   fails with STORAGE_ERROR instead of mixing versions. A connection dropped mid-body is resumed
  *   with a ranged GET from the byte where it stopped.
+ * - `download` writes an object to a local file: the same ranges, each written at its own offset
+ *   as it arrives (nothing held for ordering), into a temporary file renamed into place when
+ *   complete.
  * - `list` pages through ListObjectsV2 lazily and yields keys relative to the prefix.
  * - `delete` uses DeleteObjects, 1,000 keys a request.
  * - Every call takes an AbortSignal, retries throttling, 5xx and dropped connections within a
@@ -181,6 +185,17 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
       throwIfAborted(signal);
       // Ranges as large as upload parts, as many in flight as parts: the same memory bound.
       return downloadStream({ client, bucket, rangeSize: partSize, concurrency: queueSize, retry, context }, k, signal);
+    },
+
+    async download(key: string, path: string, callOptions?: StorageCallOptions): Promise<StorageObjectInfo> {
+      const signal = callOptions?.signal;
+      const k = fullKey(key);
+      checkFilePath(path);
+      throwIfAborted(signal);
+      const size = await writeFileAtomically(path, signal, (file) =>
+        downloadToHandle({ client, bucket, rangeSize: partSize, concurrency: queueSize, retry, context }, k, file, signal),
+      );
+      return info(key, size, undefined, undefined);
     },
 
     async stat(key: string, callOptions?: StorageCallOptions): Promise<StorageObjectInfo | undefined> {
