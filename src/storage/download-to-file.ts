@@ -7,7 +7,7 @@ import { validateStorageKey } from "./storage-key.js";
 import type { Storage, StorageCallOptions, StorageObjectInfo } from "./types.js";
 
 /** INVALID_ARGUMENT unless `path` can name a file: a non-empty string without NUL, not ending in `/`. */
-export function checkFilePath(path: string): void {
+function checkFilePath(path: string): void {
   if (typeof path !== "string" || path === "" || path.includes("\0") || path.endsWith("/")) {
     throw new RunctlError("INVALID_ARGUMENT", `A download needs the path of a file, got ${JSON.stringify(path)}.`);
   }

@@ -4,11 +4,13 @@
  * 200 MB object, downloads to a file, abort, a server killed and restarted mid-operation, and the
  * checkpoint store on top.
  */
+import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { checkpointStore } from "../../src/checkpoints/index.js";
 import { downloadToFile } from "../../src/storage/download-to-file.js";
@@ -22,6 +24,7 @@ import { tempDir } from "../support/temp-home.js";
 import { caught } from "../support/caught.js";
 
 const MiB = 1024 * 1024;
+const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const BUCKET = "runctl-s3-e2e";
 const server = useS3Server({ buckets: [BUCKET] });
 let counter = 0;
@@ -239,6 +242,38 @@ describe("s3() against a real S3-protocol server", () => {
     }
     expect(readFileSync(path, "utf8")).toBe("old");
     expect(readdirSync(dir)).toEqual(["model.bin"]);
+  });
+
+  it("a download SIGKILLed mid-way leaves the old file whole; only its dot-file is left beside it", async () => {
+    const prefix = `t${++counter}`;
+    const s = store({ partSizeBytes: 5 * MiB, queueSize: 2 }, prefix);
+    const dir = tempDir("s3-download");
+    const path = join(dir, "model.bin");
+    writeFileSync(path, "old");
+    const data = randomBytes(60 * MiB);
+    await s.put("dl/killed.bin", data);
+    // Another process downloads; it is killed once its temporary file holds 8 MiB.
+    const code = `import { s3 } from "./src/storage/s3/index.ts";
+      const [uri, options, path] = JSON.parse(process.argv[1]);
+      await s3(uri, options).download("dl/killed.bin", path);`;
+    const options = { endpoint: server.endpoint, ...S3RVER_CLIENT_SETTINGS, credentials: TEST_AWS_CREDENTIALS, partSizeBytes: 5 * MiB, queueSize: 2 };
+    const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code, JSON.stringify([`s3://${BUCKET}/${prefix}`, options, path])], {
+      cwd: REPO_ROOT,
+      stdio: "ignore",
+    });
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once("exit", (_code, signal) => resolve(signal)));
+    const tmpName = (): string | undefined => readdirSync(dir).find((n) => n.startsWith(".model.bin.runctl-"));
+    const deadline = Date.now() + 60_000;
+    while (!((statSync(join(dir, tmpName() ?? "none"), { throwIfNoEntry: false })?.size ?? 0) > 8 * MiB) && Date.now() < deadline && child.exitCode === null) await sleep(1);
+    child.kill("SIGKILL");
+    expect(await exited).toBe("SIGKILL");
+    expect(readFileSync(path, "utf8")).toBe("old");
+    const [left, target, ...more] = readdirSync(dir).sort();
+    expect([target, more]).toEqual(["model.bin", []]);
+    expect(left).toMatch(/^\.model\.bin\.runctl-[0-9a-f]{12}$/);
+    // The left-over dot-file is in nobody's way: the next download replaces the file whole.
+    await s.download("dl/killed.bin", path);
+    expect(readFileSync(path).equals(data)).toBe(true);
   });
 
   it("downloadToFile streams a storage without its own download, just as atomically", async () => {

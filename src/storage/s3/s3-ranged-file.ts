@@ -16,10 +16,10 @@ const WRITES_IN_FLIGHT_BYTES = 4 * 1024 * 1024;
 
 /** A body error (resumable), as opposed to a failed request (already retried by the caller). */
 class BodyFailure {
-  /** `pos`: where the body's written bytes end, when it got that far. */
+  /** `pos`: where the body's written bytes end, the byte to resume from. */
   constructor(
     readonly error: unknown,
-    readonly pos?: number | undefined,
+    readonly pos: number,
   ) {}
 }
 
@@ -56,45 +56,37 @@ export async function writeRangesToFile(options: RangedFileOptions): Promise<num
     const pending = new Set<Promise<void>>();
     let pendingBytes = 0;
     let writeError: { readonly error: unknown } | undefined;
-    const settle = async (): Promise<void> => {
-      await Promise.all(pending);
-      if (writeError) throw options.toError(writeError.error);
-    };
+    let bodyError: { readonly error: unknown } | undefined;
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
-        if (failure) break;
+        if (failure || writeError) break;
         if (pos + chunk.length > end) {
           throw options.toError(new Error(`the server sent more than the ${end - pos} bytes left of a range ending at byte ${end - 1}`));
         }
-        const at = pos;
         const write = new Promise<void>((resolve) =>
-          fsWrite(file.fd, chunk, 0, chunk.length, at, (err) => {
+          fsWrite(file.fd, chunk, 0, chunk.length, pos, (err) => {
             if (err) writeError ??= { error: err };
             else written += chunk.length;
+            pendingBytes -= chunk.length;
+            pending.delete(write);
             resolve();
           }),
         );
         pending.add(write);
         pendingBytes += chunk.length;
-        void write.then(() => {
-          pending.delete(write);
-          pendingBytes -= chunk.length;
-        });
         pos += chunk.length;
-        if (writeError) break;
         while (pendingBytes > WRITES_IN_FLIGHT_BYTES) await Promise.race(pending);
       }
-      await settle();
     } catch (err) {
-      // Every write of this body settles before the range resumes or the download fails.
-      await Promise.all(pending);
-      if (writeError) throw options.toError(writeError.error);
-      if (err instanceof RunctlError) throw err;
-      throw new BodyFailure(err, pos);
+      bodyError = { error: err };
     } finally {
       bodies.delete(body);
       body.destroy();
     }
+    // Every write of this body settles before the range resumes or the download fails.
+    await Promise.all(pending);
+    if (writeError) throw options.toError(writeError.error);
+    if (bodyError) throw bodyError.error instanceof RunctlError ? bodyError.error : new BodyFailure(bodyError.error, pos);
     return pos;
   };
 
@@ -107,12 +99,13 @@ export async function writeRangesToFile(options: RangedFileOptions): Promise<num
         pos = await drain(body ?? (await fetch(pos, end - 1)), pos, end);
         body = undefined;
         if (failure || pos === end) return;
-        throw new BodyFailure(Object.assign(new Error(`the connection closed ${end - pos} bytes short of byte ${end - 1}`), { code: "ECONNRESET" }));
+        throw new BodyFailure(Object.assign(new Error(`the connection closed ${end - pos} bytes short of byte ${end - 1}`), { code: "ECONNRESET" }), pos);
       } catch (err) {
         body = undefined;
+        // An abort has set `failure` already: its listener runs before any request or body fails.
         if (failure) return;
-        if (!(err instanceof BodyFailure)) throw signal?.aborted ? options.onAbort?.() : err instanceof RunctlError ? err : options.toError(err);
-        if (err.pos !== undefined) pos = err.pos;
+        if (!(err instanceof BodyFailure)) throw err instanceof RunctlError ? err : options.toError(err);
+        pos = err.pos;
         const outcome = resumeOrEnd(err.error, resumes, options);
         if (outcome !== "resume") throw outcome.error;
         resumes++;

@@ -27,8 +27,8 @@ import {
   type S3Storage,
   type S3StorageOptions,
 } from "./s3-options.js";
-import { checkFilePath, writeFileAtomically } from "../download-to-file.js";
-import { downloadStream, downloadToHandle } from "./s3-download.js";
+import { writeFileAtomically } from "../download-to-file.js";
+import { downloadStream, downloadToHandle, type S3DownloadContext } from "./s3-download.js";
 import { uploadStream } from "./s3-upload.js";
 import { resolveClientCredentials } from "./s3-credentials.js";
 
@@ -131,6 +131,8 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
 
   const putStream = (key: string, body: Readable | Uint8Array, signal: AbortSignal | undefined): Promise<void> =>
     uploadStream({ client, bucket, partSize, queueSize, retry, context }, key, body, signal);
+  // Ranges as large as upload parts, as many in flight as parts: the same memory bound.
+  const downloads: S3DownloadContext = { client, bucket, rangeSize: partSize, concurrency: queueSize, retry, context };
 
   const deleteBatch = async (batch: readonly string[], signal: AbortSignal | undefined): Promise<{ key: string; code: string; message: string }[]> => {
     const out = await call("delete", batch.length === 1 ? batch[0] : `${base}… (${batch.length} keys)`, signal, () =>
@@ -183,18 +185,13 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
       const signal = callOptions?.signal;
       const k = fullKey(key);
       throwIfAborted(signal);
-      // Ranges as large as upload parts, as many in flight as parts: the same memory bound.
-      return downloadStream({ client, bucket, rangeSize: partSize, concurrency: queueSize, retry, context }, k, signal);
+      return downloadStream(downloads, k, signal);
     },
 
     async download(key: string, path: string, callOptions?: StorageCallOptions): Promise<StorageObjectInfo> {
       const signal = callOptions?.signal;
       const k = fullKey(key);
-      checkFilePath(path);
-      throwIfAborted(signal);
-      const size = await writeFileAtomically(path, signal, (file) =>
-        downloadToHandle({ client, bucket, rangeSize: partSize, concurrency: queueSize, retry, context }, k, file, signal),
-      );
+      const size = await writeFileAtomically(path, signal, (file) => downloadToHandle(downloads, k, file, signal));
       return info(key, size, undefined, undefined);
     },
 
