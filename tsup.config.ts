@@ -6,11 +6,12 @@ const CLI_CHUNKS = "cli-chunks";
 
 export default defineConfig([
   {
-    // Subpath entries (package.json "exports"): `runctl` (core, local, SSH, folders) and `runctl/aws`.
+    // Subpath entries (package.json "exports"): `runctl` (core, local, SSH, folders), `runctl/aws` and
+    // `runctl/s3` (S3 storage alone: loads the S3 client, not EC2's, SSM's or ssh2).
     // Shared code goes to chunks both entries import, so there is one RunctlError class; the core
     // reaches S3 only through a dynamic import(), so loading `runctl` never loads the AWS SDK.
     // ESM only: Node >= 22 loads it with require() too (decision 0019).
-    entry: { index: "src/index.ts", aws: "src/aws-entry.ts" },
+    entry: { index: "src/index.ts", aws: "src/aws-entry.ts", s3: "src/s3-entry.ts" },
     format: ["esm"],
     dts: { compilerOptions: { paths: {} } },
     tsconfig: "tsconfig.build.json",

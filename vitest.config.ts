@@ -15,6 +15,7 @@ export default defineConfig({
   resolve: {
     alias: [
       { find: /^runctl\/aws$/, replacement: fileURLToPath(new URL("./src/aws-entry.ts", import.meta.url)) },
+      { find: /^runctl\/s3$/, replacement: fileURLToPath(new URL("./src/s3-entry.ts", import.meta.url)) },
       { find: /^runctl$/, replacement: fileURLToPath(new URL("./src/index.ts", import.meta.url)) },
     ],
   },

@@ -18,6 +18,7 @@ import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseBenchRow, type BenchRow } from "./bench-row.js";
+import { buildDist } from "./build-dist.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -46,7 +47,8 @@ async function runBench(name: string, file: string): Promise<Outcome> {
   if (!existsSync(path)) return { name, status: "skipped", note: `${file} not present`, seconds: 0, rows: [] };
   console.log(`\n=== ${name}: ${file} ===\n`);
   const started = performance.now();
-  const child = spawn(process.execPath, [...process.execArgv, path], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+  // dist/ was built once before the first bench (the benches that time the built package would each build it again).
+  const child = spawn(process.execPath, [...process.execArgv, path], { cwd: ROOT, env: { ...process.env, BENCH_BUILD: "0" }, stdio: ["ignore", "pipe", "inherit"] });
   const rows: BenchRow[] = [];
   const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
     child.on("error", reject);
@@ -111,6 +113,7 @@ async function main(): Promise<number> {
     console.error(`unknown bench(es): ${unknown.join(", ")}; known: ${BENCHES.map((b) => b.name).join(", ")}`);
     return 2;
   }
+  buildDist(ROOT);
   const outcomes: Outcome[] = [];
   for (const b of BENCHES) {
     if (only.length > 0 && !only.includes(b.name)) continue;

@@ -4,13 +4,15 @@
  * the same 1 GiB file to and from the same S3-protocol server (s3rver on 127.0.0.1, started here),
  * in the same run. `get()` piped to a file (ranges emitted in order) is timed too, for reference.
  *
- *   npm run bench:s3                        # = npx tsx bench/s3-vs-aws-cli.ts
+ *   npm run bench:s3                        # = npx tsx bench/s3-vs-aws-cli.ts (builds dist/ with tsup first)
  *   BENCH_REPS=5 BENCH_SIZE_MB=2048 npm run bench:s3
+ *   BENCH_BUILD=0 npm run bench:s3          # time the dist/ already there
  *
  * Prints, per direction, the median MB/s of each tool, the ratio runctl/aws (goal >= 1.2x upload,
  * >= 1.5x download) and the runctl client's peak RSS (goal < 256 MB), then one `BENCH_ROW` line per
- * figure (bench/bench-row.ts). The runctl side runs in a child process per transfer,
- * like the aws CLI, so both are timed the same way: the wall time of the whole process, start-up
+ * figure (bench/bench-row.ts). The runctl side runs in a child process per transfer, plain `node`
+ * on the built package's `runctl/s3` entry (bench/s3-child.mjs), as a user's program would; like
+ * the aws CLI, so both are timed the same way: the wall time of the whole process, start-up
  * included (the conservative comparison; runctl's in-process time, from the first byte read to the
  * last byte written, is printed too). runctl's peak RSS is its process's own high-water mark (VmHWM
  * from /proc/self/status). The warm-up downloads are checked against the source's sha256, untimed.
@@ -23,17 +25,19 @@ import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
-import { join } from "node:path";
-import { pipeline } from "node:stream/promises";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { s3 } from "../src/storage/s3/index.js";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../test/support/s3-server.js";
 import { printBenchRow } from "./bench-row.js";
+import { buildDist } from "./build-dist.js";
 
 const BUCKET = "runctl-bench";
 const MB = 1000 * 1000;
 const MiB = 1024 * 1024;
-const SELF = fileURLToPath(import.meta.url);
+const REPO = resolve(fileURLToPath(import.meta.url), "..", "..");
+/** The runctl side of each transfer: plain `node` on the built `runctl/s3` entry. */
+const CHILD = join(REPO, "bench", "s3-child.mjs");
 /** Goals of issue 15: runctl/aws throughput at least this much per direction, peak RSS below RSS_GOAL_MB. */
 const GOAL_RATIO = { upload: 1.2, download: 1.5 } as const;
 const RSS_GOAL_MB = 256;
@@ -43,28 +47,10 @@ interface ChildResult {
   readonly ms: number;
   /** Wall time of the child process, start-up included (filled in by the parent). */
   readonly wallMs?: number;
+  /** CPU time (user + system) of the transfer inside the child. */
+  readonly cpuMs: number;
   /** Peak resident set size of the child, bytes. */
   readonly peakRssBytes: number;
-}
-
-/** Child mode: one runctl transfer, then report time and peak RSS as JSON on stdout. */
-async function child(args: readonly string[]): Promise<void> {
-  const [direction, endpoint, key, file, partSize, queueSize] = args as [string, string, string, string, string, string];
-  const store = s3(`s3://${BUCKET}`, {
-    endpoint,
-    ...S3RVER_CLIENT_SETTINGS,
-    credentials: TEST_AWS_CREDENTIALS,
-    ...(partSize !== "default" ? { partSizeBytes: Number(partSize) } : {}),
-    ...(queueSize !== "default" ? { queueSize: Number(queueSize) } : {}),
-  });
-  const started = performance.now();
-  if (direction === "upload") await store.put(key, createReadStream(file, { highWaterMark: MiB }));
-  else if (direction === "download") await store.download(key, file);
-  else await pipeline(await store.get(key), createWriteStream(file, { highWaterMark: MiB }));
-  const ms = performance.now() - started;
-  const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"));
-  const peakRssBytes = hwm ? Number(hwm[1]) * 1024 : process.resourceUsage().maxRSS * 1024;
-  process.stdout.write(`${JSON.stringify({ ms, peakRssBytes } satisfies ChildResult)}\n`);
 }
 
 function run(command: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<{ stdout: string; ms: number }> {
@@ -85,14 +71,40 @@ function run(command: string, args: readonly string[], env: NodeJS.ProcessEnv): 
 }
 
 async function runctlTransfer(direction: "upload" | "download" | "get", server: TestS3Server, key: string, file: string): Promise<ChildResult> {
-  const partSize = process.env["BENCH_PART_SIZE"] ?? "default";
-  const queueSize = process.env["BENCH_QUEUE_SIZE"] ?? "default";
-  const { stdout, ms } = await run(process.execPath, [...process.execArgv, SELF, "--child", direction, server.endpoint, key, file, partSize, queueSize], {
+  const partSize = process.env["BENCH_PART_SIZE"];
+  const queueSize = process.env["BENCH_QUEUE_SIZE"];
+  const options = {
+    endpoint: server.endpoint,
+    ...S3RVER_CLIENT_SETTINGS,
+    credentials: TEST_AWS_CREDENTIALS,
+    ...(partSize ? { partSizeBytes: Number(partSize) } : {}),
+    ...(queueSize ? { queueSize: Number(queueSize) } : {}),
+  };
+  const { stdout, ms } = await run(process.execPath, [CHILD, direction, BUCKET, key, file], {
     ...process.env,
+    NODE_OPTIONS: "",
     NODE_NO_WARNINGS: "1",
+    RUNCTL_BENCH_S3_OPTIONS: JSON.stringify(options),
   });
   const line = stdout.trim().split("\n").pop() ?? "";
   return { ...(JSON.parse(line) as ChildResult), wallMs: ms };
+}
+
+/** CPU time (user + system) the process `pid` has used so far, ms; from /proc/PID/stat (clock ticks of 10 ms). */
+function processCpuMs(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** Runs `transfer` and records the CPU time the S3 server used meanwhile into `into`. */
+async function withServerCpu<T>(server: TestS3Server | undefined, into: number[], transfer: () => Promise<T>): Promise<T> {
+  const before = processCpuMs(server?.pid);
+  const result = await transfer();
+  into.push(processCpuMs(server?.pid) - before);
+  return result;
 }
 
 function median(values: readonly number[]): number {
@@ -119,6 +131,7 @@ function quietSdkNotices(): void {
 
 async function main(): Promise<void> {
   quietSdkNotices();
+  buildDist(REPO);
   const reps = Math.max(1, Math.floor(Number(process.env["BENCH_REPS"] ?? "3")) || 3);
   const sizeBytes = Math.max(1, Number(process.env["BENCH_SIZE_MB"] ?? "1024")) * MiB;
   const work = mkdtempSync(join(tmpdir(), "runctl-bench-s3-"));
@@ -168,6 +181,9 @@ async function main(): Promise<void> {
       awsUp: [] as number[], awsDown: [] as number[], rssUp: [] as number[], rssDown: [] as number[],
       runctlGet: [] as number[], rssGet: [] as number[],
     };
+    // What the server spent meanwhile: a server busy for the whole transfer is what bounds it.
+    const serverCpu = { runctlUp: [] as number[], runctlDown: [] as number[], awsUp: [] as number[], awsDown: [] as number[] };
+    const clientCpu = { up: [] as number[], down: [] as number[] };
     // Untimed warm-up of both tools (page cache, server folders, module caches), checked for integrity.
     {
       await runctlTransfer("upload", server, "warm/runctl.bin", source);
@@ -188,21 +204,23 @@ async function main(): Promise<void> {
         const key = `rep${rep}/${tool}.bin`;
         const dest = join(work, `down-${tool}.bin`);
         if (tool === "runctl") {
-          const up = await runctlTransfer("upload", server, key, source);
-          const down = await runctlTransfer("download", server, key, dest);
+          const up = await withServerCpu(server, serverCpu.runctlUp, () => runctlTransfer("upload", server!, key, source));
+          const down = await withServerCpu(server, serverCpu.runctlDown, () => runctlTransfer("download", server!, key, dest));
           samples.runctlUp.push(up.wallMs!);
           samples.runctlDown.push(down.wallMs!);
           samples.runctlUpInProcess.push(up.ms);
           samples.runctlDownInProcess.push(down.ms);
           samples.rssUp.push(up.peakRssBytes);
           samples.rssDown.push(down.peakRssBytes);
+          clientCpu.up.push(up.cpuMs);
+          clientCpu.down.push(down.cpuMs);
           rmSync(dest, { force: true });
           const get = await runctlTransfer("get", server, key, dest);
           samples.runctlGet.push(get.wallMs!);
           samples.rssGet.push(get.peakRssBytes);
         } else {
-          samples.awsUp.push((await aws(["s3", "cp", source, `s3://${BUCKET}/${key}`])).ms);
-          samples.awsDown.push((await aws(["s3", "cp", `s3://${BUCKET}/${key}`, dest])).ms);
+          samples.awsUp.push((await withServerCpu(server, serverCpu.awsUp, () => aws(["s3", "cp", source, `s3://${BUCKET}/${key}`]))).ms);
+          samples.awsDown.push((await withServerCpu(server, serverCpu.awsDown, () => aws(["s3", "cp", `s3://${BUCKET}/${key}`, dest]))).ms);
         }
         rmSync(dest, { force: true });
       }
@@ -244,6 +262,12 @@ async function main(): Promise<void> {
     console.log(`  get       runctl ${ms(samples.runctlGet)}`);
     console.log(`  runctl peak RSS (MB): upload ${JSON.stringify(samples.rssUp.map((b) => Math.round(b / MB)))}  download ${JSON.stringify(samples.rssDown.map((b) => Math.round(b / MB)))}`);
     console.log(`  aws CLI start-up (\`aws --version\`): ${Math.round(median(awsStartup))} ms`);
+    const busy = (cpu: readonly number[], wall: readonly number[]): string => `${(median(cpu) / 1000).toFixed(1)} of ${(median(wall) / 1000).toFixed(1)} s`;
+    console.log(
+      `  s3rver CPU during each transfer (medians, CPU of wall): upload runctl ${busy(serverCpu.runctlUp, samples.runctlUp)}, aws ${busy(serverCpu.awsUp, samples.awsUp)}; ` +
+        `download runctl ${busy(serverCpu.runctlDown, samples.runctlDown)}, aws ${busy(serverCpu.awsDown, samples.awsDown)}`,
+    );
+    console.log(`  runctl client CPU (medians): upload ${(median(clientCpu.up) / 1000).toFixed(1)} s, download ${(median(clientCpu.down) / 1000).toFixed(1)} s`);
     console.log("");
     const size = sizeBytes === 1024 * MiB ? "1 GiB" : `${(sizeBytes / MiB).toFixed(0)} MiB`;
     for (const [name, r, a, rss] of rows) {
@@ -256,14 +280,7 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[2] === "--child") {
-  child(process.argv.slice(3)).catch((err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  });
-} else {
-  main().catch((err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
-  });
-}
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});

@@ -23,6 +23,7 @@ import { fileURLToPath } from "node:url";
 import { recordResourceCreated } from "../src/ledger/index.js";
 import type { RunRecord } from "../src/run/journal.js";
 import type { RunEvent } from "../src/run/events.js";
+import { buildDist } from "./build-dist.js";
 
 const REPO = resolve(fileURLToPath(import.meta.url), "..", "..");
 const INDEX = join(REPO, "dist", "index.js");
@@ -94,16 +95,8 @@ function timeOnce(c: Case, env: NodeJS.ProcessEnv): number {
   return ms;
 }
 
-function build(): void {
-  if (process.env["BENCH_BUILD"] === "0") return;
-  const started = performance.now();
-  const result = spawnSync("npx", ["tsup"], { cwd: REPO, encoding: "utf8" });
-  if (result.status !== 0) throw new Error(`tsup failed:\n${result.stdout}${result.stderr}`);
-  console.log(`built dist/ with tsup in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-}
-
 function main(): void {
-  build();
+  buildDist(REPO);
   const version = (JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { version: string }).version;
   const home = makeHome();
   const env = { ...process.env, RUNCTL_HOME: home, NODE_OPTIONS: "" };

@@ -13,7 +13,7 @@
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Runctl, local, sshHosts, type HyperparamValue, type Provider, type ResumeSource, type RunEvent, type RunResult, type Storage } from "runctl";
-import { s3 } from "runctl/aws";
+import { s3 } from "runctl/s3"; // S3 storage alone: loads the S3 client, not EC2's or SSM's
 import { sshHostsFromEnv } from "./ssh-env.js";
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -190,10 +190,13 @@ describe("container test infrastructure (private dockerd, offline image, loop vo
     const d = await startDockerd(host);
     try {
       await ensureTestImage(d.host);
+      const init = await host.initPid();
       const run = await d.docker(["run", "-d", "--init", "--network", "host", TEST_IMAGE, "python3", "-c", "import time; time.sleep(600)"]);
       expect(run.code, run.stderr).toBe(0);
       const inHost = await host.pids();
       expect(inHost).toContain(d.pid); // dockerd is a process of the host
+      // The container's own PID 1 is in the host's network namespace too: the host's init is still sshd.
+      expect(await host.initPid()).toBe(init);
       await host.kill();
       expect(existsSync(`/proc/${d.pid}`)).toBe(false);
       await d.stop();

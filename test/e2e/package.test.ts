@@ -42,6 +42,31 @@ describe("the built package", () => {
     expect(existsSync("dist/aws.d.ts")).toBe(true);
   });
 
+  it("has a runctl/s3 entry: S3 storage alone, the same functions as runctl/aws, loading neither EC2's nor SSM's client nor ssh2", () => {
+    const script = (load: string): string =>
+      `${load}; let same = false; try { s3.s3("not-a-uri"); } catch (e) { same = e instanceof root.RunctlError && e.code === "INVALID_URI"; } const uri = s3.parseS3Uri("s3://ml-data/a/b"); console.log(JSON.stringify({ keys: Object.keys(s3).sort(), same, sameFn: s3.s3 === aws.s3, uri }));`;
+    type Loaded = { keys: string[]; same: boolean; sameFn: boolean; uri: { bucket: string; prefix: string } };
+    const cjs = JSON.parse(execFileSync("node", ["-e", script("const root = require('runctl'); const aws = require('runctl/aws'); const s3 = require('runctl/s3')")], { encoding: "utf8" })) as Loaded;
+    const esm = JSON.parse(
+      execFileSync("node", ["--input-type=module", "-e", script("const root = await import('runctl'); const aws = await import('runctl/aws'); const s3 = await import('runctl/s3')")], { encoding: "utf8" }),
+    ) as Loaded;
+    for (const loaded of [cjs, esm]) {
+      expect(loaded.keys).toEqual(["parseS3Uri", "s3", "s3FromDescriptor"]);
+      expect(loaded.same).toBe(true);
+      // One module instance: runctl/aws re-exports the very same functions.
+      expect(loaded.sameFn).toBe(true);
+      expect(loaded.uri).toMatchObject({ bucket: "ml-data", prefix: "a/b" });
+    }
+    expect(existsSync("dist/s3.d.ts")).toBe(true);
+    // What the entry loads: the S3 client, and none of the heavier AWS clients or ssh2.
+    const report = `console.log(JSON.stringify([...new Set(Object.keys(require.cache).flatMap((k) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(k)?.[1] ?? []))]))`;
+    const packages = JSON.parse(
+      execFileSync("node", ["--input-type=module", "-e", `import { createRequire } from "node:module"; const require = createRequire(import.meta.url); const { s3 } = await import("runctl/s3"); s3("s3://ml-data"); ${report}`], { encoding: "utf8" }),
+    ) as string[];
+    expect(packages).toContain("@aws-sdk/client-s3");
+    for (const heavy of ["@aws-sdk/client-ec2", "@aws-sdk/client-ssm", "ssh2"]) expect(packages).not.toContain(heavy);
+  });
+
   it("brands its errors: instanceof and isRunctlError hold across two copies of the package, and only for runctl errors", () => {
     // Two copies of the built package side by side, as two versions in node_modules would be; both
     // resolve their dependencies from this repository's node_modules.

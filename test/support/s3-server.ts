@@ -18,6 +18,8 @@ export interface TestS3Server {
   readonly dir: string;
   /** Buckets created at start. */
   readonly buckets: readonly string[];
+  /** The server process's pid while it runs (benches read its CPU time from /proc). */
+  readonly pid: number | undefined;
   /** Kills the server (SIGKILL, mid-request if any): for fault tests. */
   kill(): Promise<void>;
   /** Starts it again on the same address, port and folder (objects survive). */
@@ -87,6 +89,9 @@ export async function startS3Server(options: { readonly address?: string; readon
     port,
     dir,
     buckets,
+    get pid() {
+      return child?.exitCode === null ? child.pid : undefined;
+    },
     kill,
     restart: start,
     async stop() {

@@ -33,6 +33,9 @@ export function useS3Server(options: Parameters<typeof startS3Server>[0] = {}): 
     get buckets() {
       return get().buckets;
     },
+    get pid() {
+      return get().pid;
+    },
     kill: () => get().kill(),
     restart: () => get().restart(),
     stop: () => get().stop(),

@@ -8,6 +8,7 @@ import { startDelayProxy } from "./delay-proxy.js";
 import { leaseTestHosts, testbedInfo, useTestbed, type HostLease, type TestHost } from "./inject.js";
 import { assertRoutesViaBridge, GUARD_METRIC } from "./net-guard.js";
 import { sh } from "./sys.js";
+import { isHostInit } from "./testbed.js";
 
 interface SshOut {
   code: number;
@@ -272,5 +273,27 @@ describe("SSH testbed", () => {
     } finally {
       await proxy.close();
     }
+  });
+});
+
+// The testbed kills a test host by SIGKILLing its PID 1 (sshd), found among the processes of the
+// host's network namespace. A container started by dockerd on the host with `--network host` is in
+// that namespace too, with a PID 1 of its own one pid namespace further down.
+describe("the testbed's host init", () => {
+  it("is pid 1 exactly one pid namespace below the runner's", () => {
+    expect(isHostInit(["31693", "1"], 1)).toBe(true);
+    // Inside a container (the runner two levels down), the host is three levels down.
+    expect(isHostInit(["900", "52", "1"], 2)).toBe(true);
+  });
+
+  it("is not a container's PID 1 on the host, whatever its pid (pids wrap around)", () => {
+    expect(isHostInit(["368", "41", "1"], 1)).toBe(false);
+    expect(isHostInit(["31700", "77", "40", "1"], 2)).toBe(false);
+  });
+
+  it("is not another process of the host, nor a process of the runner's own namespace", () => {
+    expect(isHostInit(["31694", "2"], 1)).toBe(false);
+    expect(isHostInit(["1"], 1)).toBe(false);
+    expect(isHostInit([], 1)).toBe(false);
   });
 });

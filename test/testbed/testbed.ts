@@ -86,6 +86,26 @@ export interface TestbedInfo {
 
 const SLOT_LOCK_DIR = "/run/runctl-testbed";
 
+/** The `NSpid` line of /proc/PID/status: the pid in each pid namespace, this machine's first. */
+function nspidOf(pid: number | "self"): string[] {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/) ?? [];
+}
+
+/** How deep the test runner's own pid namespace is (1: the machine's; more inside a container). */
+const SELF_PID_NS_DEPTH = nspidOf("self").length;
+
+/**
+ * Whether a process with this `NSpid` is a test host's PID 1: pid 1 in a pid namespace exactly one
+ * level below the runner's. A container that dockerd on the host starts (`--network host`, so in
+ * the host's network namespace too) has a PID 1 of its own one level further down; once the
+ * machine's pids wrap around it may have a lower pid than the host's sshd, and taking it for the
+ * host's init killed the container instead of the host.
+ */
+export function isHostInit(nspid: readonly string[], selfDepth: number): boolean {
+  return nspid.length === selfDepth + 1 && nspid[nspid.length - 1] === "1";
+}
+
 /** The /etc/hosts every test host sees (bind-mounted by its startup script): see {@link hostsFile}. */
 export function hostsFilePath(stateDir: string): string {
   return join(stateDir, "hosts");
@@ -192,9 +212,7 @@ export class TestHost implements TestHostInfo {
   async initPid(): Promise<number | undefined> {
     for (const pid of await this.pids()) {
       try {
-        const status = readFileSync(`/proc/${pid}/status`, "utf8");
-        const nspid = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/);
-        if (nspid && nspid.length >= 2 && nspid[nspid.length - 1] === "1" && processAlive(pid)) return pid;
+        if (isHostInit(nspidOf(pid), SELF_PID_NS_DEPTH) && processAlive(pid)) return pid;
       } catch {
         // gone meanwhile
       }
