@@ -23,12 +23,12 @@ import { buildDist } from "./build-dist.js";
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
 /** Every benchmark `npm run bench` runs, in order: cheap ones first. */
-const BENCHES: readonly { readonly name: string; readonly file: string }[] = [
-  { name: "startup", file: "bench/startup.ts" },
+const BENCHES: readonly { readonly name: string; readonly file: string; readonly timesDist?: true }[] = [
+  { name: "startup", file: "bench/startup.ts", timesDist: true },
   { name: "sync", file: "bench/sync-vs-rsync.ts" },
   { name: "launch", file: "bench/launch-overhead.ts" },
   { name: "log-latency", file: "bench/log-latency.ts" },
-  { name: "s3", file: "bench/s3-vs-aws-cli.ts" },
+  { name: "s3", file: "bench/s3-vs-aws-cli.ts", timesDist: true },
   { name: "spot", file: "bench/spot-recovery.ts" },
   { name: "multi-node", file: "bench/multi-node-recovery.ts" },
 ];
@@ -47,7 +47,7 @@ async function runBench(name: string, file: string): Promise<Outcome> {
   if (!existsSync(path)) return { name, status: "skipped", note: `${file} not present`, seconds: 0, rows: [] };
   console.log(`\n=== ${name}: ${file} ===\n`);
   const started = performance.now();
-  // dist/ was built once before the first bench (the benches that time the built package would each build it again).
+  // dist/ is built once in main(), before the first bench that times it.
   const child = spawn(process.execPath, [...process.execArgv, path], { cwd: ROOT, env: { ...process.env, BENCH_BUILD: "0" }, stdio: ["ignore", "pipe", "inherit"] });
   const rows: BenchRow[] = [];
   const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
@@ -113,10 +113,11 @@ async function main(): Promise<number> {
     console.error(`unknown bench(es): ${unknown.join(", ")}; known: ${BENCHES.map((b) => b.name).join(", ")}`);
     return 2;
   }
-  buildDist(ROOT);
+  const selected = BENCHES.filter((b) => only.length === 0 || only.includes(b.name));
+  // The benches that time the built package would each build it: once here, for all of them.
+  if (selected.some((b) => b.timesDist)) buildDist(ROOT);
   const outcomes: Outcome[] = [];
-  for (const b of BENCHES) {
-    if (only.length > 0 && !only.includes(b.name)) continue;
+  for (const b of selected) {
     outcomes.push(await runBench(b.name, b.file));
   }
   console.log("\n=== summary ===\n");

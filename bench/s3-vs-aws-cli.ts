@@ -11,8 +11,8 @@
  * Prints, per direction, the median MB/s of each tool, the ratio runctl/aws (goal >= 1.2x upload,
  * >= 1.5x download) and the runctl client's peak RSS (goal < 256 MB), then one `BENCH_ROW` line per
  * figure (bench/bench-row.ts). The runctl side runs in a child process per transfer, plain `node`
- * on the built package's `runctl/s3` entry (bench/s3-child.mjs), as a user's program would; like
- * the aws CLI, so both are timed the same way: the wall time of the whole process, start-up
+ * on the built package's `runctl/s3` entry (bench/s3-child.mjs), as a user's program would. Both
+ * tools are timed the same way: the wall time of the whole process, start-up
  * included (the conservative comparison; runctl's in-process time, from the first byte read to the
  * last byte written, is printed too). runctl's peak RSS is its process's own high-water mark (VmHWM
  * from /proc/self/status). The warm-up downloads are checked against the source's sha256, untimed.
@@ -100,10 +100,10 @@ function processCpuMs(pid: number | undefined): number {
 }
 
 /** Runs `transfer` and records the CPU time the S3 server used meanwhile into `into`. */
-async function withServerCpu<T>(server: TestS3Server | undefined, into: number[], transfer: () => Promise<T>): Promise<T> {
-  const before = processCpuMs(server?.pid);
+async function withServerCpu<T>(server: TestS3Server, into: number[], transfer: () => Promise<T>): Promise<T> {
+  const before = processCpuMs(server.pid);
   const result = await transfer();
-  into.push(processCpuMs(server?.pid) - before);
+  into.push(processCpuMs(server.pid) - before);
   return result;
 }
 
@@ -142,7 +142,7 @@ async function main(): Promise<void> {
   };
   process.once("SIGINT", () => void cleanup().finally(() => process.exit(130)));
   try {
-    server = await startS3Server({ buckets: [BUCKET] });
+    const live = (server = await startS3Server({ buckets: [BUCKET] }));
     const awsVersion = (await run("aws", ["--version"], process.env)).stdout.trim() || "aws CLI";
     const source = join(work, "source.bin");
     {
@@ -169,7 +169,7 @@ async function main(): Promise<void> {
       AWS_EC2_METADATA_DISABLED: "true",
       AWS_PAGER: "",
     };
-    const aws = (args: readonly string[]) => run("aws", ["--endpoint-url", server!.endpoint, ...args, "--only-show-errors"], awsEnv);
+    const aws = (args: readonly string[]) => run("aws", ["--endpoint-url", live.endpoint, ...args, "--only-show-errors"], awsEnv);
     const awsStartup: number[] = [];
     for (let i = 0; i < 3; i++) awsStartup.push((await run("aws", ["--version"], awsEnv)).ms);
 
@@ -204,8 +204,8 @@ async function main(): Promise<void> {
         const key = `rep${rep}/${tool}.bin`;
         const dest = join(work, `down-${tool}.bin`);
         if (tool === "runctl") {
-          const up = await withServerCpu(server, serverCpu.runctlUp, () => runctlTransfer("upload", server!, key, source));
-          const down = await withServerCpu(server, serverCpu.runctlDown, () => runctlTransfer("download", server!, key, dest));
+          const up = await withServerCpu(live, serverCpu.runctlUp, () => runctlTransfer("upload", live, key, source));
+          const down = await withServerCpu(live, serverCpu.runctlDown, () => runctlTransfer("download", live, key, dest));
           samples.runctlUp.push(up.wallMs!);
           samples.runctlDown.push(down.wallMs!);
           samples.runctlUpInProcess.push(up.ms);
@@ -219,8 +219,8 @@ async function main(): Promise<void> {
           samples.runctlGet.push(get.wallMs!);
           samples.rssGet.push(get.peakRssBytes);
         } else {
-          samples.awsUp.push((await withServerCpu(server, serverCpu.awsUp, () => aws(["s3", "cp", source, `s3://${BUCKET}/${key}`]))).ms);
-          samples.awsDown.push((await withServerCpu(server, serverCpu.awsDown, () => aws(["s3", "cp", `s3://${BUCKET}/${key}`, dest]))).ms);
+          samples.awsUp.push((await withServerCpu(live, serverCpu.awsUp, () => aws(["s3", "cp", source, `s3://${BUCKET}/${key}`]))).ms);
+          samples.awsDown.push((await withServerCpu(live, serverCpu.awsDown, () => aws(["s3", "cp", `s3://${BUCKET}/${key}`, dest]))).ms);
         }
         rmSync(dest, { force: true });
       }

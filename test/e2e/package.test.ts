@@ -11,6 +11,19 @@ function relativeLinks(markdown: string): string[] {
   return targets.filter((target) => !/^[a-z][a-z0-9+.-]*:/i.test(target) && !target.startsWith("#"));
 }
 
+/**
+ * The packages a `node` run of `script` has loaded: CommonJS packages land in `require.cache`
+ * whether required or imported. An ES-module script gets a `require` of its own to read the cache.
+ */
+function loadedPackages(script: string, type: "commonjs" | "module"): string[] {
+  const report = `console.log(JSON.stringify([...new Set(Object.keys(require.cache).flatMap((k) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(k)?.[1] ?? []))]))`;
+  const args =
+    type === "commonjs"
+      ? ["-e", `${script}; ${report}`]
+      : ["--input-type=module", "-e", `import { createRequire } from "node:module"; const require = createRequire(import.meta.url); ${script}; ${report}`];
+  return JSON.parse(execFileSync("node", args, { encoding: "utf8" })) as string[];
+}
+
 // `npm test` builds with tsup before vitest runs, so dist/ is the package a user installs.
 describe("the built package", () => {
   it("is ESM only, and loads with require() (Node >= 22) and import(), with the same named exports", () => {
@@ -59,10 +72,7 @@ describe("the built package", () => {
     }
     expect(existsSync("dist/s3.d.ts")).toBe(true);
     // What the entry loads: the S3 client, and none of the heavier AWS clients or ssh2.
-    const report = `console.log(JSON.stringify([...new Set(Object.keys(require.cache).flatMap((k) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(k)?.[1] ?? []))]))`;
-    const packages = JSON.parse(
-      execFileSync("node", ["--input-type=module", "-e", `import { createRequire } from "node:module"; const require = createRequire(import.meta.url); const { s3 } = await import("runctl/s3"); s3("s3://ml-data"); ${report}`], { encoding: "utf8" }),
-    ) as string[];
+    const packages = loadedPackages(`const { s3 } = await import("runctl/s3"); s3("s3://ml-data")`, "module");
     expect(packages).toContain("@aws-sdk/client-s3");
     for (const heavy of ["@aws-sdk/client-ec2", "@aws-sdk/client-ssm", "ssh2"]) expect(packages).not.toContain(heavy);
   });
@@ -141,12 +151,9 @@ describe("the built package", () => {
   });
 
   it("the root entry loads ssh2, ignore and zod only when used (require and import); runctl/aws loads ssh2", () => {
-    // CommonJS packages land in require.cache whether required or imported; list them by package.
-    const report = `console.log(JSON.stringify([...new Set(Object.keys(require.cache).flatMap((k) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(k)?.[1] ?? []))]))`;
-    const loaded = (args: string[]): string[] => JSON.parse(execFileSync("node", args, { encoding: "utf8" })) as string[];
-    const cjs = loaded(["-e", `require("runctl"); ${report}`]);
-    const esm = loaded(["--input-type=module", "-e", `import { createRequire } from "node:module"; const require = createRequire(import.meta.url); await import("runctl"); ${report}`]);
-    const aws = loaded(["--input-type=module", "-e", `import { createRequire } from "node:module"; const require = createRequire(import.meta.url); await import("runctl/aws"); ${report}`]);
+    const cjs = loadedPackages(`require("runctl")`, "commonjs");
+    const esm = loadedPackages(`await import("runctl")`, "module");
+    const aws = loadedPackages(`await import("runctl/aws")`, "module");
     for (const name of ["ssh2", "ignore", "zod"]) {
       expect(cjs).not.toContain(name);
       expect(esm).not.toContain(name);
