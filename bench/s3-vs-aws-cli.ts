@@ -23,7 +23,7 @@
  */
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -107,6 +107,27 @@ async function withServerCpu<T>(server: TestS3Server, into: number[], transfer: 
   return result;
 }
 
+/**
+ * Runs the upload `transfer` and records into `into` how long it went on after s3rver created the
+ * object's file, i.e. how long CompleteMultipartUpload took: s3rver then reads every part back,
+ * hashes it again and writes it into the object, one stream, while the client only waits. (s3rver
+ * keeps `KEY` as `<dir>/<bucket>/KEY._S3rver_object`; polled every 10 ms from this process.)
+ */
+async function withCompleteTime<T>(server: TestS3Server, key: string, into: number[], transfer: () => Promise<T>): Promise<T> {
+  const objectFile = join(server.dir, BUCKET, `${key}._S3rver_object`);
+  let seenAt: number | undefined;
+  const poll = setInterval(() => {
+    if (seenAt === undefined && existsSync(objectFile)) seenAt = performance.now();
+  }, 10);
+  try {
+    const result = await transfer();
+    into.push(seenAt === undefined ? Number.NaN : performance.now() - seenAt);
+    return result;
+  } finally {
+    clearInterval(poll);
+  }
+}
+
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
@@ -184,6 +205,8 @@ async function main(): Promise<void> {
     // What the server spent meanwhile: a server busy for the whole transfer is what bounds it.
     const serverCpu = { runctlUp: [] as number[], runctlDown: [] as number[], awsUp: [] as number[], awsDown: [] as number[] };
     const clientCpu = { up: [] as number[], down: [] as number[] };
+    // How long each upload waited on the server's CompleteMultipartUpload: the same work for both tools.
+    const completeMs = { runctl: [] as number[], aws: [] as number[] };
     // Untimed warm-up of both tools (page cache, server folders, module caches), checked for integrity.
     {
       await runctlTransfer("upload", server, "warm/runctl.bin", source);
@@ -204,7 +227,7 @@ async function main(): Promise<void> {
         const key = `rep${rep}/${tool}.bin`;
         const dest = join(work, `down-${tool}.bin`);
         if (tool === "runctl") {
-          const up = await withServerCpu(live, serverCpu.runctlUp, () => runctlTransfer("upload", live, key, source));
+          const up = await withServerCpu(live, serverCpu.runctlUp, () => withCompleteTime(live, key, completeMs.runctl, () => runctlTransfer("upload", live, key, source)));
           const down = await withServerCpu(live, serverCpu.runctlDown, () => runctlTransfer("download", live, key, dest));
           samples.runctlUp.push(up.wallMs!);
           samples.runctlDown.push(down.wallMs!);
@@ -219,7 +242,8 @@ async function main(): Promise<void> {
           samples.runctlGet.push(get.wallMs!);
           samples.rssGet.push(get.peakRssBytes);
         } else {
-          samples.awsUp.push((await withServerCpu(live, serverCpu.awsUp, () => aws(["s3", "cp", source, `s3://${BUCKET}/${key}`]))).ms);
+          const up = await withServerCpu(live, serverCpu.awsUp, () => withCompleteTime(live, key, completeMs.aws, () => aws(["s3", "cp", source, `s3://${BUCKET}/${key}`])));
+          samples.awsUp.push(up.ms);
           samples.awsDown.push((await withServerCpu(live, serverCpu.awsDown, () => aws(["s3", "cp", `s3://${BUCKET}/${key}`, dest]))).ms);
         }
         rmSync(dest, { force: true });
@@ -266,6 +290,13 @@ async function main(): Promise<void> {
     console.log(
       `  s3rver CPU during each transfer (medians, CPU of wall): upload runctl ${busy(serverCpu.runctlUp, samples.runctlUp)}, aws ${busy(serverCpu.awsUp, samples.awsUp)}; ` +
         `download runctl ${busy(serverCpu.runctlDown, samples.runctlDown)}, aws ${busy(serverCpu.awsDown, samples.awsDown)}`,
+    );
+    const seconds = (v: readonly number[]): string => `${(median(v) / 1000).toFixed(1)} s`;
+    const before = (wall: readonly number[], complete: readonly number[]): number => median(wall) - median(complete);
+    console.log(
+      `  upload, of which s3rver's CompleteMultipartUpload (medians; parts re-read, re-hashed, rewritten while the client waits): runctl ${seconds(completeMs.runctl)}, aws ${seconds(completeMs.aws)}; ` +
+        `before it: runctl ${(before(samples.runctlUp, completeMs.runctl) / 1000).toFixed(1)} s, aws ${(before(samples.awsUp, completeMs.aws) / 1000).toFixed(1)} s ` +
+        `(aws/runctl ${(before(samples.awsUp, completeMs.aws) / before(samples.runctlUp, completeMs.runctl)).toFixed(2)}x)`,
     );
     console.log(`  runctl client CPU (medians): upload ${(median(clientCpu.up) / 1000).toFixed(1)} s, download ${(median(clientCpu.down) / 1000).toFixed(1)} s`);
     console.log("");

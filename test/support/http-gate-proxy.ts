@@ -1,4 +1,4 @@
-import { createServer, request, type IncomingMessage } from "node:http";
+import { createServer, request, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
 /** A forwarding HTTP proxy on loopback that stops at the first request a test is waiting for. */
@@ -8,6 +8,17 @@ export interface HttpGateProxy {
   /** `METHOD url` of each request that hit the gate (none of them was forwarded). */
   readonly gated: readonly string[];
   stop(): Promise<void>;
+}
+
+/** Forwards `req` to `upstream` as it is, headers included (signatures still hold), and its answer back to `res`. */
+export function forwardRequest(req: IncomingMessage, res: ServerResponse, upstream: URL): void {
+  const out = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+    res.writeHead(answer.statusCode ?? 502, answer.headers);
+    answer.pipe(res);
+  });
+  out.on("error", () => res.destroy());
+  req.on("error", () => out.destroy());
+  req.pipe(out);
 }
 
 /**
@@ -27,13 +38,7 @@ export async function startHttpGateProxy(target: string, isGate: (req: IncomingM
       req.socket.destroy();
       return;
     }
-    const out = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-    });
-    out.on("error", () => res.destroy());
-    req.on("error", () => out.destroy());
-    req.pipe(out);
+    forwardRequest(req, res, upstream);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {

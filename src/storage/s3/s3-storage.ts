@@ -29,6 +29,7 @@ import {
 } from "./s3-options.js";
 import { writeFileAtomically } from "../download-to-file.js";
 import { downloadStream, downloadToHandle, type S3DownloadContext } from "./s3-download.js";
+import { unsignedPayloadOverTls } from "./s3-unsigned-payload.js";
 import { uploadStream } from "./s3-upload.js";
 import { resolveClientCredentials } from "./s3-credentials.js";
 
@@ -165,7 +166,7 @@ export function s3(uri: string, options: S3StorageOptions = {}): S3Storage {
         throwIfAborted(signal);
         await call("put", k, signal, () =>
           client.send(
-            new PutObjectCommand({ Bucket: bucket, Key: k, Body: bytes, ContentLength: bytes.byteLength }),
+            unsignedPayloadOverTls(new PutObjectCommand({ Bucket: bucket, Key: k, Body: bytes, ContentLength: bytes.byteLength })),
             signal ? { abortSignal: signal } : {},
           ),
         );

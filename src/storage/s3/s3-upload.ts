@@ -11,6 +11,7 @@ import {
 import { RunctlError } from "../../errors/runctl-error.js";
 import { toStorageError, type S3ErrorContext } from "./s3-errors.js";
 import { withS3Retry, type ResolvedS3RetryOptions } from "./s3-retry.js";
+import { unsignedPayloadOverTls } from "./s3-unsigned-payload.js";
 
 /** S3 accepts at most this many parts in one multipart upload. */
 const MAX_PARTS = 10_000;
@@ -100,7 +101,7 @@ export async function uploadStream(ctx: S3UploadContext, key: string, body: Read
     const sending = (async () => {
       const upload = await id;
       const out = await call(() =>
-        client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: upload, PartNumber: partNumber, Body: bytes, ContentLength: bytes.byteLength }), opts),
+        client.send(unsignedPayloadOverTls(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: upload, PartNumber: partNumber, Body: bytes, ContentLength: bytes.byteLength })), opts),
       );
       parts[partNumber - 1] = { PartNumber: partNumber, ETag: out.ETag, ...(out.ChecksumCRC32 ? { ChecksumCRC32: out.ChecksumCRC32 } : {}) };
     })().then(done, fail);
@@ -121,7 +122,7 @@ export async function uploadStream(ctx: S3UploadContext, key: string, body: Read
       last = body.subarray(offset);
     }
     if (!controller.signal.aborted && uploadId === undefined) {
-      await call(() => client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: last, ContentLength: last.byteLength }), opts));
+      await call(() => client.send(unsignedPayloadOverTls(new PutObjectCommand({ Bucket: bucket, Key: key, Body: last, ContentLength: last.byteLength })), opts));
       return;
     }
     await sendPart(last, () => undefined);
