@@ -244,7 +244,7 @@ describe("s3() against a real S3-protocol server", () => {
     expect(readdirSync(dir)).toEqual(["model.bin"]);
   });
 
-  it("a download SIGKILLed mid-way leaves the old file whole; only its dot-file is left beside it", async () => {
+  it("a download SIGKILLed mid-way leaves the old file whole and only its dot-file beside it, which the next download sweeps", async () => {
     const prefix = `t${++counter}`;
     const s = store({ partSizeBytes: 5 * MiB, queueSize: 2 }, prefix);
     const dir = tempDir("s3-download");
@@ -270,10 +270,11 @@ describe("s3() against a real S3-protocol server", () => {
     expect(readFileSync(path, "utf8")).toBe("old");
     const [left, target, ...more] = readdirSync(dir).sort();
     expect([target, more]).toEqual(["model.bin", []]);
-    expect(left).toMatch(/^\.model\.bin\.runctl-[0-9a-f]{12}$/);
-    // The left-over dot-file is in nobody's way: the next download replaces the file whole.
+    expect(left).toMatch(new RegExp(`^\\.model\\.bin\\.runctl-[0-9a-f]{6}-${child.pid}-[0-9a-f]{8}$`));
+    // The next download (another process: the killed one's pid is gone) replaces the file whole and removes the dot-file.
     await s.download("dl/killed.bin", path);
     expect(readFileSync(path).equals(data)).toBe(true);
+    expect(readdirSync(dir)).toEqual(["model.bin"]);
   });
 
   it("downloadToFile streams a storage without its own download, just as atomically", async () => {
