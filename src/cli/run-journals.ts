@@ -5,6 +5,7 @@ import { runctlHome } from "../util/runctl-home.js";
 // Not from the root entry, which would load the whole SDK with `runctl ls` (bench/startup.ts).
 import { RunctlError } from "../errors/index.js";
 import type { ExitEvent, RunEvent } from "../run/events.js";
+import { processAlive } from "../util/process-alive.js";
 
 /**
  * How a run stands, as far as its local journal tells: how it ended, `running` while a client
@@ -188,14 +189,7 @@ function writerAlive(path: string): boolean {
   } catch {
     return false;
   }
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: alive, owned by another user.
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
+  return processAlive(pid);
 }
 
 function findLast<T, S extends T>(items: readonly T[], test: ((item: T) => item is S) | ((item: T) => boolean)): S | undefined {

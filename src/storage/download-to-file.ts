@@ -4,6 +4,7 @@ import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { RunctlError, throwIfAborted } from "../errors/runctl-error.js";
+import { processAlive } from "../util/process-alive.js";
 import { validateStorageKey } from "./storage-key.js";
 import type { Storage, StorageCallOptions, StorageObjectInfo } from "./types.js";
 
@@ -26,15 +27,6 @@ const swept = new Set<string>();
 /** The name of a download's temporary file beside `target`. */
 export function tempFileName(target: string): string {
   return `.${basename(target)}.runctl-${HOST_ID}-${process.pid}-${randomBytes(4).toString("hex")}`;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /**
