@@ -26,6 +26,8 @@ export default defineConfig({
     // Network safety: the AWS SDK's default credential chain would ask the instance metadata service
     // (169.254.169.254) when no credentials are set; tests never reach outside this machine.
     env: { AWS_EC2_METADATA_DISABLED: "true" },
+    // Removes each test file's temporary folders after its last test.
+    setupFiles: ["./test/support/temp-cleanup.setup.ts"],
     reporters: ["default", "./test/support/summary-reporter.ts"],
     projects: [
       { extends: true, test: { name: "unit", include: ["test/unit/**/*.test.ts", "src/**/*.test.ts"] } },

@@ -1,10 +1,9 @@
-import { createHash, randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
-import { Transform } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { RunctlError, throwIfAborted } from "../errors/runctl-error.js";
+import { downloadToFile, tempFileName } from "../storage/download-to-file.js";
 import type { Storage } from "../storage/types.js";
 import { checkpointKeys, checkpointManifestSchema, type CheckpointManifest } from "./manifest.js";
 
@@ -310,23 +309,12 @@ async function downloadCheckpoint(storage: Storage, manifest: CheckpointManifest
       throwIfAborted(signal);
       const target = safeJoin(root, file.path);
       await mkdir(dirname(target), { recursive: true });
-      const tmp = `${target}.runctl-${randomBytes(4).toString("hex")}`;
+      // A hidden name the next download into this folder sweeps if this process is killed (decision 0030);
+      // the storage's own download (S3: parallel ranged GETs), then one read of the file for its hash.
+      const tmp = join(dirname(target), tempFileName(target));
       written.push(tmp);
-      const hash = createHash("sha256");
-      let size = 0;
-      const source = await storage.get(checkpointKeys.file(manifest.runId, manifest.name, manifest.seq, file.path), signal ? { signal } : {});
-      await pipeline(
-        source,
-        new Transform({
-          transform(chunk: Buffer, _enc, done) {
-            hash.update(chunk);
-            size += chunk.length;
-            done(null, chunk);
-          },
-        }),
-        createWriteStream(tmp),
-      );
-      const sha256 = hash.digest("hex");
+      await downloadToFile(storage, checkpointKeys.file(manifest.runId, manifest.name, manifest.seq, file.path), tmp, signal ? { signal } : {});
+      const { size, sha256 } = await sha256OfFile(tmp, signal);
       if (size !== file.size || sha256 !== file.sha256) {
         throw new RunctlError(
           "CHECKPOINT_CORRUPT",
@@ -352,6 +340,17 @@ async function downloadCheckpoint(storage: Storage, manifest: CheckpointManifest
     throw new RunctlError("STORAGE_ERROR", `Downloading checkpoint ${manifest.name} failed: ${(err as Error).message}`, { cause: err, retryable: true });
   }
   return manifest.kind === "file" ? join(root, manifest.name) : root;
+}
+
+/** Bytes and SHA-256 of a local file, read once. */
+async function sha256OfFile(path: string, signal: AbortSignal | undefined): Promise<{ size: number; sha256: string }> {
+  const hash = createHash("sha256");
+  let size = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024, ...(signal ? { signal } : {}) }) as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+    size += chunk.length;
+  }
+  return { size, sha256: hash.digest("hex") };
 }
 
 async function verifyCheckpoint(storage: Storage, manifest: CheckpointManifest, signal?: AbortSignal): Promise<CheckpointVerification> {

@@ -4,7 +4,7 @@
  * RUNCTL_EC2_PROFILE (an instance profile that can write there). A run launches one t3.micro
  * on-demand for about 5 minutes: about $0.002 of EC2 plus a few hundred S3 requests (< $0.01).
  */
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { Runctl, listRecordedResources } from "runctl";
 import { ec2, s3 } from "runctl/aws";
 import { main as ec2Train } from "../../examples/ec2-train.js";
@@ -16,7 +16,8 @@ const uri = process.env["RUNCTL_S3_URI"] ?? "";
 const profile = process.env["RUNCTL_EC2_PROFILE"];
 
 describe.skipIf(!enabled)("EC2 on a real AWS account (RUNCTL_E2E_AWS=1)", () => {
-  useTempRunctlHome("e2e-aws");
+  // In a hook, so that a skipped suite makes no folder (a skipped file runs no afterAll to remove it).
+  beforeAll(() => void useTempRunctlHome("e2e-aws"));
 
   it("examples/ec2-train.ts trains on a new t3.micro, commits verified checkpoints to S3, and leaves nothing behind", { timeout: 30 * 60_000 }, async () => {
     expect(region, "set AWS_REGION").not.toBe("");

@@ -6,8 +6,7 @@
  * release and the sweep.
  */
 import { execFileSync } from "node:child_process";
-import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Runctl, listRecordedResources, type Storage } from "runctl";
@@ -18,7 +17,7 @@ import { caught } from "../support/caught.js";
 import { fakeEc2, type FakeEc2 } from "../support/fake-ec2.js";
 import { startImds, type TestImds } from "../support/imds-server.js";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../support/s3-server.js";
-import { useTempRunctlHome } from "../support/temp-home.js";
+import { useTempRunctlHome, tempDir } from "../support/temp-home.js";
 import { leaseTestHosts, testbedInfo, useTestbed, type HostLease } from "../testbed/inject.js";
 import type { TestHost } from "../testbed/testbed.js";
 
@@ -139,7 +138,7 @@ describe("EC2 provider on the testbed (fake control plane, real everything else)
   });
 
   it("a key the instance refuses is AUTH_FAILED at once, not retried for readyTimeoutMs; the instance is terminated (issue 10, item 11)", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "runctl-e2e-key-"));
+    const dir = tempDir("e2e-key");
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "id"), "-C", "not-authorized"]);
     // Boots with runctl's host key (pinned) but only the host's own authorized keys: ours is refused.
     const fake = fakeEc2({

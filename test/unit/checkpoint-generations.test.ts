@@ -4,11 +4,13 @@
  * generation of a name wins, and a checkpoint pruned while `downloadLatest` reads it is not corruption.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { checkpointStore } from "../../src/checkpoints/index.js";
 import { checkpointKeys } from "../../src/checkpoints/manifest.js";
+import { tempFileName } from "../../src/storage/download-to-file.js";
 import { localDir } from "../../src/storage/local-dir/index.js";
 import { s3 } from "../../src/storage/s3/index.js";
 import type { Storage } from "../../src/storage/types.js";
@@ -39,19 +41,25 @@ async function commit(s: Storage, runId: string, name: string, seq: number, file
   await s.put(checkpointKeys.latest(runId), name);
 }
 
-/** `storage`, with `before` run once, just before the first read of a key that `when` picks. */
+/** `storage`, with `before` run once, just before the first read (get or download) of a key that `when` picks. */
 function withHook(storage: Storage, when: (key: string) => boolean, before: () => Promise<void>): Storage {
   let fired = false;
+  const hook = async (key: string): Promise<void> => {
+    if (!fired && when(key)) {
+      fired = true;
+      await before();
+    }
+  };
   return new Proxy(storage, {
     get(target, prop, receiver) {
-      if (prop !== "get") return Reflect.get(target, prop, receiver) as unknown;
-      return async (key: string, options?: Parameters<Storage["get"]>[1]) => {
-        if (!fired && when(key)) {
-          fired = true;
-          await before();
-        }
-        return target.get(key, options);
-      };
+      if (prop === "get") {
+        return async (key: string, options?: Parameters<Storage["get"]>[1]) => (await hook(key), target.get(key, options));
+      }
+      if (prop === "download" && target.download) {
+        const download = target.download.bind(target);
+        return async (key: string, path: string, options?: Parameters<Storage["get"]>[1]) => (await hook(key), download(key, path, options));
+      }
+      return Reflect.get(target, prop, receiver) as unknown;
     },
   });
 }
@@ -128,5 +136,26 @@ describe.each(backends)("checkpoint generations over %s", (_label, make) => {
     await s.put(checkpointKeys.file("r3", "step-2", 2, "a.json"), '{"a":9}');
     await expect((await store.latest())!.download(tempDir("ckpt-gen-bad"))).rejects.toMatchObject({ code: "CHECKPOINT_CORRUPT" });
     await expect(store.downloadLatest(tempDir("ckpt-gen-bad2"))).rejects.toMatchObject({ code: "CHECKPOINT_NOT_FOUND", message: expect.stringContaining("corrupt: step-2") as string });
+  });
+
+  it("a download writes each file under a hidden name and renames it once verified: a killed restore's leftovers are swept, a corrupt file leaves nothing", async () => {
+    const s = make();
+    await commit(s, "r4", "step-1", 1, { "w.json": '{"w":1}', "sub/x.bin": "x".repeat(5000) });
+    const dest = tempDir("ckpt-gen-sweep");
+    // What a restore SIGKILLed mid-file leaves: its hidden file, named with this host and a pid that has ended.
+    const deadPid = spawnSync("true").pid!;
+    const leftover = tempFileName(join(dest, "w.json")).replace(`-${process.pid}-`, `-${deadPid}-`);
+    writeFileSync(join(dest, leftover), '{"w":');
+    const used = await checkpointStore(s, "r4").downloadLatest(dest);
+    expect(used.checkpoint).toMatchObject({ name: "step-1", seq: 1 });
+    expect(readdirSync(dest).sort()).toEqual(["sub", "w.json"]);
+    expect(readdirSync(join(dest, "sub"))).toEqual(["x.bin"]);
+    expect(readFileSync(join(dest, "w.json"), "utf8")).toBe('{"w":1}');
+
+    // Same size, other bytes: CHECKPOINT_CORRUPT, and neither the file nor a hidden one is left.
+    await s.put(checkpointKeys.file("r4", "step-1", 1, "sub/x.bin"), "y".repeat(5000));
+    const bad = tempDir("ckpt-gen-corrupt");
+    expect(await caught((await checkpointStore(s, "r4").latest())!.download(bad))).toMatchObject({ code: "CHECKPOINT_CORRUPT", details: { path: "sub/x.bin" } });
+    expect(readdirSync(bad, { recursive: true })).toEqual(["sub"]);
   });
 });

@@ -5,15 +5,14 @@ import { Runctl, RunctlError, type Machine, type Storage } from "runctl";
 import { ec2, s3 } from "runctl/aws";
 import { listRecordedResources } from "../../src/ledger/resource-ledger.js";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BOOT_POWER_OFF_CANCEL, buildUserData, hostKeyOfUserData, powerOffMinutesOfUserData } from "../../src/providers/ec2/user-data.js";
 import { caught } from "../support/caught.js";
 import { capacityError, ec2Error, fakeEc2, type FakeEc2 } from "../support/fake-ec2.js";
 import { fakeSsm, type FakeSsm } from "../support/fake-ssm.js";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../support/s3-server.js";
-import { useTempRunctlHome } from "../support/temp-home.js";
+import { useTempRunctlHome, tempDir } from "../support/temp-home.js";
 
 useTempRunctlHome("ec2-provider");
 const REGION = "us-east-1";
@@ -402,7 +401,7 @@ describe("ec2(): issue 10 (cloud resources)", () => {
   it("item 10: the power-off and its cancel, run for real in either order (fake shutdown and sudo, the lock and marker in a temp folder)", () => {
     const script = /runcmd:\n {2}- \[sh, -c, "(.*)"\]$/m.exec(Buffer.from(buildUserData({ powerOffAfterMin: 40 }), "base64").toString("utf8"))![1]!;
     for (const order of [["poweroff", "cancel"], ["cancel", "poweroff"]] as const) {
-      const dir = mkdtempSync(join(tmpdir(), "runctl-poweroff-"));
+      const dir = tempDir("poweroff");
       const bin = join(dir, "bin");
       mkdirSync(bin);
       const calls = join(dir, "calls");
@@ -439,7 +438,7 @@ describe("ec2(): issue 10 (cloud resources)", () => {
   });
 
   it("item 11: an unreadable or unusable private key fails before anything is created", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "runctl-key-"));
+    const dir = tempDir("key");
     const notAKey = join(dir, "not-a-key.pem");
     writeFileSync(notAKey, "-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n-----END OPENSSH PRIVATE KEY-----\n", { mode: 0o600 });
     const cases: [string, string][] = [

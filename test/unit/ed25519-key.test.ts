@@ -1,13 +1,12 @@
 import { execFileSync } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import ssh2 from "ssh2";
 import { describe, expect, it } from "vitest";
 import { encodeEd25519KeyPair, generateEd25519KeyPair } from "../../src/providers/ec2/ed25519-key.js";
 import { makeRunKeys } from "../../src/providers/ec2/access-resources.js";
-import { useTempRunctlHome } from "../support/temp-home.js";
+import { useTempRunctlHome, tempDir } from "../support/temp-home.js";
 
 useTempRunctlHome("ed25519-key");
 
@@ -30,7 +29,7 @@ function keyWithLeadingZero(): KeyObject {
 
 /** What OpenSSH itself derives from the private key file: `ssh-keygen -y` reads and checks all of it. */
 function opensshPublicOf(privateText: string): string {
-  const dir = mkdtempSync(join(tmpdir(), "runctl-ed25519-"));
+  const dir = tempDir("ed25519");
   const path = join(dir, "id_ed25519");
   writeFileSync(path, privateText, { mode: 0o600 });
   return execFileSync("ssh-keygen", ["-y", "-f", path], { encoding: "utf8" }).trim();

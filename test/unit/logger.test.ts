@@ -1,10 +1,10 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { localTransport, type LogEntry } from "runctl";
 import { loggedTransport } from "../../src/transport/logged-transport.js";
 import { sourceLogger } from "../../src/util/logger.js";
+import { tempDir } from "../support/temp-home.js";
 
 const SECRET = "tok_logger_unit_secret_41f7";
 
@@ -16,7 +16,7 @@ describe("the logger option", () => {
     expect(r.stdout.trim()).toBe("same"); // the command got both; the log gets neither
     const failed = await t.exec({ script: "exit 3" });
     expect(failed.exitCode).toBe(3);
-    const dir = mkdtempSync(join(tmpdir(), "runctl-logger-"));
+    const dir = tempDir("logger");
     writeFileSync(join(dir, "a.txt"), "hello");
     await t.putFile(join(dir, "a.txt"), join(dir, "b.txt"));
     expect(readFileSync(join(dir, "b.txt"), "utf8")).toBe("hello");

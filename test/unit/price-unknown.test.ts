@@ -1,6 +1,5 @@
 import { GetParameterCommand } from "@aws-sdk/client-ssm";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Runctl, onDemandPrice, type Storage } from "runctl";
@@ -11,7 +10,7 @@ import { caught } from "../support/caught.js";
 import { fakeEc2, type FakeEc2 } from "../support/fake-ec2.js";
 import { fakeSsm, type FakeSsm } from "../support/fake-ssm.js";
 import { S3RVER_CLIENT_SETTINGS, TEST_AWS_CREDENTIALS, startS3Server, type TestS3Server } from "../support/s3-server.js";
-import { useTempRunctlHome } from "../support/temp-home.js";
+import { useTempRunctlHome, tempDir } from "../support/temp-home.js";
 
 // Issue 16 item 8: a price nobody knows is never $0, and .plan() and .train() agree on it.
 useTempRunctlHome("price-unknown");
@@ -115,7 +114,7 @@ describe("a price outside the catalog (issue 16 item 8)", () => {
 
   it("`runctl plan` prints unknown, the refusal, and no $0", async () => {
     const a = account();
-    const dir = mkdtempSync(join(tmpdir(), "runctl-price-"));
+    const dir = tempDir("price");
     const file = join(dir, "plan.mjs");
     writeFileSync(file, "export const plan = globalThis.__runctlPricePlan; export const script = 'train.py';\n");
     (globalThis as Record<string, unknown>)["__runctlPricePlan"] = Runctl.instance(provider(a)).checkpoints({ storage: staging }).budget({ maxUsd: 5, maxDurationMs: 3600_000 });

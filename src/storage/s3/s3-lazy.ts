@@ -15,6 +15,8 @@ export interface LazyS3Storage extends Storage {
   readonly bucket: string;
   /** The key prefix without leading or trailing `/`. */
   readonly prefix: string;
+  /** Writes an object to a local file as parallel ranged GETs (loads the SDK); see {@link Storage.download}. */
+  download(key: string, path: string, options?: StorageCallOptions): Promise<StorageObjectInfo>;
   /** How agents on machines reach this bucket. */
   machineDescriptor(context?: { readonly sharesLocalFilesystem: boolean }): S3StorageDescriptor;
   /** The client's credentials for the agent on a machine (loads the SDK). */
@@ -37,6 +39,9 @@ function lazyStorage(uri: string, descriptor: S3StorageDescriptor, make: (module
     },
     async get(key: string, options?: StorageCallOptions): Promise<Readable> {
       return (await load()).get(key, options);
+    },
+    async download(key: string, path: string, options?: StorageCallOptions): Promise<StorageObjectInfo> {
+      return (await load()).download(key, path, options);
     },
     async stat(key: string, options?: StorageCallOptions): Promise<StorageObjectInfo | undefined> {
       return (await load()).stat(key, options);
