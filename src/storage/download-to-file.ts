@@ -78,8 +78,15 @@ export async function writeFileAtomically(path: string, signal: AbortSignal | un
   throwIfAborted(signal);
   const target = resolve(path);
   const tmp = join(dirname(target), tempFileName(target));
-  const local = (err: unknown): RunctlError =>
-    err instanceof RunctlError ? err : new RunctlError("STORAGE_ERROR", `Writing ${target} failed: ${(err as Error).message}`, { cause: err, details: { path: target } });
+  const local = (err: unknown): RunctlError => {
+    if (err instanceof RunctlError) return err;
+    const cause = err instanceof LocalWriteError ? err.cause : err;
+    const errno = (cause as { code?: unknown } | undefined)?.code;
+    return new RunctlError("STORAGE_ERROR", `Writing ${target} failed: ${(cause as Error).message}`, {
+      cause,
+      details: { path: target, ...(typeof errno === "string" ? { errno } : {}) },
+    });
+  };
   let file: FileHandle | undefined;
   try {
     await mkdir(dirname(target), { recursive: true });
@@ -98,6 +105,18 @@ export async function writeFileAtomically(path: string, signal: AbortSignal | un
     await file?.close().catch(() => undefined);
     await rm(tmp, { force: true });
     throw local(err);
+  }
+}
+
+/**
+ * A write into a download's local file failed (a full disk, a quota): thrown by a storage's writer
+ * instead of its own error mapping, so that {@link writeFileAtomically} reports it as the local
+ * file's error (STORAGE_ERROR naming the path, `details.errno`), not as the server's.
+ */
+export class LocalWriteError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause));
+    this.name = "LocalWriteError";
   }
 }
 

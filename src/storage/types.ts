@@ -94,7 +94,8 @@ export interface Storage {
   /**
    * Downloads an object into the local file `path`: readers of `path` see the old file (or none)
    * until the whole object is there (a temporary file beside it, then a rename); on any failure
-   * nothing is left. NOT_FOUND when the object does not exist. Optional capability, for backends
+   * nothing is left. NOT_FOUND when the object does not exist; a local write error (a full disk) is
+   * STORAGE_ERROR naming `path`, with `details.errno`. Optional capability, for backends
    * that do better than streaming `get` to a file (S3: parallel ranges written at their offsets);
    * `downloadToFile()` uses it when present and streams `get` otherwise.
    */

@@ -4,13 +4,14 @@
  * 200 MB object, downloads to a file, abort, a server killed and restarted mid-operation, and the
  * checkpoint store on top.
  */
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { checkpointStore } from "../../src/checkpoints/index.js";
 import { downloadToFile } from "../../src/storage/download-to-file.js";
@@ -274,6 +275,31 @@ describe("s3() against a real S3-protocol server", () => {
     // The next download (another process: the killed one's pid is gone) replaces the file whole and removes the dot-file.
     await s.download("dl/killed.bin", path);
     expect(readFileSync(path).equals(data)).toBe(true);
+    expect(readdirSync(dir)).toEqual(["model.bin"]);
+  });
+
+  it("a download the local file system refuses (the file size limit: EFBIG) is STORAGE_ERROR naming the file, not the server; the old file stays, nothing beside it", async () => {
+    const prefix = `t${++counter}`;
+    const s = store({ partSizeBytes: 5 * MiB, queueSize: 2 }, prefix);
+    const dir = tempDir("s3-download");
+    const path = join(dir, "model.bin");
+    writeFileSync(path, "old");
+    await s.put("dl/big.bin", randomBytes(20 * MiB));
+    // The same download in a process whose files may not pass 4 MiB (dash's `ulimit -f` counts
+    // 512-byte blocks; the kernel's RLIMIT_FSIZE fails writes beyond it with EFBIG, as a full disk
+    // fails them with ENOSPC).
+    const code = `import { s3 } from "./src/storage/s3/index.ts";
+      const [uri, options, path] = JSON.parse(process.argv[1]);
+      try { await s3(uri, options).download("dl/big.bin", path); console.log("no error"); }
+      catch (err) { console.log(JSON.stringify({ code: err.code, message: err.message, details: err.details, retryable: err.retryable })); }`;
+    const options = { endpoint: server.endpoint, ...S3RVER_CLIENT_SETTINGS, credentials: TEST_AWS_CREDENTIALS, partSizeBytes: 5 * MiB, queueSize: 2 };
+    const args = [process.execPath, "--import", "tsx", "--input-type=module", "-e", code, JSON.stringify([`s3://${BUCKET}/${prefix}`, options, path])];
+    const { stdout: out } = await promisify(execFile)("sh", ["-c", 'ulimit -f 8192 && exec "$@"', "sh", ...args], { cwd: REPO_ROOT, encoding: "utf8" });
+    const err = JSON.parse(out.trim().split("\n").pop()!) as { code: string; message: string; details: Record<string, unknown>; retryable: boolean };
+    expect(err).toMatchObject({ code: "STORAGE_ERROR", retryable: false, details: { errno: "EFBIG" } });
+    expect(err.message.startsWith(`Writing ${path} failed: EFBIG`)).toBe(true);
+    expect(err.details["awsCode"]).toBeUndefined();
+    expect(readFileSync(path, "utf8")).toBe("old");
     expect(readdirSync(dir)).toEqual(["model.bin"]);
   });
 

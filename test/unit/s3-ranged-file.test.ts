@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, describe, expect, it } from "vitest";
 import { RunctlError } from "../../src/errors/runctl-error.js";
+import { LocalWriteError } from "../../src/storage/download-to-file.js";
 import { writeRangesToFile } from "../../src/storage/s3/s3-ranged-file.js";
 import { fakeBody, fakeRanges, oversizedRanges, rng } from "../support/fake-bodies.js";
 
@@ -61,6 +62,21 @@ describe("writeRangesToFile", () => {
     const file = await open(join(dir, "oversize"), "wx");
     const run = writeRangesToFile({ ...oversizedRanges(object), file });
     await expect(run).rejects.toMatchObject({ code: "STORAGE_ERROR", message: expect.stringMatching(/sent more than the 1048576 bytes/) });
+    await file.close();
+  });
+
+  it("a write the file system refuses (/dev/full: ENOSPC) rejects with a LocalWriteError, not the caller's server error, every write settled", async () => {
+    const object = randomBytes(3 * MiB);
+    const { source } = fakeRanges(object, { rangeSize: 1 * MiB, concurrency: 2, seed: 11 });
+    const file = await open("/dev/full", "w");
+    const mapped: unknown[] = [];
+    const err: unknown = await writeRangesToFile({ ...source, toError: (e) => (mapped.push(e), toError(e)), file }).then(
+      () => "resolved",
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(LocalWriteError);
+    expect((err as LocalWriteError).cause).toMatchObject({ code: "ENOSPC" });
+    expect(mapped).toEqual([]);
     await file.close();
   });
 

@@ -2,6 +2,7 @@ import { write as fsWrite } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import { RunctlError } from "../../errors/runctl-error.js";
+import { LocalWriteError } from "../download-to-file.js";
 import { resumeOrEnd, type BodyResumePolicy } from "./s3-errors.js";
 import type { RangedSource } from "./s3-ranged-stream.js";
 
@@ -29,7 +30,9 @@ class BodyFailure {
  * chunks waiting on the disk (a reader of {@link RangedObjectStream} would hold whole ranges). A range
  * whose body drops is re-requested from the byte where it stopped (at most `maxResumes` times in
  * all). On any failure every other range is stopped and its writes settle before this rejects, so
- * the caller may remove the file at once. Resolves with the bytes written (= `totalBytes`).
+ * the caller may remove the file at once. Resolves with the bytes written (= `totalBytes`). A failed
+ * write of the file (a full disk) rejects with a {@link LocalWriteError}, every other failure with a
+ * RunctlError.
  */
 export async function writeRangesToFile(options: RangedFileOptions): Promise<number> {
   const { first, firstLength, totalBytes, rangeSize, concurrency, fetch, file, signal } = options;
@@ -85,7 +88,8 @@ export async function writeRangesToFile(options: RangedFileOptions): Promise<num
     }
     // Every write of this body settles before the range resumes or the download fails.
     await Promise.all(pending);
-    if (writeError) throw options.toError(writeError.error);
+    // The local file's error (a full disk), not the server's: the caller names the file.
+    if (writeError) throw new LocalWriteError(writeError.error);
     if (bodyError) throw bodyError.error instanceof RunctlError ? bodyError.error : new BodyFailure(bodyError.error, pos);
     return pos;
   };
@@ -104,7 +108,7 @@ export async function writeRangesToFile(options: RangedFileOptions): Promise<num
         body = undefined;
         // An abort has set `failure` already: its listener runs before any request or body fails.
         if (failure) return;
-        if (!(err instanceof BodyFailure)) throw err instanceof RunctlError ? err : options.toError(err);
+        if (!(err instanceof BodyFailure)) throw err instanceof RunctlError || err instanceof LocalWriteError ? err : options.toError(err);
         pos = err.pos;
         const outcome = resumeOrEnd(err.error, resumes, options);
         if (outcome !== "resume") throw outcome.error;
