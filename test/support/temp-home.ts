@@ -5,23 +5,18 @@ import { join } from "node:path";
 /** Folders made by this test file's helpers; removed after its last test (temp-cleanup.setup.ts). */
 const made: string[] = [];
 
-/** A fresh folder under the system's temporary folder, removed after this test file's last test. */
-function makeTemp(label: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `runctl-${label}-`));
-  made.push(dir);
-  return dir;
-}
-
 /** Points RUNCTL_HOME at a fresh folder for this test file (vitest runs each file in its own process). */
 export function useTempRunctlHome(label: string): string {
-  const home = makeTemp(label);
+  const home = tempDir(label);
   process.env["RUNCTL_HOME"] = home;
   return home;
 }
 
-/** A fresh temporary folder, removed after this test file's last test. */
+/** A fresh folder under the system's temporary folder, removed after this test file's last test. */
 export function tempDir(label: string): string {
-  return makeTemp(label);
+  const dir = mkdtempSync(join(tmpdir(), `runctl-${label}-`));
+  made.push(dir);
+  return dir;
 }
 
 /**
