@@ -342,15 +342,20 @@ async function downloadCheckpoint(storage: Storage, manifest: CheckpointManifest
   return manifest.kind === "file" ? join(root, manifest.name) : root;
 }
 
-/** Bytes and SHA-256 of a local file, read once. */
-async function sha256OfFile(path: string, signal: AbortSignal | undefined): Promise<{ size: number; sha256: string }> {
+/** Bytes and SHA-256 of everything `source` yields. */
+async function sha256Of(source: AsyncIterable<unknown>): Promise<{ size: number; sha256: string }> {
   const hash = createHash("sha256");
   let size = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024, ...(signal ? { signal } : {}) }) as AsyncIterable<Buffer>) {
+  for await (const chunk of source as AsyncIterable<Buffer>) {
     hash.update(chunk);
     size += chunk.length;
   }
   return { size, sha256: hash.digest("hex") };
+}
+
+/** Bytes and SHA-256 of a local file, read once. */
+function sha256OfFile(path: string, signal: AbortSignal | undefined): Promise<{ size: number; sha256: string }> {
+  return sha256Of(createReadStream(path, { highWaterMark: 1024 * 1024, ...(signal ? { signal } : {}) }));
 }
 
 async function verifyCheckpoint(storage: Storage, manifest: CheckpointManifest, signal?: AbortSignal): Promise<CheckpointVerification> {
@@ -364,13 +369,7 @@ async function verifyCheckpoint(storage: Storage, manifest: CheckpointManifest, 
       problems.push({ path: file.path, reason: "missing" });
       continue;
     }
-    const hash = createHash("sha256");
-    let size = 0;
-    for await (const chunk of stream) {
-      hash.update(chunk as Buffer);
-      size += (chunk as Buffer).length;
-    }
-    const sha256 = hash.digest("hex");
+    const { size, sha256 } = await sha256Of(stream);
     if (size !== file.size) problems.push({ path: file.path, reason: `size ${size}, expected ${file.size}` });
     else if (sha256 !== file.sha256) problems.push({ path: file.path, reason: "sha256 differs" });
   }

@@ -65,7 +65,7 @@ describe("writeRangesToFile", () => {
     await file.close();
   });
 
-  it("a write the file system refuses (/dev/full: ENOSPC) rejects with a LocalWriteError, not the caller's server error, every write settled", async () => {
+  it("a write the file system refuses (/dev/full: ENOSPC) rejects with a LocalWriteError, not the caller's server error", async () => {
     const object = randomBytes(3 * MiB);
     const { source } = fakeRanges(object, { rangeSize: 1 * MiB, concurrency: 2, seed: 11 });
     const file = await open("/dev/full", "w");
